@@ -1,0 +1,195 @@
+"""Circuits: expanded weights between analysed layers and their symmetry.
+
+Expanded weights (as in Lucid's and Captum's ``expanded weights``): make the
+network between two layers linear -- ReLU, ReLU6 and the other pointwise
+nonlinearities become the identity, max pooling becomes average pooling,
+local response normalization the identity, batch norm is affine in eval mode
+anyway -- and take the gradient of each destination unit at the centre of
+its map with respect to the source layer's activation map:
+
+    W[b, a, dy, dx] = d dst_b(centre) / d src_a(centre_src + (dy, dx)).
+
+This works between any two layers, adjacent or not, through residual
+connections and parallel branches. Positive and negative paths between the
+same two units add up; ``cancellation = |sum W| / sum |W|`` over the kernel
+is near 0 where excitatory and inhibitory parts cancel.
+
+Circuit equivariance of a source family F and a destination family G under a
+transform T: for members a, a' of F with a' = T_t(a) (t = param(a') -
+param(a)) and b in G, let b' be the member of G at param(b) + t. If the
+weights are equivariant, ``W[b', a'] = T_t(W[b, a])`` with the kernel
+rotated (or flipped) in space; ``equivariance`` is the Pearson correlation
+of the two sides over all such (a, a', b) and all kernel positions inside the
+central disc, with bilinear interpolation for angles that are not multiples
+of 90 degrees.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .capture import ACTIVATIONS
+from .models._layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
+from .transforms import rotation_matrix, warp
+
+
+class _StopAt(Exception):
+    pass
+
+
+@contextmanager
+def linearized(model: nn.Module):
+    """Temporarily replace nonlinearities by their linear stand-ins (forward patched per instance)."""
+    patched = []
+    for m in model.modules():
+        if isinstance(m, ACTIVATIONS) or isinstance(m, (LocalResponseNorm, nn.LocalResponseNorm, nn.Dropout)):
+            new = lambda x, *a, **k: x  # noqa: E731
+        elif isinstance(m, MaxPool2dSame):
+            new = AvgPool2dSame(m.kernel_size, m.stride).forward
+        elif isinstance(m, nn.MaxPool2d):
+            new = nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode,
+                               count_include_pad=False).forward
+        else:
+            continue
+        patched.append(m)
+        m.forward = new
+    try:
+        yield model
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, device: str = "cpu",
+                     max_radius: int = 12, chunk: int = 32, mass: float = 0.99) -> np.ndarray:
+    """Expanded weights ``W`` of shape C_dst x C_src x (2R+1) x (2R+1) around the destination centre.
+
+    R is the smallest radius (at most ``max_radius`` source cells) holding ``mass`` of sum |W|.
+    """
+    modules = dict(model.named_modules())
+    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    state: dict = {}
+
+    def src_hook(module, inputs, output):
+        if "z" not in state:
+            state["z"] = torch.zeros_like(output).expand(state["batch"], -1, -1, -1).clone().requires_grad_(True)
+        return state["z"]
+
+    def dst_hook(module, inputs, output):
+        state["out"] = output
+        raise _StopAt
+
+    h1 = modules[src].register_forward_hook(src_hook)
+    h2 = modules[dst].register_forward_hook(dst_hook)
+    grads = []
+    try:
+        with linearized(model), torch.enable_grad():
+            state["batch"] = 1
+            try:
+                model(x)
+            except _StopAt:
+                pass
+            c_dst = state["out"].shape[1]
+            hd, wd = state["out"].shape[-2:]
+            hs, ws = state["z"].shape[-2:]
+            for start in range(0, c_dst, chunk):
+                units = torch.arange(start, min(start + chunk, c_dst), device=device)
+                state.clear()
+                state["batch"] = len(units)
+                try:
+                    model(x.expand(len(units), -1, -1, -1))
+                except _StopAt:
+                    pass
+                out = state["out"]
+                out[torch.arange(len(units)), units, hd // 2, wd // 2].sum().backward()
+                grads.append(state["z"].grad.detach().cpu())
+    finally:
+        h1.remove()
+        h2.remove()
+    w = torch.cat(grads)                                            # C_dst x C_src x Hs x Ws
+    cy = min(int(round((hd // 2 + 0.5) * hs / hd - 0.5)), hs - 1)
+    cx = min(int(round((wd // 2 + 0.5) * ws / wd - 0.5)), ws - 1)
+    energy = w.abs().sum((0, 1))
+    yy, xx = torch.meshgrid(torch.arange(hs), torch.arange(ws), indexing="ij")
+    cheb = torch.maximum((yy - cy).abs(), (xx - cx).abs())
+    total = float(energy.sum())
+    radius = max_radius
+    for r in range(0, max_radius + 1):
+        if float(energy[cheb <= r].sum()) >= mass * total:
+            radius = r
+            break
+    pad = F.pad(w, (radius, radius, radius, radius))
+    return pad[:, :, cy:cy + 2 * radius + 1, cx:cx + 2 * radius + 1].numpy()
+
+
+def cancellation(w: np.ndarray) -> np.ndarray:
+    """|sum W| / sum |W| per (dst, src) pair: near 0 where excitatory and inhibitory parts cancel."""
+    return np.abs(w.sum((2, 3))) / np.maximum(np.abs(w).sum((2, 3)), 1e-12)
+
+
+def rotate_kernels(k: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate kernels (N x H x W) by per-kernel angles (counter-clockwise), bilinear, zero outside."""
+    inv = torch.stack([rotation_matrix(-float(d)) for d in degrees]) if len(degrees) else torch.zeros(0, 2, 2)
+    return warp(k[:, None].float(), inv, padding_mode="zeros")[:, 0]
+
+
+def disc_mask(size: int) -> torch.Tensor:
+    r = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")
+    return (yy**2 + xx**2).sqrt() <= r + 1e-6
+
+
+def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_params, transform: str,
+                        period_src: float, period_dst: float, tolerance: float = 20.0) -> tuple[float, int]:
+    """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs.
+
+    ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family.
+    """
+    src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
+    src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
+    quads = []   # (b, a, b2, a2, t)
+    for i, a in enumerate(src_units):
+        for j, a2 in enumerate(src_units):
+            if i == j:
+                continue
+            if transform == "hflip":
+                t = 0.0
+            else:
+                t = float(np.mod(src_params[j] - src_params[i], period_src))
+            for k, b in enumerate(dst_units):
+                if transform == "hflip":
+                    others = [m for m in range(len(dst_units)) if m != k]
+                    if not others:
+                        continue
+                    m = others[0]
+                else:
+                    target = np.mod(dst_params[k] + t, period_dst)
+                    d = np.mod(dst_params - target, period_dst)
+                    d = np.minimum(d, period_dst - d)
+                    m = int(np.argmin(d))
+                    if d[m] > tolerance:
+                        continue
+                quads.append((b, a, dst_units[m], a2, t))
+    if not quads:
+        return float("nan"), 0
+    q = np.asarray(quads)
+    b, a, b2, a2 = (q[:, i].astype(int) for i in range(4))
+    t = torch.as_tensor(q[:, 4])
+    wt = torch.as_tensor(w)
+    source = wt[b, a]
+    if transform == "rotate":
+        source = rotate_kernels(source, t)
+    elif transform == "hflip":
+        source = source.flip(-1)
+    target = wt[b2, a2].float()
+    mask = disc_mask(w.shape[-1])
+    x, y = source[:, mask].flatten().double(), target[:, mask].flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return (float((x * y).sum()) / denom if denom > 0 else float("nan")), len(quads)

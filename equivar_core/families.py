@@ -1,0 +1,239 @@
+"""Family assignment: which units are transformed copies of one another.
+
+Rotation and hue families come from tuning curves. If unit v is unit u
+transformed by an angle t, every tuning curve of v is u's shifted by t. For
+units u, v with curves ``r_u[s, theta]`` over stimuli s (each curve
+standardized over theta), the shifted similarity is the circular
+cross-correlation, computed for all pairs with FFTs,
+
+    sim(u, v) = max_t  sum_{s, theta} r_u[s, theta + t] r_v[s, theta] / sqrt(E_u E_v),
+
+with E the curves' energies. Units are grouped by average-linkage clustering
+of ``1 - sim`` cut at ``1 - min_similarity``; a group is a family if its
+members' relative angles spread over at least ``min_spread`` degrees
+(otherwise they are duplicates, not transformed copies). A member's ``param``
+is the reference member's preferred angle plus the best shift t, modulo the
+family's period (180 or 90 where the reference's curves repeat). ``fit`` is
+the member's similarity to the reference.
+
+Pairs are only linked when natural images agree (when transform scores
+are given): the rotation score of u and v at the amount matching their
+tuning shift must reach ``min_partner_score`` (see
+:func:`transform_evidence`).
+
+Independent evidence, ``agreement``: for each rotation (or hue) amount a of
+the natural-image sweep, is the member's best transform partner the family
+member whose param is closest to ``param + a``? The fraction of amounts where
+it is (among the amounts where some member sits within ``tolerance`` of that
+place) is reported per unit.
+
+Flip and scale families are pairs from transform scores: u and v (u != v)
+that are each other's best partner, with a score of at least ``min_score``
+that beats both units' own invariance score by ``margin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+
+
+def _standardize(curves: np.ndarray) -> np.ndarray:
+    z = curves - curves.mean(-1, keepdims=True)
+    sd = z.std(-1, keepdims=True)
+    return np.where(sd > 1e-9, z / np.maximum(sd, 1e-12), 0.0)
+
+
+def shifted_similarity(curves: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Best circular-shift similarity and the shift index for all unit pairs.
+
+    Parameters
+    ----------
+    curves : C x S x T tuning curves (T samples over the full circle)
+
+    Returns
+    -------
+    sim : C x C in [-1, 1];  shift : C x C ints, sim attained with u's curves = v's shifted by shift[u, v]
+    """
+    z = np.nan_to_num(_standardize(curves))
+    c, s, t = z.shape
+    spec = np.fft.rfft(z, axis=-1)                     # C x S x F
+    energy = (z**2).sum((1, 2))
+    sim = np.zeros((c, c))
+    shift = np.zeros((c, c), dtype=int)
+    for i in range(0, c, chunk):
+        cross = np.einsum("usf,vsf->uvf", spec[i:i + chunk], np.conj(spec))
+        corr = np.fft.irfft(cross, n=t, axis=-1)       # [u, v, tau] = sum r_u(theta + tau) r_v(theta)
+        norm = np.sqrt(np.outer(energy[i:i + chunk], energy))
+        corr = corr / np.maximum(norm, 1e-12)[..., None]
+        shift[i:i + chunk] = corr.argmax(-1)
+        sim[i:i + chunk] = corr.max(-1)
+    return np.clip(sim, -1, 1), shift
+
+
+def _period_of(curve: np.ndarray, threshold: float = 0.8) -> float:
+    """180 or 90 if the (S x T) curves repeat after that angle, else 360."""
+    t = curve.shape[-1]
+
+    def corr(k):
+        a, b = curve.ravel(), np.roll(curve, k, -1).ravel()
+        return np.corrcoef(a, b)[0, 1] if a.std() > 0 else 0.0
+
+    if t % 2 == 0 and corr(t // 2) > threshold:
+        return 90.0 if t % 4 == 0 and corr(t // 4) > threshold else 180.0
+    return 360.0
+
+
+def circular_distance(a, b, period):
+    d = np.mod(np.asarray(a) - np.asarray(b), period)
+    return np.minimum(d, period - d)
+
+
+@dataclass
+class AngularFamilies:
+    """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes)."""
+
+    min_similarity: float = 0.8
+    min_spread: float = 20.0
+    tolerance: float = 20.0
+    min_partner_score: float = 0.4
+
+    def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None
+            ) -> "AngularFamilies":
+        """Group units.
+
+        Parameters
+        ----------
+        curves : C x S x T curves sampled at ``360 / T`` degree steps from 0
+        eligible : C bool, units tuned enough to take part
+        pair_scores : amount (degrees) -> C x C transform scores, for ``agreement_``
+        """
+        c, _, t = curves.shape
+        step = 360.0 / t
+        self.labels_ = np.full(c, -1)
+        self.params_ = np.full(c, np.nan)
+        self.fit_ = np.full(c, np.nan)
+        self.agreement_ = np.full(c, np.nan)
+        self.periods_: dict[int, float] = {}
+        idx = np.flatnonzero(eligible)
+        if len(idx) < 2:
+            return self
+        sim, shift = shifted_similarity(curves[idx])
+        if pair_scores:
+            evidence = transform_evidence(shift * step, idx, pair_scores, self.tolerance)
+            sim = np.where(np.isnan(evidence) | (evidence >= self.min_partner_score), sim, 0.0)
+        self.similarity_ = sim
+        dist = np.clip(1 - (sim + sim.T) / 2, 0, None)
+        np.fill_diagonal(dist, 0)
+        groups = fcluster(linkage(squareform(dist, checks=False), "average"), 1 - self.min_similarity,
+                          "distance")
+        z = np.nan_to_num(_standardize(curves))
+        family = 0
+        for g in np.unique(groups):
+            members = np.flatnonzero(groups == g)
+            if len(members) < 2:
+                continue
+            ref = members[np.argmax(sim[np.ix_(members, members)].mean(1))]
+            period = _period_of(z[idx[ref]])
+            template = z[idx[ref]].mean(0)
+            smooth = (np.roll(template, 1) + 2 * template + np.roll(template, -1)) / 4
+            ref_param = np.argmax(smooth) * step
+            params = np.mod(ref_param + shift[members, ref] * step, period)
+            if circular_distance(params[:, None], params[None], period).max() < self.min_spread:
+                continue
+            units = idx[members]
+            self.labels_[units] = family
+            self.params_[units] = params
+            self.fit_[units] = np.clip(sim[members, ref], 0, 1)
+            self.fit_[idx[ref]] = np.clip(np.delete(sim[ref, members], members.tolist().index(ref)).mean(), 0, 1)
+            self.periods_[family] = period
+            family += 1
+        if pair_scores:
+            self.agreement_ = partner_agreement(self.labels_, self.params_, self.periods_, pair_scores,
+                                                self.tolerance)
+        return self
+
+
+def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict[float, np.ndarray],
+                       tolerance: float) -> np.ndarray:
+    """Natural-image support for "v is u transformed by a" for every pair of ``idx``.
+
+    With ``r_u(theta + t) = r_v(theta)`` (t = ``shift_deg[u, v]``), v is u
+    moved by a = -t; the evidence is the larger of ``score_a(u, v)`` and
+    ``score_{-a}(v, u)`` at the sweep amount nearest to a. NaN where no amount
+    lies within ``tolerance`` (near-zero shifts: duplicates).
+    """
+    amounts = np.array(sorted(pair_scores))
+    a = np.mod(-shift_deg, 360.0)
+    d = np.abs(np.mod(a[..., None] - amounts + 180.0, 360.0) - 180.0)
+    nearest = d.argmin(-1)
+    close = d.min(-1) <= tolerance
+    back = np.mod(360.0 - amounts, 360.0)
+    back_idx = np.array([np.argmin(np.abs(np.mod(amounts - b + 180.0, 360.0) - 180.0)) for b in back])
+    stack = np.stack([pair_scores[x][np.ix_(idx, idx)] for x in amounts])      # A x n x n
+    fwd = np.take_along_axis(stack, nearest[None], 0)[0]
+    rev = np.take_along_axis(stack, back_idx[nearest][None], 0)[0].T
+    return np.where(close, np.maximum(fwd, rev), np.nan)
+
+
+def partner_agreement(labels, params, periods, pair_scores, tolerance) -> np.ndarray:
+    """Fraction of transform amounts where a member's best partner is the member expected there."""
+    c = len(labels)
+    hits, counts = np.zeros(c), np.zeros(c)
+    for amount, score in pair_scores.items():
+        best = np.argmax(score, axis=1)
+        for f, period in periods.items():
+            members = np.flatnonzero(labels == f)
+            for u in members:
+                target = np.mod(params[u] + amount, period)
+                d = circular_distance(params[members], target, period)
+                if d.min() > tolerance:
+                    continue
+                counts[u] += 1
+                hits[u] += best[u] == members[np.argmin(d)]
+    return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+
+
+@dataclass
+class PairFamilies:
+    """Flip or scale pairs from transform scores (an estimator)."""
+
+    min_score: float = 0.5
+    margin: float = 0.05
+
+    def fit(self, scores: dict[float, np.ndarray], directed: bool = False) -> "PairFamilies":
+        """Pair units; each joins at most one pair (best score first).
+
+        ``scores``: amount -> C x C score matrix. For ``directed`` transforms
+        (scale) ``scores[a][u, v]`` relates u on x to v on g.x, so u gets param 1
+        and v param a; for a flip the pair is unordered and gets params 0
+        (lower unit index) and 1.
+        """
+        c = next(iter(scores.values())).shape[0]
+        self.labels_ = np.full(c, -1)
+        self.params_ = np.full(c, np.nan)
+        self.fit_ = np.full(c, np.nan)
+        candidates = []
+        for amount, m in scores.items():
+            others = m.copy()
+            np.fill_diagonal(others, -np.inf)
+            row_best, col_best = others.argmax(1), others.argmax(0)
+            for u in range(c):
+                v = int(row_best[u])
+                if col_best[v] != u or (not directed and u > v):
+                    continue
+                score = m[u, v] if directed else (m[u, v] + m[v, u]) / 2
+                if score >= self.min_score and score - max(m[u, u], m[v, v]) >= self.margin:
+                    candidates.append((float(score), float(amount), u, v))
+        family = 0
+        for score, amount, u, v in sorted(candidates, reverse=True):
+            if self.labels_[u] >= 0 or self.labels_[v] >= 0:
+                continue
+            self.labels_[[u, v]] = family
+            self.params_[[u, v]] = (1.0, amount) if directed else (0.0, 1.0)
+            self.fit_[[u, v]] = score
+            family += 1
+        return self

@@ -1,0 +1,149 @@
+"""Natural images: where they come from and how they become model inputs.
+
+A source is the photos that scikit-image ships (the default), a folder
+(searched recursively, so an ImageNet ``train/`` or ``val/`` tree works) or a
+text file listing one path per line. Each image becomes a square RGB float
+tensor in [0, 1] of the model's input size: grayscale is repeated to RGB, the
+largest centred square is cropped and resized with antialiasing (tiny images
+are upscaled). When the default photos are fewer than ``n_images``, further
+views are deterministic random crops (scale 0.35-1 of the short side) drawn
+from the run's seed. Unreadable files are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .errors import EquivarError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+#: Photographs among scikit-image's bundled data (no synthetic test patterns).
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+    "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
+    "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "rocket.jpg",
+)
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One model input: a file and the crop taken from it (fractions of width and height)."""
+
+    index: int
+    path: str
+    top: float = 0.0
+    left: float = 0.0
+    size: float = 1.0  # side of the square crop as a fraction of the short side; 1 = centre square
+
+
+def skimage_data_dir() -> str:
+    import skimage
+
+    return os.path.join(os.path.dirname(skimage.__file__), "data")
+
+
+def list_image_files(source: str | None) -> list[str]:
+    """Image paths of a source in a deterministic (sorted) order."""
+    if source is None:
+        d = skimage_data_dir()
+        return [os.path.join(d, f) for f in SKIMAGE_PHOTOS if os.path.isfile(os.path.join(d, f))]
+    if os.path.isdir(source):
+        found = []
+        for root, dirs, files in os.walk(source, followlinks=True):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise EquivarError(f"no images found in folder {source} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return found
+    if os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8", errors="replace") as f:
+            paths = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        if not paths:
+            raise EquivarError(f"image list {source} names no files")
+        return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    raise EquivarError(f"image source not found: {source}")
+
+
+def plan_views(source: str | None, n_images: int, seed: int) -> list[ImageView]:
+    """Choose ``n_images`` views, deterministic for a seed.
+
+    A folder or list larger than ``n_images`` is subsampled by a seeded
+    permutation (kept in sorted order); the default photos are extended with
+    seeded random crops.
+    """
+    if n_images < 1:
+        raise EquivarError(f"--n-images must be at least 1, got {n_images}")
+    files = list_image_files(source)
+    rng = np.random.default_rng(seed)
+    if len(files) >= n_images:
+        keep = np.sort(rng.permutation(len(files))[:n_images])
+        return [ImageView(i, files[j]) for i, j in enumerate(keep)]
+    views = [ImageView(i, f) for i, f in enumerate(files)]
+    if source is not None:
+        return views
+    while len(views) < n_images:
+        size = float(rng.uniform(0.35, 1.0))
+        top, left = (float(v) for v in rng.uniform(0.0, 1.0, 2))
+        views.append(ImageView(len(views), files[len(views) % len(files)], top, left, size))
+    return views
+
+
+def load_view(view: ImageView, size: int) -> torch.Tensor | None:
+    """Read one view as a 3 x size x size float tensor in [0, 1]; None if unreadable."""
+    try:
+        with Image.open(view.path) as im:
+            im = im.convert("RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    if arr.ndim != 3 or min(arr.shape[:2]) < 1:
+        return None
+    h, w = arr.shape[:2]
+    side = max(1, int(round(min(h, w) * view.size)))
+    if view.size >= 1.0:
+        y0, x0 = (h - side) // 2, (w - side) // 2
+    else:
+        y0, x0 = int(view.top * (h - side)), int(view.left * (w - side))
+    crop = torch.from_numpy(arr[y0:y0 + side, x0:x0 + side].copy()).permute(2, 0, 1).float().div_(255.0)
+    out = F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)
+    return out[0].clamp_(0.0, 1.0)
+
+
+@dataclass
+class ImageBatch:
+    images: torch.Tensor  # B x 3 x S x S
+    indices: list[int]    # view indices of the rows
+
+
+def iter_batches(views: list[ImageView], size: int, batch_size: int, threads: int = 2) -> Iterator[ImageBatch]:
+    """Yield batches of loaded views; decoding runs ahead in a thread pool.
+
+    Unreadable files are logged and skipped; ``skipped`` on the generator's
+    caller side is ``len(views) - sum(len(b.indices))``.
+    """
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        chunks = [views[i:i + batch_size] for i in range(0, len(views), batch_size)]
+        pending = [pool.map(lambda v: load_view(v, size), c) for c in chunks[:2]]
+        for k, chunk in enumerate(chunks):
+            loaded = list(pending[k])
+            if k + 2 < len(chunks):
+                pending.append(pool.map(lambda v: load_view(v, size), chunks[k + 2]))
+            good = [(v.index, t) for v, t in zip(chunk, loaded) if t is not None]
+            for v, t in zip(chunk, loaded):
+                if t is None:
+                    log.warning("skipped unreadable image %s", v.path)
+            if good:
+                yield ImageBatch(torch.stack([t for _, t in good]), [i for i, _ in good])

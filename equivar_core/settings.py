@@ -1,0 +1,71 @@
+"""Run settings: typed, frozen, and the only input of the pipeline stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .activations import SweepSettings
+from .tuning import TuningSettings
+
+DEFAULT_N_IMAGES = 48
+
+
+def default_out() -> str:
+    return os.environ.get("EQUIVAR_HOME") or os.path.abspath("equivar-data")
+
+
+@dataclass(frozen=True)
+class FamilySettings:
+    min_similarity: float = 0.8      # shifted tuning similarity for rotation and hue families
+    min_spread: float = 20.0         # degrees; members closer than this are duplicates, not copies
+    tolerance: float = 20.0          # degrees, when matching a member to an expected place
+    min_partner_score: float = 0.4   # natural-image transform score needed to link two units
+    pair_min_score: float = 0.5      # flip and scale pairs
+    pair_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class CircuitSettings:
+    max_radius: int = 12             # source cells around the destination centre
+    all_units_max_pairs: int = 128 * 128   # store every unit pair up to this many, else family members only
+    delta_bin: float = 15.0          # degrees, for the weight-vs-relative-place profile
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything one run depends on."""
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = None
+    name: str | None = None
+    layers: tuple[str, ...] = ()
+    images: str | None = None
+    n_images: int = DEFAULT_N_IMAGES
+    out: str = field(default_factory=default_out)
+    device: str = "auto"
+    batch_size: int = 16
+    seed: int = 0
+    sweep: SweepSettings = SweepSettings()
+    tuning: TuningSettings = TuningSettings()
+    families: FamilySettings = FamilySettings()
+    circuits: CircuitSettings = CircuitSettings()
+
+    @property
+    def model_name(self) -> str:
+        from .models.registry import default_name
+
+        return self.name or default_name(self.model)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    @property
+    def artifacts(self) -> str:
+        from .storage import safe_value
+
+        return os.path.join(self.out, "_artifacts", f"model={safe_value(self.model_name)}")

@@ -1,0 +1,336 @@
+"""The pipeline's stages as plain functions: settings and upstream tables in, a table out.
+
+Each function is what one Dagster asset calls; the CLI and the tests run the
+same code through those assets. Tables are pandas DataFrames with the
+columns of ``CONTRACT.md`` (plus documented extras); every table has a
+``model`` column. Large intermediate arrays (activation samples, full score
+matrices, expanded weights) live under ``settings.artifacts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .activations import sample_activations
+from .capture import layer_geometry
+from .circuits import cancellation, expanded_weights, family_equivariance
+from .errors import EquivarError
+from .families import AngularFamilies, PairFamilies
+from .images import ImageView, plan_views
+from .models.registry import LoadedModel, load_model, resolve_layers
+from .scores import top_pairs, version_scores
+from .settings import RunSettings
+from .storage import atomic_path
+from .transforms import make_transform
+from .tuning import HUE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
+
+log = logging.getLogger(__name__)
+
+
+def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
+    """The model on its device and the resolved layer names (raises :class:`EquivarError` on bad input)."""
+    model = load_model(settings.model, settings.weights, settings.name)
+    layers = resolve_layers(model, list(settings.layers) or None)
+    model.module.to(settings.resolved_device())
+    return model, layers
+
+
+def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:
+    df.insert(0, "model", settings.model_name)
+    return df
+
+
+# -- model and layers -------------------------------------------------------------------------
+
+def model_table(settings: RunSettings) -> pd.DataFrame:
+    """``models``: one row for the model."""
+    model, _ = load(settings)
+    return pd.DataFrame({"model": [model.name], "spec": [settings.model], "weights_sha256": [model.weights_sha256],
+                         "n_params": [model.n_params], "input_size": [model.input_size],
+                         "weights": [settings.weights or "built-in"], "seed": [settings.seed]})
+
+
+def layer_table(settings: RunSettings) -> pd.DataFrame:
+    """``layers``: shape at the input size, stride and effective receptive field of each analysed layer."""
+    model, layers = load(settings)
+    geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed)
+    df = pd.DataFrame({"layer": [g.layer for g in geoms], "n_units": [g.n_units for g in geoms],
+                       "height": [g.height for g in geoms], "width": [g.width for g in geoms],
+                       "stride": [g.stride for g in geoms], "rf_radius": [g.rf_radius for g in geoms],
+                       "rf_offset_y": [g.rf_offset[0] for g in geoms], "rf_offset_x": [g.rf_offset[1] for g in geoms]})
+    return _with_model(df, settings)
+
+
+def _geometries(layers_df: pd.DataFrame):
+    from .capture import LayerGeometry
+
+    return [LayerGeometry(r.layer, int(r.n_units), int(r.height), int(r.width), float(r.stride), float(r.rf_radius),
+                          (float(r.rf_offset_y), float(r.rf_offset_x))) for r in layers_df.itertuples()]
+
+
+# -- natural images ---------------------------------------------------------------------------
+
+def image_table(settings: RunSettings) -> pd.DataFrame:
+    """``images``: the natural-image views of the run, in order."""
+    views = plan_views(settings.images, settings.n_images, settings.seed)
+    df = pd.DataFrame({"image": [v.index for v in views], "path": [v.path for v in views],
+                       "crop_top": [v.top for v in views], "crop_left": [v.left for v in views],
+                       "crop_size": [v.size for v in views]})
+    return _with_model(df, settings)
+
+
+def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stream the images and their transforms; returns (``unit_stats``, ``activation_samples`` manifest)."""
+    model, _ = load(settings)
+    views = [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
+             for r in images_df.itertuples()]
+    out_dir = os.path.join(settings.artifacts, "activations")
+    samples, stats, loaded = sample_activations(
+        model.module, list(layers_df["layer"]), views, model.input_size, settings.sweep, out_dir,
+        settings.batch_size, settings.resolved_device())
+    _save(os.path.join(out_dir, "loaded.npy"), loaded)
+    rows = []
+    for name, st in stats.items():
+        c = len(st["mean"])
+        rows.append(pd.DataFrame({"layer": name, "unit": np.arange(c), "mean": st["mean"], "std": st["std"],
+                                  "best_image": st["image_max"][loaded].argmax(0) if loaded.any() else -1,
+                                  "best_value": st["image_max"][loaded].max(0)}))
+        _save(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
+    stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
+    versions = settings.sweep.versions()
+    manifest = pd.DataFrame([{"layer": s.layer, "path": s.path, "points_path": s.points_path,
+                              "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
+                              "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
+                              "versions": ";".join(g.label for g in versions)} for s in samples])
+    return stats_df, _with_model(manifest, settings)
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic_path(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+# -- tuning -----------------------------------------------------------------------------------
+
+def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
+    """``tuning``: responses (natural-image standard deviations) to every swept stimulus."""
+    model, _ = load(settings)
+    stats = {layer: (g.sort_values("unit")["mean"].to_numpy(), g.sort_values("unit")["std"].to_numpy())
+             for layer, g in stats_df.groupby("layer")}
+    cols = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
+                          settings.resolved_device())
+    return _with_model(pd.DataFrame(cols), settings)
+
+
+def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``unit_profiles``: preferred parameter, selectivity and period per unit and stimulus."""
+    cols = unit_profiles(_columns(tuning_df), dict(zip(layers_df["layer"], layers_df["n_units"])), settings.tuning)
+    return _with_model(pd.DataFrame(cols), settings)
+
+
+def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: df[c].to_numpy() for c in df.columns}
+
+
+# -- transform scores -------------------------------------------------------------------------
+
+def score_path(settings: RunSettings, layer: str) -> str:
+    return os.path.join(settings.artifacts, "scores", f"{layer}.scores.npz")
+
+
+def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.DataFrame:
+    """``transform_pairs``: self score and top partners per unit, transform and amount.
+
+    The full C x C score matrices are saved beside, one ``.npz`` per layer.
+    """
+    rows = []
+    for r in manifest_df.itertuples():
+        samples = np.load(r.path, mmap_mode="r")
+        points = np.load(r.points_path)
+        loaded = np.load(os.path.join(os.path.dirname(r.path), "loaded.npy"))
+        images = np.flatnonzero(loaded)
+        matrices = {}
+        for v, label in enumerate(r.versions.split(";")):
+            if v == 0:
+                continue
+            name, amount = label.split(":")
+            g = make_transform(name, float(amount))
+            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images)
+            matrices[label] = score
+            matrices[label + ":null"] = null
+            t = top_pairs(score, null, 3)
+            rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
+        path = score_path(settings, r.layer)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = atomic_path(path) + ".npz"
+        np.savez(tmp, **matrices)
+        os.replace(tmp, path)
+        log.info("transform scores: %s done", r.layer)
+    return _with_model(pd.concat(rows, ignore_index=True), settings)
+
+
+def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
+    """amount -> C x C score matrix of one layer and transform."""
+    with np.load(score_path(settings, layer)) as z:
+        return {float(k.split(":")[1]): z[k] for k in z.files
+                if k.startswith(transform + ":") and not k.endswith(":null")}
+
+
+# -- families ---------------------------------------------------------------------------------
+
+def _stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72) -> np.ndarray:
+    """C x S x steps curves, each stimulus resampled circularly onto a common grid."""
+    grid = np.arange(steps) * 360.0 / steps
+    out = []
+    for stim in stimuli:
+        params, resp = curves(tuning, layer, stim, n_units)
+        if len(params) == 0:
+            continue
+        ext_p = np.concatenate([params - 360, params, params + 360])
+        ext_r = np.concatenate([resp, resp, resp], 1)
+        out.append(np.stack([np.interp(grid, ext_p, row) for row in np.nan_to_num(ext_r)]))
+    return np.stack(out, 1) if out else np.zeros((n_units, 0, steps))
+
+
+def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
+                 layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores."""
+    fs = settings.families
+    tuning = _columns(tuning_df)
+    rows = []
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        prof = profiles_df[profiles_df["layer"] == layer]
+        next_id = 0
+        for transform, stimuli in (("rotate", ORIENTATION_STIMULI), ("hue", HUE_STIMULI)):
+            tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
+            eligible = np.zeros(c, bool)
+            eligible[tuned["unit"].to_numpy(int)] = True
+            est = AngularFamilies(fs.min_similarity, fs.min_spread, fs.tolerance, fs.min_partner_score).fit(
+                _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform))
+            next_id = _append_families(rows, layer, transform, est, next_id,
+                                       period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
+        for transform in ("hflip", "scale"):
+            scores = load_scores(settings, layer, transform)
+            if not scores:
+                continue
+            est = PairFamilies(fs.pair_min_score, fs.pair_margin).fit(scores, directed=transform == "scale")
+            next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
+    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size"]
+    df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
+    return _with_model(df.astype({"family": int, "unit": int, "size": int}), settings)
+
+
+def _append_families(rows, layer, transform, est, next_id, period, agreement) -> int:
+    for f in np.unique(est.labels_[est.labels_ >= 0]):
+        members = np.flatnonzero(est.labels_ == f)
+        for u in members:
+            rows.append({"layer": layer, "family": next_id, "transform": transform, "unit": int(u),
+                         "param": float(est.params_[u]), "fit": float(est.fit_[u]),
+                         "period": period.get(int(f), np.nan),
+                         "agreement": float(agreement[u]) if agreement is not None else np.nan,
+                         "size": len(members)})
+        next_id += 1
+    return next_id
+
+
+# -- circuits ---------------------------------------------------------------------------------
+
+def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:
+    """Consecutive analysed layers (in the order given)."""
+    return list(zip(layers[:-1], layers[1:]))
+
+
+def weights_path(settings: RunSettings, src: str, dst: str) -> str:
+    return os.path.join(settings.artifacts, "circuits", f"{src}__{dst}.npy")
+
+
+def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``circuit_weights``: expanded weights between consecutive analysed layers.
+
+    Every unit pair is kept for small layer pairs, only family members otherwise.
+    """
+    model, _ = load(settings)
+    rows = []
+    for src, dst in layer_pairs(list(layers_df["layer"])):
+        w = expanded_weights(model.module, src, dst, model.input_size, settings.resolved_device(),
+                             settings.circuits.max_radius)
+        _save(weights_path(settings, src, dst), w)
+        c_dst, c_src, k, _ = w.shape
+        if c_dst * c_src <= settings.circuits.all_units_max_pairs:
+            dst_units, src_units = np.arange(c_dst), np.arange(c_src)
+        else:
+            src_units = np.unique(families_df.loc[families_df["layer"] == src, "unit"].to_numpy(int))
+            dst_units = np.unique(families_df.loc[families_df["layer"] == dst, "unit"].to_numpy(int))
+        sub = w[np.ix_(dst_units, src_units)]
+        canc = cancellation(sub)
+        r = k // 2
+        b, a, dy, dx = np.meshgrid(dst_units, src_units, np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+        bi, ai = np.meshgrid(np.arange(len(dst_units)), np.arange(len(src_units)), indexing="ij")
+        rows.append(pd.DataFrame({"src_layer": src, "src_unit": a.ravel(), "dst_layer": dst, "dst_unit": b.ravel(),
+                                  "dy": dy.ravel(), "dx": dx.ravel(), "weight": sub.ravel(),
+                                  "cancellation": np.repeat(canc[bi, ai].ravel(), k * k)}))
+        log.info("circuits: %s -> %s (%d x %d units, %d x %d kernels)", src, dst, c_src, c_dst, k, k)
+    cols = ["src_layer", "src_unit", "dst_layer", "dst_unit", "dy", "dx", "weight", "cancellation"]
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
+def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, families_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``circuit_families``: weight versus relative place, and circuit equivariance, per family pair."""
+    rows = []
+    bin_ = settings.circuits.delta_bin
+    pairs = weights_df[["src_layer", "dst_layer"]].drop_duplicates().itertuples(index=False)
+    for src, dst in pairs:
+        path = weights_path(settings, src, dst)
+        if not os.path.exists(path):
+            continue
+        w = np.load(path)
+        total = w.sum((2, 3))
+        fsrc = families_df[families_df["layer"] == src]
+        fdst = families_df[families_df["layer"] == dst]
+        for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
+            for df_id, gd in fdst[fdst["transform"] == transform].groupby("family"):
+                p_src = _family_period(gs, transform)
+                p_dst = _family_period(gd, transform)
+                eq, n = family_equivariance(w, gs["unit"], gs["param"], gd["unit"], gd["param"], transform,
+                                            p_src, p_dst, settings.families.tolerance)
+                a, b = np.meshgrid(gs["unit"].to_numpy(int), gd["unit"].to_numpy(int), indexing="ij")
+                pa, pb = np.meshgrid(gs["param"].to_numpy(), gd["param"].to_numpy(), indexing="ij")
+                period = max(p_src, p_dst)
+                delta = np.mod(pb - pa, period)
+                if transform in ("rotate", "hue"):
+                    delta = np.mod(np.round(delta / bin_) * bin_, period)
+                prof = pd.DataFrame({"delta": delta.ravel(), "w": total[b.ravel(), a.ravel()]})
+                prof = prof.groupby("delta", as_index=False).agg(mean_weight=("w", "mean"), n_pairs=("w", "size"))
+                prof.insert(0, "transform", transform)
+                prof.insert(0, "dst_family", int(df_id))
+                prof.insert(0, "dst_layer", dst)
+                prof.insert(0, "src_family", int(sf))
+                prof.insert(0, "src_layer", src)
+                prof["equivariance"] = eq
+                prof["n_matched"] = n
+                rows.append(prof)
+    cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
+            "equivariance", "n_matched"]
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
+def _family_period(group: pd.DataFrame, transform: str) -> float:
+    if transform == "hflip":
+        return 2.0
+    if transform == "scale":
+        return float("inf")
+    p = group["period"].dropna()
+    return float(p.iloc[0]) if len(p) else 360.0

@@ -1,0 +1,151 @@
+"""Files on disk: atomic writes, Hive-style Parquet tables and the DuckDB catalog.
+
+Every file is written under a temporary name in its final folder and then
+renamed, so a reader sees the old file or the new one, never half of one.
+Tables live at ``<root>/<table>/model=<m>/[layer=<l>/]data.parquet``
+(``src_layer=<l>`` for circuit tables); the
+catalog ``<root>/equivar.duckdb`` holds one view per table over those files
+and is itself rebuilt under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CATALOG = "equivar.duckdb"
+
+
+def atomic_path(path: str) -> str:
+    """A unique temporary name beside ``path`` (same folder, so rename is atomic)."""
+    d, base = os.path.split(path)
+    return os.path.join(d, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def safe_value(value: str) -> str:
+    """A partition value usable as a folder name (``/`` and odd characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def partition_dir(root: str, table: str, model: str, layer: str | None = None, key: str = "layer") -> str:
+    """``<root>/<table>/model=<model>[/<key>=<layer>]``."""
+    parts = [root, table, f"model={safe_value(model)}"]
+    if layer is not None:
+        parts.append(f"{key}={safe_value(layer)}")
+    return os.path.join(*parts)
+
+
+def write_table(root: str, name: str, table: pa.Table, model: str, partition_column: str | None) -> list[str]:
+    """Write ``table`` for one model, one file per value of ``partition_column``.
+
+    Partitions of this model that the new table no longer has are removed
+    after the new files are in place.
+    """
+    written = []
+    if partition_column is None or table.num_rows == 0:
+        path = os.path.join(partition_dir(root, name, model), "data.parquet")
+        write_parquet(table, path)
+        written.append(path)
+    else:
+        values = table.column(partition_column).to_pylist()
+        for value in dict.fromkeys(values):
+            mask = pa.array([v == value for v in values])
+            path = os.path.join(partition_dir(root, name, model, value, partition_column), "data.parquet")
+            write_parquet(table.filter(mask), path)
+            written.append(path)
+    model_dir = partition_dir(root, name, model)
+    keep = {os.path.abspath(p) for p in written}
+    for dirpath, _, files in os.walk(model_dir):
+        for f in files:
+            full = os.path.abspath(os.path.join(dirpath, f))
+            if f == "data.parquet" and full not in keep:
+                os.remove(full)
+    return written
+
+
+def read_table(root: str, name: str, model: str) -> pa.Table | None:
+    """All partitions of one model's table, or None if it was never written."""
+    model_dir = partition_dir(root, name, model)
+    files = sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(model_dir) for f in fs if f == "data.parquet"
+    )
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+def list_tables(root: str) -> dict[str, str]:
+    """Table name -> glob of its Parquet files, for every table with at least one file."""
+    out = {}
+    if not os.path.isdir(root):
+        return out
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if os.path.isdir(d) and not name.startswith(("_", ".")) and any(
+            f == "data.parquet" for _, _, fs in os.walk(d) for f in fs
+        ):
+            out[name] = os.path.join(os.path.abspath(d), "**", "data.parquet")
+    return out
+
+
+def view_sql(name: str, glob: str) -> str:
+    g = glob.replace("'", "''")
+    return (f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+            f"read_parquet('{g}', hive_partitioning = false, union_by_name = true)")
+
+
+@contextmanager
+def writer_lock(root: str) -> Iterator[None]:
+    """One catalog writer at a time (an advisory lock file in ``root``)."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".writer.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_catalog(root: str) -> tuple[str, list[str]]:
+    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views."""
+    import duckdb
+
+    tables = list_tables(root)
+    path = os.path.join(root, CATALOG)
+    with writer_lock(root):
+        tmp = atomic_path(path)
+        try:
+            con = duckdb.connect(tmp)
+            for name, glob in tables.items():
+                con.execute(view_sql(name, glob))
+            con.close()
+            os.replace(tmp, path)
+        finally:
+            for p in (tmp, tmp + ".wal"):
+                if os.path.exists(p):
+                    os.remove(p)
+    return path, list(tables)
+
+
+def remove_tree(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)

@@ -1,0 +1,184 @@
+"""The transformations whose equivariance we measure.
+
+Each transform is a small object with its action on images (``images``), on
+points of the image plane (``points``: where a point of ``x`` lands in
+``g.x``) and on spatial kernels and maps (``kernels``). Points use normalized
+coordinates (x right, y down, both in [-1, 1], ``align_corners=False``), so
+the same transform acts on a 224 px image and on its 7 x 7 activation map.
+
+Angles are in degrees, counter-clockwise as seen on screen; a stimulus drawn
+at orientation phi and rotated by a is the stimulus at phi + a (see
+:mod:`equivar_core.stimuli`). Hue is an angle in the chroma plane of an
+opponent colour space orthogonal to the grey axis, with 0 = red,
+120 = green, 240 = blue, so ``HueRotate(120)`` maps pure red to pure green.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: Orthonormal basis of RGB: grey axis, then the chroma plane (red, and 90 degrees on towards green).
+_GREY = torch.tensor([1.0, 1.0, 1.0]) / math.sqrt(3.0)
+_CHROMA_0 = torch.tensor([2.0, -1.0, -1.0]) / math.sqrt(6.0)
+_CHROMA_90 = torch.tensor([0.0, 1.0, -1.0]) / math.sqrt(2.0)
+
+
+def rotation_matrix(degrees: float) -> torch.Tensor:
+    """2 x 2 matrix rotating (x, y-down) points counter-clockwise on screen."""
+    t = math.radians(degrees)
+    c, s = math.cos(t), math.sin(t)
+    return torch.tensor([[c, s], [-s, c]])
+
+
+def hue_matrix(degrees: float) -> torch.Tensor:
+    """3 x 3 RGB matrix rotating the chroma plane by ``degrees`` about the grey axis."""
+    t = math.radians(degrees)
+    c, s = math.cos(t), math.sin(t)
+    basis = torch.stack([_GREY, _CHROMA_0, _CHROMA_90])  # rows
+    rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return basis.T @ rot @ basis
+
+
+def hue_color(hue: torch.Tensor, chroma: float, lightness: float = 0.5) -> torch.Tensor:
+    """RGB colours (... x 3) of given hue (degrees) and chroma around grey ``lightness``."""
+    t = torch.deg2rad(torch.as_tensor(hue, dtype=torch.float32))[..., None]
+    grey = torch.full((3,), lightness)
+    return grey + chroma * (torch.cos(t) * _CHROMA_0 + torch.sin(t) * _CHROMA_90)
+
+
+def warp(x: torch.Tensor, inverse_2x2: torch.Tensor, padding_mode: str = "reflection") -> torch.Tensor:
+    """Sample ``out(q) = x(A^-1 q)`` for every pixel q; ``inverse_2x2`` is A^-1 (N x C x H x W)."""
+    n = x.shape[0]
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, :, :2] = inverse_2x2.to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Base class: a named transform with an amount (see subclasses)."""
+
+    amount: float
+    name = "identity"
+    #: does the transform move points (False for hue)?
+    spatial = True
+
+    def matrix(self) -> torch.Tensor:
+        """The 2 x 2 linear map A of the image plane: a point p of x lands at A p in g.x."""
+        return torch.eye(2)
+
+    def points(self, p: torch.Tensor) -> torch.Tensor:
+        """Where points ``p`` (P x 2, normalized x, y) of ``x`` land in ``g.x``."""
+        return p @ self.matrix().T.to(p)
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """``g.x`` for RGB images in [0, 1] (N x 3 x H x W); content outside is reflected."""
+        return warp(x, torch.linalg.inv(self.matrix()))
+
+    def kernels(self, w: torch.Tensor) -> torch.Tensor:
+        """The spatial action on kernels or maps (... x H x W), zero outside."""
+        if not self.spatial:
+            return w
+        flat = w.reshape(-1, 1, *w.shape[-2:])
+        out = warp(flat, torch.linalg.inv(self.matrix()), padding_mode="zeros")
+        return out.reshape(w.shape)
+
+    def valid(self, p: torch.Tensor, radius: float) -> torch.Tensor:
+        """Points p whose image ``A p`` stays inside the central disc of ``radius``."""
+        return self.points(p).norm(dim=-1) <= radius + 1e-6
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.amount:g}"
+
+
+@dataclass(frozen=True)
+class Rotate(Transform):
+    """Rotation about the image centre by ``amount`` degrees (counter-clockwise)."""
+
+    name = "rotate"
+
+    def matrix(self) -> torch.Tensor:
+        return rotation_matrix(self.amount)
+
+    def kernels(self, w: torch.Tensor) -> torch.Tensor:
+        quarter = self.amount / 90.0
+        if abs(quarter - round(quarter)) < 1e-9 and w.shape[-1] == w.shape[-2]:
+            return torch.rot90(w, int(round(quarter)) % 4, dims=(-2, -1))  # exact on the grid
+        return super().kernels(w)
+
+
+@dataclass(frozen=True)
+class HFlip(Transform):
+    """Mirror left-right (``amount`` is 1 by convention)."""
+
+    amount: float = 1.0
+    name = "hflip"
+
+    def matrix(self) -> torch.Tensor:
+        return torch.tensor([[-1.0, 0.0], [0.0, 1.0]])
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1)
+
+    def kernels(self, w: torch.Tensor) -> torch.Tensor:
+        return w.flip(-1)
+
+
+@dataclass(frozen=True)
+class HueRotate(Transform):
+    """Rotate every pixel's colour about the grey axis by ``amount`` degrees; no spatial change."""
+
+    name = "hue"
+    spatial = False
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        m = hue_matrix(self.amount).to(x)
+        return torch.einsum("ij,njhw->nihw", m, x).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Scale(Transform):
+    """Zoom about the centre by the factor ``amount`` (> 1 enlarges the content)."""
+
+    name = "scale"
+
+    def matrix(self) -> torch.Tensor:
+        return torch.eye(2) * self.amount
+
+
+TRANSFORMS = {"rotate": Rotate, "hflip": HFlip, "hue": HueRotate, "scale": Scale}
+
+
+def make_transform(name: str, amount: float) -> Transform:
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[name](float(amount))
+
+
+def disc_points(height: int, width: int, radius: float, max_points: int) -> torch.Tensor:
+    """Normalized centres (P x 2) of map cells inside the central disc of ``radius``.
+
+    The grid is thinned by an integer step so that at most about ``max_points`` remain.
+    """
+    ys = (torch.arange(height) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width) + 0.5) / width * 2 - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    inside = (xx**2 + yy**2).sqrt() <= radius
+    n_inside = int(inside.sum())
+    step = max(1, int(math.ceil(math.sqrt(n_inside / max_points)))) if n_inside > max_points else 1
+    sub = torch.zeros_like(inside)
+    sub[step // 2::step, step // 2::step] = True
+    keep = inside & sub
+    return torch.stack([xx[keep], yy[keep]], dim=-1)
+
+
+def sample_at(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of maps (N x C x H x W) at normalized points (P x 2) -> N x C x P."""
+    grid = points.to(maps)[None, None].expand(maps.shape[0], 1, -1, -1)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]

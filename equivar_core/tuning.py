@@ -1,0 +1,183 @@
+"""Tuning curves: each unit's response to swept synthetic stimuli.
+
+For every analysed layer, each stimulus kind of :mod:`equivar_core.stimuli`
+is drawn on a canvas sized to the layer's receptive field and passed through
+the model (the pass stops at that layer). The response of unit u is its
+pre-activation (see :mod:`equivar_core.capture`) at the central cell,
+maximized over the 3 x 3 neighbouring cells (small position jitter) and over
+the nuisance parameters of the stimulus (phase, polarity, curve radius), and
+expressed in standard deviations of u over natural images:
+``(a - mean_nat(u)) / std_nat(u)``.
+
+A profile summarizes a tuning curve r(theta) sampled on a regular grid:
+
+* ``period`` is 180 if ``corr(r(theta), r(theta + 180)) > 0.8``, 90 if also
+  ``corr(r(theta), r(theta + 90)) > 0.8``, else 360; null when the unit is
+  untuned (max - min below ``min_modulation`` standard deviations) and for
+  size sweeps;
+* ``selectivity = |sum r'(theta) exp(i k theta)| / sum r'(theta)`` with
+  ``r' = r - min r`` and ``k = 360 / period`` (1 - circular variance), in [0, 1];
+* ``preferred`` is the argmax of the curve (modulo the period).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .capture import LayerGeometry, canvas_size, capture
+from .stimuli import StimulusSettings, render_all
+
+log = logging.getLogger(__name__)
+
+#: Stimuli whose ``param`` is an angle; ``circle`` sweeps a size instead.
+ANGULAR = {"edge", "line", "grating", "curve", "high_low", "color_contrast", "color_contrast_hue", "center_surround"}
+#: Stimuli whose curves rotate with the image (used for rotation families).
+ORIENTATION_STIMULI = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+#: Stimuli whose curves shift with a hue rotation (used for hue families).
+HUE_STIMULI = ("center_surround", "color_contrast_hue")
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    stimuli: StimulusSettings = StimulusSettings()
+    batch_size: int = 16
+    min_modulation: float = 0.3   # std units; flatter curves are "untuned"
+    symmetry: float = 0.8         # correlation that makes a curve 180- or 90-periodic
+
+
+def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size: int,
+                   stats: dict[str, tuple[np.ndarray, np.ndarray]], settings: TuningSettings = TuningSettings(),
+                   device: str = "cpu") -> dict[str, np.ndarray]:
+    """Tuning responses of every unit of every layer.
+
+    Parameters
+    ----------
+    stats : layer -> (mean, std), each of shape (C,), over natural images.
+
+    Returns
+    -------
+    Columns ``layer, unit, stimulus, param, param2, response`` (one row per
+    unit and swept stimulus after maximizing over nuisances).
+    """
+    cols: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "param", "param2", "response")}
+    for geom in geometries:
+        size = canvas_size(geom, input_size)
+        centre = geom.rf_centre(size)
+        mean, std = (torch.tensor(a, dtype=torch.float32) for a in stats[geom.layer])
+        for batch in render_all(size, centre, geom.rf_radius, settings.stimuli):
+            resp = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)
+            resp = (resp - mean) / std.clamp_min(1e-6)                    # N x C
+            _append_max_over_nuisance(cols, geom.layer, batch, resp.numpy())
+        log.info("tuning: %s done (%d units, canvas %d px, rf %.1f px)", geom.layer, geom.n_units, size,
+                 geom.rf_radius)
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+@torch.inference_mode()
+def _centre_responses(model, geom: LayerGeometry, images: torch.Tensor, size: int, batch: int,
+                      device: str) -> torch.Tensor:
+    cy, cx = geom.centre_cell(size)
+    out = []
+    with capture(model, [geom.layer], pre_activation=True) as cap:
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
+            acts = cap.run(x)[geom.layer].float()
+            h, w = acts.shape[-2:]
+            y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
+            out.append(acts[:, :, y0:cy + 2, x0:cx + 2].amax((2, 3)).cpu())
+    return torch.cat(out)
+
+
+def _append_max_over_nuisance(cols, layer: str, batch, resp: np.ndarray) -> None:
+    """Collapse rows that differ only in nuisance (and, for colour contrast, add the hue marginal)."""
+    kind = batch.stimulus[0]
+    p2 = np.nan_to_num(batch.param2, nan=-1.0)
+    keys = np.stack([batch.param, p2], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    best = np.full((len(uniq), resp.shape[1]), -np.inf)
+    np.maximum.at(best, inverse.ravel(), resp)
+    tables = [(kind, uniq[:, 0], np.where(uniq[:, 1] < 0, np.nan, uniq[:, 1]), best)]
+    if kind == "color_contrast":
+        hues = np.unique(uniq[:, 1])
+        marg = np.stack([best[uniq[:, 1] == h].max(0) for h in hues])
+        tables = [(kind, *_marginal(uniq[:, 0], best)), ("color_contrast_hue", hues, np.full(len(hues), np.nan), marg),
+                  ("color_contrast_grid", uniq[:, 0], uniq[:, 1], best)]
+    for name, param, param2, table in tables:
+        n_rows, n_units = table.shape
+        cols["layer"] += [layer] * (n_rows * n_units)
+        cols["unit"] += np.tile(np.arange(n_units), n_rows).tolist()
+        cols["stimulus"] += [name] * (n_rows * n_units)
+        cols["param"] += np.repeat(param, n_units).tolist()
+        cols["param2"] += np.repeat(param2, n_units).tolist()
+        cols["response"] += table.ravel().tolist()
+
+
+def _marginal(param: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values = np.unique(param)
+    marg = np.stack([table[param == v].max(0) for v in values])
+    return values, np.full(len(values), np.nan), marg
+
+
+def curves(tuning: dict[str, np.ndarray], layer: str, stimulus: str, n_units: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tuning curves of one layer and stimulus as (params (T,), responses (C, T))."""
+    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == stimulus)
+    params = np.unique(tuning["param"][sel])
+    resp = np.full((n_units, len(params)), np.nan)
+    idx = np.searchsorted(params, tuning["param"][sel])
+    resp[tuning["unit"][sel].astype(int), idx] = tuning["response"][sel]
+    return params, resp
+
+
+def profile(params: np.ndarray, resp: np.ndarray, angular: bool, settings: TuningSettings = TuningSettings()
+            ) -> dict[str, np.ndarray]:
+    """Preferred parameter, selectivity and period of tuning curves ``resp`` (C x T)."""
+    c, t = resp.shape
+    modulation = resp.max(1) - resp.min(1)
+    tuned = modulation >= settings.min_modulation
+    if not angular:
+        pref = params[np.argmax(resp, 1)]
+        sel = (resp.max(1) - resp.mean(1)) / np.maximum(modulation, 1e-9)
+        return {"preferred": pref, "selectivity": np.where(tuned, sel, 0.0), "period": np.full(c, np.nan),
+                "modulation": modulation}
+    step = 360.0 / t
+    r180 = _roll_corr(resp, int(round(180 / step)))
+    r90 = _roll_corr(resp, int(round(90 / step)))
+    period = np.where(r180 > settings.symmetry, np.where(r90 > settings.symmetry, 90.0, 180.0), 360.0)
+    smooth = (np.roll(resp, 1, 1) + 2 * resp + np.roll(resp, -1, 1)) / 4
+    pref = np.mod(params[np.argmax(smooth, 1)], period)
+    rp = resp - resp.min(1, keepdims=True)
+    k = 360.0 / period
+    phase = np.exp(1j * np.deg2rad(params)[None, :] * k[:, None])
+    sel = np.abs((rp * phase).sum(1)) / np.maximum(rp.sum(1), 1e-9)
+    return {"preferred": pref, "selectivity": np.where(tuned, sel, 0.0),
+            "period": np.where(tuned, period, np.nan), "modulation": modulation}
+
+
+def _roll_corr(resp: np.ndarray, shift: int) -> np.ndarray:
+    a = resp - resp.mean(1, keepdims=True)
+    b = np.roll(a, shift, 1)
+    return (a * b).sum(1) / np.maximum(np.sqrt((a * a).sum(1) * (b * b).sum(1)), 1e-12)
+
+
+def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
+                  settings: TuningSettings = TuningSettings()) -> dict[str, np.ndarray]:
+    """``unit_profiles`` columns: layer, unit, stimulus, preferred, selectivity, period, modulation."""
+    out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "preferred", "selectivity", "period",
+                                            "modulation")}
+    for layer, c in n_units.items():
+        stims = [s for s in dict.fromkeys(tuning["stimulus"][tuning["layer"] == layer]) if s != "color_contrast_grid"]
+        for stim in stims:
+            params, resp = curves(tuning, layer, stim, c)
+            prof = profile(params, resp, stim in ANGULAR, settings)
+            out["layer"] += [layer] * c
+            out["unit"] += list(range(c))
+            out["stimulus"] += [stim] * c
+            for k in ("preferred", "selectivity", "period", "modulation"):
+                out[k] += prof[k].tolist()
+    return {k: np.asarray(v) for k, v in out.items()}

@@ -1,0 +1,1 @@
+"""The Dagster code location of equivar: thin wiring around :mod:`equivar_core.stages`."""

@@ -1,0 +1,123 @@
+"""Assets: model -> activations -> scores -> families -> circuits -> catalog.
+
+Each asset unpacks its settings and calls one function of
+:mod:`equivar_core.stages`; tables go through :class:`ParquetIOManager`.
+"""
+
+
+import logging
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetOut, MaterializeResult, MetadataValue, Output, asset, multi_asset
+
+from equivar_core import stages, storage
+
+from .resources import EquivarConfig
+
+log = logging.getLogger("equivar.pipelines")
+CODE_VERSION = "1"
+
+
+def _start(name: str) -> None:
+    log.info("materializing %s", name)
+
+
+@asset(group_name="model", code_version=CODE_VERSION)
+def models(equivar: EquivarConfig) -> pd.DataFrame:
+    """One row per model: spec, SHA-256 of its weights and parameter count."""
+    _start("models")
+    return stages.model_table(equivar.settings())
+
+
+@asset(group_name="model", code_version=CODE_VERSION, deps=[models])
+def layers(equivar: EquivarConfig) -> pd.DataFrame:
+    """Analysed layers with their shape, stride and effective receptive field."""
+    _start("layers")
+    return stages.layer_table(equivar.settings())
+
+
+@asset(group_name="activations", code_version=CODE_VERSION)
+def images(equivar: EquivarConfig) -> pd.DataFrame:
+    """The natural-image views of the run (file and crop), in order."""
+    _start("images")
+    return stages.image_table(equivar.settings())
+
+
+@multi_asset(
+    group_name="activations",
+    outs={
+        "unit_stats": AssetOut(code_version=CODE_VERSION,
+                               description="Per-unit mean and std over natural images, and its best image."),
+        "activation_samples": AssetOut(code_version=CODE_VERSION,
+                                       description="Manifest of the activation samples of natural images and "
+                                                   "their transforms (float16 arrays on disk)."),
+    },
+)
+def natural_activations(equivar: EquivarConfig, images: pd.DataFrame, layers: pd.DataFrame):
+    """One streamed pass over natural images and their transformed versions."""
+    _start("natural_activations")
+    stats, manifest = stages.natural_activations(equivar.settings(), images, layers)
+    skipped = int(manifest["n_skipped"].iloc[0]) if len(manifest) else 0
+    if skipped:
+        log.warning("%d unreadable image(s) skipped", skipped)
+    yield Output(stats, output_name="unit_stats")
+    yield Output(manifest, output_name="activation_samples", metadata={"skipped_images": MetadataValue.int(skipped)})
+
+
+@asset(group_name="activations", code_version=CODE_VERSION)
+def tuning(equivar: EquivarConfig, layers: pd.DataFrame, unit_stats: pd.DataFrame) -> pd.DataFrame:
+    """Every unit's response to swept synthetic stimuli, in natural-image standard deviations."""
+    _start("tuning")
+    return stages.tuning_table(equivar.settings(), layers, unit_stats)
+
+
+@asset(group_name="scores", code_version=CODE_VERSION)
+def unit_profiles(equivar: EquivarConfig, tuning: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Preferred parameter, selectivity and period of each unit's tuning curves."""
+    _start("unit_profiles")
+    return stages.profile_table(equivar.settings(), tuning, layers)
+
+
+@asset(group_name="scores", code_version=CODE_VERSION)
+def transform_pairs(equivar: EquivarConfig, activation_samples: pd.DataFrame) -> pd.DataFrame:
+    """Self (invariance) score and best partners of every unit under each transform."""
+    _start("transform_pairs")
+    return stages.transform_pair_table(equivar.settings(), activation_samples)
+
+
+@asset(group_name="families", code_version=CODE_VERSION, deps=[transform_pairs])
+def families(equivar: EquivarConfig, tuning: pd.DataFrame, unit_profiles: pd.DataFrame,
+             layers: pd.DataFrame) -> pd.DataFrame:
+    """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
+    _start("families")
+    return stages.family_table(equivar.settings(), tuning, unit_profiles, layers)
+
+
+@asset(group_name="circuits", code_version=CODE_VERSION)
+def circuit_weights(equivar: EquivarConfig, layers: pd.DataFrame, families: pd.DataFrame) -> pd.DataFrame:
+    """Expanded weights between consecutive analysed layers."""
+    _start("circuit_weights")
+    return stages.circuit_weight_table(equivar.settings(), layers, families)
+
+
+@asset(group_name="circuits", code_version=CODE_VERSION, deps=[circuit_weights])
+def circuit_families(equivar: EquivarConfig, families: pd.DataFrame) -> pd.DataFrame:
+    """Weight versus relative place and circuit equivariance for each pair of families."""
+    _start("circuit_families")
+    s = equivar.settings()
+    weights = storage.read_table(s.out, "circuit_weights", s.model_name)
+    pairs = weights.select(["src_layer", "dst_layer"]).to_pandas().drop_duplicates() if weights is not None \
+        else pd.DataFrame({"src_layer": [], "dst_layer": []})
+    return stages.circuit_family_table(s, pairs, families)
+
+
+TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, families,
+                circuit_weights, circuit_families]
+
+
+@asset(group_name="catalog", code_version=CODE_VERSION, deps=TABLE_ASSETS)
+def duckdb_catalog(equivar: EquivarConfig) -> MaterializeResult:
+    """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
+    _start("duckdb_catalog")
+    path, views = storage.build_catalog(equivar.settings().out)
+    return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})

@@ -1,0 +1,174 @@
+"""The ``equivar`` command line (see CONTRACT.md): run, sql, models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+from equivar_core.errors import EquivarError
+from equivar_core.settings import DEFAULT_N_IMAGES, default_out
+
+READ_ONLY_STARTS = ("select", "with", "show", "describe", "summarize", "explain", "from", "values", "table", "pivot",
+                    "unpivot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="equivar", description="Find transformed copies of units in vision models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize every table for one model")
+    run.add_argument("--model", default="efficientnet_lite0", help="built-in name or package.module:callable")
+    run.add_argument("--weights", default=None, help="state-dict file for the architecture")
+    run.add_argument("--name", default=None, help="value of the model column (default: from the spec)")
+    run.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
+    run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
+    run.add_argument("--n-images", type=int, default=DEFAULT_N_IMAGES, help="number of natural images")
+    run.add_argument("--out", default=None, help="output folder (default: $EQUIVAR_HOME or ./equivar-data)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
+    sql.add_argument("query")
+    sql.add_argument("--out", default=None)
+    sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    sub.add_parser("models", help="list the built-in models and their default layers")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "sql":
+            return _sql(args)
+        return _models()
+    except EquivarError as exc:
+        print(f"equivar: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("equivar: interrupted", file=sys.stderr)
+        return 130
+
+
+def _models() -> int:
+    from equivar_core.models.registry import BUILTINS
+
+    for arch in BUILTINS.values():
+        print(f"{arch.name}\n  {arch.description}\n  default layers: {', '.join(arch.preset_layers)}")
+    print("package.module:callable\n  any torch.nn.Module returned by a no-argument callable")
+    return 0
+
+
+def _check_writable(out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise EquivarError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def _validate(config) -> None:
+    """Fail fast on bad input, before anything is written."""
+    from equivar_core import stages
+    from equivar_core.images import plan_views
+
+    s = config.settings()
+    if s.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EquivarError("--device cuda given but no CUDA device is available")
+    stages.load(s)
+    views = plan_views(s.images, s.n_images, s.seed)
+    if s.images is not None and not any(os.path.isfile(v.path) for v in views):
+        raise EquivarError(f"none of the images listed in {s.images} exists")
+    _check_writable(s.out)
+
+
+class _Progress(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.t0 = time.time()
+
+    def emit(self, record):
+        print(f"[{time.time() - self.t0:6.1f}s] {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _run(args) -> int:
+    from dagster import DagsterInstance
+
+    from .definitions import build_definitions
+    from .resources import EquivarConfig
+
+    layers = [x.strip() for x in args.layers.split(",") if x.strip()] if args.layers else []
+    config = EquivarConfig(model=args.model, weights=args.weights, name=args.name, layers=layers, images=args.images,
+                           n_images=args.n_images, out=os.path.abspath(args.out or default_out()),
+                           device=args.device, batch_size=args.batch_size, seed=args.seed)
+    _validate(config)
+    handler = _Progress()
+    loggers = [logging.getLogger("equivar_core"), logging.getLogger("equivar")]
+    if not args.quiet:
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
+    try:
+        job = build_definitions(config).resolve_job_def("equivar")
+        with DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    if not result.success:
+        message, code = "run failed", 1
+        for event in result.all_events:
+            if event.is_step_failure:
+                err = event.step_failure_data.error
+                while err.cause is not None and "EquivarError" not in err.cls_name:
+                    err = err.cause
+                code = 2 if err.cls_name == "EquivarError" else 1
+                message = f"{event.step_key}: {err.message.strip().splitlines()[-1]}"
+                break
+        print(f"equivar: error: {message}", file=sys.stderr)
+        return code
+    s = config.settings()
+    print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
+    return 0
+
+
+def _sql(args) -> int:
+    import duckdb
+
+    from equivar_core.storage import CATALOG
+
+    out = os.path.abspath(args.out or default_out())
+    path = os.path.join(out, CATALOG)
+    if not os.path.isfile(path):
+        raise EquivarError(f"no catalog at {path}: run `equivar run --out {out}` first")
+    if not args.query.strip().lower().startswith(READ_ONLY_STARTS):
+        raise EquivarError("only read-only queries (SELECT, WITH, DESCRIBE, SHOW, ...) are allowed")
+    con = duckdb.connect(path, read_only=True)
+    try:
+        df = con.execute(args.query).df()
+    except duckdb.Error as exc:
+        raise EquivarError(str(exc).strip().splitlines()[0]) from None
+    finally:
+        con.close()
+    if args.format == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(df.to_json(orient="records") + "\n")
+    else:
+        print(df.to_string(index=False) if len(df) else "(no rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

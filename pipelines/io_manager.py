@@ -1,0 +1,55 @@
+"""Tables as Hive-partitioned Parquet: ``<out>/<asset>/model=<m>/layer=<l>/data.parquet``."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputContext, TableColumn,
+                     TableSchema)
+
+from equivar_core import storage
+
+from .resources import EquivarConfig
+
+
+def partition_column(df: pd.DataFrame) -> str | None:
+    for col in ("layer", "src_layer"):
+        if col in df.columns:
+            return col
+    return None
+
+
+class ParquetIOManager(ConfigurableIOManager):
+    """Writes each asset's DataFrame atomically, one file per model and layer; reads one model back."""
+
+    config: EquivarConfig
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
+        s = self.config.settings()
+        name = context.asset_key.path[-1]
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+        paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj))
+        context.add_output_metadata({
+            "rows": MetadataValue.int(len(obj)),
+            "files": MetadataValue.int(len(paths)),
+            "path": MetadataValue.path(storage.partition_dir(s.out, name, s.model_name)),
+            "dagster/column_schema": TableSchema([TableColumn(c, str(t)) for c, t in obj.dtypes.items()]),
+            "preview": MetadataValue.md(obj.head(8).to_markdown(index=False) if _has_tabulate() else
+                                        obj.head(8).to_string(index=False)),
+        })
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        s = self.config.settings()
+        name = context.upstream_output.asset_key.path[-1]
+        table = storage.read_table(s.out, name, s.model_name)
+        if table is None:
+            raise FileNotFoundError(f"table {name} of model {s.model_name} not found under {s.out}: materialize it first")
+        return table.to_pandas()
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
