@@ -16,16 +16,26 @@ is the reference member's preferred angle plus the best shift t, modulo the
 family's period (180 or 90 where the reference's curves repeat). ``fit`` is
 the member's similarity to the reference.
 
-Pairs are only linked when natural images agree (when transform scores
-are given): the rotation score of u and v at the amount matching their
-tuning shift must reach ``min_partner_score`` (see
-:func:`transform_evidence`).
+Curves that the transform leaves in place must match without a shift
+(:func:`unshifted_similarity` at least ``min_invariant_similarity``): a
+rotation does not change a unit's colour preferences, a hue rotation does
+not change its luminance responses.
+
+When transform scores are given, natural images must agree: the rotation
+(or hue) score of u and v at the sweep amount matching their tuning shift
+(see :func:`transform_evidence`) must reach ``min_partner_score`` and beat
+the units' plain correlation by ``min_gain``; each member needs one such
+confirmed link inside its family; and the
+similarity used for clustering is the mean of the tuning similarity and that
+score (the tuning similarity alone for near-zero shifts, which no amount
+tests).
 
 Independent evidence, ``agreement``: for each rotation (or hue) amount a of
 the natural-image sweep, is the member's best transform partner the family
 member whose param is closest to ``param + a``? The fraction of amounts where
 it is (among the amounts where some member sits within ``tolerance`` of that
-place) is reported per unit.
+place) is reported per unit; members below ``min_agreement`` are removed
+(and families left with one member or no spread dissolved).
 
 Flip and scale families are pairs from transform scores: u and v (u != v)
 that are each other's best partner, with a score of at least ``min_score``
@@ -74,6 +84,21 @@ def shifted_similarity(curves: np.ndarray, chunk: int = 256) -> tuple[np.ndarray
     return np.clip(sim, -1, 1), shift
 
 
+def unshifted_similarity(curves: np.ndarray, floor: float = 0.3) -> np.ndarray:
+    """``1 - |a_u - a_v| / (|a_u| + |a_v| + floor sqrt(n))`` for curves the transform must leave unchanged.
+
+    ``a`` are the curves (C x S x T, in natural-image standard deviations)
+    minus each curve's mean; ``floor`` (standard deviations per sample) keeps
+    two flat curves similar. 1 for equal curves, near 0 when one unit is
+    modulated and the other is not.
+    """
+    a = np.nan_to_num(curves - curves.mean(-1, keepdims=True)).reshape(len(curves), -1)
+    norm = np.linalg.norm(a, axis=1)
+    sq = (a**2).sum(1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * a @ a.T, 0.0))
+    return 1.0 - dist / (norm[:, None] + norm[None] + floor * np.sqrt(a.shape[1]))
+
+
 def _period_of(curve: np.ndarray, threshold: float = 0.8) -> float:
     """180 or 90 if the (S x T) curves repeat after that angle, else 360."""
     t = curve.shape[-1]
@@ -100,16 +125,22 @@ class AngularFamilies:
     min_spread: float = 20.0
     tolerance: float = 20.0
     min_partner_score: float = 0.4
+    min_gain: float = 0.05
+    min_invariant_similarity: float = 0.5
+    min_agreement: float = 0.5
 
-    def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None
-            ) -> "AngularFamilies":
+    def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
+            identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None) -> "AngularFamilies":
         """Group units.
 
         Parameters
         ----------
         curves : C x S x T curves sampled at ``360 / T`` degree steps from 0
         eligible : C bool, units tuned enough to take part
-        pair_scores : amount (degrees) -> C x C transform scores, for ``agreement_``
+        pair_scores : amount (degrees) -> C x C transform scores (evidence and ``agreement_``)
+        identity : C x C correlations of the units on the same images (baseline for the evidence)
+        invariant_curves : C x S' x T' curves the transform leaves in place (hue curves for rotation,
+            orientation curves for hue), in natural-image standard deviations
         """
         c, _, t = curves.shape
         step = 360.0 / t
@@ -122,9 +153,15 @@ class AngularFamilies:
         if len(idx) < 2:
             return self
         sim, shift = shifted_similarity(curves[idx])
+        if invariant_curves is not None and invariant_curves.shape[1]:
+            sim = np.where(unshifted_similarity(invariant_curves[idx]) >= self.min_invariant_similarity, sim, 0.0)
+        supported = np.ones_like(sim, dtype=bool)
         if pair_scores:
-            evidence = transform_evidence(shift * step, idx, pair_scores, self.tolerance)
-            sim = np.where(np.isnan(evidence) | (evidence >= self.min_partner_score), sim, 0.0)
+            evidence, gain = transform_evidence(shift * step, idx, pair_scores, self.tolerance, identity)
+            ok = (evidence >= self.min_partner_score) & (gain >= self.min_gain)
+            combined = np.where(np.isnan(evidence), sim, (sim + np.nan_to_num(evidence)) / 2)
+            sim = np.where(np.isnan(evidence) | ok, combined, 0.0)
+            supported = ok
         self.similarity_ = sim
         dist = np.clip(1 - (sim + sim.T) / 2, 0, None)
         np.fill_diagonal(dist, 0)
@@ -134,6 +171,8 @@ class AngularFamilies:
         family = 0
         for g in np.unique(groups):
             members = np.flatnonzero(groups == g)
+            # every member needs one link that natural images confirm
+            members = members[supported[np.ix_(members, members)].any(1)]
             if len(members) < 2:
                 continue
             ref = members[np.argmax(sim[np.ix_(members, members)].mean(1))]
@@ -154,17 +193,38 @@ class AngularFamilies:
         if pair_scores:
             self.agreement_ = partner_agreement(self.labels_, self.params_, self.periods_, pair_scores,
                                                 self.tolerance)
+            self._prune(self.agreement_ < self.min_agreement)
+            self.agreement_ = partner_agreement(self.labels_, self.params_, self.periods_, pair_scores,
+                                                self.tolerance)
         return self
+
+    def _prune(self, drop: np.ndarray) -> None:
+        """Remove members, then families left with one member or no spread; renumber families from 0."""
+        self.labels_[drop] = -1
+        labels, periods = np.full_like(self.labels_, -1), {}
+        for f, period in self.periods_.items():
+            members = np.flatnonzero(self.labels_ == f)
+            if len(members) < 2 or circular_distance(self.params_[members][:, None], self.params_[members][None],
+                                                     period).max() < self.min_spread:
+                continue
+            labels[members] = len(periods)
+            periods[len(periods)] = period
+        gone = labels < 0
+        self.params_[gone], self.fit_[gone] = np.nan, np.nan
+        self.labels_, self.periods_ = labels, periods
 
 
 def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict[float, np.ndarray],
-                       tolerance: float) -> np.ndarray:
+                       tolerance: float, identity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Natural-image support for "v is u transformed by a" for every pair of ``idx``.
 
     With ``r_u(theta + t) = r_v(theta)`` (t = ``shift_deg[u, v]``), v is u
     moved by a = -t; the evidence is the larger of ``score_a(u, v)`` and
-    ``score_{-a}(v, u)`` at the sweep amount nearest to a. NaN where no amount
-    lies within ``tolerance`` (near-zero shifts: duplicates).
+    ``score_{-a}(v, u)`` at the sweep amount nearest to a. The gain is the
+    evidence minus the plain correlation ``corr(u(x), v(x))`` (``identity``):
+    units that correlate whatever the transform (e.g. through shared
+    luminance) gain nothing. Both are NaN where no amount lies within
+    ``tolerance`` (near-zero shifts: duplicates).
     """
     amounts = np.array(sorted(pair_scores))
     a = np.mod(-shift_deg, 360.0)
@@ -176,7 +236,9 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
     stack = np.stack([pair_scores[x][np.ix_(idx, idx)] for x in amounts])      # A x n x n
     fwd = np.take_along_axis(stack, nearest[None], 0)[0]
     rev = np.take_along_axis(stack, back_idx[nearest][None], 0)[0].T
-    return np.where(close, np.maximum(fwd, rev), np.nan)
+    evidence = np.where(close, np.maximum(fwd, rev), np.nan)
+    base = identity[np.ix_(idx, idx)] if identity is not None else np.zeros_like(evidence)
+    return evidence, evidence - base
 
 
 def partner_agreement(labels, params, periods, pair_scores, tolerance) -> np.ndarray:

@@ -17,10 +17,13 @@ def default_out() -> str:
 
 @dataclass(frozen=True)
 class FamilySettings:
-    min_similarity: float = 0.8      # shifted tuning similarity for rotation and hue families
+    min_similarity: float = 0.7      # shifted tuning similarity for rotation and hue families
     min_spread: float = 20.0         # degrees; members closer than this are duplicates, not copies
     tolerance: float = 20.0          # degrees, when matching a member to an expected place
     min_partner_score: float = 0.4   # natural-image transform score needed to link two units
+    min_gain: float = 0.05           # ... and by how much it must beat their plain correlation
+    min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
+    min_agreement: float = 0.5       # share of sweep amounts where a member's best partner is the expected sibling
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_margin: float = 0.05
 

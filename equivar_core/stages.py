@@ -27,7 +27,7 @@ from .scores import top_pairs, version_scores
 from .settings import RunSettings
 from .storage import atomic_path
 from .transforms import make_transform
-from .tuning import HUE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
+from .tuning import HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,9 @@ def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd
         matrices = {}
         for v, label in enumerate(r.versions.split(";")):
             if v == 0:
+                # plain correlations of the units on the same images: the baseline of transform evidence
+                matrices["identity:0"], _ = version_scores(samples, 0, make_transform("rotate", 0.0), points,
+                                                           settings.sweep.disc_radius, images)
                 continue
             name, amount = label.split(":")
             g = make_transform(name, float(amount))
@@ -176,6 +179,12 @@ def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd
         os.replace(tmp, path)
         log.info("transform scores: %s done", r.layer)
     return _with_model(pd.concat(rows, ignore_index=True), settings)
+
+
+def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
+    """C x C correlations of a layer's units on the same images."""
+    with np.load(score_path(settings, layer)) as z:
+        return z["identity:0"] if "identity:0" in z.files else None
 
 
 def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
@@ -210,12 +219,15 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
-        for transform, stimuli in (("rotate", ORIENTATION_STIMULI), ("hue", HUE_STIMULI)):
+        for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, HUE_STIMULI),
+                                          ("hue", HUE_STIMULI, LUMINANCE_STIMULI)):
             tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
-            est = AngularFamilies(fs.min_similarity, fs.min_spread, fs.tolerance, fs.min_partner_score).fit(
-                _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform))
+            est = AngularFamilies(fs.min_similarity, fs.min_spread, fs.tolerance, fs.min_partner_score, fs.min_gain,
+                                  fs.min_invariant_similarity, fs.min_agreement).fit(
+                _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform),
+                load_identity(settings, layer), _stacked_curves(tuning, layer, fixed, c))
             next_id = _append_families(rows, layer, transform, est, next_id,
                                        period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
         for transform in ("hflip", "scale"):

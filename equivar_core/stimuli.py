@@ -108,7 +108,7 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
         lum = torch.cat([0.5 + c / 2 * bar, 0.5 - c / 2 * bar])
         return _pack(kind, _grey(lum), thetas.repeat(2), nan, np.repeat([0, 1], len(thetas)), cv, rf)
     if kind == "grating":
-        periods = [max(2.5, 0.8 * rf), max(4.0, 1.6 * rf)]
+        periods = [max(4.0, 0.8 * rf), max(6.0, 1.6 * rf)]   # >= 4 px: no aliasing at diagonals
         th, per, ph = torch.meshgrid(thetas, torch.tensor(periods),
                                      torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases), indexing="ij")
         th, per, ph = th.flatten(), per.flatten(), ph.flatten()
@@ -130,7 +130,7 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
         lum = 0.5 + c / 2 * box(width / 2 - (norm - rad[:, None, None]).abs()) * on_arc
         return _pack(kind, _grey(lum), th, nan, np.arange(len(th)) % len(radii), cv, rf)
     if kind == "high_low":
-        period = max(2.0, rf / 3)
+        period = max(4.0, rf / 3)
         u, v = cv.along(thetas), cv.across(thetas)
         texture = torch.cos(2 * math.pi * u / period) * torch.cos(2 * math.pi * v / period)
         lum = 0.5 + c / 2 * texture * box(u)

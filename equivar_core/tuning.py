@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 ANGULAR = {"edge", "line", "grating", "curve", "high_low", "color_contrast", "color_contrast_hue", "center_surround"}
 #: Stimuli whose curves rotate with the image (used for rotation families).
 ORIENTATION_STIMULI = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+#: Colourless stimuli: a hue rotation leaves their curves unchanged.
+LUMINANCE_STIMULI = ("edge", "line", "grating", "curve", "high_low")
 #: Stimuli whose curves shift with a hue rotation (used for hue families).
 HUE_STIMULI = ("center_surround", "color_contrast_hue")
 

@@ -1,0 +1,198 @@
+"""Models with known structure, to prove that the pipeline finds what is there and nothing else.
+
+:func:`planted_model` builds a small two-layer CNN (input 64 px) whose first
+convolution ``conv1`` (9 x 9 kernels) holds, in a seeded random channel
+order:
+
+* a rotation family of an oriented edge template (derivative of a Gaussian)
+  at ``n_edges`` equally spaced angles over 360 degrees;
+* a 180-periodic family of a line template (second derivative) at
+  ``n_lines`` angles over 180 degrees;
+* a hue family of colour centre-surround units (a difference of Gaussians
+  whose colour axis is rotated in the chroma plane) at ``n_hues`` hues;
+* ``n_flip_pairs`` left/right mirrored pairs of asymmetric colour templates;
+* ``n_noise`` smooth random filters.
+
+Its second convolution ``conv2`` (7 x 7) is a group convolution over the
+edge family, ``W(a_i -> b_j) = R_{theta_j} B_{i-j}`` with analytic base
+kernels B (so ``W(T a -> T b) = R W(a -> b)`` exactly), plus one invariant
+unit pooling the family with rotated copies of one kernel. Every kernel is
+evaluated analytically at rotated coordinates, so rotations are exact, not
+interpolated. The ground truth is returned beside the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .transforms import hue_color
+
+
+@dataclass
+class GroundTruth:
+    """Planted families: layer -> {name: (units, params, transform)} and the invariant unit of conv2."""
+
+    families: dict[str, dict[str, tuple[list[int], list[float], str]]] = field(default_factory=dict)
+    noise_units: dict[str, list[int]] = field(default_factory=dict)
+    invariant_unit: int = -1
+
+
+class PlantedNet(nn.Module):
+    input_size = 64
+
+    def __init__(self, c1: int, c2: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c1, 9, padding=4)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c1, c2, 7, padding=3)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu2(self.conv2(self.relu1(self.conv1(x - 0.5))))
+
+
+def _coords(size: int, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel coordinates (u along the direction ``degrees``, v across), y pointing down."""
+    r = (size - 1) / 2
+    ys, xs = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")
+    t = math.radians(degrees)
+    u = xs * math.cos(t) - ys * math.sin(t)
+    v = xs * math.sin(t) + ys * math.cos(t)
+    return u.float(), v.float()
+
+
+def edge_kernel(size: int, degrees: float, sigma: float = 1.8) -> torch.Tensor:
+    """Luminance edge detector pointing to ``degrees`` (derivative of a Gaussian), 3 x k x k."""
+    u, v = _coords(size, degrees)
+    g = u * torch.exp(-(u**2 + v**2) / (2 * sigma**2))
+    return (g / g.norm()).expand(3, -1, -1) / math.sqrt(3)
+
+
+def line_kernel(size: int, degrees: float, sigma: float = 1.5) -> torch.Tensor:
+    """Bright-line detector (negative second derivative across the line), 180-periodic."""
+    u, v = _coords(size, degrees)
+    g = (1 - u**2 / sigma**2) * torch.exp(-(u**2) / (2 * sigma**2) - v**2 / (2 * (2 * sigma) ** 2))
+    g = g - g.mean()
+    return (g / g.norm()).expand(3, -1, -1) / math.sqrt(3)
+
+
+def color_center_surround(size: int, hue: float) -> torch.Tensor:
+    """Centre of colour ``hue`` against its opposite in the surround (zero luminance weight)."""
+    u, v = _coords(size, 0.0)
+    r2 = u**2 + v**2
+    dog = torch.exp(-r2 / (2 * 1.2**2)) - 0.5 * torch.exp(-r2 / (2 * 2.6**2))
+    axis = hue_color(torch.tensor(hue), 1.0, 0.0)           # chroma direction, zero mean over RGB
+    w = axis[:, None, None] * dog[None]
+    return w / w.norm()
+
+
+def asymmetric_color(size: int, rng: np.random.Generator, mirror: bool) -> torch.Tensor:
+    """A random colour template of a few blobs, off-centre; mirrored left/right if asked."""
+    u, v = _coords(size, 0.0)
+    w = torch.zeros(3, size, size)
+    for _ in range(3):
+        cx, cy = rng.uniform(-3, 3, 2)
+        col = torch.tensor(rng.normal(size=3), dtype=torch.float32)
+        blob = torch.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * 1.3**2))
+        w += col[:, None, None] * blob[None]
+    w = w.flip(-1) if mirror else w
+    return w / w.norm()
+
+
+def smooth_noise(size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random filter smoothed by a Gaussian (no planted structure)."""
+    noise = torch.tensor(rng.normal(size=(3, size + 6, size + 6)), dtype=torch.float32)
+    k = torch.exp(-torch.arange(-3, 4).float() ** 2 / (2 * 1.2**2))
+    k = (k[:, None] * k[None]) / (k.sum() ** 2)
+    w = torch.nn.functional.conv2d(noise[:, None], k[None, None])[:, 0]
+    return w / w.norm()
+
+
+def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
+    """An analytic random kernel (a sum of signed Gaussians), evaluated rotated by ``degrees``."""
+    rng = np.random.default_rng(seed)
+    u, v = _coords(size, -degrees)   # evaluate f(R^-1 p): the kernel rotated counter-clockwise by degrees
+    w = torch.zeros(size, size)
+    for _ in range(3):
+        cx, cy = rng.uniform(-2, 2, 2)
+        w += float(rng.choice([-1, 1]) * rng.uniform(0.5, 1.0)) * torch.exp(-((u - cx) ** 2 + (v - cy) ** 2) / 2.0)
+    return w
+
+
+def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
+                  n_noise: int = 8, random: bool = False) -> tuple[PlantedNet, GroundTruth]:
+    """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights."""
+    rng = np.random.default_rng(seed)
+    k1, k2 = 9, 7
+    filters, kinds = [], []
+    for i in range(n_edges):
+        filters.append(edge_kernel(k1, i * 360.0 / n_edges))
+        kinds.append(("edges", i * 360.0 / n_edges, "rotate"))
+    for i in range(n_lines):
+        filters.append(line_kernel(k1, i * 180.0 / n_lines))
+        kinds.append(("lines", i * 180.0 / n_lines, "rotate"))
+    for i in range(n_hues):
+        filters.append(color_center_surround(k1, i * 360.0 / n_hues))
+        kinds.append(("hues", i * 360.0 / n_hues, "hue"))
+    for p in range(n_flip_pairs):
+        state = rng.bit_generator.state
+        filters.append(asymmetric_color(k1, rng, False))
+        rng.bit_generator.state = state
+        filters.append(asymmetric_color(k1, rng, True))
+        kinds += [(f"flip{p}", 0.0, "hflip"), (f"flip{p}", 1.0, "hflip")]
+    for _ in range(n_noise):
+        filters.append(smooth_noise(k1, rng))
+        kinds.append(("noise", float("nan"), ""))
+    c1 = len(filters)
+    order = rng.permutation(c1)                 # channel of filter i is order[i]
+    w1 = torch.zeros(c1, 3, k1, k1)
+    for i, f in enumerate(filters):
+        w1[order[i]] = f
+    c2 = n_edges + 1 + 3
+    w2 = torch.zeros(c2, c1, k2, k2)
+    edge_channels = [int(order[i]) for i in range(n_edges)]
+    base_seed = int(rng.integers(1 << 30))
+    for j in range(n_edges):
+        for i in range(n_edges):
+            d = (i - j) % n_edges
+            w2[j, edge_channels[i]] = _base_kernel(k2, j * 360.0 / n_edges, base_seed + d)
+    inv = n_edges
+    for i in range(n_edges):
+        w2[inv, edge_channels[i]] = _base_kernel(k2, i * 360.0 / n_edges, base_seed + 999)
+    w2[inv + 1:] = torch.tensor(rng.normal(size=(3, c1, k2, k2)), dtype=torch.float32) * 0.1
+    net = PlantedNet(c1, c2)
+    with torch.no_grad():
+        if not random:
+            net.conv1.weight.copy_(w1 * 3.0)
+            net.conv1.bias.zero_()
+            net.conv2.weight.copy_(w2 * 0.3)
+            net.conv2.bias.zero_()
+    truth = GroundTruth()
+    fams: dict[str, tuple[list[int], list[float], str]] = {}
+    for i, (name, param, transform) in enumerate(kinds):
+        if name == "noise":
+            truth.noise_units.setdefault("conv1", []).append(int(order[i]))
+            continue
+        units, params, _ = fams.setdefault(name, ([], [], transform))
+        units.append(int(order[i]))
+        params.append(param)
+    truth.families["conv1"] = fams
+    truth.families["conv2"] = {"edges2": (list(range(n_edges)), [j * 360.0 / n_edges for j in range(n_edges)],
+                                          "rotate")}
+    truth.invariant_unit = inv
+    return net.eval(), truth
+
+
+def planted(seed: int = 0) -> PlantedNet:
+    """``equivar run --model equivar_core.planted:planted``: the default planted network."""
+    return planted_model(seed)[0]
+
+
+def random_planted(seed: int = 0) -> PlantedNet:
+    """The same architecture with random (untrained) weights."""
+    return planted_model(seed, random=True)[0]
