@@ -116,7 +116,7 @@ def smooth_noise(size: int, rng: np.random.Generator) -> torch.Tensor:
 def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
     """An analytic random kernel (a sum of signed Gaussians), evaluated rotated by ``degrees``."""
     rng = np.random.default_rng(seed)
-    u, v = _coords(size, -degrees)   # evaluate f(R^-1 p): the kernel rotated counter-clockwise by degrees
+    u, v = _coords(size, degrees)    # (u, v) = R^-1 p: the kernel rotated counter-clockwise by degrees
     w = torch.zeros(size, size)
     for _ in range(3):
         cx, cy = rng.uniform(-2, 2, 2)

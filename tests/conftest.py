@@ -1,0 +1,66 @@
+"""Shared fixtures: planted-model runs are computed once per session and reused."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "imagenet-sample")
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+class PlantedRun:
+    """All stage tables of one run of the planted model (see equivar_core.planted)."""
+
+    def __init__(self, out: str, seed: int, random: bool = False):
+        from equivar_core import stages
+        from equivar_core.settings import RunSettings
+
+        spec = "equivar_core.planted:random_planted" if random else "equivar_core.planted:planted"
+        self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed)
+        self.layers = stages.layer_table(s)
+        self.images = stages.image_table(s)
+        self.stats, self.manifest = stages.natural_activations(s, self.images, self.layers)
+        self.tuning = stages.tuning_table(s, self.layers, self.stats)
+        self.profiles = stages.profile_table(s, self.tuning, self.layers)
+        self.pairs = stages.transform_pair_table(s, self.manifest)
+        self.families = stages.family_table(s, self.tuning, self.profiles, self.layers)
+        self.weights = stages.circuit_weight_table(s, self.layers, self.families)
+        self.circuits = stages.circuit_family_table(s, self.weights, self.families)
+
+
+@pytest.fixture(scope="session")
+def planted_runs(tmp_path_factory, monkeypatch_session):
+    """Runs of the planted model for seeds 0, 1, 2 (the model's seed follows the run's seed)."""
+    from equivar_core import planted
+
+    runs = {}
+    for seed in (0, 1, 2):
+        monkeypatch_session.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed)[0])
+        runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
+                      planted.planted_model(seed)[1])
+    return runs
+
+
+@pytest.fixture(scope="session")
+def random_runs(tmp_path_factory, monkeypatch_session):
+    from equivar_core import planted
+
+    runs = {}
+    for seed in (0, 1, 2):
+        monkeypatch_session.setattr(planted, "random_planted",
+                                    lambda seed=seed: planted.planted_model(seed, random=True)[0])
+        runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

@@ -1,0 +1,113 @@
+"""Expanded weights against brute force, and circuit equivariance on planted and random weights."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from equivar_core.circuits import cancellation, expanded_weights, family_equivariance, linearized
+from equivar_core.planted import planted_model
+
+
+class ThreeConv(nn.Module):
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.r1 = nn.ReLU()
+        self.c2 = nn.Conv2d(4, 5, 3, padding=1)
+        self.r2 = nn.ReLU6()
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.c3 = nn.Conv2d(5, 3, 3, padding=1)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g)
+
+    def forward(self, x):
+        return self.c3(self.pool(self.r2(self.c2(self.r1(self.c1(x))))))
+
+
+def test_adjacent_layers_give_the_conv_kernel_itself():
+    net, _ = planted_model(0)
+    w = expanded_weights(net, "relu1", "relu2", 64, max_radius=6)
+    assert w.shape == (net.conv2.out_channels, net.conv1.out_channels, 7, 7)
+    assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
+
+
+def test_non_adjacent_layers_match_brute_force_impulses():
+    net = ThreeConv().eval()
+    w = expanded_weights(net, "r1", "c3", 32, max_radius=3, mass=1.0)
+    r = w.shape[-1] // 2
+    c2, c3 = net.c2, net.c3
+    ref = np.zeros_like(w)
+    with torch.no_grad():
+        for a in range(4):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    z = torch.zeros(1, 4, 8, 8)
+                    z[0, a, 4 + dy, 4 + dx] = 1.0
+                    h = F.conv2d(z, c2.weight, padding=1)             # biases drop out of the gradient
+                    h = F.avg_pool2d(h, 3, 1, 1, count_include_pad=False)
+                    out = F.conv2d(h, c3.weight, padding=1)
+                    ref[:, a, r + dy, r + dx] = out[0, :, 4, 4].numpy()
+    # the map used internally is 32 x 32; the impulse response at the centre does not see the border
+    assert np.allclose(w, ref, atol=1e-4)
+
+
+def test_linearized_restores_the_model():
+    net = ThreeConv().eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = net(x)
+    with linearized(net):
+        lin = net(x)
+    assert not torch.allclose(before, lin)
+    assert torch.allclose(net(x), before)
+
+
+def test_cancellation_flags_opposite_paths():
+    w = np.zeros((1, 2, 3, 3))
+    w[0, 0, 0, 0], w[0, 0, 2, 2] = 1.0, -1.0
+    w[0, 1, 1, 1] = 2.0
+    assert np.allclose(cancellation(w), [[0.0, 1.0]])
+
+
+def _equivariance(net, truth):
+    w = expanded_weights(net, "relu1", "relu2", 64)
+    src_units, src_params, _ = truth.families["conv1"]["edges"]
+    dst_units, dst_params, _ = truth.families["conv2"]["edges2"]
+    return family_equivariance(w, src_units, src_params, dst_units, dst_params, "rotate", 360.0, 360.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_group_convolution_is_equivariant_and_random_weights_are_not(seed):
+    net, truth = planted_model(seed)
+    eq, n = _equivariance(net, truth)
+    assert n == 8 * 7 * 8
+    assert eq >= 0.8
+    rand, _ = planted_model(seed, random=True)
+    eq_random, _ = _equivariance(rand, truth)
+    assert eq_random < 0.3
+
+
+def test_flip_equivariance_of_a_mirrored_kernel_pair():
+    w = np.zeros((2, 2, 5, 5))
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(5, 5))
+    w[0, 0] = k
+    w[1, 1] = k[:, ::-1]
+    k2 = rng.normal(size=(5, 5))
+    w[1, 0] = k2
+    w[0, 1] = k2[:, ::-1]
+    eq, n = family_equivariance(w, [0, 1], [0.0, 1.0], [0, 1], [0.0, 1.0], "hflip", 2.0, 2.0)
+    assert n == 4 and eq > 0.999
+
+
+def test_pipeline_reports_the_planted_circuit(planted_runs):
+    run, truth = planted_runs[0]
+    edges = set(truth.families["conv1"]["edges"][0])
+    fam = run.families
+    src = fam[(fam["layer"] == "relu1") & fam["unit"].isin(edges) & (fam["transform"] == "rotate")]["family"]
+    rows = run.circuits[(run.circuits["src_family"] == int(src.mode()[0])) & (run.circuits["transform"] == "rotate")]
+    assert len(rows) and rows["equivariance"].max() >= 0.8

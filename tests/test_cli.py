@@ -1,0 +1,105 @@
+"""The command line: a real run, queries, and one clear line for bad input with nothing damaged."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import ROOT, SHARED_IMAGES
+
+
+def equivar(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or ROOT, timeout=900)
+
+
+def _digest(out):
+    h = hashlib.sha256()
+    for d, _, fs in sorted(os.walk(out)):
+        for f in sorted(fs):
+            if f.endswith((".parquet", ".duckdb")):
+                h.update(open(os.path.join(d, f), "rb").read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default model end to end, kept small: two layers, four images."""
+    out = str(tmp_path_factory.mktemp("cli"))
+    r = equivar("run", "--out", out, "--n-images", "4", "--layers", "_act0,_blocks.0")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_default_model_run_fills_every_table(default_run):
+    out, r = default_run
+    assert "materializing duckdb_catalog" in r.stderr          # progress on the terminal
+    q = equivar("sql", "select count(*) as n from transform_pairs", "--out", out, "--format", "json")
+    assert q.returncode == 0 and json.loads(q.stdout)[0]["n"] > 0
+    for table in ("models", "layers", "tuning", "unit_profiles", "transform_pairs", "circuit_weights"):
+        q = equivar("sql", f"select count(*) from {table}", "--out", out, "--format", "csv")
+        assert int(q.stdout.splitlines()[1]) > 0, table
+
+
+def test_sql_table_output_and_read_only(default_run):
+    out, _ = default_run
+    q = equivar("sql", "select layer, count(*) as n from tuning group by 1 order by 1", "--out", out)
+    assert q.returncode == 0 and "_act0" in q.stdout and "_blocks.0" in q.stdout
+    bad = equivar("sql", "drop view tuning", "--out", out)
+    assert bad.returncode == 2 and "read-only" in bad.stderr
+
+
+def test_models_lists_builtins():
+    r = equivar("models")
+    assert r.returncode == 0 and "efficientnet_lite0" in r.stdout and "inceptionv1" in r.stdout
+
+
+def _bad_weights(tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"garbage" * 100)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(1)}, wrong)
+    return corrupt, wrong
+
+
+def test_bad_input_is_one_line_exit_2_and_damages_nothing(default_run, tmp_path):
+    out, _ = default_run
+    before = _digest(out)
+    corrupt, wrong = _bad_weights(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--model", "resnet9000"], "unknown model"),
+        (["--layers", "_act0,nope"], "unknown layer"),
+        (["--weights", str(tmp_path / "missing.pth")], "not found"),
+        (["--weights", str(corrupt)], "cannot read weights"),
+        (["--weights", str(wrong)], "does not fit"),
+        (["--images", str(tmp_path / "empty")], "no images found"),
+    ]
+    for args, message in cases:
+        r = equivar("run", "--out", out, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, (args, r.stderr)
+    r = equivar("run", "--out", str(tmp_path / "afile" / "sub"))
+    assert r.returncode == 2 and "cannot write" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert _digest(out) == before
+
+
+def test_sql_without_results(tmp_path):
+    r = equivar("sql", "select 1", "--out", str(tmp_path))
+    assert r.returncode == 2 and "equivar run" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_IMAGES), reason="shared ImageNet sample not present")
+def test_imagenet_sample_as_images(tmp_path):
+    r = equivar("run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    q = equivar("sql", "select count(*) from images", "--out", str(tmp_path), "--format", "csv")
+    assert q.stdout.splitlines()[1] == "3"

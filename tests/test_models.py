@@ -1,0 +1,148 @@
+"""Built-in models load their weights correctly; bad weights give one clear error."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from equivar_core.errors import EquivarError
+from equivar_core.models import inceptionv1
+from equivar_core.models._layers import LocalResponseNorm, same_padding
+from equivar_core.models.registry import load_model, resolve_layers
+
+
+def _photo(name: str) -> torch.Tensor:
+    import skimage.data
+
+    im = torch.tensor(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
+    h, w = im.shape[-2:]
+    s = min(h, w)
+    im = im[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return F.interpolate(im, size=224, mode="bilinear", antialias=True, align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return load_model("efficientnet_lite0")
+
+
+def test_efficientnet_classifies_the_bundled_photos(effnet):
+    with torch.inference_mode():
+        cat = effnet.module(_photo("chelsea")).argmax(1).item()
+        coffee = effnet.module(_photo("coffee")).argmax(1).item()
+    assert 281 <= cat <= 285
+    assert coffee == 967
+
+
+def test_efficientnet_metadata(effnet):
+    assert effnet.n_params == 4_652_008
+    assert len(effnet.weights_sha256) == 64
+    assert resolve_layers(effnet, None) == list(effnet.preset_layers)
+
+
+def test_same_padding_is_tensorflows():
+    assert same_padding(224, 3, 2) == (0, 1)
+    assert same_padding(224, 7, 2) == (2, 3)
+    assert same_padding(5, 3, 1) == (1, 1)
+
+
+def test_local_response_norm_follows_tensorflow_formula():
+    x = torch.randn(2, 13, 3, 3)
+    out = LocalResponseNorm()(x)
+    ref = torch.empty_like(x)
+    for c in range(13):
+        lo, hi = max(0, c - 5), min(13, c + 6)
+        ref[:, c] = x[:, c] / (2.0 + 1e-4 * x[:, lo:hi].pow(2).sum(1)) ** 0.5
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_inceptionv1_loads_inception5h_layout_and_has_the_papers_shapes(tmp_path):
+    state = {k: torch.randn_like(v) * 0.01 for k, v in inceptionv1.inception5h_template().items()}
+    state["head0_bottleneck_pre_relu_conv.weight"] = torch.zeros(128, 508, 1, 1)   # aux heads are ignored
+    path = tmp_path / "inception5h.pth"
+    torch.save(state, path)
+    model = load_model("inceptionv1", str(path))
+    shapes = {}
+    hooks = [dict(model.module.named_modules())[n].register_forward_hook(
+        lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:]))) for n in inceptionv1.LAYERS]
+    with torch.inference_mode():
+        logits = model.module(torch.rand(1, 3, 224, 224))
+    for h in hooks:
+        h.remove()
+    assert logits.shape == (1, 1008)
+    assert shapes["conv2d0"] == (64, 112, 112)
+    assert shapes["mixed3a"] == (256, 28, 28)
+    assert shapes["mixed3b"] == (480, 28, 28)
+    assert shapes["mixed4a"] == (508, 14, 14)
+    assert shapes["mixed5b"] == (1024, 7, 7)
+    assert model.module.conv2d0.conv.weight.shape == (64, 3, 7, 7)
+    assert torch.equal(model.module.mixed3a.b3x3[0].conv.weight, state["mixed3a_3x3_bottleneck_pre_relu_conv.weight"])
+
+
+def test_inceptionv1_branch_order_is_1x1_3x3_5x5_pool():
+    m = inceptionv1.InceptionV1().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.mixed3a.b5x5[1].conv.bias.fill_(1.0)       # only the 5x5 branch is on
+        out = {}
+        h = m.mixed3a.register_forward_hook(lambda mod, i, o: out.setdefault("a", o))
+        m(torch.rand(1, 3, 224, 224))
+        h.remove()
+    on = (out["a"][0].abs().sum((1, 2)) > 0).nonzero().flatten()
+    assert on.min().item() == 64 + 128 and on.max().item() == 64 + 128 + 32 - 1
+
+
+def test_inceptionv1_needs_weights():
+    with pytest.raises(EquivarError, match="--weights"):
+        load_model("inceptionv1")
+
+
+def test_unknown_model_lists_the_builtins():
+    with pytest.raises(EquivarError, match="efficientnet_lite0"):
+        load_model("resnet9000")
+
+
+def test_unknown_layer_lists_valid_layers(effnet):
+    with pytest.raises(EquivarError, match="unknown layer 'nope'.*_blocks"):
+        resolve_layers(effnet, ["nope"])
+
+
+def test_missing_corrupt_and_wrong_shape_weights(tmp_path):
+    with pytest.raises(EquivarError, match="not found"):
+        load_model("efficientnet_lite0", str(tmp_path / "missing.pth"))
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(os.urandom(2000))
+    with pytest.raises(EquivarError, match="cannot read weights"):
+        load_model("efficientnet_lite0", str(bad))
+    wrong = tmp_path / "wrong.pth"
+    state = load_model("efficientnet_lite0").module.state_dict()
+    state["_conv_stem.weight"] = torch.zeros(16, 3, 3, 3)
+    torch.save(state, wrong)
+    with pytest.raises(EquivarError, match=r"_conv_stem.weight has shape \(16, 3, 3, 3\)"):
+        load_model("efficientnet_lite0", str(wrong))
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(EquivarError):
+        load_model("efficientnet_lite0", str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_user_callable_models():
+    m = load_model("equivar_core.planted:planted")
+    assert m.name == "planted" and m.input_size == 64
+    assert resolve_layers(m, None) == ["conv1", "conv2"]
+    with pytest.raises(EquivarError, match="cannot import"):
+        load_model("no_such_package.mod:thing")
+    a, b = load_model("equivar_core.planted:planted"), load_model("equivar_core.planted:planted")
+    assert a.weights_sha256 == b.weights_sha256
+    assert np.isfinite(m.n_params)

@@ -1,0 +1,59 @@
+"""Parquet layout on disk, atomic replacement and the DuckDB catalog."""
+
+import os
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from equivar_core import storage
+
+
+def _table(layers):
+    return pa.table({"model": ["m"] * len(layers), "layer": layers, "unit": list(range(len(layers)))})
+
+
+def test_hive_layout_and_round_trip(tmp_path):
+    root = str(tmp_path)
+    paths = storage.write_table(root, "tuning", _table(["a", "b", "b"]), "m", "layer")
+    rel = sorted(os.path.relpath(p, root) for p in paths)
+    assert rel == ["tuning/model=m/layer=a/data.parquet", "tuning/model=m/layer=b/data.parquet"]
+    back = storage.read_table(root, "tuning", "m").to_pandas().sort_values("unit")
+    assert list(back["layer"]) == ["a", "b", "b"]
+
+
+def test_rewrite_replaces_and_drops_stale_partitions(tmp_path):
+    root = str(tmp_path)
+    storage.write_table(root, "t", _table(["a", "b"]), "m", "layer")
+    storage.write_table(root, "t", _table(["a"]), "m", "layer")
+    assert not os.path.exists(tmp_path / "t" / "model=m" / "layer=b" / "data.parquet")
+    assert len(storage.read_table(root, "t", "m")) == 1
+    assert not [f for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]
+
+
+def test_catalog_views_are_readable_read_only(tmp_path):
+    root = str(tmp_path)
+    storage.write_table(root, "families", _table(["a", "b"]), "m", "layer")
+    storage.write_table(root, "models", pa.table({"model": ["m"], "spec": ["x"]}), "m", None)
+    path, views = storage.build_catalog(root)
+    assert sorted(views) == ["families", "models"]
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("select count(*) from families").fetchone()[0] == 2
+    assert con.execute("select spec from models").fetchone()[0] == "x"
+    con.close()
+
+
+def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    storage.write_table(root, "t", _table(["a"]), "m", "layer")
+    target = tmp_path / "t" / "model=m" / "layer=a" / "data.parquet"
+    before = target.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.pq, "write_table", boom)
+    with pytest.raises(OSError):
+        storage.write_table(root, "t", _table(["a", "a"]), "m", "layer")
+    assert target.read_bytes() == before
+    assert not [f for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]

@@ -1,0 +1,89 @@
+"""Transforms on hand-written tensors with exact answers, and their agreement with the stimuli."""
+
+import math
+
+import pytest
+import torch
+
+from equivar_core.stimuli import render
+from equivar_core.transforms import HFlip, HueRotate, Rotate, Scale, disc_points, hue_color, make_transform, sample_at
+
+
+def test_rotate_kernels_by_90_is_exact_counter_clockwise():
+    k = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # a dot above the centre
+    out = Rotate(90).kernels(k)
+    # counter-clockwise on screen: "up" goes to "left"
+    assert torch.equal(out, torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_rotate_by_45_interpolates_and_matches_90_after_two_steps():
+    k = torch.zeros(5, 5)
+    k[2, 4] = 1.0                                  # a dot to the right
+    twice = Rotate(45).kernels(Rotate(45).kernels(k))
+    exact = Rotate(90).kernels(k)
+    assert exact[0, 2] == 1.0                      # right -> up
+    assert twice.argmax() == exact.argmax()
+
+
+def test_points_follow_the_image():
+    p = torch.tensor([[1.0, 0.0]])                 # right of centre
+    assert torch.allclose(Rotate(90).points(p), torch.tensor([[0.0, -1.0]]), atol=1e-6)   # -> up (y down)
+    assert torch.allclose(HFlip().points(p), torch.tensor([[-1.0, 0.0]]))
+    assert torch.allclose(Scale(2.0).points(p), torch.tensor([[2.0, 0.0]]))
+
+
+def test_hflip_images_and_kernels():
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    assert torch.equal(HFlip().images(x), torch.tensor([[[[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]]]]))
+
+
+def test_hue_rotation_cycles_primaries():
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    green = HueRotate(120).images(red)
+    assert torch.allclose(green.flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)
+    grey = torch.full((1, 3, 1, 1), 0.4)
+    assert torch.allclose(HueRotate(77).images(grey), grey, atol=1e-6)
+
+
+def test_hue_color_agrees_with_hue_rotation():
+    c0 = hue_color(torch.tensor(30.0), 0.2).view(1, 3, 1, 1)
+    c1 = hue_color(torch.tensor(100.0), 0.2).view(1, 3, 1, 1)
+    assert torch.allclose(HueRotate(70).images(c0), c1, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["edge", "curve", "high_low"])
+def test_rotating_a_stimulus_adds_to_its_orientation(kind):
+    size, centre = 64, (32.0, 32.0)
+    batch = render(kind, size, centre, 8.0)
+    step = 5.0
+    per = len(batch.param) // 72
+    first = batch.images[0:1]
+    target = batch.images[per * int(90 / step)]      # orientation 90 with the same nuisance index
+    rotated = Rotate(90).images(first)[0]
+    inner = disc_points(size, size, 0.8, 10_000)
+    assert torch.allclose(sample_at(rotated[None], inner), sample_at(target[None], inner), atol=1e-4)
+
+
+def test_color_contrast_orientation_plus_180_is_hue_plus_180():
+    b = render("color_contrast", 48, (24.0, 24.0), 6.0)
+    key = {(p, h): i for i, (p, h) in enumerate(zip(b.param, b.param2))}
+    assert torch.allclose(b.images[key[(30.0, 45.0)]], b.images[key[(210.0, 225.0)]], atol=1e-5)
+
+
+def test_disc_points_and_valid_mask():
+    pts = disc_points(16, 16, 0.6, 1000)
+    assert (pts.norm(dim=1) <= 0.6).all() and len(pts) > 20
+    assert Rotate(33).valid(pts, 0.6).all()
+    assert not Scale(2.0).valid(pts, 0.6).all()
+
+
+def test_unknown_transform():
+    with pytest.raises(ValueError, match="unknown transform"):
+        make_transform("shear", 1.0)
+
+
+def test_sample_at_reads_cell_centres_exactly():
+    maps = torch.arange(16.0).view(1, 1, 4, 4)
+    p = torch.tensor([[-0.75, -0.75], [0.25, 0.75]])   # cell (0, 0) and cell (row 3, col 2)
+    assert torch.equal(sample_at(maps, p)[0, 0], torch.tensor([0.0, 14.0]))
+    assert math.isclose(float(sample_at(maps, torch.tensor([[0.0, 0.0]]))), 7.5)
