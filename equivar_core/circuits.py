@@ -146,10 +146,13 @@ def disc_mask(size: int) -> torch.Tensor:
 
 
 def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_params, transform: str,
-                        period_src: float, period_dst: float, tolerance: float = 20.0) -> tuple[float, int]:
+                        period_src: float, period_dst: float, tolerance: float = 20.0,
+                        invariant: bool = False) -> tuple[float, int]:
     """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs.
 
     ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family.
+    With ``invariant`` the destination units are each invariant to the transform (equivariant ->
+    invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
     """
     src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
     src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
@@ -163,7 +166,9 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
             else:
                 t = float(np.mod(src_params[j] - src_params[i], period_src))
             for k, b in enumerate(dst_units):
-                if transform == "hflip":
+                if invariant:
+                    m = k
+                elif transform == "hflip":
                     others = [m for m in range(len(dst_units)) if m != k]
                     if not others:
                         continue

@@ -99,3 +99,29 @@ def top_pairs(score: np.ndarray, null: np.ndarray, top_k: int) -> dict[str, np.n
     s = score[units, partners]
     return {"unit": units, "partner": partners, "rank": ranks, "score": s,
             "null_score": null[units, partners], "z": (s - mu) / sd}
+
+
+def linear_map_summary(identity: np.ndarray, score: np.ndarray, ridge: float = 1e-3) -> dict[str, float]:
+    """How well a linear map of the layer explains it on transformed images (Lenc & Vedaldi 2015).
+
+    With standardized activations, the least-squares map M_g with
+    ``phi(g.x) ~ M_g^T phi(x)`` is ``M_g = (R + lambda I)^-1 S``, where R is the
+    units' correlation matrix on x (``identity``) and S the transform score
+    matrix (``score``); both come from the same samples, so no further pass
+    over the data is needed.
+
+    Returns
+    -------
+    r2 : mean over output units of the variance explained by the map
+    permutation : mean over output units of the largest squared weight's share of the column
+        (1 when each unit on g.x is one unit of x: transformed-neuron equivariance)
+    identity : mean share of the diagonal weight (1 when every unit is invariant)
+    """
+    c = len(identity)
+    lam = ridge * float(np.trace(identity)) / max(c, 1)
+    m = np.linalg.solve(identity + lam * np.eye(c), score)                 # C x C, column v = map onto v
+    r2 = np.einsum("uv,uv->v", score, m)                                    # s_v^T R^-1 s_v
+    sq = m**2
+    col = np.maximum(sq.sum(0), 1e-12)
+    return {"r2": float(np.clip(r2, 0, 1).mean()), "permutation": float((sq.max(0) / col).mean()),
+            "identity": float((np.diag(sq) / col).mean())}

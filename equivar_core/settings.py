@@ -24,6 +24,7 @@ class FamilySettings:
     min_gain: float = 0.05           # ... and by how much it must beat their plain correlation
     min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
     min_agreement: float = 0.5       # share of sweep amounts where a member's best partner is the expected sibling
+    min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_margin: float = 0.05
 

@@ -23,9 +23,10 @@ from .errors import EquivarError
 from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
 from .models.registry import LoadedModel, load_model, resolve_layers
-from .scores import top_pairs, version_scores
+from .scores import linear_map_summary, top_pairs, version_scores
 from .settings import RunSettings
 from .storage import atomic_path
+from .sweeps import family_sweep, sweep_error
 from .transforms import make_transform
 from .tuning import HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
 
@@ -102,6 +103,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
                                   "best_image": st["image_max"][loaded].argmax(0) if loaded.any() else -1,
                                   "best_value": st["image_max"][loaded].max(0)}))
         _save(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
+        _save(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     versions = settings.sweep.versions()
     manifest = pd.DataFrame([{"layer": s.layer, "path": s.path, "points_path": s.points_path,
@@ -194,6 +196,20 @@ def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float
                 if k.startswith(transform + ":") and not k.endswith(":null")}
 
 
+def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``transform_maps``: per layer and transform, how linear, permutation-like or invariant the layer is."""
+    rows = []
+    for layer in layers_df["layer"]:
+        identity = load_identity(settings, layer)
+        with np.load(score_path(settings, layer)) as z:
+            labels = [k for k in z.files if k != "identity:0" and not k.endswith(":null")]
+            for label in labels:
+                name, amount = label.split(":")
+                rows.append({"layer": layer, "transform": name, "amount": float(amount),
+                             **linear_map_summary(identity, z[label]), "n_units": len(identity)})
+    return _with_model(pd.DataFrame(rows), settings)
+
+
 # -- families ---------------------------------------------------------------------------------
 
 def _stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72) -> np.ndarray:
@@ -252,6 +268,39 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement) ->
                          "size": len(members)})
         next_id += 1
     return next_id
+
+
+def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
+                       layers_df: pd.DataFrame, stats_df: pd.DataFrame, step: float = 10.0,
+                       top_k: int = 2) -> pd.DataFrame:
+    """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted)."""
+    model, _ = load(settings)
+    views = [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
+             for r in images_df.itertuples()]
+    geoms = {g.layer: g for g in _geometries(layers_df)}
+    act_dir = os.path.join(settings.artifacts, "activations")
+    rows = []
+    angular = families_df[families_df["transform"].isin(["rotate", "hue"])]
+    for (layer, fam, transform), g in angular.groupby(["layer", "family", "transform"]):
+        st = stats_df[stats_df["layer"] == layer].sort_values("unit")
+        cols = family_sweep(model.module, geoms[layer], model.input_size, views,
+                            np.load(os.path.join(act_dir, f"{layer}.image_max.npy")),
+                            np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy")),
+                            st["mean"].to_numpy(), st["std"].to_numpy(), g["unit"].to_numpy(int),
+                            g["param"].to_numpy(), float(g["period"].iloc[0]), transform, step, top_k,
+                            settings.resolved_device())
+        df = pd.DataFrame(cols)
+        df.insert(0, "transform", transform)
+        df.insert(0, "family", int(fam))
+        df.insert(0, "layer", layer)
+        df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
+                                  float(g["period"].iloc[0]))
+        rows.append(df)
+        log.info("family sweeps: %s family %d (%d members)", layer, fam, len(g))
+    cols = ["layer", "family", "transform", "driver", "member", "angle", "response", "peak_angle",
+            "expected_angle", "error"]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(out, settings)
 
 
 # -- circuits ---------------------------------------------------------------------------------
@@ -333,10 +382,41 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
                 prof["equivariance"] = eq
                 prof["n_matched"] = n
                 rows.append(prof)
+        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst)
     cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
-            "equivariance", "n_matched"]
+            "equivariance", "n_matched", "dst_unit"]
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    if "dst_unit" not in df.columns:
+        df["dst_unit"] = pd.NA
+    df["dst_unit"] = df["dst_unit"].astype("Int64")
     return _with_model(df, settings)
+
+
+def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) -> np.ndarray:
+    """Units whose mean self score over the transform's sweep is at least ``min_invariance``."""
+    scores = load_scores(settings, layer, transform) if os.path.exists(score_path(settings, layer)) else {}
+    if not scores:
+        return np.zeros(0, dtype=int)
+    self_score = np.mean([np.diag(m) for m in scores.values()], axis=0)
+    keep = np.flatnonzero(self_score >= settings.families.min_invariance)
+    return np.setdiff1d(keep, np.asarray(list(exclude), dtype=int))
+
+
+def _invariant_targets(settings, w, total, fsrc, fdst, src, dst) -> list[pd.DataFrame]:
+    """Rows for equivariant -> invariant circuits: a source family into one invariant destination unit."""
+    rows = []
+    for (sf, transform), gs in fsrc[fsrc["transform"].isin(["rotate", "hue"])].groupby(["family", "transform"]):
+        in_family = fdst.loc[fdst["transform"] == transform, "unit"]
+        for c in invariant_units(settings, dst, transform, in_family):
+            period = _family_period(gs, transform)
+            eq, n = family_equivariance(w, gs["unit"], gs["param"], [c], [0.0], transform, period, period,
+                                        settings.families.tolerance, invariant=True)
+            delta = np.mod(-gs["param"].to_numpy(), period)
+            rows.append(pd.DataFrame({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
+                                      "transform": transform, "delta": delta,
+                                      "mean_weight": total[c, gs["unit"].to_numpy(int)], "n_pairs": 1,
+                                      "equivariance": eq, "n_matched": n, "dst_unit": int(c)}))
+    return rows
 
 
 def _family_period(group: pd.DataFrame, transform: str) -> float:

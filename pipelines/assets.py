@@ -85,12 +85,27 @@ def transform_pairs(equivar: EquivarConfig, activation_samples: pd.DataFrame) ->
     return stages.transform_pair_table(equivar.settings(), activation_samples)
 
 
+@asset(group_name="scores", code_version=CODE_VERSION, deps=[transform_pairs])
+def transform_maps(equivar: EquivarConfig, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
+    _start("transform_maps")
+    return stages.transform_map_table(equivar.settings(), layers)
+
+
 @asset(group_name="families", code_version=CODE_VERSION, deps=[transform_pairs])
 def families(equivar: EquivarConfig, tuning: pd.DataFrame, unit_profiles: pd.DataFrame,
              layers: pd.DataFrame) -> pd.DataFrame:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
     _start("families")
     return stages.family_table(equivar.settings(), tuning, unit_profiles, layers)
+
+
+@asset(group_name="families", code_version=CODE_VERSION)
+def family_sweeps(equivar: EquivarConfig, families: pd.DataFrame, images: pd.DataFrame, layers: pd.DataFrame,
+                  unit_stats: pd.DataFrame) -> pd.DataFrame:
+    """Family members' responses while a member's best natural images are rotated or hue-shifted."""
+    _start("family_sweeps")
+    return stages.family_sweep_table(equivar.settings(), families, images, layers, unit_stats)
 
 
 @asset(group_name="circuits", code_version=CODE_VERSION)
@@ -111,8 +126,8 @@ def circuit_families(equivar: EquivarConfig, families: pd.DataFrame) -> pd.DataF
     return stages.circuit_family_table(s, pairs, families)
 
 
-TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, families,
-                circuit_weights, circuit_families]
+TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, transform_maps,
+                families, family_sweeps, circuit_weights, circuit_families]
 
 
 @asset(group_name="catalog", code_version=CODE_VERSION, deps=TABLE_ASSETS)

@@ -30,6 +30,8 @@ class PlantedRun:
         self.profiles = stages.profile_table(s, self.tuning, self.layers)
         self.pairs = stages.transform_pair_table(s, self.manifest)
         self.families = stages.family_table(s, self.tuning, self.profiles, self.layers)
+        self.maps = stages.transform_map_table(s, self.layers)
+        self.sweeps = stages.family_sweep_table(s, self.families, self.images, self.layers, self.stats)
         self.weights = stages.circuit_weight_table(s, self.layers, self.families)
         self.circuits = stages.circuit_family_table(s, self.weights, self.families)
 

@@ -111,3 +111,16 @@ def test_pipeline_reports_the_planted_circuit(planted_runs):
     src = fam[(fam["layer"] == "relu1") & fam["unit"].isin(edges) & (fam["transform"] == "rotate")]["family"]
     rows = run.circuits[(run.circuits["src_family"] == int(src.mode()[0])) & (run.circuits["transform"] == "rotate")]
     assert len(rows) and rows["equivariance"].max() >= 0.8
+
+
+def test_pipeline_finds_the_invariant_unit_and_its_equivariant_input(planted_runs):
+    """Equivariant -> invariant: the planted unit pooling the edge family with rotated kernels."""
+    run, truth = planted_runs[0]
+    inv = run.circuits[run.circuits["dst_family"] == -1]
+    edges = set(truth.families["conv1"]["edges"][0])
+    fam = run.families
+    src = int(fam[(fam["layer"] == "relu1") & fam["unit"].isin(edges)]["family"].mode()[0])
+    rows = inv[(inv["src_family"] == src) & (inv["dst_unit"] == truth.invariant_unit)]
+    assert len(rows) and rows["equivariance"].iloc[0] >= 0.8
+    others = inv[(inv["src_family"] == src) & (inv["dst_unit"] != truth.invariant_unit)]
+    assert (others["equivariance"].fillna(0) < 0.5).all()

@@ -123,3 +123,22 @@ def test_pair_families_mutual_best_partners():
     assert est.labels_[0] == est.labels_[2] >= 0
     assert est.params_[0] == 0.0 and est.params_[2] == 1.0
     assert (est.labels_[[1, 3]] == -1).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rotating_best_images_makes_siblings_fire_at_their_angle(planted_runs, seed):
+    """The paper's test, on the planted edge family: peak offsets match the recovered params."""
+    run, truth = planted_runs[seed]
+    units = set(truth.families["conv1"]["edges"][0])
+    sw = run.sweeps[(run.sweeps["layer"] == "relu1") & (run.sweeps["transform"] == "rotate")]
+    sw = sw[sw["driver"].isin(units) & sw["member"].isin(units)]
+    errors = sw.drop_duplicates(["driver", "member"])["error"]
+    assert len(errors) >= 40
+    assert errors.median() <= 10.0
+
+
+def test_transform_maps_see_a_permutation_in_the_group_convolution_layer(planted_runs):
+    run, _ = planted_runs[0]
+    m = run.maps[(run.maps["layer"] == "relu2") & (run.maps["transform"] == "rotate")]
+    at90 = m[m["amount"] == 90.0].iloc[0]
+    assert at90["r2"] > 0.9 and at90["permutation"] > at90["identity"] + 0.3

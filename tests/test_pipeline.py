@@ -10,7 +10,7 @@ from pipelines.definitions import ALL_ASSETS, build_definitions, defs
 from pipelines.resources import EquivarConfig
 
 TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tuning", "unit_profiles",
-          "transform_pairs", "families", "circuit_weights", "circuit_families"]
+          "transform_pairs", "transform_maps", "families", "family_sweeps", "circuit_weights", "circuit_families"]
 
 
 def test_definitions_load():
