@@ -42,7 +42,7 @@ class SweepSettings:
     hue: tuple[float, ...] = (60.0, 120.0, 180.0, 240.0, 300.0)
     scale: tuple[float, ...] = (1.5, 2.0)
     disc_radius: float = 0.6
-    max_points: int = 144
+    grid: int = 20          # sample points: centres of a grid x grid partition of the image inside the disc
 
     def versions(self) -> list[Transform]:
         """Identity first, then the sweep."""
@@ -100,7 +100,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                     a = a.float()
                     if name not in arrays:
                         c = a.shape[1]
-                        points[name] = disc_points(a.shape[2], a.shape[3], sweep.disc_radius, sweep.max_points)
+                        points[name] = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
                         tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.samples.npy"))
                         arrays[name] = np.lib.format.open_memmap(
                             tmp[name], mode="w+", dtype=np.float16, shape=(n_versions, n_views, len(points[name]), c))

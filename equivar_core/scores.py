@@ -60,36 +60,47 @@ def pearson_cross(a_chunks, b_chunks) -> np.ndarray:
 
 
 def version_scores(samples: np.ndarray, version: int, transform: Transform, points: np.ndarray, disc_radius: float,
-                   images: np.ndarray, settings: ScoreSettings = ScoreSettings()) -> tuple[np.ndarray, np.ndarray]:
-    """Score and null-score matrices (C x C) of one version.
+                   images: np.ndarray, settings: ScoreSettings = ScoreSettings(),
+                   other: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Score and null-score matrices (C x C') of one version.
 
     Parameters
     ----------
-    samples : V x N x P x C array (may be a memmap)
+    samples : V x N x P x C array (may be a memmap); its identity version is the "x" side
     points : P x 2 normalized sample points
     images : indices of the images to use (the readable ones)
+    other : V x N x P x C' samples of another layer at the same points, for the "g.x" side
+        (cross-layer scores); by default ``samples`` itself
     """
     valid = transform.valid(torch.as_tensor(points), disc_radius).numpy()
+    other = samples if other is None else other
     n = len(images)
     shift = np.roll(images, n // 2) if n > 1 else images
     chunks = [images[i:i + settings.chunk_images] for i in range(0, n, settings.chunk_images)]
     null_chunks = [shift[i:i + settings.chunk_images] for i in range(0, n, settings.chunk_images)]
 
-    def rows(v, idx):
-        block = np.asarray(samples[v, np.sort(idx)][:, valid], dtype=np.float32)
+    def rows(arr, v, idx):
+        block = np.asarray(arr[v, np.sort(idx)][:, valid], dtype=np.float32)
         order = np.argsort(np.argsort(idx))  # restore idx order after the sorted read
         return block[order].reshape(-1, block.shape[-1])
 
-    score = pearson_cross((rows(0, c) for c in chunks), (rows(version, c) for c in chunks))
-    null = pearson_cross((rows(0, c) for c in chunks), (rows(version, c) for c in null_chunks))
+    score = pearson_cross((rows(samples, 0, c) for c in chunks), (rows(other, version, c) for c in chunks))
+    null = pearson_cross((rows(samples, 0, c) for c in chunks), (rows(other, version, c) for c in null_chunks))
     return score, null
 
 
-def top_pairs(score: np.ndarray, null: np.ndarray, top_k: int) -> dict[str, np.ndarray]:
-    """Rows for the self pair and the ``top_k`` best other partners of every unit."""
+def top_pairs(score: np.ndarray, null: np.ndarray, top_k: int, with_self: bool = True) -> dict[str, np.ndarray]:
+    """Rows for the self pair (rank 0) and the ``top_k`` best other partners of every unit (rows of score)."""
     c = score.shape[0]
     mu, sd = float(null.mean()), float(null.std()) or 1.0
     others = score.copy()
+    if not with_self:
+        k = min(top_k, score.shape[1])
+        part = np.argsort(-others, axis=1)[:, :k]
+        units, partners = np.repeat(np.arange(c), k), part.ravel()
+        s = score[units, partners]
+        return {"unit": units, "partner": partners, "rank": np.tile(np.arange(1, k + 1), c), "score": s,
+                "null_score": null[units, partners], "z": (s - mu) / sd}
     np.fill_diagonal(others, -np.inf)
     k = min(top_k, c - 1)
     part = np.argsort(-others, axis=1)[:, :k] if k > 0 else np.zeros((c, 0), dtype=int)

@@ -196,6 +196,42 @@ def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float
                 if k.startswith(transform + ":") and not k.endswith(":null")}
 
 
+def scale_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.DataFrame:
+    """``scale_pairs``: the same feature at another size in a deeper layer.
+
+    For analysed layers A (earlier) and B (later) and each zoom s of the sweep,
+    ``score(u, v) = corr(u_A(x), v_B(zoom_s x))`` at the same image points: v
+    on the enlarged image does what u does on the original, i.e. v is u at s
+    times the size. Rows: each unit of A with its three best partners in B.
+    """
+    rows = []
+    layers = list(manifest_df.itertuples())
+    scales = [(v, float(label.split(":")[1])) for v, label in enumerate(layers[0].versions.split(";"))
+              if label.startswith("scale:")] if layers else []
+    for i, a in enumerate(layers):
+        sa = np.load(a.path, mmap_mode="r")
+        points = np.load(a.points_path)
+        images = np.flatnonzero(np.load(os.path.join(os.path.dirname(a.path), "loaded.npy")))
+        for b in layers[i + 1:]:
+            sb = np.load(b.path, mmap_mode="r")
+            if not np.allclose(np.load(b.points_path), points):
+                continue
+            for v, s in scales:
+                score, null = version_scores(sa, v, make_transform("scale", s), points,
+                                             settings.sweep.disc_radius, images, other=sb)
+                t = top_pairs(score, null, 3, with_self=False)
+                best_for_b = score.argmax(0)
+                mutual = best_for_b[t["partner"]] == t["unit"]
+                rows.append(pd.DataFrame({"small_layer": a.layer, "small_unit": t["unit"], "large_layer": b.layer,
+                                          "large_unit": t["partner"], "scale": s, "rank": t["rank"],
+                                          "score": t["score"], "null_score": t["null_score"], "z": t["z"],
+                                          "mutual": mutual}))
+    cols = ["small_layer", "small_unit", "large_layer", "large_unit", "scale", "rank", "score", "null_score", "z",
+            "mutual"]
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
 def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.DataFrame:
     """``transform_maps``: per layer and transform, how linear, permutation-like or invariant the layer is."""
     rows = []

@@ -170,16 +170,37 @@ def _roll_corr(resp: np.ndarray, shift: int) -> np.ndarray:
 def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
                   settings: TuningSettings = TuningSettings()) -> dict[str, np.ndarray]:
     """``unit_profiles`` columns: layer, unit, stimulus, preferred, selectivity, period, modulation."""
-    out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "preferred", "selectivity", "period",
-                                            "modulation")}
+    keys = ("preferred", "selectivity", "period", "modulation", "preferred2")
+    out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", *keys)}
     for layer, c in n_units.items():
         stims = [s for s in dict.fromkeys(tuning["stimulus"][tuning["layer"] == layer]) if s != "color_contrast_grid"]
         for stim in stims:
             params, resp = curves(tuning, layer, stim, c)
             prof = profile(params, resp, stim in ANGULAR, settings)
+            prof["preferred2"] = np.full(c, np.nan)
+            if stim == "color_contrast":
+                prof["preferred2"] = _grid_preferred_hue(tuning, layer, c)
             out["layer"] += [layer] * c
             out["unit"] += list(range(c))
             out["stimulus"] += [stim] * c
-            for k in ("preferred", "selectivity", "period", "modulation"):
+            for k in keys:
                 out[k] += prof[k].tolist()
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _grid_preferred_hue(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> np.ndarray:
+    """Hue at the best (orientation, hue) cell of the colour-contrast grid, folded so that orientation < 180.
+
+    Colour contrast at (theta + 180, hue) is the stimulus at (theta, hue + 180); folding the
+    orientation into [0, 180) makes (preferred, preferred2) a unique description of the unit.
+    """
+    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == "color_contrast_grid")
+    if not sel.any():
+        return np.full(n_units, np.nan)
+    unit, theta, hue, resp = (tuning[k][sel] for k in ("unit", "param", "param2", "response"))
+    order = np.lexsort((resp, unit))
+    last = np.r_[unit[order][1:] != unit[order][:-1], True]
+    best = order[last]
+    out = np.full(n_units, np.nan)
+    out[unit[best].astype(int)] = np.where(theta[best] >= 180, np.mod(hue[best] + 180, 360), hue[best])
+    return out

@@ -92,6 +92,13 @@ def transform_maps(equivar: EquivarConfig, layers: pd.DataFrame) -> pd.DataFrame
     return stages.transform_map_table(equivar.settings(), layers)
 
 
+@asset(group_name="scores", code_version=CODE_VERSION)
+def scale_pairs(equivar: EquivarConfig, activation_samples: pd.DataFrame) -> pd.DataFrame:
+    """Units of a deeper layer that respond to a zoomed image as an earlier unit does to the original."""
+    _start("scale_pairs")
+    return stages.scale_pair_table(equivar.settings(), activation_samples)
+
+
 @asset(group_name="families", code_version=CODE_VERSION, deps=[transform_pairs])
 def families(equivar: EquivarConfig, tuning: pd.DataFrame, unit_profiles: pd.DataFrame,
              layers: pd.DataFrame) -> pd.DataFrame:
@@ -127,7 +134,7 @@ def circuit_families(equivar: EquivarConfig, families: pd.DataFrame) -> pd.DataF
 
 
 TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, transform_maps,
-                families, family_sweeps, circuit_weights, circuit_families]
+                scale_pairs, families, family_sweeps, circuit_weights, circuit_families]
 
 
 @asset(group_name="catalog", code_version=CODE_VERSION, deps=TABLE_ASSETS)

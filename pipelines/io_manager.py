@@ -13,7 +13,7 @@ from .resources import EquivarConfig
 
 
 def partition_column(df: pd.DataFrame) -> str | None:
-    for col in ("layer", "src_layer"):
+    for col in ("layer", "src_layer", "small_layer"):
         if col in df.columns:
             return col
     return None

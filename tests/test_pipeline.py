@@ -9,7 +9,7 @@ from dagster import DagsterInstance, Definitions
 from pipelines.definitions import ALL_ASSETS, build_definitions, defs
 from pipelines.resources import EquivarConfig
 
-TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tuning", "unit_profiles",
+TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tuning", "unit_profiles", "scale_pairs",
           "transform_pairs", "transform_maps", "families", "family_sweeps", "circuit_weights", "circuit_families"]
 
 

@@ -41,3 +41,19 @@ def test_scores_only_count_points_inside_the_disc():
     samples[1, :, 2, 0] = 1000.0                               # garbage outside the disc
     score, _ = version_scores(samples, 1, Rotate(30), pts, 0.6, np.arange(4))
     assert np.isclose(score[0, 0], 1.0)
+
+
+def test_cross_layer_scale_pairs_find_the_same_edge_twice_as_large(tmp_path):
+    from equivar_core import stages
+    from equivar_core.settings import RunSettings
+
+    s = RunSettings(model="tests.models_for_tests:two_scales", layers=("small", "large"), n_images=16,
+                    out=str(tmp_path))
+    layers = stages.layer_table(s)
+    _, manifest = stages.natural_activations(s, stages.image_table(s), layers)
+    pairs = stages.scale_pair_table(s, manifest)
+    best = pairs[(pairs["scale"] == 2.0) & (pairs["rank"] == 1)].sort_values("small_unit")
+    assert list(best["large_unit"]) == [0, 1, 2, 3]
+    assert best["mutual"].all() and (best["score"] > 0.8).all()
+    at15 = pairs[(pairs["scale"] == 1.5) & (pairs["rank"] == 1)]
+    assert (at15["score"].to_numpy() < best["score"].to_numpy()).all()
