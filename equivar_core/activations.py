@@ -39,7 +39,7 @@ class SweepSettings:
 
     rotate: tuple[float, ...] = tuple(float(a) for a in range(30, 360, 30))
     hflip: bool = True
-    hue: tuple[float, ...] = (60.0, 120.0, 180.0, 240.0, 300.0)
+    hue: tuple[float, ...] = tuple(float(a) for a in range(30, 360, 30))
     scale: tuple[float, ...] = (1.5, 2.0)
     disc_radius: float = 0.6
     grid: int = 20          # sample points: centres of a grid x grid partition of the image inside the disc

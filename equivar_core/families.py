@@ -24,8 +24,12 @@ not change its luminance responses.
 When transform scores are given, natural images must agree: the rotation
 (or hue) score of u and v at the sweep amount matching their tuning shift
 (see :func:`transform_evidence`) must reach ``min_partner_score`` and beat
-the units' plain correlation by ``min_gain``; each member needs one such
-confirmed link inside its family; and the
+the units' plain correlation by ``min_gain``, with a tuning similarity of
+at least ``min_tuning_similarity`` on its own. Pairs that natural images
+cannot tell apart (plain correlation above ``max_plain_correlation``) and
+pairs at near-zero shifts are untested: they are linked on tuning alone. Each
+member needs one confirmed
+link inside its family; and the
 similarity used for clustering is the mean of the tuning similarity and that
 score (the tuning similarity alone for near-zero shifts, which no amount
 tests).
@@ -39,7 +43,9 @@ place) is reported per unit; members below ``min_agreement`` are removed
 
 Flip and scale families are pairs from transform scores: u and v (u != v)
 that are each other's best partner, with a score of at least ``min_score``
-that beats both units' own invariance score by ``margin``.
+whose shortfall ``1 - score`` is at most ``max_error_ratio`` times that of
+the better of the two units' own invariance scores (the partner explains at
+least half of what invariance leaves unexplained).
 """
 
 from __future__ import annotations
@@ -122,12 +128,14 @@ class AngularFamilies:
     """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes)."""
 
     min_similarity: float = 0.8
+    min_tuning_similarity: float = 0.6
     min_spread: float = 20.0
     tolerance: float = 20.0
     min_partner_score: float = 0.4
     min_gain: float = 0.05
+    max_plain_correlation: float = 0.9
     min_invariant_similarity: float = 0.5
-    min_agreement: float = 0.5
+    min_agreement: float = 0.6
 
     def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
             identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None) -> "AngularFamilies":
@@ -158,9 +166,12 @@ class AngularFamilies:
         supported = np.ones_like(sim, dtype=bool)
         if pair_scores:
             evidence, gain = transform_evidence(shift * step, idx, pair_scores, self.tolerance, identity)
-            ok = (evidence >= self.min_partner_score) & (gain >= self.min_gain)
-            combined = np.where(np.isnan(evidence), sim, (sim + np.nan_to_num(evidence)) / 2)
-            sim = np.where(np.isnan(evidence) | ok, combined, 0.0)
+            # natural images cannot tell apart units that already correlate this much: no test
+            untested = np.isnan(evidence) | (evidence - gain >= self.max_plain_correlation)
+            ok = ~untested & (evidence >= self.min_partner_score) & (gain >= self.min_gain) & \
+                (sim >= self.min_tuning_similarity)
+            combined = np.where(untested, sim, (sim + np.nan_to_num(evidence)) / 2)
+            sim = np.where(untested | ok, combined, 0.0)
             supported = ok
         self.similarity_ = sim
         dist = np.clip(1 - (sim + sim.T) / 2, 0, None)
@@ -191,11 +202,12 @@ class AngularFamilies:
             self.periods_[family] = period
             family += 1
         if pair_scores:
-            self.agreement_ = partner_agreement(self.labels_, self.params_, self.periods_, pair_scores,
-                                                self.tolerance)
-            self._prune(self.agreement_ < self.min_agreement)
-            self.agreement_ = partner_agreement(self.labels_, self.params_, self.periods_, pair_scores,
-                                                self.tolerance)
+            def agreement():
+                return partner_agreement(self.labels_, self.params_, self.periods_, pair_scores, self.tolerance,
+                                         identity, self.max_plain_correlation)
+
+            self._prune(agreement() < self.min_agreement)
+            self.agreement_ = agreement()
         return self
 
     def _prune(self, drop: np.ndarray) -> None:
@@ -241,8 +253,14 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
     return evidence, evidence - base
 
 
-def partner_agreement(labels, params, periods, pair_scores, tolerance) -> np.ndarray:
-    """Fraction of transform amounts where a member's best partner is the member expected there."""
+def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=None,
+                      max_plain_correlation: float = 1.0, score_tie: float = 0.02) -> np.ndarray:
+    """Fraction of transform amounts where a member's best partner is the member expected there.
+
+    The expected member counts as the best partner when its score is within ``score_tie`` of the
+    best, or when natural images cannot tell it apart from the best (their plain correlation in
+    ``identity`` is at least ``max_plain_correlation``).
+    """
     c = len(labels)
     hits, counts = np.zeros(c), np.zeros(c)
     for amount, score in pair_scores.items():
@@ -255,7 +273,9 @@ def partner_agreement(labels, params, periods, pair_scores, tolerance) -> np.nda
                 if d.min() > tolerance:
                     continue
                 counts[u] += 1
-                hits[u] += best[u] == members[np.argmin(d)]
+                expected = members[np.argmin(d)]
+                hits[u] += score[u, expected] >= score[u, best[u]] - score_tie or (
+                    identity is not None and identity[best[u], expected] >= max_plain_correlation)
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
@@ -264,7 +284,7 @@ class PairFamilies:
     """Flip or scale pairs from transform scores (an estimator)."""
 
     min_score: float = 0.5
-    margin: float = 0.05
+    max_error_ratio: float = 0.5
 
     def fit(self, scores: dict[float, np.ndarray], directed: bool = False) -> "PairFamilies":
         """Pair units; each joins at most one pair (best score first).
@@ -288,7 +308,7 @@ class PairFamilies:
                 if col_best[v] != u or (not directed and u > v):
                     continue
                 score = m[u, v] if directed else (m[u, v] + m[v, u]) / 2
-                if score >= self.min_score and score - max(m[u, u], m[v, v]) >= self.margin:
+                if score >= self.min_score and 1 - score <= self.max_error_ratio * (1 - max(m[u, u], m[v, v])):
                     candidates.append((float(score), float(amount), u, v))
         family = 0
         for score, amount, u, v in sorted(candidates, reverse=True):

@@ -92,11 +92,11 @@ def color_center_surround(size: int, hue: float) -> torch.Tensor:
 
 
 def asymmetric_color(size: int, rng: np.random.Generator, mirror: bool) -> torch.Tensor:
-    """A random colour template of a few blobs, off-centre; mirrored left/right if asked."""
+    """A random colour template of a few blobs right of centre (so it is asymmetric); mirrored if asked."""
     u, v = _coords(size, 0.0)
     w = torch.zeros(3, size, size)
     for _ in range(3):
-        cx, cy = rng.uniform(-3, 3, 2)
+        cx, cy = rng.uniform(0.5, 3.0), rng.uniform(-3, 3)
         col = torch.tensor(rng.normal(size=3), dtype=torch.float32)
         blob = torch.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * 1.3**2))
         w += col[:, None, None] * blob[None]
@@ -188,11 +188,16 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     return net.eval(), truth
 
 
+def family_sizes(seed: int) -> dict[str, int]:
+    """The family sizes of the seed's planted network: the edge family has 6, 8, 10 or 12 members."""
+    return {"n_edges": 6 + 2 * (seed % 4), "n_lines": 6, "n_hues": 6 + 2 * (seed % 2)}
+
+
 def planted(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted``: the default planted network."""
-    return planted_model(seed)[0]
+    return planted_model(seed, **family_sizes(seed))[0]
 
 
 def random_planted(seed: int = 0) -> PlantedNet:
     """The same architecture with random (untrained) weights."""
-    return planted_model(seed, random=True)[0]
+    return planted_model(seed, random=True, **family_sizes(seed))[0]

@@ -17,16 +17,18 @@ def default_out() -> str:
 
 @dataclass(frozen=True)
 class FamilySettings:
-    min_similarity: float = 0.7      # shifted tuning similarity for rotation and hue families
+    min_similarity: float = 0.7      # mean of shifted tuning similarity and transform score, for clustering
+    min_tuning_similarity: float = 0.6   # shifted tuning similarity a link needs on its own
     min_spread: float = 20.0         # degrees; members closer than this are duplicates, not copies
     tolerance: float = 20.0          # degrees, when matching a member to an expected place
     min_partner_score: float = 0.4   # natural-image transform score needed to link two units
     min_gain: float = 0.05           # ... and by how much it must beat their plain correlation
+    max_plain_correlation: float = 0.9   # above it natural images cannot test a link
     min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
-    min_agreement: float = 0.5       # share of sweep amounts where a member's best partner is the expected sibling
+    min_agreement: float = 0.6       # share of sweep amounts where a member's best partner is the expected sibling
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
-    pair_margin: float = 0.05
+    pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score
 
 
 @dataclass(frozen=True)

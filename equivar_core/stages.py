@@ -249,17 +249,33 @@ def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.Da
 # -- families ---------------------------------------------------------------------------------
 
 def _stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72) -> np.ndarray:
-    """C x S x steps curves, each stimulus resampled circularly onto a common grid."""
-    grid = np.arange(steps) * 360.0 / steps
+    """C x S x steps curves, each stimulus resampled circularly onto a common grid.
+
+    ``color_contrast_grid`` contributes one hue curve per orientation of the grid.
+    """
     out = []
     for stim in stimuli:
-        params, resp = curves(tuning, layer, stim, n_units)
-        if len(params) == 0:
+        if stim == "color_contrast_grid":
+            sel = (tuning["layer"] == layer) & (tuning["stimulus"] == stim)
+            thetas = np.unique(tuning["param"][sel])
+            for theta in thetas:
+                rows = sel & (tuning["param"] == theta)
+                params, resp = curves({k: v[rows] for k, v in tuning.items()} | {"param": tuning["param2"][rows]},
+                                      layer, stim, n_units)
+                out.append(_resample(params, resp, steps))
             continue
-        ext_p = np.concatenate([params - 360, params, params + 360])
-        ext_r = np.concatenate([resp, resp, resp], 1)
-        out.append(np.stack([np.interp(grid, ext_p, row) for row in np.nan_to_num(ext_r)]))
+        params, resp = curves(tuning, layer, stim, n_units)
+        if len(params):
+            out.append(_resample(params, resp, steps))
     return np.stack(out, 1) if out else np.zeros((n_units, 0, steps))
+
+
+def _resample(params: np.ndarray, resp: np.ndarray, steps: int) -> np.ndarray:
+    """Circular linear interpolation of curves (C x T over ``params`` degrees) onto ``steps`` samples."""
+    grid = np.arange(steps) * 360.0 / steps
+    ext_p = np.concatenate([params - 360, params, params + 360])
+    ext_r = np.nan_to_num(np.concatenate([resp, resp, resp], 1))
+    return np.stack([np.interp(grid, ext_p, row) for row in ext_r])
 
 
 def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
@@ -276,7 +292,8 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
             tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
-            est = AngularFamilies(fs.min_similarity, fs.min_spread, fs.tolerance, fs.min_partner_score, fs.min_gain,
+            est = AngularFamilies(fs.min_similarity, fs.min_tuning_similarity, fs.min_spread, fs.tolerance,
+                                  fs.min_partner_score, fs.min_gain, fs.max_plain_correlation,
                                   fs.min_invariant_similarity, fs.min_agreement).fit(
                 _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform),
                 load_identity(settings, layer), _stacked_curves(tuning, layer, fixed, c))
@@ -286,7 +303,7 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
             scores = load_scores(settings, layer, transform)
             if not scores:
                 continue
-            est = PairFamilies(fs.pair_min_score, fs.pair_margin).fit(scores, directed=transform == "scale")
+            est = PairFamilies(fs.pair_min_score, fs.pair_max_error_ratio).fit(scores, directed=transform == "scale")
             next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
     cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})

@@ -41,8 +41,9 @@ ANGULAR = {"edge", "line", "grating", "curve", "high_low", "color_contrast", "co
 ORIENTATION_STIMULI = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
 #: Colourless stimuli: a hue rotation leaves their curves unchanged.
 LUMINANCE_STIMULI = ("edge", "line", "grating", "curve", "high_low")
-#: Stimuli whose curves shift with a hue rotation (used for hue families).
-HUE_STIMULI = ("center_surround", "color_contrast_hue")
+#: Stimuli whose curves shift with a hue rotation (used for hue families): the colour-contrast
+#: grid gives one hue curve per orientation, so a unit's spatial colour layout must match too.
+HUE_STIMULI = ("center_surround", "color_contrast_grid")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
+
+
 class PlantedRun:
     """All stage tables of one run of the planted model (see equivar_core.planted)."""
 
@@ -38,14 +41,15 @@ class PlantedRun:
 
 @pytest.fixture(scope="session")
 def planted_runs(tmp_path_factory, monkeypatch_session):
-    """Runs of the planted model for seeds 0, 1, 2 (the model's seed follows the run's seed)."""
+    """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members)."""
     from equivar_core import planted
 
     runs = {}
-    for seed in (0, 1, 2):
-        monkeypatch_session.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed)[0])
+    for seed in PLANTED_SEEDS:
+        sizes = planted.family_sizes(seed)
+        monkeypatch_session.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
         runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
-                      planted.planted_model(seed)[1])
+                      planted.planted_model(seed, **sizes)[1])
     return runs
 
 
@@ -56,7 +60,8 @@ def random_runs(tmp_path_factory, monkeypatch_session):
     runs = {}
     for seed in (0, 1, 2):
         monkeypatch_session.setattr(planted, "random_planted",
-                                    lambda seed=seed: planted.planted_model(seed, random=True)[0])
+                                    lambda seed=seed: planted.planted_model(seed, random=True,
+                                                                            **planted.family_sizes(seed))[0])
         runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
     return runs
 

@@ -34,17 +34,20 @@ def _param_error(group, units, params):
                for off in np.arange(0, 360, 1.0))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("family", ["edges", "lines", "hues"])
-def test_planted_angular_families_are_recovered(planted_runs, seed, family):
-    run, truth = planted_runs[seed]
-    units, params, transform = truth.families["conv1"][family]
-    found = run.families[run.families["layer"] == "relu1"]
-    jaccard, group = _best_match(found, units, transform)
-    assert jaccard >= 0.9
-    assert _param_error(group, units, params) <= 10.0
-    expected_period = {"edges": 360.0, "lines": 180.0, "hues": 360.0}[family]
-    assert float(group["period"].iloc[0]) == expected_period
+def test_planted_angular_families_are_recovered(planted_runs, family):
+    """Jaccard >= 0.9 in at least 5 of the 6 seeds and >= 0.85 in all; param error <= 10 degrees; periods."""
+    jaccards = []
+    for seed, (run, truth) in planted_runs.items():
+        units, params, transform = truth.families["conv1"][family]
+        found = run.families[run.families["layer"] == "relu1"]
+        jaccard, group = _best_match(found, units, transform)
+        jaccards.append(jaccard)
+        assert jaccard >= 0.85, (seed, jaccard)
+        assert _param_error(group, units, params) <= 10.0
+        expected_period = {"edges": 360.0, "lines": 180.0, "hues": 360.0}[family]
+        assert float(group["period"].iloc[0]) == expected_period
+    assert sum(j >= 0.9 for j in jaccards) >= len(jaccards) - 1, jaccards
 
 
 def test_noise_units_stay_out_of_rotation_and_hue_families(planted_runs):
@@ -70,20 +73,20 @@ def test_planted_flip_pairs_are_found(planted_runs):
 
 
 def test_random_weights_give_nearly_no_families(random_runs):
-    """Random filters: no rotation family, and at most a few chance hue or flip pairs per model."""
+    """Random filters: no rotation or hue family, at most one chance flip pair per model."""
     for run in random_runs.values():
         f = run.families
-        assert (f["transform"] == "rotate").sum() == 0
-        assert f[f["transform"] == "hue"]["unit"].nunique() <= 4
+        assert f[f["transform"].isin(["rotate", "hue"])].empty
+        assert f[f["transform"] == "hflip"]["family"].nunique() <= 1
 
 
 def test_group_convolution_layer_forms_one_rotation_family(planted_runs):
-    run, truth = planted_runs[0]
-    units, params, _ = truth.families["conv2"]["edges2"]
-    found = run.families[run.families["layer"] == "relu2"]
-    jaccard, group = _best_match(found, units, "rotate")
-    assert jaccard >= 0.9
-    assert _param_error(group, units, params) <= 10.0
+    for seed, (run, truth) in planted_runs.items():
+        units, params, _ = truth.families["conv2"]["edges2"]
+        found = run.families[run.families["layer"] == "relu2"]
+        jaccard, group = _best_match(found, units, "rotate")
+        assert jaccard >= 0.9, seed
+        assert _param_error(group, units, params) <= 10.0
 
 
 # -- the estimators on their own --------------------------------------------------------------
@@ -125,7 +128,7 @@ def test_pair_families_mutual_best_partners():
     assert (est.labels_[[1, 3]] == -1).all()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_rotating_best_images_makes_siblings_fire_at_their_angle(planted_runs, seed):
     """The paper's test, on the planted edge family: peak offsets match the recovered params."""
     run, truth = planted_runs[seed]
@@ -133,12 +136,12 @@ def test_rotating_best_images_makes_siblings_fire_at_their_angle(planted_runs, s
     sw = run.sweeps[(run.sweeps["layer"] == "relu1") & (run.sweeps["transform"] == "rotate")]
     sw = sw[sw["driver"].isin(units) & sw["member"].isin(units)]
     errors = sw.drop_duplicates(["driver", "member"])["error"]
-    assert len(errors) >= 40
+    assert len(errors) >= len(units) * (len(units) - 1)
     assert errors.median() <= 10.0
 
 
 def test_transform_maps_see_a_permutation_in_the_group_convolution_layer(planted_runs):
     run, _ = planted_runs[0]
     m = run.maps[(run.maps["layer"] == "relu2") & (run.maps["transform"] == "rotate")]
-    at90 = m[m["amount"] == 90.0].iloc[0]
-    assert at90["r2"] > 0.9 and at90["permutation"] > at90["identity"] + 0.3
+    half_turn = m[m["amount"] == 180.0].iloc[0]      # a symmetry of the planted family whatever its size
+    assert half_turn["r2"] > 0.8 and half_turn["permutation"] > half_turn["identity"] + 0.3
