@@ -356,6 +356,21 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
     return _with_model(out, settings)
 
 
+REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
+
+
+def reference_family_table(settings: RunSettings) -> pd.DataFrame:
+    """``reference_families``: published unit lists for the run's architecture (empty if none is shipped).
+
+    Files ``equivar_core/reference/<spec>_families.csv`` (columns layer, family_name,
+    transform, unit, source) hold the lists; users add their own the same way.
+    """
+    path = os.path.join(REFERENCE_DIR, f"{settings.model}_families.csv")
+    cols = ["layer", "family_name", "transform", "unit", "source"]
+    df = pd.read_csv(path) if os.path.isfile(path) else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df.astype({"unit": int, "layer": str}), settings)
+
+
 # -- circuits ---------------------------------------------------------------------------------
 
 def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:

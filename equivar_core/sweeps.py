@@ -60,7 +60,7 @@ def family_sweep(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                                 (px + 0.5) * geom.stride + geom.rf_offset[1], target)
                 batch = torch.stack([make(float(a)).images(img[None])[0] for a in angles]).to(device)
                 acts = cap.run(batch.contiguous(memory_format=torch.channels_last))[geom.layer].float()
-                idx = torch.as_tensor(members, dtype=torch.long, device=acts.device)
+                idx = torch.tensor(np.asarray(members), dtype=torch.long, device=acts.device)
                 resp = acts[:, idx, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu().numpy()
                 curves.append((resp - mean[members]) / np.maximum(std[members], 1e-6))
             if not curves:

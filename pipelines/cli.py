@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
     sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
     sql.add_argument("query")
     sql.add_argument("--out", default=None)
@@ -101,10 +102,11 @@ class _Progress(logging.Handler):
 
 
 def _run(args) -> int:
-    from dagster import DagsterInstance
+    from dagster import AssetKey, DagsterInstance
 
     from .definitions import build_definitions
-    from .resources import EquivarConfig
+    from .fingerprints import changed_assets, load_fingerprints, save_fingerprints
+    from .resources import CODE_VERSION, EquivarConfig
 
     layers = [x.strip() for x in args.layers.split(",") if x.strip()] if args.layers else []
     config = EquivarConfig(model=args.model, weights=args.weights, name=args.name, layers=layers, images=args.images,
@@ -117,18 +119,39 @@ def _run(args) -> int:
         for lg in loggers:
             lg.addHandler(handler)
             lg.setLevel(logging.INFO)
+    s = config.settings()
+    changed, fingerprints = changed_assets(s, CODE_VERSION)
+    if args.force:
+        changed = list(fingerprints)
+    catalog = os.path.join(s.out, "equivar.duckdb")
+    if not changed and os.path.isfile(catalog):
+        print(f"nothing changed: {s.model_name} is up to date in {catalog} ({time.time() - handler.t0:.1f}s)")
+        return 0
+    selection = [AssetKey(k) for k in changed] + [AssetKey("duckdb_catalog")]
     try:
         job = build_definitions(config).resolve_job_def("equivar")
         with DagsterInstance.ephemeral() as instance:
             result = job.execute_in_process(
-                instance=instance, raise_on_error=False,
+                instance=instance, raise_on_error=False, asset_selection=selection,
                 run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
+    done = {e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in result.all_events if e.is_step_materialization}
+    stored = load_fingerprints(s)
+    stored.update({k: v for k, v in fingerprints.items() if k in done})
+    save_fingerprints(s, stored)
     if not result.success:
         message, code = "run failed", 1
         for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                ev = event.event_specific_data
+                if not ev.passed:
+                    message = (f"check {ev.check_name} failed on {ev.asset_key.to_user_string()}: "
+                               f"{ev.description or ''}").strip()
+                    break
+        for event in result.all_events if message == "run failed" else []:
             if event.is_step_failure:
                 err = event.step_failure_data.error
                 while err.cause is not None and "EquivarError" not in err.cls_name:
@@ -138,7 +161,6 @@ def _run(args) -> int:
                 break
         print(f"equivar: error: {message}", file=sys.stderr)
         return code
-    s = config.settings()
     print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
     return 0
 

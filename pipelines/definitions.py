@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+import warnings
+
+from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
 
 from . import assets
+from .checks import ALL_CHECKS
 from .io_manager import ParquetIOManager
 from .resources import EquivarConfig
+
+# data versions on Output are "beta" in Dagster 1.13; they are the documented way to report them
+warnings.filterwarnings("ignore", category=BetaWarning)
 
 ALL_ASSETS = [*assets.TABLE_ASSETS, assets.duckdb_catalog]
 equivar_job = define_asset_job("equivar", selection=AssetSelection.all(),
@@ -17,6 +23,7 @@ def build_definitions(config: EquivarConfig | None = None) -> Definitions:
     config = config or EquivarConfig.from_env()
     return Definitions(
         assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
         jobs=[equivar_job],
         resources={"equivar": config, "io_manager": ParquetIOManager(config=config)},
     )

@@ -9,6 +9,9 @@ from dagster import ConfigurableResource
 
 from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
 
+#: bump when a change of code changes results (it enters every asset's code version and fingerprint)
+CODE_VERSION = "1"
+
 
 class EquivarConfig(ConfigurableResource):
     """Which model, layers and images to analyse, and where results go.
@@ -34,6 +37,12 @@ class EquivarConfig(ConfigurableResource):
         return RunSettings(model=self.model, weights=self.weights, name=self.name, layers=tuple(self.layers),
                            images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
                            device=self.device, batch_size=self.batch_size, seed=self.seed)
+
+    def fingerprint(self, asset: str) -> str:
+        """This asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
+        from .fingerprints import asset_fingerprints
+
+        return asset_fingerprints(self.settings(), CODE_VERSION)[asset]
 
     @classmethod
     def from_env(cls) -> "EquivarConfig":

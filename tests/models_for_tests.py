@@ -29,3 +29,23 @@ class TwoScales(nn.Module):
 
 def two_scales() -> TwoScales:
     return TwoScales().eval()
+
+
+class NaNNet(nn.Module):
+    """A convolution whose weights are NaN: every activation is NaN."""
+
+    input_size = 64
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.fill_(float("nan"))
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+def nan_net() -> NaNNet:
+    return NaNNet().eval()

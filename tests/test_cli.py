@@ -103,3 +103,21 @@ def test_imagenet_sample_as_images(tmp_path):
     assert r.returncode == 0, r.stderr
     q = equivar("sql", "select count(*) from images", "--out", str(tmp_path), "--format", "csv")
     assert q.stdout.splitlines()[1] == "3"
+
+
+def test_unchanged_rerun_recomputes_nothing(default_run):
+    out, _ = default_run
+    before = _digest(out)
+    r = equivar("run", "--out", out, "--n-images", "4", "--layers", "_act0,_blocks.0")
+    assert r.returncode == 0 and "nothing changed" in r.stdout
+    assert _digest(out) == before
+    r = equivar("run", "--out", out, "--n-images", "4", "--layers", "_act0")   # a layer less: recompute
+    assert r.returncode == 0 and "done:" in r.stdout
+
+
+def test_blocking_check_stops_nan_activations(tmp_path):
+    r = equivar("run", "--model", "tests.models_for_tests:nan_net", "--out", str(tmp_path), "--n-images", "4",
+                "--layers", "conv", "--quiet")
+    assert r.returncode == 1
+    assert "check activations_are_finite failed on unit_stats" in r.stderr
+    assert not (tmp_path / "tuning").exists() and not (tmp_path / "families").exists()

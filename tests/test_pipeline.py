@@ -16,7 +16,7 @@ TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tun
 def test_definitions_load():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}
-    assert set(TABLES) | {"duckdb_catalog"} == keys
+    assert set(TABLES) | {"duckdb_catalog", "reference_families"} == keys
 
 
 def test_every_asset_has_a_description_and_code_version():
@@ -39,9 +39,13 @@ def materialized(tmp_path_factory):
 def test_whole_graph_materializes(materialized):
     out, result = materialized
     assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 5 and all(c.passed for c in checks)
     con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
     for table in TABLES:
         assert con.execute(f"select count(*) from {table}").fetchone()[0] > 0, table
+    # no published list for the planted model: an empty, typed table
+    assert con.execute("select count(*) from reference_families").fetchone()[0] == 0
     assert con.execute("select distinct model from tuning").fetchall() == [("planted",)]
     con.close()
 

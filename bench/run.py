@@ -1,0 +1,185 @@
+"""Benchmarks: each figure is a ratio of two timings taken in this same process run.
+
+    python bench/run.py [--quick] [--device cpu|cuda]
+
+Prints ``name value`` lines and writes them to ``bench/results/latest.json``.
+These machines are noisy: compare figures only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from equivar_core.activations import SweepSettings, sample_activations  # noqa: E402
+from equivar_core.capture import capture  # noqa: E402
+from equivar_core.images import iter_batches, plan_views  # noqa: E402
+from equivar_core.models.registry import load_model  # noqa: E402
+from equivar_core.scores import pearson_cross, version_scores  # noqa: E402
+from equivar_core.stimuli import render  # noqa: E402
+from equivar_core.transforms import Rotate  # noqa: E402
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def activation_overhead(model, layers, n_images: int, batch: int, device: str) -> float:
+    """sample_activations over a bare model(x) loop on the same transformed inputs, same batch size."""
+    sweep = SweepSettings()
+    views = plan_views(None, n_images, 0)
+    versions = sweep.versions()
+    inputs = []
+    for b in iter_batches(views, 224, batch):
+        x = b.images.to(device)
+        inputs += [(g.images(x) if i else x).contiguous(memory_format=torch.channels_last)
+                   for i, g in enumerate(versions)]
+
+    @torch.inference_mode()
+    def bare():
+        for x in inputs:
+            model(x)
+
+    with tempfile.TemporaryDirectory() as d:
+        work = best_of(lambda: sample_activations(model, layers, views, 224, sweep, d, batch, device), 2)
+    return work / best_of(bare, 2)
+
+
+def scoring_figures(c: int = 80, n: int = 64, p: int = 113, naive_units: int = 24) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(2, n, p, c)).astype(np.float16)
+    points = np.zeros((p, 2))                 # every point valid: the timing is of the products
+    images = np.arange(n)
+    scoring = best_of(lambda: version_scores(samples, 1, Rotate(90), points, 0.6, images))
+    a = torch.tensor(samples[0].reshape(-1, c), dtype=torch.float32)
+    b = torch.tensor(samples[1].reshape(-1, c), dtype=torch.float32)
+    gemm = best_of(lambda: torch.mm(a.T, b), 5)
+    small = samples[:, :, :, :naive_units].astype(np.float32)
+    xa, xb = small[0].reshape(-1, naive_units), small[1].reshape(-1, naive_units)
+
+    def naive():
+        return [[np.corrcoef(xa[:, u], xb[:, v])[0, 1] for v in range(naive_units)] for u in range(naive_units)]
+
+    t_naive = best_of(naive, 1)
+    t_fast = best_of(lambda: pearson_cross([xa], [xb]))
+    # a score computes score and null: two products
+    return {"scoring_vs_gemm": scoring / (2 * gemm), "scoring_vs_naive": t_naive / t_fast}
+
+
+def stimuli_vs_pil(size: int = 64, n: int = 72) -> float:
+    """Batched analytic rendering of an edge sweep over drawing each edge with PIL (4x supersampled)."""
+    from PIL import Image, ImageDraw
+
+    def pil():
+        out = []
+        for k in range(n):
+            t = np.deg2rad(k * 360 / n)
+            big = Image.new("L", (size * 4, size * 4), 64)
+            c = size * 2
+            d = np.array([np.cos(t), -np.sin(t)])
+            e = np.array([-d[1], d[0]]) * size * 8
+            poly = [tuple(c + e), tuple(c + e + d * size * 8), tuple(c - e + d * size * 8), tuple(c - e)]
+            ImageDraw.Draw(big).polygon([tuple(map(float, q)) for q in poly], fill=192)
+            out.append(np.asarray(big.resize((size, size), Image.BOX), dtype=np.float32) / 255)
+        return np.stack(out)
+
+    return best_of(pil) / best_of(lambda: render("edge", size, (size / 2, size / 2), size / 6))
+
+
+def peak_rss_of_run(n_images: int, out: str) -> int:
+    """Peak RSS (KiB) of a child process that streams ``n_images`` through the activation stage."""
+    code = (
+        "import sys, resource; sys.path.insert(0, %r)\n"
+        "from equivar_core.activations import SweepSettings, sample_activations\n"
+        "from equivar_core.images import plan_views\n"
+        "from equivar_core.models.registry import load_model\n"
+        "m = load_model('efficientnet_lite0').module\n"
+        "sample_activations(m, ['_act0', '_blocks.2'], plan_views(None, %d, 0), 224, SweepSettings(), %r, 16)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n" % (ROOT, n_images, out))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def default_run_breakdown(n_images: int, out: str) -> tuple[dict[str, float], float, float]:
+    """Share of each asset in a whole run, and the times of a run and of an unchanged re-run."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+
+    config = EquivarConfig(n_images=n_images, out=out, layers=["_act0", "_blocks.0", "_blocks.2"])
+    job = build_definitions(config).resolve_job_def("equivar")
+    with DagsterInstance.ephemeral() as instance:
+        t = time.perf_counter()
+        result = job.execute_in_process(instance=instance)
+        full = time.perf_counter() - t
+    starts, ends = {}, {}
+    for e in result.all_events:
+        if e.event_type == DagsterEventType.STEP_START:
+            starts[e.step_key] = e.timestamp
+        elif e.event_type == DagsterEventType.STEP_SUCCESS:
+            ends[e.step_key] = e.timestamp
+    durations = {k: ends[k] - starts[k] for k in ends if k in starts}
+    total = sum(durations.values())
+    cli = [sys.executable, "-m", "pipelines.cli", "run", "--out", out, "--n-images", str(n_images),
+           "--layers", "_act0,_blocks.0,_blocks.2", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    t = time.perf_counter()
+    subprocess.run(cli, check=True, env=env, capture_output=True)
+    second = time.perf_counter() - t
+    return {k: v / total for k, v in sorted(durations.items())}, full, second
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run for CI")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    quick = args.quick
+    figures: dict[str, object] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                                  "threads": torch.get_num_threads(), "quick": quick}
+    model = load_model("efficientnet_lite0").module.to(args.device)
+    figures["activation_overhead"] = activation_overhead(model, ["_act0", "_blocks.2", "_blocks.4"],
+                                                         8 if quick else 64, 16, args.device)
+    figures.update(scoring_figures(c=40 if quick else 112, n=16 if quick else 200))
+    figures["stimuli_vs_pil"] = stimuli_vs_pil()
+    with tempfile.TemporaryDirectory() as d:
+        small, large = (8, 40) if quick else (200, 1000)
+        figures["rss_growth"] = peak_rss_of_run(large, os.path.join(d, "l")) / peak_rss_of_run(small,
+                                                                                              os.path.join(d, "s"))
+    with tempfile.TemporaryDirectory() as d:
+        breakdown, full, rerun = default_run_breakdown(4 if quick else 48, d)
+    figures["rerun_vs_full"] = rerun / full
+    figures["default_run_breakdown"] = breakdown
+    for k, v in figures.items():
+        if isinstance(v, dict):
+            print(k, " ".join(f"{a}={b:.3f}" for a, b in v.items()))
+        elif isinstance(v, float):
+            print(k, f"{v:.3f}")
+        else:
+            print(k, v)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "latest.json"), "w") as f:
+        json.dump(figures, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

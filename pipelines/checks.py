@@ -1,0 +1,50 @@
+"""Blocking asset checks: bad data does not flow downstream."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetIn, asset_check
+
+from equivar_core import validate
+
+from . import assets
+
+
+def _result(outcome: tuple[bool, str]) -> AssetCheckResult:
+    passed, description = outcome
+    return AssetCheckResult(passed=bool(passed), description=description)
+
+
+@asset_check(asset=assets.natural_activations.keys_by_output_name["unit_stats"], blocking=True)
+def activations_are_finite(unit_stats: pd.DataFrame) -> AssetCheckResult:
+    """Finite natural-image statistics, and no dead layer."""
+    return _result(validate.finite_stats(unit_stats))
+
+
+@asset_check(asset=assets.tuning, blocking=True, additional_ins={"layers": AssetIn("layers")})
+def tuning_is_finite(tuning: pd.DataFrame, layers: pd.DataFrame) -> AssetCheckResult:
+    """Every layer has finite tuning responses."""
+    return _result(validate.finite_tuning(tuning, list(layers["layer"])))
+
+
+@asset_check(asset=assets.transform_pairs, blocking=True)
+def scores_are_correlations(transform_pairs: pd.DataFrame) -> AssetCheckResult:
+    """Scores within [-1, 1]."""
+    return _result(validate.scores_in_range(transform_pairs))
+
+
+@asset_check(asset=assets.families, blocking=True)
+def families_are_well_formed(families: pd.DataFrame) -> AssetCheckResult:
+    """At least two units per family, one family per unit and transform."""
+    return _result(validate.families_well_formed(families))
+
+
+@asset_check(asset=assets.circuit_families, blocking=True, additional_ins={"families": AssetIn("families")})
+def circuits_reference_existing_families(circuit_families: pd.DataFrame, families: pd.DataFrame
+                                         ) -> AssetCheckResult:
+    """Circuit rows name families that exist."""
+    return _result(validate.circuits_match_families(circuit_families, families))
+
+
+ALL_CHECKS = [activations_are_finite, tuning_is_finite, scores_are_correlations, families_are_well_formed,
+              circuits_reference_existing_families]

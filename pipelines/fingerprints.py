@@ -1,0 +1,137 @@
+"""What each asset's result depends on, as a hash: skip what has not changed.
+
+An asset's fingerprint hashes its code version, the settings it reads and
+the fingerprints of the assets upstream of it; the weights (SHA-256) and the
+image source (paths, sizes, modification times) enter at the roots. Every
+result is a deterministic function of these, so equal fingerprints mean an
+equal result: ``equivar run`` materializes only assets whose fingerprint
+changed (and the catalog), and each asset reports its fingerprint as its
+Dagster data version, so the UI's staleness follows the same rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from equivar_core.images import list_image_files
+from equivar_core.settings import RunSettings
+from equivar_core.storage import atomic_path
+
+#: the settings each asset reads (beyond its upstream assets)
+OWN_INPUTS = {
+    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name},
+    "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
+    "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
+    "unit_stats": lambda s: {"sweep": dataclasses.asdict(s.sweep)},
+    "activation_samples": lambda s: {"sweep": dataclasses.asdict(s.sweep)},
+    "tuning": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
+    "unit_profiles": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
+    "transform_pairs": lambda s: {},
+    "transform_maps": lambda s: {},
+    "scale_pairs": lambda s: {},
+    "families": lambda s: {"families": dataclasses.asdict(s.families)},
+    "reference_families": lambda s: {"model": s.model},
+    "family_sweeps": lambda s: {},
+    "circuit_weights": lambda s: {"circuits": dataclasses.asdict(s.circuits)},
+    "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
+                                   "families": dataclasses.asdict(s.families)},
+}
+
+
+#: asset -> the assets it reads (checked against the Dagster asset graph in the tests)
+UPSTREAM = {
+    "models": [],
+    "layers": ["models"],
+    "images": [],
+    "unit_stats": ["images", "layers"],
+    "activation_samples": ["images", "layers"],
+    "tuning": ["layers", "unit_stats"],
+    "unit_profiles": ["layers", "tuning"],
+    "transform_pairs": ["activation_samples"],
+    "transform_maps": ["layers", "transform_pairs"],
+    "scale_pairs": ["activation_samples"],
+    "families": ["layers", "transform_pairs", "tuning", "unit_profiles"],
+    "reference_families": [],
+    "family_sweeps": ["families", "images", "layers", "unit_stats"],
+    "circuit_weights": ["families", "layers"],
+    "circuit_families": ["circuit_weights", "families"],
+}
+
+
+def _weights_hash(s: RunSettings) -> str | None:
+    from equivar_core.models.registry import BUILTINS, file_sha256
+
+    if s.weights:
+        return file_sha256(s.weights)
+    if s.model in BUILTINS and BUILTINS[s.model].default_weights:
+        path = BUILTINS[s.model].default_weights()
+        st = os.stat(path)
+        return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    return None   # a callable's weights are whatever it builds: hashed by the models asset itself
+
+
+def _image_source_hash(s: RunSettings) -> str:
+    h = hashlib.sha256()
+    for path in list_image_files(s.images):
+        try:
+            st = os.stat(path)
+            h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}:missing\n".encode())
+    return h.hexdigest()
+
+
+def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[str, list[str]] = UPSTREAM
+                       ) -> dict[str, str]:
+    """Fingerprint of every table asset (``upstream``: asset -> the assets it reads)."""
+    out: dict[str, str] = {}
+
+    def visit(name: str) -> str:
+        if name not in out:
+            parents = sorted(upstream.get(name, []))
+            payload = {"code": code_version, "own": OWN_INPUTS[name](settings),
+                       "up": [visit(p) for p in parents]}
+            out[name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        return out[name]
+
+    for name in OWN_INPUTS:
+        visit(name)
+    return out
+
+
+def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str], dict[str, str]]:
+    """Assets whose fingerprint differs from the last successful run's, or whose files are gone."""
+    new = asset_fingerprints(settings, code_version)
+    old = load_fingerprints(settings)
+    changed = [k for k, v in new.items() if old.get(k) != v or not _exists(settings, k)]
+    return changed, new
+
+
+def _exists(settings: RunSettings, asset: str) -> bool:
+    from equivar_core.storage import partition_dir
+
+    return os.path.isdir(partition_dir(settings.out, asset, settings.model_name))
+
+
+def fingerprint_path(settings: RunSettings) -> str:
+    return os.path.join(settings.artifacts, "fingerprints.json")
+
+
+def load_fingerprints(settings: RunSettings) -> dict[str, str]:
+    try:
+        with open(fingerprint_path(settings)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def save_fingerprints(settings: RunSettings, fingerprints: dict[str, str]) -> None:
+    path = fingerprint_path(settings)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic_path(path)
+    with open(tmp, "w") as f:
+        json.dump(fingerprints, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)

@@ -1,0 +1,32 @@
+"""Fingerprints: unchanged settings recompute nothing; a family setting recomputes families and downstream."""
+
+import dataclasses
+
+from equivar_core.settings import FamilySettings, RunSettings
+from pipelines.definitions import defs
+from pipelines.fingerprints import UPSTREAM, asset_fingerprints
+
+
+def test_upstream_map_matches_the_dagster_asset_graph():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        name = key.to_user_string()
+        if name == "duckdb_catalog":
+            continue
+        parents = {p.to_user_string() for p in graph.get(key).parent_keys}
+        assert parents == set(UPSTREAM[name]), name
+
+
+def test_only_downstream_of_a_changed_setting_changes(tmp_path):
+    s = RunSettings(model="equivar_core.planted:planted", out=str(tmp_path))
+    a = asset_fingerprints(s, "1")
+    assert a == asset_fingerprints(s, "1")
+    s2 = dataclasses.replace(s, families=FamilySettings(min_similarity=0.75))
+    b = asset_fingerprints(s2, "1")
+    changed = {k for k in a if a[k] != b[k]}
+    assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families"}
+    assert set(asset_fingerprints(s, "2")) == set(a) and asset_fingerprints(s, "2") != a
+    s3 = dataclasses.replace(s, n_images=s.n_images + 1)
+    c = asset_fingerprints(s3, "1")
+    assert {k for k in a if a[k] != c[k]} >= {"images", "unit_stats", "tuning", "families"}
+    assert a["models"] == c["models"] and a["layers"] == c["layers"]
