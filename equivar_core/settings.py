@@ -52,6 +52,7 @@ class RunSettings:
     device: str = "auto"
     batch_size: int = 16
     seed: int = 0
+    step: int | None = None          # training step of the checkpoint in ``weights``, when known
     sweep: SweepSettings = SweepSettings()
     tuning: TuningSettings = TuningSettings()
     families: FamilySettings = FamilySettings()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import AssetSelection, BetaWarning, Definitions, define_asset_job
+from dagster import BetaWarning, Definitions
 
 from . import assets
 from .checks import ALL_CHECKS
+from .definitions_common import equivar_job
+from .schedules import nightly_recompute
+from .sensors import checkpoint_sensor
 from .io_manager import ParquetIOManager
 from .resources import EquivarConfig
 
@@ -15,8 +18,6 @@ from .resources import EquivarConfig
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 ALL_ASSETS = [*assets.TABLE_ASSETS, assets.duckdb_catalog]
-equivar_job = define_asset_job("equivar", selection=AssetSelection.all(),
-                               description="Materialize every table and the catalog for one model.")
 
 
 def build_definitions(config: EquivarConfig | None = None) -> Definitions:
@@ -25,6 +26,8 @@ def build_definitions(config: EquivarConfig | None = None) -> Definitions:
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
         jobs=[equivar_job],
+        sensors=[checkpoint_sensor],
+        schedules=[nightly_recompute],
         resources={"equivar": config, "io_manager": ParquetIOManager(config=config)},
     )
 

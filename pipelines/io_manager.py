@@ -1,10 +1,9 @@
 """Tables as Hive-partitioned Parquet: ``<out>/<asset>/model=<m>/layer=<l>/data.parquet``."""
 
-from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
-from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputContext, TableColumn,
+from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency, TableColumn,
                      TableSchema)
 
 from equivar_core import storage
@@ -12,7 +11,7 @@ from equivar_core import storage
 from .resources import EquivarConfig
 
 
-def partition_column(df: pd.DataFrame) -> str | None:
+def partition_column(df: pd.DataFrame):
     for col in ("layer", "src_layer", "small_layer"):
         if col in df.columns:
             return col
@@ -22,10 +21,17 @@ def partition_column(df: pd.DataFrame) -> str | None:
 class ParquetIOManager(ConfigurableIOManager):
     """Writes each asset's DataFrame atomically, one file per model and layer; reads one model back."""
 
-    config: EquivarConfig
+    config: ResourceDependency[EquivarConfig]
+
+    def _settings(self, context):
+        try:
+            tags = context.step_context.dagster_run.tags
+        except Exception:  # contexts built outside a run (tests) have no step context
+            tags = {}
+        return self.config.settings(tags)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        s = self.config.settings()
+        s = self._settings(context)
         name = context.asset_key.path[-1]
         table = pa.Table.from_pandas(obj, preserve_index=False)
         paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj))
@@ -39,7 +45,7 @@ class ParquetIOManager(ConfigurableIOManager):
         })
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
-        s = self.config.settings()
+        s = self._settings(context)
         name = context.upstream_output.asset_key.path[-1]
         table = storage.read_table(s.out, name, s.model_name)
         if table is None:

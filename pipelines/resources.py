@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Mapping, Optional
 
 from dagster import ConfigurableResource
 
 from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
+
+#: run tags that override the resource per run: equivar/model, equivar/weights, equivar/name, equivar/step
+TAG_PREFIX = "equivar/"
 
 #: bump when a change of code changes results (it enters every asset's code version and fingerprint)
 CODE_VERSION = "1"
@@ -33,16 +36,23 @@ class EquivarConfig(ConfigurableResource):
     batch_size: int = 16
     seed: int = 0
 
-    def settings(self) -> RunSettings:
-        return RunSettings(model=self.model, weights=self.weights, name=self.name, layers=tuple(self.layers),
-                           images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
-                           device=self.device, batch_size=self.batch_size, seed=self.seed)
+    def settings(self, tags: Mapping[str, str] | None = None) -> RunSettings:
+        """The run's settings; run tags ``equivar/<field>`` override fields (a checkpoint run, say)."""
+        values = dict(model=self.model, weights=self.weights, name=self.name, step=None)
+        for key, value in (tags or {}).items():
+            if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX):] in values:
+                values[key[len(TAG_PREFIX):]] = value
+        step = int(values["step"]) if values["step"] not in (None, "") else None
+        return RunSettings(model=values["model"], weights=values["weights"], name=values["name"], step=step,
+                           layers=tuple(self.layers), images=self.images, n_images=self.n_images,
+                           out=os.path.abspath(self.out), device=self.device, batch_size=self.batch_size,
+                           seed=self.seed)
 
-    def fingerprint(self, asset: str) -> str:
+    def fingerprint(self, asset: str, tags: Mapping[str, str] | None = None) -> str:
         """This asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
         from .fingerprints import asset_fingerprints
 
-        return asset_fingerprints(self.settings(), CODE_VERSION)[asset]
+        return asset_fingerprints(self.settings(tags), CODE_VERSION)[asset]
 
     @classmethod
     def from_env(cls) -> "EquivarConfig":
