@@ -12,7 +12,7 @@ images (float32 GEMM, float64 running sums). ``score_g(u, u)`` is u's
 invariance to g.
 
 Null: the same statistic with the images of g.x paired with *other* images
-(image n with image n + N/2), ``null_score``; ``z`` is the score's distance
+(within each chunk of images, image n with image n + m/2), ``null_score``; ``z`` is the score's distance
 from the mean of all C x C null scores of that layer and version, in their
 standard deviations.
 """
@@ -30,33 +30,48 @@ from .transforms import Transform
 @dataclass(frozen=True)
 class ScoreSettings:
     top_k: int = 3
-    chunk_images: int = 16
+    chunk_images: int = 256
+
+
+class CrossMoments:
+    """Running sums for Pearson correlations between the columns of two row streams.
+
+    ``update(a, b, *others)`` adds rows of ``a`` paired with rows of ``b`` and,
+    optionally, with rows of further matrices that are row permutations of ``b``
+    (a null pairing): those share b's marginal sums and cost one more GEMM each.
+    """
+
+    def __init__(self):
+        self.n = 0
+        self.sums = None
+
+    def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor) -> None:
+        cross = [torch.mm(a.T, x) for x in (b, *others)]
+        sums = [a.sum(0), b.sum(0), a.pow(2).sum(0), b.pow(2).sum(0), *cross]
+        sums = [x.double() for x in sums]
+        self.sums = sums if self.sums is None else [s + x for s, x in zip(self.sums, sums)]
+        self.n += a.shape[0]
+
+    def correlations(self) -> list[np.ndarray]:
+        """One C x C' correlation matrix per paired matrix (b first)."""
+        n = self.n
+        sa, sb, saa, sbb, *cross = self.sums
+        ma, mb = sa / n, sb / n
+        denom = torch.outer((saa / n - ma**2).clamp_min(0).sqrt(), (sbb / n - mb**2).clamp_min(0).sqrt())
+        out = []
+        for sab in cross:
+            cov = sab / n - torch.outer(ma, mb)
+            r = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
+            out.append(r.clamp(-1, 1).numpy())
+        return out
 
 
 def pearson_cross(a_chunks, b_chunks) -> np.ndarray:
     """corr(A[:, u], B[:, v]) for streams of row chunks (each m x C); returns C x C."""
-    n = 0
-    sa = sb = saa = sbb = sab = None
+    acc = CrossMoments()
     for a, b in zip(a_chunks, b_chunks):
-        a = torch.as_tensor(a, dtype=torch.float32)
-        b = torch.as_tensor(b, dtype=torch.float32)
-        if sa is None:
-            sa, sb = torch.zeros(a.shape[1], dtype=torch.float64), torch.zeros(b.shape[1], dtype=torch.float64)
-            saa, sbb = torch.zeros_like(sa), torch.zeros_like(sb)
-            sab = torch.zeros(a.shape[1], b.shape[1], dtype=torch.float64)
-        n += a.shape[0]
-        sa += a.sum(0).double()
-        sb += b.sum(0).double()
-        saa += a.pow(2).sum(0).double()
-        sbb += b.pow(2).sum(0).double()
-        sab += (a.T @ b).double()
-    ma, mb = sa / n, sb / n
-    cov = sab / n - torch.outer(ma, mb)
-    sd_a = (saa / n - ma**2).clamp_min(0).sqrt()
-    sd_b = (sbb / n - mb**2).clamp_min(0).sqrt()
-    denom = torch.outer(sd_a, sd_b)
-    r = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
-    return r.clamp(-1, 1).numpy()
+        acc.update(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32))
+    return acc.correlations()[0]
 
 
 def version_scores(samples: np.ndarray, version: int, transform: Transform, points: np.ndarray, disc_radius: float,
@@ -68,24 +83,33 @@ def version_scores(samples: np.ndarray, version: int, transform: Transform, poin
     ----------
     samples : V x N x P x C array (may be a memmap); its identity version is the "x" side
     points : P x 2 normalized sample points
-    images : indices of the images to use (the readable ones)
+    images : indices of the images to use (the readable ones), in increasing order
     other : V x N x P x C' samples of another layer at the same points, for the "g.x" side
         (cross-layer scores); by default ``samples`` itself
+
+    The null pairs, inside each chunk of images, image i of x with image
+    i + m/2 of g.x (m the chunk's size), so it costs no extra read.
     """
-    valid = transform.valid(torch.as_tensor(points), disc_radius).numpy()
+    valid = torch.as_tensor(transform.valid(torch.as_tensor(points), disc_radius).numpy())
     other = samples if other is None else other
-    n = len(images)
-    shift = np.roll(images, n // 2) if n > 1 else images
-    chunks = [images[i:i + settings.chunk_images] for i in range(0, n, settings.chunk_images)]
-    null_chunks = [shift[i:i + settings.chunk_images] for i in range(0, n, settings.chunk_images)]
+    images = np.sort(np.asarray(images))
+    chunks = [images[i:i + settings.chunk_images] for i in range(0, len(images), settings.chunk_images)]
 
-    def rows(arr, v, idx):
-        block = np.asarray(arr[v, np.sort(idx)][:, valid], dtype=np.float32)
-        order = np.argsort(np.argsort(idx))  # restore idx order after the sorted read
-        return block[order].reshape(-1, block.shape[-1])
+    keep = np.flatnonzero(valid.numpy())
+    all_points = len(keep) == len(valid)
 
-    score = pearson_cross((rows(samples, 0, c) for c in chunks), (rows(other, version, c) for c in chunks))
-    null = pearson_cross((rows(samples, 0, c) for c in chunks), (rows(other, version, c) for c in null_chunks))
+    def block(arr, v, idx):
+        """m x P' x C float32 samples of images ``idx`` at the valid points (slices when possible)."""
+        rows = arr[v, idx[0]:idx[-1] + 1] if idx[-1] - idx[0] + 1 == len(idx) else arr[v, idx]
+        x = torch.from_numpy(np.require(rows, requirements=["C", "W"]))
+        return (x if all_points else x[:, torch.from_numpy(keep)]).float()
+
+    acc = CrossMoments()
+    for idx in chunks:
+        a, b = block(samples, 0, idx), block(other, version, idx)
+        null_b = torch.roll(b, len(idx) // 2, 0)
+        acc.update(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), null_b.reshape(-1, b.shape[-1]))
+    score, null = acc.correlations()
     return score, null
 
 
