@@ -165,9 +165,15 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     for i in range(n_edges):
         w2[inv, edge_channels[i]] = _base_kernel(k2, i * 360.0 / n_edges, base_seed + 999)
     w2[inv + 1:] = torch.tensor(rng.normal(size=(3, c1, k2, k2)), dtype=torch.float32) * 0.1
+    torch_rng = torch.Generator().manual_seed(seed)
     net = PlantedNet(c1, c2)
     with torch.no_grad():
-        if not random:
+        if random:       # PyTorch's default (Kaiming-uniform) init, drawn from the seed
+            for conv in (net.conv1, net.conv2):
+                bound = 1.0 / math.sqrt(conv.weight[0].numel())
+                conv.weight.uniform_(-bound, bound, generator=torch_rng)
+                conv.bias.uniform_(-bound, bound, generator=torch_rng)
+        else:
             net.conv1.weight.copy_(w1 * 3.0)
             net.conv1.bias.zero_()
             net.conv2.weight.copy_(w2 * 0.3)

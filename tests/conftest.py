@@ -40,34 +40,28 @@ class PlantedRun:
 
 
 @pytest.fixture(scope="session")
-def planted_runs(tmp_path_factory, monkeypatch_session):
+def planted_runs(tmp_path_factory):
     """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members)."""
     from equivar_core import planted
 
     runs = {}
     for seed in PLANTED_SEEDS:
         sizes = planted.family_sizes(seed)
-        monkeypatch_session.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
-        runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
-                      planted.planted_model(seed, **sizes)[1])
+        with pytest.MonkeyPatch.context() as mp:      # `planted` builds this seed's network during the run only
+            mp.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
+                          planted.planted_model(seed, **sizes)[1])
     return runs
 
 
 @pytest.fixture(scope="session")
-def random_runs(tmp_path_factory, monkeypatch_session):
+def random_runs(tmp_path_factory):
     from equivar_core import planted
 
     runs = {}
     for seed in (0, 1, 2):
-        monkeypatch_session.setattr(planted, "random_planted",
-                                    lambda seed=seed: planted.planted_model(seed, random=True,
-                                                                            **planted.family_sizes(seed))[0])
-        runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(planted, "random_planted",
+                       lambda seed=seed: planted.planted_model(seed, random=True, **planted.family_sizes(seed))[0])
+            runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
     return runs
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
