@@ -7,6 +7,7 @@ instance's concurrency settings) and, for Kubernetes, a GPU request.
 """
 
 import logging
+import os
 
 import pandas as pd
 from dagster import (AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, Output, asset,
@@ -159,6 +160,28 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
 
 TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, transform_maps,
                 scale_pairs, families, reference_families, family_sweeps, circuit_weights, circuit_families]
+
+
+@asset(group_name="report", code_version=CODE_VERSION, deps=TABLE_ASSETS)
+def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
+    """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
+    from equivar_core.report import build_report
+
+    s = _settings(context, equivar, "report")
+    index = build_report(s.out, s.model_name)
+    folder = os.path.dirname(index)
+    pictures = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
+    preview = [p for p in pictures if p.startswith("family_")][:1] + [p for p in pictures if p.startswith("circuit_")][:1]
+    md = "\n\n".join(f"![{p}](data:image/png;base64,{_b64(os.path.join(folder, p))})" for p in preview)
+    return MaterializeResult(metadata={"index": MetadataValue.path(index), "pictures": MetadataValue.int(len(pictures)),
+                                       "preview": MetadataValue.md(md or "no families")})
+
+
+def _b64(path: str) -> str:
+    import base64
+
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
 
 
 @asset(group_name="catalog", code_version=CODE_VERSION, deps=TABLE_ASSETS)

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--out", default=None)
     sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
     sub.add_parser("models", help="list the built-in models and their default layers")
+    rep = sub.add_parser("report", help="write a static HTML report of a run")
+    rep.add_argument("--out", default=None)
+    rep.add_argument("--model", default=None, help="the model column value (default: the first model in --out)")
     return p
 
 
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "sql":
             return _sql(args)
+        if args.command == "report":
+            return _report(args)
         return _models()
     except EquivarError as exc:
         print(f"equivar: error: {exc}", file=sys.stderr)
@@ -127,7 +132,7 @@ def _run(args) -> int:
     if not changed and os.path.isfile(catalog):
         print(f"nothing changed: {s.model_name} is up to date in {catalog} ({time.time() - handler.t0:.1f}s)")
         return 0
-    selection = [AssetKey(k) for k in changed] + [AssetKey("duckdb_catalog")]
+    selection = [AssetKey(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
     try:
         job = build_definitions(config).resolve_job_def("equivar")
         with DagsterInstance.ephemeral() as instance:
@@ -162,6 +167,18 @@ def _run(args) -> int:
         print(f"equivar: error: {message}", file=sys.stderr)
         return code
     print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
+    return 0
+
+
+def _report(args) -> int:
+    from equivar_core.report import build_report
+
+    out = os.path.abspath(args.out or default_out())
+    try:
+        index = build_report(out, args.model)
+    except FileNotFoundError as exc:
+        raise EquivarError(str(exc)) from None
+    print(index)
     return 0
 
 

@@ -17,7 +17,7 @@ from .resources import EquivarConfig
 # data versions on Output are "beta" in Dagster 1.13; they are the documented way to report them
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-ALL_ASSETS = [*assets.TABLE_ASSETS, assets.duckdb_catalog]
+ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog]
 
 
 def build_definitions(config: EquivarConfig | None = None) -> Definitions:

@@ -21,7 +21,7 @@ def stale_request(config: EquivarConfig) -> RunRequest | SkipReason:
     changed, _ = changed_assets(config.settings(), CODE_VERSION)
     if not changed:
         return SkipReason("nothing is stale")
-    return RunRequest(asset_selection=[AssetKey(k) for k in changed] + [AssetKey("duckdb_catalog")],
+    return RunRequest(asset_selection=[AssetKey(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")],
                       tags={"equivar/stale": ",".join(sorted(changed))})
 
 

@@ -16,7 +16,7 @@ TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tun
 def test_definitions_load():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}
-    assert set(TABLES) | {"duckdb_catalog", "reference_families"} == keys
+    assert set(TABLES) | {"duckdb_catalog", "reference_families", "report"} == keys
 
 
 def test_every_asset_has_a_description_and_code_version():

@@ -66,7 +66,7 @@ def test_a_checkpoint_run_fills_tables_with_its_name_and_step(tmp_path):
 def test_schedule_requests_stale_assets_only(tmp_path):
     config = EquivarConfig(model=SPEC, layers=["relu1"], n_images=4, out=str(tmp_path))
     request = nightly_recompute(build_schedule_context(resources={"equivar": config}))
-    assert isinstance(request, RunRequest) and len(request.asset_selection) == 16
+    assert isinstance(request, RunRequest) and len(request.asset_selection) == 17
     from pipelines.cli import main
 
     assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),

@@ -1,0 +1,306 @@
+"""A static HTML report of a run: family galleries, circuit diagrams, first-layer weights.
+
+``build_report(out, model)`` reads the tables and artifacts that ``equivar run``
+wrote under ``out`` and writes ``<out>/report/<model>/index.html`` with its PNG
+pictures beside it (the page opens from disk, no server). Pictures follow the
+paper's conventions: members ordered by their place in the family, tuning
+curves as polar plots, kernels in a diverging colour map centred at zero with
+red for excitation and blue for inhibition.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from .capture import LayerGeometry, canvas_size  # noqa: E402
+from .images import ImageView, load_view  # noqa: E402
+from .storage import read_table, safe_value  # noqa: E402
+from .stimuli import render  # noqa: E402
+from .tuning import HUE_STIMULI, ORIENTATION_STIMULI  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class RunTables:
+    """The tables of one model's run, read from ``out``."""
+
+    def __init__(self, out: str, model: str):
+        self.out, self.model = out, model
+        self.artifacts = os.path.join(out, "_artifacts", f"model={safe_value(model)}")
+        self._cache: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._cache:
+            t = read_table(self.out, name, self.model)
+            self._cache[name] = t.to_pandas() if t is not None else pd.DataFrame()
+        return self._cache[name]
+
+    def geometry(self, layer: str) -> LayerGeometry:
+        r = self["layers"].set_index("layer").loc[layer]
+        return LayerGeometry(layer, int(r.n_units), int(r.height), int(r.width), float(r.stride),
+                             float(r.rf_radius), (float(r.rf_offset_y), float(r.rf_offset_x)))
+
+    @property
+    def input_size(self) -> int:
+        return int(self["models"]["input_size"].iloc[0])
+
+
+def _save(fig, path: str) -> str:
+    fig.savefig(path, dpi=90, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
+    """The stimulus whose curves vary most across the family (the one the gallery plots)."""
+    kinds = ("center_surround", "color_contrast_hue") if transform == "hue" else ORIENTATION_STIMULI
+    prof = run["unit_profiles"]
+    sel = prof[(prof["layer"] == layer) & prof["unit"].isin(units) & prof["stimulus"].isin(kinds)]
+    return sel.groupby("stimulus")["modulation"].mean().idxmax() if len(sel) else kinds[0]
+
+
+def _best_crop(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> np.ndarray | None:
+    act = os.path.join(run.artifacts, "activations")
+    try:
+        mx = np.load(os.path.join(act, f"{layer}.image_max.npy"))
+        arg = np.load(os.path.join(act, f"{layer}.image_argmax.npy"))
+    except OSError:
+        return None
+    n = int(np.argmax(mx[:, unit]))
+    row = run["images"].set_index("image").loc[n]
+    img = load_view(ImageView(n, row.path, float(row.crop_top), float(row.crop_left), float(row.crop_size)),
+                    run.input_size)
+    if img is None:
+        return None
+    py, px = divmod(int(arg[n, unit]), geom.width)
+    cy, cx = (py + 0.5) * geom.stride, (px + 0.5) * geom.stride
+    half = int(max(8, 2 * geom.rf_radius))
+    y0, x0 = int(np.clip(cy - half, 0, run.input_size - 2 * half)), int(np.clip(cx - half, 0, run.input_size - 2 * half))
+    return img[:, y0:y0 + 2 * half, x0:x0 + 2 * half].permute(1, 2, 0).numpy()
+
+
+def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> tuple[np.ndarray, str]:
+    tun = run["tuning"]
+    t = tun[(tun["layer"] == layer) & (tun["unit"] == unit) & ~tun["stimulus"].isin(["color_contrast",
+                                                                                      "color_contrast_hue"])]
+    best = t.loc[t["response"].idxmax()]
+    kind = "color_contrast" if best.stimulus == "color_contrast_grid" else best.stimulus
+    size = canvas_size(geom, run.input_size)
+    batch = render(kind, size, geom.rf_centre(size), geom.rf_radius)
+    match = np.isclose(batch.param, best.param)
+    if best.stimulus == "color_contrast_grid":
+        match &= np.isclose(batch.param2, best.param2)
+    i = int(np.flatnonzero(match)[0])
+    label = f"{kind} {best.param:g}" + (f"/{best.param2:g}" if best.stimulus == "color_contrast_grid" else "")
+    return batch.images[i].permute(1, 2, 0).numpy(), label
+
+
+def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str) -> str:
+    """One row per member (ordered by param): polar tuning curve, best photo crop, best stimulus."""
+    family = family.sort_values("param")
+    transform = family["transform"].iloc[0]
+    units = family["unit"].to_numpy(int)
+    geom = run.geometry(layer)
+    stim = _curve_stimulus(run, layer, units, transform) if transform in ("rotate", "hue") else None
+    fig = plt.figure(figsize=(6.6, 2.4 * len(units)))
+    tun = run["tuning"]
+    for i, (u, p) in enumerate(zip(units, family["param"])):
+        if stim is not None:
+            ax = fig.add_subplot(len(units), 3, 3 * i + 1, projection="polar")
+            c = tun[(tun["layer"] == layer) & (tun["unit"] == u) & (tun["stimulus"] == stim)].sort_values("param")
+            theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
+            r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
+            ax.plot(theta, r - r.min(), color="tab:red")
+            ax.set_yticklabels([])
+            ax.set_title(f"unit {u} @ {p:g}  ({stim})", fontsize=8)
+        else:
+            ax = fig.add_subplot(len(units), 3, 3 * i + 1)
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"unit {u}\nparam {p:g}", ha="center", va="center")
+        crop = _best_crop(run, layer, u, geom)
+        ax = fig.add_subplot(len(units), 3, 3 * i + 2)
+        ax.axis("off")
+        if crop is not None:
+            ax.imshow(crop)
+            ax.set_title("best photo", fontsize=8)
+        img, label = _best_stimulus(run, layer, u, geom)
+        ax = fig.add_subplot(len(units), 3, 3 * i + 3)
+        ax.axis("off")
+        ax.imshow(np.clip(img, 0, 1))
+        ax.set_title(label, fontsize=8)
+    fig.tight_layout(h_pad=1.5)
+    return _save(fig, path)
+
+
+def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
+    """Kernels W(a -> b) of a family pair on a grid ordered by param, and weight versus relative place."""
+    r0 = rows.iloc[0]
+    wpath = os.path.join(run.artifacts, "circuits", f"{r0.src_layer}__{r0.dst_layer}.npy")
+    if not os.path.exists(wpath):
+        return None
+    w = np.load(wpath)
+    fam = run["families"]
+    src = fam[(fam["layer"] == r0.src_layer) & (fam["family"] == r0.src_family)].sort_values("param")
+    if r0.dst_family >= 0:
+        dst = fam[(fam["layer"] == r0.dst_layer) & (fam["family"] == r0.dst_family)].sort_values("param")
+        dst_units, dst_labels = dst["unit"].to_numpy(int), [f"{p:g}" for p in dst["param"]]
+    else:
+        dst_units, dst_labels = np.array([int(r0.dst_unit)]), ["invariant"]
+    src_units = src["unit"].to_numpy(int)
+    grid = w[np.ix_(dst_units, src_units)]                        # dst x src x k x k
+    vmax = float(np.abs(grid).max()) or 1.0
+    fig, axes = plt.subplots(len(src_units), len(dst_units),
+                             figsize=(1.2 * len(dst_units) + 3.5, 1.2 * len(src_units) + 0.6), squeeze=False)
+    fig.subplots_adjust(right=1 - 3.2 / (1.2 * len(dst_units) + 3.5))
+    for i, a in enumerate(src_units):
+        for j, b in enumerate(dst_units):
+            ax = axes[i, j]
+            ax.imshow(grid[j, i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"{r0.dst_layer}:{b}\n{dst_labels[j]}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"{r0.src_layer}:{a}\n{src['param'].iloc[i]:g}", fontsize=7)
+    prof = rows.sort_values("delta")
+    left = 1 - 2.6 / (1.2 * len(dst_units) + 3.5)
+    ax = fig.add_axes([left, 0.2, 0.97 - left, 0.55])
+    ax.plot(prof["delta"], prof["mean_weight"], "o-", color="k")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("relative place", fontsize=7)
+    ax.set_title(f"equivariance {r0.equivariance:.2f}", fontsize=8)
+    ax.tick_params(labelsize=6)
+    return _save(fig, path)
+
+
+def first_layer_weights(run: RunTables, path: str) -> str | None:
+    """The model's first convolution on RGB as an image grid, family members together, ordered by param."""
+    from .models.registry import load_model
+
+    m = run["models"].iloc[0]
+    try:
+        model = load_model(m.spec, None if m.weights == "built-in" else m.weights, self_name(m))
+    except Exception as exc:  # the report still renders without this picture
+        log.warning("first-layer weights skipped: %s", exc)
+        return None
+    conv = next((mod for mod in model.module.modules() if isinstance(mod, torch.nn.Conv2d) and mod.in_channels == 3),
+                None)
+    if conv is None:
+        return None
+    w = conv.weight.detach().cpu().numpy()
+    order = list(range(w.shape[0]))
+    layers = run["layers"]
+    if len(layers) and int(layers["n_units"].iloc[0]) == w.shape[0]:
+        fam = run["families"]
+        fam = fam[fam["layer"] == layers["layer"].iloc[0]]
+        rank = {"rotate": 0, "hue": 1, "hflip": 2, "scale": 3}
+        fam = fam.assign(r=fam["transform"].map(rank)).sort_values(["r", "family", "param"])
+        first = list(dict.fromkeys(fam["unit"].astype(int)))
+        order = first + [u for u in order if u not in first]
+    cols = 8
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.95), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, u in enumerate(order):
+        f = w[u].transpose(1, 2, 0)
+        f = (f - f.min()) / (f.max() - f.min() + 1e-12)
+        ax = axes.ravel()[k]
+        ax.imshow(f, interpolation="nearest")
+        ax.set_title(str(u), fontsize=7)
+    return _save(fig, path)
+
+
+def self_name(m) -> str:
+    return str(m.model)
+
+
+def _family_summary(g: pd.DataFrame) -> str:
+    transform = g["transform"].iloc[0]
+    size = len(g)
+    line = f"{transform}, {size} units, mean fit {g['fit'].mean():.2f}"
+    if transform in ("rotate", "hue"):
+        period = float(g["period"].iloc[0])
+        params = np.sort(g["param"].to_numpy())
+        gaps = np.diff(np.r_[params, params[0] + period])
+        step = float(np.median(gaps)) if len(gaps) else period
+        holes = int(max(0, round(period / step) - size)) if step > 0 else 0
+        agreement = g["agreement"].mean()
+        line += f", period {period:g}, spacing ~{step:.0f} deg, holes {holes}"
+        if np.isfinite(agreement):
+            line += f", partner agreement {agreement:.2f}"
+    return line
+
+
+def build_report(out: str, model: str | None = None) -> str:
+    """Write the report of ``model`` (default: the only or first model in ``out``); returns index.html's path."""
+    models_dir = os.path.join(out, "models")
+    if model is None:
+        names = sorted(d.split("=", 1)[1] for d in os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+        if not names:
+            raise FileNotFoundError(f"no results under {out}: run `equivar run` first")
+        model = names[0]
+    run = RunTables(out, model)
+    if run["models"].empty:
+        raise FileNotFoundError(f"no results for model {model} under {out}")
+    folder = os.path.join(out, "report", safe_value(model))
+    os.makedirs(folder, exist_ok=True)
+    parts = [f"<h1>equivar report: {html.escape(model)}</h1>",
+             f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "
+             f"{int(run['models']['n_params'].iloc[0]):,} parameters, layers "
+             f"{', '.join(run['layers']['layer'])}.</p>"]
+    pictures = []
+    flw = first_layer_weights(run, os.path.join(folder, "first_layer.png"))
+    if flw:
+        pictures.append(flw)
+        parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
+                     f"<img src='{os.path.basename(flw)}'>")
+    fam = run["families"]
+    for layer in run["layers"]["layer"]:
+        parts.append(f"<h2>Layer {html.escape(layer)}</h2>")
+        lf = fam[fam["layer"] == layer] if len(fam) else fam
+        if lf.empty:
+            parts.append("<p>No families.</p>")
+            continue
+        for f, g in lf.groupby("family"):
+            png = family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png"))
+            pictures.append(png)
+            parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
+                         f"<img src='{os.path.basename(png)}'>")
+    cf = run["circuit_families"]
+    if len(cf):
+        # every family pair; invariant targets only where the circuit is clearly equivariant
+        cf = cf[(cf["dst_family"] >= 0) | (cf["equivariance"] >= 0.5)]
+    if len(cf):
+        parts.append("<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
+                     "place; red excites, blue inhibits.</p>")
+        keys = ["src_layer", "src_family", "dst_layer", "dst_family", "dst_unit", "transform"]
+        groups = sorted(cf.groupby(keys, dropna=False), key=lambda kv: -np.nan_to_num(kv[1]["equivariance"].iloc[0],
+                                                                                          nan=-2.0))
+        for i, (key, rows) in enumerate(groups[:12]):
+            png = circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png"))
+            if png:
+                pictures.append(png)
+                parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
+                             f"<img src='{os.path.basename(png)}'>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
+            f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
+            "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    index = os.path.join(folder, "index.html")
+    tmp = index + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    os.replace(tmp, index)
+    log.info("report: %s (%d pictures)", index, len(pictures))
+    return index
