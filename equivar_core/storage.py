@@ -77,7 +77,8 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
     for dirpath, _, files in os.walk(model_dir):
         for f in files:
             full = os.path.abspath(os.path.join(dirpath, f))
-            if f == "data.parquet" and full not in keep:
+            # stale partitions, and temporary files a killed writer left behind
+            if (f == "data.parquet" and full not in keep) or f.startswith(".data.parquet.tmp-"):
                 os.remove(full)
     return written
 

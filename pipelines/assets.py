@@ -10,8 +10,8 @@ import logging
 import os
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, Output, asset,
-                     multi_asset)
+from dagster import (AssetExecutionContext, AssetOut, Backoff, DataVersion, MaterializeResult, MetadataValue, Output,
+                     RetryPolicy, asset, multi_asset)
 
 from equivar_core import stages, storage
 from equivar_core.settings import RunSettings
@@ -19,6 +19,9 @@ from equivar_core.settings import RunSettings
 from .resources import CODE_VERSION, EquivarConfig
 
 log = logging.getLogger("equivar.pipelines")
+
+#: transient failures (a busy file system, a preempted worker) are retried twice
+RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL)
 
 #: for assets that run the network: the ``gpu`` pool and a Kubernetes GPU request (dagster-k8s)
 GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {
@@ -37,19 +40,19 @@ def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: 
     return Output(df, output_name=output_name, data_version=version, metadata=metadata or None)
 
 
-@asset(group_name="model", code_version=CODE_VERSION)
+@asset(group_name="model", code_version=CODE_VERSION, retry_policy=RETRY)
 def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """One row per model: spec, SHA-256 of its weights, parameter count and checkpoint step."""
     return _out(context, equivar, "models", stages.model_table(_settings(context, equivar, "models")))
 
 
-@asset(group_name="model", code_version=CODE_VERSION, deps=[models], **GPU)
+@asset(group_name="model", code_version=CODE_VERSION, retry_policy=RETRY, deps=[models], **GPU)
 def layers(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Analysed layers with their shape, stride and effective receptive field."""
     return _out(context, equivar, "layers", stages.layer_table(_settings(context, equivar, "layers")))
 
 
-@asset(group_name="activations", code_version=CODE_VERSION)
+@asset(group_name="activations", code_version=CODE_VERSION, retry_policy=RETRY)
 def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """The natural-image views of the run (file and crop), in order."""
     return _out(context, equivar, "images", stages.image_table(_settings(context, equivar, "images")))
@@ -64,6 +67,7 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
                                        description="Manifest of the activation samples of natural images and "
                                                    "their transforms (float16 arrays on disk)."),
     },
+    retry_policy=RETRY,
     **GPU,
 )
 def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
@@ -79,7 +83,7 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
                skipped_images=MetadataValue.int(skipped))
 
 
-@asset(group_name="activations", code_version=CODE_VERSION, **GPU)
+@asset(group_name="activations", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
 def tuning(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
            unit_stats: pd.DataFrame) -> Output:
     """Every unit's response to swept synthetic stimuli, in natural-image standard deviations."""
@@ -87,7 +91,7 @@ def tuning(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.Da
     return _out(context, equivar, "tuning", stages.tuning_table(s, layers, unit_stats))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION)
+@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
 def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                   layers: pd.DataFrame) -> Output:
     """Preferred parameter, selectivity and period of each unit's tuning curves."""
@@ -95,7 +99,7 @@ def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning
     return _out(context, equivar, "unit_profiles", stages.profile_table(s, tuning, layers))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION)
+@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
 def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig,
                     activation_samples: pd.DataFrame) -> Output:
     """Self (invariance) score and best partners of every unit under each transform."""
@@ -103,21 +107,21 @@ def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig,
     return _out(context, equivar, "transform_pairs", stages.transform_pair_table(s, activation_samples))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION, deps=[transform_pairs])
+@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY, deps=[transform_pairs])
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
     s = _settings(context, equivar, "transform_maps")
     return _out(context, equivar, "transform_maps", stages.transform_map_table(s, layers))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION)
+@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
 def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame) -> Output:
     """Units of a deeper layer that respond to a zoomed image as an earlier unit does to the original."""
     s = _settings(context, equivar, "scale_pairs")
     return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples))
 
 
-@asset(group_name="families", code_version=CODE_VERSION, deps=[transform_pairs])
+@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY, deps=[transform_pairs])
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
@@ -125,14 +129,14 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
     return _out(context, equivar, "families", stages.family_table(s, tuning, unit_profiles, layers))
 
 
-@asset(group_name="families", code_version=CODE_VERSION)
+@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY)
 def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Published family unit lists for the model's architecture, to score the automatic families against."""
     s = _settings(context, equivar, "reference_families")
     return _out(context, equivar, "reference_families", stages.reference_family_table(s))
 
 
-@asset(group_name="families", code_version=CODE_VERSION, **GPU)
+@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame) -> Output:
     """Family members' responses while a member's best natural images are rotated or hue-shifted."""
@@ -140,7 +144,7 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
     return _out(context, equivar, "family_sweeps", stages.family_sweep_table(s, families, images, layers, unit_stats))
 
 
-@asset(group_name="circuits", code_version=CODE_VERSION, **GPU)
+@asset(group_name="circuits", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
     """Expanded weights between consecutive analysed layers."""
@@ -148,7 +152,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
     return _out(context, equivar, "circuit_weights", stages.circuit_weight_table(s, layers, families))
 
 
-@asset(group_name="circuits", code_version=CODE_VERSION, deps=[circuit_weights])
+@asset(group_name="circuits", code_version=CODE_VERSION, retry_policy=RETRY, deps=[circuit_weights])
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""
     s = _settings(context, equivar, "circuit_families")
@@ -162,7 +166,7 @@ TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profil
                 scale_pairs, families, reference_families, family_sweeps, circuit_weights, circuit_families]
 
 
-@asset(group_name="report", code_version=CODE_VERSION, deps=TABLE_ASSETS)
+@asset(group_name="report", code_version=CODE_VERSION, retry_policy=RETRY, deps=TABLE_ASSETS)
 def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
     from equivar_core.report import build_report
@@ -184,7 +188,7 @@ def _b64(path: str) -> str:
         return base64.b64encode(f.read()).decode()
 
 
-@asset(group_name="catalog", code_version=CODE_VERSION, deps=TABLE_ASSETS)
+@asset(group_name="catalog", code_version=CODE_VERSION, retry_policy=RETRY, deps=TABLE_ASSETS)
 def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
     path, views = storage.build_catalog(_settings(context, equivar, "duckdb_catalog").out)

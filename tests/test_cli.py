@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,35 @@ def test_blocking_check_stops_nan_activations(tmp_path):
     assert r.returncode == 1
     assert "check activations_are_finite failed on unit_stats" in r.stderr
     assert not (tmp_path / "tuning").exists() and not (tmp_path / "families").exists()
+
+
+def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
+    """SIGKILL in the middle, then run again: the tables equal those of an uninterrupted run."""
+    import signal
+
+    import duckdb
+
+    args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--out", str(killed)], cwd=ROOT, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in proc.stderr:
+        if "materializing unit_profiles" in line:          # tables are being written: stop it hard
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert equivar(*args, "--out", str(killed), "--quiet").returncode == 0
+    clean = tmp_path / "clean"
+    assert equivar(*args, "--out", str(clean), "--quiet").returncode == 0
+    for table in ("tuning", "transform_pairs", "families", "circuit_weights", "circuit_families"):
+        a = duckdb.connect(str(killed / "equivar.duckdb"), read_only=True).execute(
+            f"select * exclude (model) from {table} order by all").df()
+        b = duckdb.connect(str(clean / "equivar.duckdb"), read_only=True).execute(
+            f"select * exclude (model) from {table} order by all").df()
+        num = [c for c in a.columns if a[c].dtype.kind in "fiub" or str(a[c].dtype) in ("Int64", "boolean")]
+        assert a.shape == b.shape and list(a.columns) == list(b.columns), table
+        assert np.allclose(a[num].astype(float).fillna(-9), b[num].astype(float).fillna(-9), atol=1e-5), table
+        assert (a.drop(columns=num).astype(str) == b.drop(columns=num).astype(str)).all().all(), table
+    assert not [f for d, _, fs in os.walk(killed) for f in fs if ".tmp-" in f and not d.endswith("_artifacts")]
