@@ -105,18 +105,50 @@ def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -
     return batch.images[i].permute(1, 2, 0).numpy(), label
 
 
-def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str) -> str:
-    """One row per member (ordered by param): polar tuning curve, best photo crop, best stimulus."""
+def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 96, max_units: int = 32
+                      ) -> dict[tuple[str, int], str]:
+    """Feature visualizations of ``units`` (layer -> units), cached as PNGs under the run's artifacts."""
+    from PIL import Image
+
+    from .featurevis import visualize
+    from .models.registry import load_model
+
+    m = run["models"].iloc[0]
+    sha = str(m.weights_sha256)[:12]
+    folder = os.path.join(run.artifacts, "featurevis")
+    os.makedirs(folder, exist_ok=True)
+    model = None
+    out = {}
+    todo = [(layer, int(u)) for layer, us in units.items() for u in us][:max_units]
+    for layer, u in todo:
+        path = os.path.join(folder, f"{safe_value(layer)}__{u}__{sha}__s{steps}.png")
+        if not os.path.exists(path):
+            if model is None:
+                model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model)).module
+            img, _ = visualize(model, run.geometry(layer), u, run.input_size, steps=steps)
+            tmp = path + ".tmp.png"
+            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp)
+            os.replace(tmp, path)
+        out[(layer, u)] = path
+    return out
+
+
+def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
+                   featurevis: dict[tuple[str, int], str] | None = None) -> str:
+    """One row per member (ordered by param): polar tuning curve, best photo crop, best stimulus
+    (and its feature visualization when given)."""
     family = family.sort_values("param")
     transform = family["transform"].iloc[0]
     units = family["unit"].to_numpy(int)
     geom = run.geometry(layer)
     stim = _curve_stimulus(run, layer, units, transform) if transform in ("rotate", "hue") else None
-    fig = plt.figure(figsize=(6.6, 2.4 * len(units)))
+    featurevis = featurevis or {}
+    ncol = 4 if any((layer, int(u)) in featurevis for u in units) else 3
+    fig = plt.figure(figsize=(2.2 * ncol, 2.4 * len(units)))
     tun = run["tuning"]
     for i, (u, p) in enumerate(zip(units, family["param"])):
         if stim is not None:
-            ax = fig.add_subplot(len(units), 3, 3 * i + 1, projection="polar")
+            ax = fig.add_subplot(len(units), ncol, ncol * i + 1, projection="polar")
             c = tun[(tun["layer"] == layer) & (tun["unit"] == u) & (tun["stimulus"] == stim)].sort_values("param")
             theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
             r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
@@ -124,20 +156,27 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str) 
             ax.set_yticklabels([])
             ax.set_title(f"unit {u} @ {p:g}  ({stim})", fontsize=8)
         else:
-            ax = fig.add_subplot(len(units), 3, 3 * i + 1)
+            ax = fig.add_subplot(len(units), ncol, ncol * i + 1)
             ax.axis("off")
             ax.text(0.5, 0.5, f"unit {u}\nparam {p:g}", ha="center", va="center")
         crop = _best_crop(run, layer, u, geom)
-        ax = fig.add_subplot(len(units), 3, 3 * i + 2)
+        ax = fig.add_subplot(len(units), ncol, ncol * i + 2)
         ax.axis("off")
         if crop is not None:
             ax.imshow(crop)
             ax.set_title("best photo", fontsize=8)
         img, label = _best_stimulus(run, layer, u, geom)
-        ax = fig.add_subplot(len(units), 3, 3 * i + 3)
+        ax = fig.add_subplot(len(units), ncol, ncol * i + 3)
         ax.axis("off")
         ax.imshow(np.clip(img, 0, 1))
         ax.set_title(label, fontsize=8)
+        if (layer, int(u)) in featurevis:
+            from PIL import Image
+
+            ax = fig.add_subplot(len(units), ncol, ncol * i + 4)
+            ax.axis("off")
+            ax.imshow(np.asarray(Image.open(featurevis[(layer, int(u))])))
+            ax.set_title("feature visualization", fontsize=8)
     fig.tight_layout(h_pad=1.5)
     return _save(fig, path)
 
@@ -242,8 +281,11 @@ def _family_summary(g: pd.DataFrame) -> str:
     return line
 
 
-def build_report(out: str, model: str | None = None) -> str:
-    """Write the report of ``model`` (default: the only or first model in ``out``); returns index.html's path."""
+def build_report(out: str, model: str | None = None, featurevis: bool = False, featurevis_steps: int = 96) -> str:
+    """Write the report of ``model`` (default: the only or first model in ``out``); returns index.html's path.
+
+    With ``featurevis``, family members (at most 32) also get a feature visualization, cached.
+    """
     models_dir = os.path.join(out, "models")
     if model is None:
         names = sorted(d.split("=", 1)[1] for d in os.listdir(models_dir)) if os.path.isdir(models_dir) else []
@@ -266,6 +308,10 @@ def build_report(out: str, model: str | None = None) -> str:
         parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
                      f"<img src='{os.path.basename(flw)}'>")
     fam = run["families"]
+    fv = {}
+    if featurevis and len(fam):
+        members = {layer: sorted(set(g["unit"].astype(int))) for layer, g in fam.groupby("layer")}
+        fv = featurevis_images(run, members, featurevis_steps)
     for layer in run["layers"]["layer"]:
         parts.append(f"<h2>Layer {html.escape(layer)}</h2>")
         lf = fam[fam["layer"] == layer] if len(fam) else fam
@@ -273,7 +319,7 @@ def build_report(out: str, model: str | None = None) -> str:
             parts.append("<p>No families.</p>")
             continue
         for f, g in lf.groupby("family"):
-            png = family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png"))
+            png = family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png"), fv)
             pictures.append(png)
             parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
                          f"<img src='{os.path.basename(png)}'>")

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write a static HTML report of a run")
     rep.add_argument("--out", default=None)
     rep.add_argument("--model", default=None, help="the model column value (default: the first model in --out)")
+    rep.add_argument("--featurevis", action="store_true",
+                     help="add feature visualizations of family members (cached; seconds per unit on a CPU)")
+    rep.add_argument("--featurevis-steps", type=int, default=96)
     return p
 
 
@@ -175,7 +178,7 @@ def _report(args) -> int:
 
     out = os.path.abspath(args.out or default_out())
     try:
-        index = build_report(out, args.model)
+        index = build_report(out, args.model, args.featurevis, args.featurevis_steps)
     except FileNotFoundError as exc:
         raise EquivarError(str(exc)) from None
     print(index)

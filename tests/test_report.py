@@ -55,3 +55,38 @@ def test_report_renders_in_headless_chromium(materialized, tmp_path):  # noqa: F
     if keep:
         os.makedirs(keep, exist_ok=True)
         shutil.copy(shot, os.path.join(keep, "report.png"))
+
+
+def test_feature_visualization_drives_its_unit_harder_than_photos_and_noise():
+    """On the planted edge unit: the optimized image beats the best natural image and random noise."""
+    import torch
+
+    from equivar_core.capture import capture, layer_geometry
+    from equivar_core.featurevis import visualize
+    from equivar_core.images import iter_batches, plan_views
+    from equivar_core.planted import planted_model
+
+    net, truth = planted_model(0)
+    geom = layer_geometry(net, ["relu1"], 64)[0]
+    unit = truth.families["conv1"]["edges"][0][0]
+    img, response = visualize(net, geom, unit, 64, steps=64)
+    assert img.shape[-1] == 3 and 0 <= img.min() and img.max() <= 1
+    with torch.inference_mode(), capture(net, ["relu1"], pre_activation=True) as cap:
+        photos = torch.cat([b.images for b in iter_batches(plan_views(None, 16, 0), 64, 16)])
+        best_photo = float(cap.run(photos)["relu1"][:, unit].amax())
+        noise = float(cap.run(torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(0)))["relu1"][
+            :, unit].amax())
+    assert response > best_photo and response > noise
+
+
+def test_report_with_feature_visualizations(materialized):  # noqa: F811
+    from equivar_core.report import build_report
+
+    import duckdb
+
+    out, _ = materialized
+    build_report(out, "planted", featurevis=True, featurevis_steps=8)
+    fv = os.path.join(out, "_artifacts", "model=planted", "featurevis")
+    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    members = con.execute("select count(*) from (select distinct layer, unit from families)").fetchone()[0]
+    assert len([f for f in os.listdir(fv) if f.endswith(".png")]) == min(32, members)   # cached, capped at 32
