@@ -12,26 +12,17 @@ name, e.g. ``step_1200.pt`` -> 1200). The run key is the content hash, so a
 file is never analysed twice.
 """
 
-import hashlib
 import json
 import os
 import re
 
 from dagster import RunRequest, SensorEvaluationContext, SkipReason, sensor
 
-from equivar_core.models.registry import default_name
+from equivar_core.models.registry import default_name, file_sha256
 
 from .definitions_common import equivar_job
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_step(filename: str) -> int | None:
@@ -52,7 +43,7 @@ def checkpoint_requests(folder: str, spec: str, prefix: str, known: dict[str, st
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
         if known.get(path, "").startswith(stamp + ":"):
             continue                                   # unchanged since last look: no need to hash again
-        digest = _sha256(path)
+        digest = file_sha256(path)
         state[path] = f"{stamp}:{digest}"
         if known.get(path, "").endswith(":" + digest):
             continue                                   # touched but same bytes
