@@ -228,7 +228,7 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
 
     m = run["models"].iloc[0]
     try:
-        model = load_model(m.spec, None if m.weights == "built-in" else m.weights, self_name(m))
+        model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model))
     except Exception as exc:  # the report still renders without this picture
         log.warning("first-layer weights skipped: %s", exc)
         return None
@@ -258,10 +258,6 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
         ax.imshow(f, interpolation="nearest")
         ax.set_title(str(u), fontsize=7)
     return _save(fig, path)
-
-
-def self_name(m) -> str:
-    return str(m.model)
 
 
 def _family_summary(g: pd.DataFrame) -> str:

@@ -184,7 +184,7 @@ def resolve_layers(model: LoadedModel, names: list[str] | tuple[str, ...] | None
     valid = dict(model.module.named_modules())
     bad = [n for n in names if n not in valid or not n]
     if bad:
-        shown = [n for n in valid if n and "." not in n.split("_blocks.")[-1]][:40]
+        shown = [n for n in valid if n and n.count(".") <= 1][:40]      # the upper levels of the module tree
         raise EquivarError(
             f"unknown layer {bad[0]!r} for model {model.name}; layers include: {', '.join(shown)}"
         )
