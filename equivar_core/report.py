@@ -69,24 +69,30 @@ def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
     return sel.groupby("stimulus")["modulation"].mean().idxmax() if len(sel) else kinds[0]
 
 
-def _best_crop(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> np.ndarray | None:
+def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: int = 3) -> np.ndarray | None:
+    """The unit's ``k`` strongest natural images, each cropped around its peak (2 RF radii), side by side."""
     act = os.path.join(run.artifacts, "activations")
     try:
         mx = np.load(os.path.join(act, f"{layer}.image_max.npy"))
         arg = np.load(os.path.join(act, f"{layer}.image_argmax.npy"))
     except OSError:
         return None
-    n = int(np.argmax(mx[:, unit]))
-    row = run["images"].set_index("image").loc[n]
-    img = load_view(ImageView(n, row.path, float(row.crop_top), float(row.crop_left), float(row.crop_size)),
-                    run.input_size)
-    if img is None:
-        return None
-    py, px = divmod(int(arg[n, unit]), geom.width)
-    cy, cx = (py + 0.5) * geom.stride, (px + 0.5) * geom.stride
-    half = int(max(8, 2 * geom.rf_radius))
-    y0, x0 = int(np.clip(cy - half, 0, run.input_size - 2 * half)), int(np.clip(cx - half, 0, run.input_size - 2 * half))
-    return img[:, y0:y0 + 2 * half, x0:x0 + 2 * half].permute(1, 2, 0).numpy()
+    images = run["images"].set_index("image")
+    half = int(min(max(8, 2 * geom.rf_radius), run.input_size // 2))
+    crops = []
+    for n in np.argsort(-mx[:, unit])[:k]:
+        row = images.loc[int(n)]
+        img = load_view(ImageView(int(n), row.path, float(row.crop_top), float(row.crop_left), float(row.crop_size)),
+                        run.input_size)
+        if img is None:
+            continue
+        py, px = divmod(int(arg[n, unit]), geom.width)
+        cy, cx = (py + 0.5) * geom.stride, (px + 0.5) * geom.stride
+        y0 = int(np.clip(cy - half, 0, run.input_size - 2 * half))
+        x0 = int(np.clip(cx - half, 0, run.input_size - 2 * half))
+        crops.append(img[:, y0:y0 + 2 * half, x0:x0 + 2 * half].permute(1, 2, 0).numpy())
+        crops.append(np.ones((2 * half, max(1, half // 8), 3)))                         # a white gap
+    return np.concatenate(crops[:-1], 1) if crops else None
 
 
 def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> tuple[np.ndarray, str]:
@@ -144,11 +150,12 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
     stim = _curve_stimulus(run, layer, units, transform) if transform in ("rotate", "hue") else None
     featurevis = featurevis or {}
     ncol = 4 if any((layer, int(u)) in featurevis for u in units) else 3
-    fig = plt.figure(figsize=(2.2 * ncol, 2.4 * len(units)))
+    fig = plt.figure(figsize=(2.2 * ncol + 2.0, 2.4 * len(units)))
+    gs = fig.add_gridspec(len(units), ncol, width_ratios=[1, 2.2, 1, 1][:ncol])
     tun = run["tuning"]
     for i, (u, p) in enumerate(zip(units, family["param"])):
         if stim is not None:
-            ax = fig.add_subplot(len(units), ncol, ncol * i + 1, projection="polar")
+            ax = fig.add_subplot(gs[i, 0], projection="polar")
             c = tun[(tun["layer"] == layer) & (tun["unit"] == u) & (tun["stimulus"] == stim)].sort_values("param")
             theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
             r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
@@ -156,24 +163,24 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             ax.set_yticklabels([])
             ax.set_title(f"unit {u} @ {p:g}  ({stim})", fontsize=8)
         else:
-            ax = fig.add_subplot(len(units), ncol, ncol * i + 1)
+            ax = fig.add_subplot(gs[i, 0])
             ax.axis("off")
             ax.text(0.5, 0.5, f"unit {u}\nparam {p:g}", ha="center", va="center")
-        crop = _best_crop(run, layer, u, geom)
-        ax = fig.add_subplot(len(units), ncol, ncol * i + 2)
+        crop = _best_crops(run, layer, u, geom)
+        ax = fig.add_subplot(gs[i, 1])
         ax.axis("off")
         if crop is not None:
             ax.imshow(crop)
-            ax.set_title("best photo", fontsize=8)
+            ax.set_title("strongest photos", fontsize=8)
         img, label = _best_stimulus(run, layer, u, geom)
-        ax = fig.add_subplot(len(units), ncol, ncol * i + 3)
+        ax = fig.add_subplot(gs[i, 2])
         ax.axis("off")
         ax.imshow(np.clip(img, 0, 1))
         ax.set_title(label, fontsize=8)
         if (layer, int(u)) in featurevis:
             from PIL import Image
 
-            ax = fig.add_subplot(len(units), ncol, ncol * i + 4)
+            ax = fig.add_subplot(gs[i, 3])
             ax.axis("off")
             ax.imshow(np.asarray(Image.open(featurevis[(layer, int(u))])))
             ax.set_title("feature visualization", fontsize=8)
@@ -346,3 +353,30 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     os.replace(tmp, index)
     log.info("report: %s (%d pictures)", index, len(pictures))
     return index
+
+
+def family_previews(out: str, model: str, families: pd.DataFrame, limit: int = 2) -> list[str]:
+    """Galleries of the first ``limit`` rotation or hue families (for the families asset's metadata)."""
+    run = RunTables(out, model)
+    folder = os.path.join(run.artifacts, "previews")
+    os.makedirs(folder, exist_ok=True)
+    angular = families[families["transform"].isin(["rotate", "hue"])] if len(families) else families
+    paths = []
+    for (layer, f), g in list(angular.groupby(["layer", "family"]))[:limit]:
+        paths.append(family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png")))
+    return paths
+
+
+def circuit_previews(out: str, model: str, circuit_families: pd.DataFrame, limit: int = 2) -> list[str]:
+    """Diagrams of the ``limit`` most equivariant family pairs (for the circuit_families asset's metadata)."""
+    run = RunTables(out, model)
+    folder = os.path.join(run.artifacts, "previews")
+    os.makedirs(folder, exist_ok=True)
+    if circuit_families.empty:
+        return []
+    keys = ["src_layer", "src_family", "dst_layer", "dst_family", "dst_unit", "transform"]
+    groups = sorted(circuit_families.groupby(keys, dropna=False),
+                    key=lambda kv: -np.nan_to_num(kv[1]["equivariance"].iloc[0], nan=-2.0))
+    paths = [circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png")) for i, (_, rows) in
+             enumerate(groups[:limit])]
+    return [p for p in paths if p]

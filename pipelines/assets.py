@@ -126,7 +126,10 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
     s = _settings(context, equivar, "families")
-    return _out(context, equivar, "families", stages.family_table(s, tuning, unit_profiles, layers))
+    table = stages.family_table(s, tuning, unit_profiles, layers)
+    from equivar_core.report import family_previews
+
+    return _out(context, equivar, "families", table, galleries=_pictures(family_previews(s.out, s.model_name, table)))
 
 
 @asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY)
@@ -159,7 +162,11 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
     weights = storage.read_table(s.out, "circuit_weights", s.model_name)
     pairs = weights.select(["src_layer", "dst_layer"]).to_pandas().drop_duplicates() if weights is not None \
         else pd.DataFrame({"src_layer": [], "dst_layer": []})
-    return _out(context, equivar, "circuit_families", stages.circuit_family_table(s, pairs, families))
+    table = stages.circuit_family_table(s, pairs, families)
+    from equivar_core.report import circuit_previews
+
+    return _out(context, equivar, "circuit_families", table,
+                diagrams=_pictures(circuit_previews(s.out, s.model_name, table)))
 
 
 TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, transform_maps,
@@ -176,16 +183,20 @@ def report(context: AssetExecutionContext, equivar: EquivarConfig) -> Materializ
     folder = os.path.dirname(index)
     pictures = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
     preview = [p for p in pictures if p.startswith("family_")][:1] + [p for p in pictures if p.startswith("circuit_")][:1]
-    md = "\n\n".join(f"![{p}](data:image/png;base64,{_b64(os.path.join(folder, p))})" for p in preview)
     return MaterializeResult(metadata={"index": MetadataValue.path(index), "pictures": MetadataValue.int(len(pictures)),
-                                       "preview": MetadataValue.md(md or "no families")})
+                                       "preview": _pictures([os.path.join(folder, p) for p in preview])})
 
 
-def _b64(path: str) -> str:
+def _pictures(paths: list[str]) -> MetadataValue:
+    """PNG files as one Markdown metadata entry with the images embedded (shown in the Dagster UI)."""
     import base64
 
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode()
+    def b64(path: str) -> str:
+        with open(path, "rb") as f:
+            return base64.b64encode(f.read()).decode()
+
+    md = "\n\n".join(f"![{os.path.basename(p)}](data:image/png;base64,{b64(p)})" for p in paths)
+    return MetadataValue.md(md or "(none)")
 
 
 @asset(group_name="catalog", code_version=CODE_VERSION, retry_policy=RETRY, deps=TABLE_ASSETS)

@@ -75,3 +75,14 @@ def test_io_manager_round_trip(materialized, tmp_path):
     io.handle_output(build_output_context(asset_key=AssetKey("thing")), df)
     back = io.load_input(build_input_context(upstream_output=build_output_context(asset_key=AssetKey("thing"))))
     assert back.sort_values("unit").reset_index(drop=True).equals(df)
+
+
+def test_pictures_go_into_asset_metadata(materialized):
+    _, result = materialized
+    metadata = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        metadata[mat.asset_key.to_user_string()] = mat.metadata
+    for asset, entry in (("families", "galleries"), ("circuit_families", "diagrams"), ("report", "preview")):
+        md = metadata[asset][entry].value
+        assert md.count("data:image/png;base64,") >= 1, asset
