@@ -20,12 +20,28 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog]
 
 
+def _ray_job():
+    """The same job with each step a Ray job on the cluster at $RAY_ADDRESS (needs dagster-ray[executor])."""
+    try:
+        from dagster_ray import ray_executor
+    except ImportError:
+        return None
+    from dagster import AssetSelection, define_asset_job
+
+    env = ["EQUIVAR_MODEL", "EQUIVAR_WEIGHTS", "EQUIVAR_LAYERS", "EQUIVAR_IMAGES", "EQUIVAR_N_IMAGES", "EQUIVAR_HOME",
+           "PYTHONPATH"]
+    return define_asset_job("equivar_ray", selection=AssetSelection.all(), description=(
+        "Every asset, each step placed as a Ray task on the cluster at $RAY_ADDRESS with its CPU/GPU request."),
+        executor_def=ray_executor.configured({"ray": {"env_vars": env}}))
+
+
 def build_definitions(config: EquivarConfig | None = None) -> Definitions:
     config = config or EquivarConfig.from_env()
+    ray_job = _ray_job()
     return Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[equivar_job],
+        jobs=[equivar_job] + ([ray_job] if ray_job is not None else []),
         sensors=[checkpoint_sensor],
         schedules=[nightly_recompute],
         resources={"equivar": config, "io_manager": ParquetIOManager(config=config)},
