@@ -59,7 +59,7 @@ def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
         location = None
-        for _ in range(120):
+        for _ in range(300):                               # a loaded 2-core machine can take minutes
             try:
                 ws = _graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { name "
                                     "locationOrLoadError { __typename } } } } }")
