@@ -90,7 +90,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     done = 0
     with capture(model, layers, pre_activation=True) as cap:
         for batch in iter_batches(views, input_size, batch_size):
-            x = batch.images.to(device)
+            x = batch.images
+            x = x.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else x.to(device)
             b = len(batch.indices)
             idx = np.asarray(batch.indices)
             loaded[idx] = True

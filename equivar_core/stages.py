@@ -23,7 +23,7 @@ from .errors import EquivarError
 from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
 from .models.registry import LoadedModel, load_model, resolve_layers
-from .scores import linear_map_summary, top_pairs, version_scores
+from .scores import ScoreSettings, linear_map_summary, top_pairs, version_scores
 from .settings import RunSettings
 from .storage import atomic_path
 from .sweeps import family_sweep, sweep_error
@@ -166,11 +166,13 @@ def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd
             if v == 0:
                 # plain correlations of the units on the same images: the baseline of transform evidence
                 matrices["identity:0"], _ = version_scores(samples, 0, make_transform("rotate", 0.0), points,
-                                                           settings.sweep.disc_radius, images)
+                                                           settings.sweep.disc_radius, images,
+                                                           ScoreSettings(device=settings.resolved_device()))
                 continue
             name, amount = label.split(":")
             g = make_transform(name, float(amount))
-            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images)
+            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images,
+                                         ScoreSettings(device=settings.resolved_device()))
             matrices[label] = score
             matrices[label + ":null"] = null
             t = top_pairs(score, null, 3)
@@ -219,7 +221,8 @@ def scale_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.Dat
                 continue
             for v, s in scales:
                 score, null = version_scores(sa, v, make_transform("scale", s), points,
-                                             settings.sweep.disc_radius, images, other=sb)
+                                             settings.sweep.disc_radius, images,
+                                             ScoreSettings(device=settings.resolved_device()), other=sb)
                 t = top_pairs(score, null, 3, with_self=False)
                 best_for_b = score.argmax(0)
                 mutual = best_for_b[t["partner"]] == t["unit"]

@@ -57,3 +57,19 @@ def test_cross_layer_scale_pairs_find_the_same_edge_twice_as_large(tmp_path):
     assert best["mutual"].all() and (best["score"] > 0.8).all()
     at15 = pairs[(pairs["scale"] == 1.5) & (pairs["rank"] == 1)]
     assert (at15["score"].to_numpy() < best["score"].to_numpy()).all()
+
+
+def test_bf16_products_stay_within_0_01_of_float32():
+    """The accuracy check behind bf16 scores on CUDA (here on the CPU, which also has bf16 GEMMs)."""
+    from equivar_core.scores import ScoreSettings
+
+    rng = np.random.default_rng(3)
+    n, p, c = 64, 50, 32
+    base = rng.normal(size=(n, p, c))
+    mix = rng.normal(size=(c, c)) * 0.3 + np.eye(c)
+    samples = np.stack([base, base @ mix + rng.normal(size=(n, p, c)) * 0.5]).astype(np.float16)
+    pts = np.zeros((p, 2))
+    exact, _ = version_scores(samples, 1, Rotate(90), pts, 0.6, np.arange(n), ScoreSettings(bf16="off"))
+    fast, _ = version_scores(samples, 1, Rotate(90), pts, 0.6, np.arange(n), ScoreSettings(bf16="on"))
+    assert np.abs(exact).max() > 0.5                      # real correlations, not just noise
+    assert np.abs(fast - exact).max() < 0.01
