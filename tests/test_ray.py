@@ -37,7 +37,8 @@ def test_ray_executor_run_equals_in_process_run(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")          # short: Ray's socket paths must stay short
     env = dict(os.environ, PYTHONPATH=ROOT, DAGSTER_HOME=str(tmp_path / "home"), EQUIVAR_HOME=str(tmp_path / "ray"),
                EQUIVAR_MODEL="equivar_core.planted:planted", EQUIVAR_LAYERS="relu1,relu2", EQUIVAR_N_IMAGES="8",
-               RAY_ADDRESS=f"http://127.0.0.1:{dash}")
+               RAY_ADDRESS=f"http://127.0.0.1:{dash}",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))    # Ray jobs run `dagster api ...` from PATH
     (tmp_path / "home").mkdir()
     start = [RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
              "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats",
