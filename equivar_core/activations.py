@@ -27,7 +27,7 @@ from torch import nn
 
 from .capture import capture
 from .images import ImageView, iter_batches
-from .storage import atomic_path
+from .storage import atomic_path, save_npy
 from .transforms import HFlip, HueRotate, Rotate, Scale, Transform, disc_points, sample_at
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         final = os.path.join(out_dir, f"{_safe(name)}.samples.npy")
         os.replace(tmp[name], final)
         pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
-        _save_npy(pts_path, points[name].numpy())
+        save_npy(pts_path, points[name].numpy())
         st = acc[name]
         mean = (st["sum"] / st["n"]).numpy()
         std = np.sqrt(np.maximum((st["sq"] / st["n"]).numpy() - mean**2, 0.0))
@@ -147,9 +147,3 @@ def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
 def _safe(name: str) -> str:
     return name.replace("/", "_")
 
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    tmp = atomic_path(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)

@@ -25,7 +25,7 @@ from .images import ImageView, plan_views
 from .models.registry import LoadedModel, load_model, resolve_layers
 from .scores import ScoreSettings, linear_map_summary, top_pairs, version_scores
 from .settings import RunSettings
-from .storage import atomic_path
+from .storage import atomic_path, save_npy
 from .sweeps import family_sweep, sweep_error
 from .transforms import make_transform
 from .tuning import HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
@@ -96,15 +96,15 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     samples, stats, loaded = sample_activations(
         model.module, list(layers_df["layer"]), views, model.input_size, settings.sweep, out_dir,
         settings.batch_size, settings.resolved_device())
-    _save(os.path.join(out_dir, "loaded.npy"), loaded)
+    save_npy(os.path.join(out_dir, "loaded.npy"), loaded)
     rows = []
     for name, st in stats.items():
         c = len(st["mean"])
         rows.append(pd.DataFrame({"layer": name, "unit": np.arange(c), "mean": st["mean"], "std": st["std"],
                                   "best_image": st["image_max"][loaded].argmax(0) if loaded.any() else -1,
                                   "best_value": st["image_max"][loaded].max(0)}))
-        _save(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
-        _save(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
+        save_npy(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
+        save_npy(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     versions = settings.sweep.versions()
     manifest = pd.DataFrame([{"layer": s.layer, "path": s.path, "points_path": s.points_path,
@@ -112,14 +112,6 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
                               "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
                               "versions": ";".join(g.label for g in versions)} for s in samples])
     return stats_df, _with_model(manifest, settings)
-
-
-def _save(path: str, array: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = atomic_path(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
 
 
 # -- tuning -----------------------------------------------------------------------------------
@@ -155,6 +147,7 @@ def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd
 
     The full C x C score matrices are saved beside, one ``.npz`` per layer.
     """
+    score_settings = ScoreSettings(device=settings.resolved_device())
     rows = []
     for r in manifest_df.itertuples():
         samples = np.load(r.path, mmap_mode="r")
@@ -166,16 +159,14 @@ def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd
             if v == 0:
                 # plain correlations of the units on the same images: the baseline of transform evidence
                 matrices["identity:0"], _ = version_scores(samples, 0, make_transform("rotate", 0.0), points,
-                                                           settings.sweep.disc_radius, images,
-                                                           ScoreSettings(device=settings.resolved_device()))
+                                                           settings.sweep.disc_radius, images, score_settings)
                 continue
             name, amount = label.split(":")
             g = make_transform(name, float(amount))
-            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images,
-                                         ScoreSettings(device=settings.resolved_device()))
+            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images, score_settings)
             matrices[label] = score
             matrices[label + ":null"] = null
-            t = top_pairs(score, null, 3)
+            t = top_pairs(score, null, score_settings.top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
         path = score_path(settings, r.layer)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -207,6 +198,7 @@ def scale_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.Dat
     on the enlarged image does what u does on the original, i.e. v is u at s
     times the size. Rows: each unit of A with its three best partners in B.
     """
+    score_settings = ScoreSettings(device=settings.resolved_device())
     rows = []
     layers = list(manifest_df.itertuples())
     scales = [(v, float(label.split(":")[1])) for v, label in enumerate(layers[0].versions.split(";"))
@@ -221,9 +213,8 @@ def scale_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.Dat
                 continue
             for v, s in scales:
                 score, null = version_scores(sa, v, make_transform("scale", s), points,
-                                             settings.sweep.disc_radius, images,
-                                             ScoreSettings(device=settings.resolved_device()), other=sb)
-                t = top_pairs(score, null, 3, with_self=False)
+                                             settings.sweep.disc_radius, images, score_settings, other=sb)
+                t = top_pairs(score, null, score_settings.top_k, with_self=False)
                 best_for_b = score.argmax(0)
                 mutual = best_for_b[t["partner"]] == t["unit"]
                 rows.append(pd.DataFrame({"small_layer": a.layer, "small_unit": t["unit"], "large_layer": b.layer,
@@ -397,7 +388,7 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
     for src, dst in layer_pairs(list(layers_df["layer"])):
         w = expanded_weights(model.module, src, dst, model.input_size, settings.resolved_device(),
                              settings.circuits.max_radius)
-        _save(weights_path(settings, src, dst), w)
+        save_npy(weights_path(settings, src, dst), w)
         c_dst, c_src, k, _ = w.shape
         if c_dst * c_src <= settings.circuits.all_units_max_pairs:
             dst_units, src_units = np.arange(c_dst), np.arange(c_src)

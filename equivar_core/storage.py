@@ -30,6 +30,21 @@ def atomic_path(path: str) -> str:
     return os.path.join(d, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
 
 
+def save_npy(path: str, array) -> None:
+    """``np.save`` under a temporary name, then rename (creating the folder)."""
+    import numpy as np
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def safe_value(value: str) -> str:
     """A partition value usable as a folder name (``/`` and odd characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
