@@ -130,7 +130,8 @@ def default_run_breakdown(n_images: int, out: str) -> tuple[dict[str, float], fl
     job = build_definitions(config).resolve_job_def("equivar")
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, run_config=quiet)
+        instance.add_dynamic_partitions("models", [config.default_partition])
+        result = job.execute_in_process(instance=instance, run_config=quiet, partition_key=config.default_partition)
         starts, ends = {}, {}
         for entry in instance.all_logs(result.run_id):
             ev = entry.dagster_event

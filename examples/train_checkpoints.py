@@ -72,10 +72,13 @@ def analyse(folder: str, results: str, n_images: int) -> None:
                            images=os.environ.get("EQUIVAR_IMAGES") or None)
     job = build_definitions(config).resolve_job_def("equivar")
     with DagsterInstance.ephemeral() as instance:
-        requests = checkpoint_sensor(build_sensor_context(instance=instance))
-        for r in requests:
-            print("analysing", r.tags["equivar/name"], flush=True)
-            assert job.execute_in_process(instance=instance, tags=r.tags,
+        # what the daemon does with the sensor's result: add the partitions, then launch one run each
+        result = checkpoint_sensor(build_sensor_context(instance=instance, resources={"equivar": config}))
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for r in result.run_requests:
+            print("analysing", r.partition_key, flush=True)
+            assert job.execute_in_process(instance=instance, partition_key=r.partition_key, tags=r.tags,
                                           run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
                                           ).success
 

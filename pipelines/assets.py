@@ -2,7 +2,8 @@
 
 Each asset unpacks its settings and calls one function of
 :mod:`equivar_core.stages`; tables go through :class:`ParquetIOManager`.
-Assets that run the model declare the ``gpu`` pool (limit it in the
+Every asset is partitioned by model (a dynamic partition per model or
+checkpoint). Assets that run the model declare the ``gpu`` pool (limit it in the
 instance's concurrency settings) and, for Kubernetes, a GPU request.
 """
 
@@ -16,6 +17,7 @@ from dagster import (AssetExecutionContext, AssetOut, Backoff, DataVersion, Mate
 from equivar_core import stages, storage
 from equivar_core.settings import RunSettings
 
+from .definitions_common import models_partitions as MODELS
 from .resources import CODE_VERSION, EquivarConfig
 
 log = logging.getLogger("equivar.pipelines")
@@ -23,36 +25,44 @@ log = logging.getLogger("equivar.pipelines")
 #: transient failures (a busy file system, a preempted worker) are retried twice
 RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL)
 
+#: every asset: versioned code, retries, one partition per model
+TABLE = {"code_version": CODE_VERSION, "retry_policy": RETRY, "partitions_def": MODELS}
+
 #: for assets that run the network: the ``gpu`` pool and a Kubernetes GPU request (dagster-k8s)
 GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}}
 
 
+def _key(context: AssetExecutionContext) -> str | None:
+    """The model partition being materialized (None outside a partitioned run: the configured model)."""
+    return context.partition_key if context.has_partition_key else None
+
+
 def _settings(context: AssetExecutionContext, equivar: EquivarConfig, name: str) -> RunSettings:
     log.info("materializing %s", name)
-    return equivar.settings(context.run.tags)
+    return equivar.settings(_key(context))
 
 
 def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: pd.DataFrame,
          output_name: str = "result", **metadata) -> Output:
     """The table, with its fingerprint as data version."""
-    version = DataVersion(equivar.fingerprint(name, context.run.tags))
+    version = DataVersion(equivar.fingerprint(name, _key(context)))
     return Output(df, output_name=output_name, data_version=version, metadata=metadata or None)
 
 
-@asset(group_name="model", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="model", **TABLE)
 def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """One row per model: spec, SHA-256 of its weights, parameter count and checkpoint step."""
     return _out(context, equivar, "models", stages.model_table(_settings(context, equivar, "models")))
 
 
-@asset(group_name="model", code_version=CODE_VERSION, retry_policy=RETRY, deps=[models], **GPU)
+@asset(group_name="model", **TABLE, deps=[models], **GPU)
 def layers(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Analysed layers with their shape, stride and effective receptive field."""
     return _out(context, equivar, "layers", stages.layer_table(_settings(context, equivar, "layers")))
 
 
-@asset(group_name="activations", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="activations", **TABLE)
 def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """The natural-image views of the run (file and crop), in order."""
     return _out(context, equivar, "images", stages.image_table(_settings(context, equivar, "images")))
@@ -68,6 +78,7 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
                                                    "their transforms (float16 arrays on disk)."),
     },
     retry_policy=RETRY,
+    partitions_def=MODELS,
     **GPU,
 )
 def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
@@ -83,7 +94,7 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
                skipped_images=MetadataValue.int(skipped))
 
 
-@asset(group_name="activations", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
+@asset(group_name="activations", **TABLE, **GPU)
 def tuning(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
            unit_stats: pd.DataFrame) -> Output:
     """Every unit's response to swept synthetic stimuli, in natural-image standard deviations."""
@@ -91,7 +102,7 @@ def tuning(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.Da
     return _out(context, equivar, "tuning", stages.tuning_table(s, layers, unit_stats))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="scores", **TABLE)
 def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                   layers: pd.DataFrame) -> Output:
     """Preferred parameter, selectivity and period of each unit's tuning curves."""
@@ -99,7 +110,7 @@ def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning
     return _out(context, equivar, "unit_profiles", stages.profile_table(s, tuning, layers))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="scores", **TABLE)
 def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig,
                     activation_samples: pd.DataFrame) -> Output:
     """Self (invariance) score and best partners of every unit under each transform."""
@@ -107,21 +118,21 @@ def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig,
     return _out(context, equivar, "transform_pairs", stages.transform_pair_table(s, activation_samples))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY, deps=[transform_pairs])
+@asset(group_name="scores", **TABLE, deps=[transform_pairs])
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
     s = _settings(context, equivar, "transform_maps")
     return _out(context, equivar, "transform_maps", stages.transform_map_table(s, layers))
 
 
-@asset(group_name="scores", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="scores", **TABLE)
 def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame) -> Output:
     """Units of a deeper layer that respond to a zoomed image as an earlier unit does to the original."""
     s = _settings(context, equivar, "scale_pairs")
     return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples))
 
 
-@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY, deps=[transform_pairs])
+@asset(group_name="families", **TABLE, deps=[transform_pairs])
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
@@ -132,14 +143,14 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
     return _out(context, equivar, "families", table, galleries=_pictures(family_previews(s.out, s.model_name, table)))
 
 
-@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY)
+@asset(group_name="families", **TABLE)
 def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Published family unit lists for the model's architecture, to score the automatic families against."""
     s = _settings(context, equivar, "reference_families")
     return _out(context, equivar, "reference_families", stages.reference_family_table(s))
 
 
-@asset(group_name="families", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
+@asset(group_name="families", **TABLE, **GPU)
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame) -> Output:
     """Family members' responses while a member's best natural images are rotated or hue-shifted."""
@@ -147,7 +158,7 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
     return _out(context, equivar, "family_sweeps", stages.family_sweep_table(s, families, images, layers, unit_stats))
 
 
-@asset(group_name="circuits", code_version=CODE_VERSION, retry_policy=RETRY, **GPU)
+@asset(group_name="circuits", **TABLE, **GPU)
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
     """Expanded weights between consecutive analysed layers."""
@@ -155,7 +166,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
     return _out(context, equivar, "circuit_weights", stages.circuit_weight_table(s, layers, families))
 
 
-@asset(group_name="circuits", code_version=CODE_VERSION, retry_policy=RETRY, deps=[circuit_weights])
+@asset(group_name="circuits", **TABLE, deps=[circuit_weights])
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""
     s = _settings(context, equivar, "circuit_families")
@@ -173,7 +184,7 @@ TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profil
                 scale_pairs, families, reference_families, family_sweeps, circuit_weights, circuit_families]
 
 
-@asset(group_name="report", code_version=CODE_VERSION, retry_policy=RETRY, deps=TABLE_ASSETS)
+@asset(group_name="report", **TABLE, deps=TABLE_ASSETS)
 def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
     from equivar_core.report import build_report
@@ -182,7 +193,8 @@ def report(context: AssetExecutionContext, equivar: EquivarConfig) -> Materializ
     index = build_report(s.out, s.model_name)
     folder = os.path.dirname(index)
     pictures = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
-    preview = [p for p in pictures if p.startswith("family_")][:1] + [p for p in pictures if p.startswith("circuit_")][:1]
+    preview = [next((p for p in pictures if p.startswith(kind)), None) for kind in ("family_", "circuit_")]
+    preview = [p for p in preview if p is not None]
     return MaterializeResult(metadata={"index": MetadataValue.path(index), "pictures": MetadataValue.int(len(pictures)),
                                        "preview": _pictures([os.path.join(folder, p) for p in preview])})
 
@@ -199,7 +211,7 @@ def _pictures(paths: list[str]) -> MetadataValue:
     return MetadataValue.md(md or "(none)")
 
 
-@asset(group_name="catalog", code_version=CODE_VERSION, retry_policy=RETRY, deps=TABLE_ASSETS)
+@asset(group_name="catalog", **TABLE, deps=TABLE_ASSETS)
 def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
     path, views = storage.build_catalog(_settings(context, equivar, "duckdb_catalog").out)

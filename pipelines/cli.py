@@ -20,9 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="equivar", description="Find transformed copies of units in vision models.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every table for one model")
-    run.add_argument("--model", default="efficientnet_lite0", help="built-in name or package.module:callable")
+    run.add_argument("--model", default=None, help="built-in name or package.module:callable (default: what --name "
+                                                     "is registered as in --out, else efficientnet_lite0)")
     run.add_argument("--weights", default=None, help="state-dict file for the architecture")
-    run.add_argument("--name", default=None, help="value of the model column (default: from the spec)")
+    run.add_argument("--name", default=None,
+                     help="value of the model column and the partition key (default: from the spec)")
+    run.add_argument("--step", type=int, default=None, help="training step of the checkpoint in --weights")
     run.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
     run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
     run.add_argument("--n-images", type=int, default=DEFAULT_N_IMAGES, help="number of natural images")
@@ -36,7 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--out", default=None)
     sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    sub.add_parser("models", help="list the built-in models and their default layers")
+    models = sub.add_parser("models", help="list the built-in models and the models registered in --out")
+    models.add_argument("--out", default=None)
+    models_sub = models.add_subparsers(dest="action")
+    add = models_sub.add_parser("add", help="register a model or checkpoint as a partition (no run)")
+    add.add_argument("name", help="the model column value and partition key, e.g. mynet@step_1200")
+    add.add_argument("--model", default="efficientnet_lite0", help="built-in name or package.module:callable")
+    add.add_argument("--weights", default=None, help="state-dict file for the architecture")
+    add.add_argument("--step", type=int, default=None, help="training step of the checkpoint")
+    add.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
+    add.add_argument("--out", default=None, dest="add_out")
     rep = sub.add_parser("report", help="write a static HTML report of a run")
     rep.add_argument("--out", default=None)
     rep.add_argument("--model", default=None, help="the model column value (default: the first model in --out)")
@@ -55,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             return _sql(args)
         if args.command == "report":
             return _report(args)
-        return _models()
+        if args.action == "add":
+            return _add_model(args)
+        return _models(args)
     except EquivarError as exc:
         print(f"equivar: error: {exc}", file=sys.stderr)
         return 2
@@ -64,12 +78,48 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _models() -> int:
+def _models(args) -> int:
+    from equivar_core.model_index import registered
     from equivar_core.models.registry import BUILTINS
 
     for arch in BUILTINS.values():
         print(f"{arch.name}\n  {arch.description}\n  default layers: {', '.join(arch.preset_layers)}")
     print("package.module:callable\n  any torch.nn.Module returned by a no-argument callable")
+    out = os.path.abspath(args.out or default_out())
+    entries = registered(out)
+    if entries:
+        print(f"\nregistered in {out}:")
+        for e in entries:
+            extra = (f" weights={e.weights}" if e.weights else "") + (f" step={e.step}" if e.step is not None else "")
+            print(f"{e.name}  model={e.model}{extra}")
+    return 0
+
+
+def _instance():
+    """The Dagster instance of $DAGSTER_HOME (runs and partitions then show in the UI), else a throwaway one."""
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
+def _layers(text: str | None) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else []
+
+
+def _add_model(args) -> int:
+    from equivar_core.model_index import ModelEntry
+
+    from .partitions import add_model
+    from .resources import EquivarConfig
+
+    out = os.path.abspath(args.add_out or args.out or default_out())
+    _check_writable(out)
+    entry = ModelEntry(name=args.name, model=args.model, weights=args.weights, step=args.step,
+                       layers=tuple(_layers(args.layers)))
+    with _instance() as instance:
+        entry = add_model(EquivarConfig(model=args.model, out=out), entry, instance)
+    print(f"added {entry.name}: {entry.model}" + (f" with {entry.weights}" if entry.weights else "") +
+          f" (materialize it with `equivar run --name {entry.name}` or from the UI)")
     return 0
 
 
@@ -82,18 +132,19 @@ def _check_writable(out: str) -> None:
         raise EquivarError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
 
-def _validate(config) -> None:
+def _validate(config, entry) -> None:
     """Fail fast on bad input, before anything is written."""
-    from equivar_core import stages
     from equivar_core.images import plan_views
 
-    s = config.settings()
-    if s.device == "cuda":
+    from .partitions import check_loads
+
+    if config.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise EquivarError("--device cuda given but no CUDA device is available")
-    stages.load(s)
+    check_loads(config, entry)
+    s = config.settings()
     views = plan_views(s.images, s.n_images, s.seed)
     if s.images is not None and not any(os.path.isfile(v.path) for v in views):
         raise EquivarError(f"none of the images listed in {s.images} exists")
@@ -110,37 +161,50 @@ class _Progress(logging.Handler):
 
 
 def _run(args) -> int:
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey
+
+    from equivar_core.model_index import ModelEntry, lookup
 
     from .definitions import build_definitions
     from .fingerprints import changed_assets, load_fingerprints, save_fingerprints
+    from .partitions import add_model
     from .resources import CODE_VERSION, EquivarConfig
 
-    layers = [x.strip() for x in args.layers.split(",") if x.strip()] if args.layers else []
-    config = EquivarConfig(model=args.model, weights=args.weights, name=args.name, layers=layers, images=args.images,
-                           n_images=args.n_images, out=os.path.abspath(args.out or default_out()),
-                           device=args.device, batch_size=args.batch_size, seed=args.seed)
-    _validate(config)
+    out = os.path.abspath(args.out or default_out())
+    model, weights, step, layers = args.model, args.weights, args.step, _layers(args.layers)
+    known = lookup(out, args.name) if args.name and model is None else None
+    if known is not None:                  # `equivar run --name X`: the model registered as X, options on top
+        model, weights = known.model, weights or known.weights
+        step = step if step is not None else known.step
+        layers = layers or list(known.layers)
+    config = EquivarConfig(model=model or "efficientnet_lite0", weights=weights, name=args.name, layers=layers,
+                           images=args.images, n_images=args.n_images, out=out, device=args.device,
+                           batch_size=args.batch_size, seed=args.seed)
+    entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
+                       layers=tuple(layers))
+    _validate(config, entry)
     handler = _Progress()
     loggers = [logging.getLogger("equivar_core"), logging.getLogger("equivar")]
     if not args.quiet:
         for lg in loggers:
             lg.addHandler(handler)
             lg.setLevel(logging.INFO)
-    s = config.settings()
-    changed, fingerprints = changed_assets(s, CODE_VERSION)
-    if args.force:
-        changed = list(fingerprints)
-    catalog = os.path.join(s.out, "equivar.duckdb")
-    if not changed and os.path.isfile(catalog):
-        print(f"nothing changed: {s.model_name} is up to date in {catalog} ({time.time() - handler.t0:.1f}s)")
-        return 0
-    selection = [AssetKey(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
     try:
-        job = build_definitions(config).resolve_job_def("equivar")
-        with DagsterInstance.ephemeral() as instance:
+        with _instance() as instance:
+            entry = add_model(config, entry, instance, check=False)     # its partition; checked by _validate
+            s = config.settings(entry.name)
+            changed, fingerprints = changed_assets(s, CODE_VERSION)
+            if args.force:
+                changed = list(fingerprints)
+            catalog = os.path.join(s.out, "equivar.duckdb")
+            if not changed and os.path.isfile(catalog):
+                print(f"nothing changed: {s.model_name} is up to date in {catalog} "
+                      f"({time.time() - handler.t0:.1f}s)")
+                return 0
+            selection = [AssetKey(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
+            job = build_definitions(config).resolve_job_def("equivar")
             result = job.execute_in_process(
-                instance=instance, raise_on_error=False, asset_selection=selection,
+                instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,
                 run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     finally:
         for lg in loggers:

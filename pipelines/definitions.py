@@ -8,11 +8,12 @@ from dagster import BetaWarning, Definitions
 
 from . import assets
 from .checks import ALL_CHECKS
-from .definitions_common import equivar_job
+from .definitions_common import equivar_job, models_partitions
+from .io_manager import ParquetIOManager
+from .partitions import add_model_job, registered_models
+from .resources import EquivarConfig
 from .schedules import nightly_recompute
 from .sensors import checkpoint_sensor
-from .io_manager import ParquetIOManager
-from .resources import EquivarConfig
 
 # data versions on Output are "beta" in Dagster 1.13; they are the documented way to report them
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -30,8 +31,9 @@ def _ray_job():
 
     env = ["EQUIVAR_MODEL", "EQUIVAR_WEIGHTS", "EQUIVAR_LAYERS", "EQUIVAR_IMAGES", "EQUIVAR_N_IMAGES", "EQUIVAR_HOME",
            "PYTHONPATH"]
-    return define_asset_job("equivar_ray", selection=AssetSelection.all(), description=(
-        "Every asset, each step placed as a Ray task on the cluster at $RAY_ADDRESS with its CPU/GPU request."),
+    return define_asset_job("equivar_ray", selection=AssetSelection.all(),
+                            description=("Every asset of one model, each step placed as a Ray task on the cluster "
+                                         "at $RAY_ADDRESS with its CPU/GPU request."),
         executor_def=ray_executor.configured({"ray": {"env_vars": env}}))
 
 
@@ -41,8 +43,8 @@ def build_definitions(config: EquivarConfig | None = None) -> Definitions:
     return Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[equivar_job] + ([ray_job] if ray_job is not None else []),
-        sensors=[checkpoint_sensor],
+        jobs=[equivar_job, add_model_job] + ([ray_job] if ray_job is not None else []),
+        sensors=[checkpoint_sensor, registered_models],
         schedules=[nightly_recompute],
         resources={"equivar": config, "io_manager": ParquetIOManager(config=config)},
     )

@@ -22,7 +22,7 @@ from equivar_core.storage import atomic_path
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
-    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name},
+    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step},
     "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
     "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
     "unit_stats": lambda s: {"sweep": dataclasses.asdict(s.sweep)},

@@ -19,16 +19,17 @@ def partition_column(df: pd.DataFrame):
 
 
 class ParquetIOManager(ConfigurableIOManager):
-    """Writes each asset's DataFrame atomically, one file per model and layer; reads one model back."""
+    """Writes each asset's DataFrame atomically, one file per model and layer; reads one model back.
+
+    The model is the asset partition (a dynamic partition per model or checkpoint).
+    """
 
     config: ResourceDependency[EquivarConfig]
 
-    def _settings(self, context):
-        try:
-            tags = context.step_context.dagster_run.tags
-        except Exception:  # contexts built outside a run (tests) have no step context
-            tags = {}
-        return self.config.settings(tags)
+    def _settings(self, context: OutputContext | InputContext):
+        """Settings of the model partition being written or read (the configured model when unpartitioned)."""
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        return self.config.settings(key)
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         s = self._settings(context)
@@ -49,7 +50,8 @@ class ParquetIOManager(ConfigurableIOManager):
         name = context.upstream_output.asset_key.path[-1]
         table = storage.read_table(s.out, name, s.model_name)
         if table is None:
-            raise FileNotFoundError(f"table {name} of model {s.model_name} not found under {s.out}: materialize it first")
+            raise FileNotFoundError(f"table {name} of model {s.model_name} not found under {s.out}: "
+                                    "materialize it first")
         return table.to_pandas()
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from typing import Optional
 
 from dagster import ConfigurableResource
 
+from equivar_core import model_index
+from equivar_core.models.registry import default_name
 from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
-
-#: run tags that override the resource per run: equivar/model, equivar/weights, equivar/name, equivar/step
-TAG_PREFIX = "equivar/"
 
 #: bump when a change of code changes results (it enters every asset's code version and fingerprint)
 CODE_VERSION = "1"
@@ -36,23 +35,37 @@ class EquivarConfig(ConfigurableResource):
     batch_size: int = 16
     seed: int = 0
 
-    def settings(self, tags: Mapping[str, str] | None = None) -> RunSettings:
-        """The run's settings; run tags ``equivar/<field>`` override fields (a checkpoint run, say)."""
-        values = dict(model=self.model, weights=self.weights, name=self.name, step=None)
-        for key, value in (tags or {}).items():
-            if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX):] in values:
-                values[key[len(TAG_PREFIX):]] = value
-        step = int(values["step"]) if values["step"] not in (None, "") else None
-        return RunSettings(model=values["model"], weights=values["weights"], name=values["name"], step=step,
-                           layers=tuple(self.layers), images=self.images, n_images=self.n_images,
-                           out=os.path.abspath(self.out), device=self.device, batch_size=self.batch_size,
+    @property
+    def default_partition(self) -> str:
+        """The partition (model name) of the configured model."""
+        return self.name or default_name(self.model)
+
+    def entry(self, partition_key: str | None = None) -> model_index.ModelEntry:
+        """What the partition ``partition_key`` loads: the model index of ``out`` first, then the configured
+        model when the key is its name, then built-in names and callable specs."""
+        key = partition_key or self.default_partition
+        out = os.path.abspath(self.out)
+        found = model_index.lookup(out, key)
+        if found is not None:
+            return found
+        if key == self.default_partition:
+            return model_index.ModelEntry(name=key, model=self.model, weights=self.weights)
+        return model_index.resolve(out, key)
+
+    def settings(self, partition_key: str | None = None) -> RunSettings:
+        """The run's settings for one model partition (default: the configured model)."""
+        e = self.entry(partition_key)
+        layers = e.layers or (tuple(self.layers) if e.model == self.model else ())
+        return RunSettings(model=e.model, weights=e.weights, name=e.name, step=e.step, layers=layers,
+                           images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
+                           device=self.device, batch_size=self.batch_size,
                            seed=self.seed)
 
-    def fingerprint(self, asset: str, tags: Mapping[str, str] | None = None) -> str:
+    def fingerprint(self, asset: str, partition_key: str | None = None) -> str:
         """This asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
         from .fingerprints import asset_fingerprints
 
-        return asset_fingerprints(self.settings(tags), CODE_VERSION)[asset]
+        return asset_fingerprints(self.settings(partition_key), CODE_VERSION)[asset]
 
     @classmethod
     def from_env(cls) -> "EquivarConfig":

@@ -7,6 +7,7 @@ import pytest
 from dagster import DagsterInstance, Definitions
 
 from pipelines.definitions import ALL_ASSETS, build_definitions, defs
+from pipelines.definitions_common import models_partitions
 from pipelines.resources import EquivarConfig
 
 TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tuning", "unit_profiles", "scale_pairs",
@@ -32,8 +33,15 @@ def materialized(tmp_path_factory):
     config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
     job = build_definitions(config).resolve_job_def("equivar")
     with DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance)
+        instance.add_dynamic_partitions("models", ["planted"])
+        result = job.execute_in_process(instance=instance, partition_key="planted")
     return out, result
+
+
+def test_every_asset_is_partitioned_by_model():
+    for a in ALL_ASSETS:
+        assert a.partitions_def == models_partitions, a
+    assert defs.resolve_job_def("equivar").partitions_def == models_partitions
 
 
 def test_whole_graph_materializes(materialized):

@@ -45,8 +45,13 @@ def test_ray_executor_run_equals_in_process_run(tmp_path):
              "--temp-dir", ray_tmp]
     try:
         subprocess.run(start, check=True, capture_output=True, env=env, timeout=180)
+        add = subprocess.run([sys.executable, "-m", "pipelines.cli", "models", "add", "planted", "--model",
+                              "equivar_core.planted:planted"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)                 # the partition, in the instance of $DAGSTER_HOME
+        assert add.returncode == 0, add.stderr
         r = subprocess.run([os.path.join(BIN, "dagster"), "job", "execute", "-m", "pipelines.definitions", "-j",
-                            "equivar_ray"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                            "equivar_ray", "--tags", '{"dagster/partition": "planted"}'], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -1,13 +1,18 @@
-"""The checkpoint sensor and the stale-asset schedule, through Dagster's test helpers."""
+"""Models as partitions: the checkpoint sensor, the add_model job, the index sync sensor and the stale schedule,
+through Dagster's test helpers and real runs."""
 
+import contextlib
 import os
 
 import duckdb
 import torch
-from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, build_sensor_context
+from dagster import (DagsterInstance, RunRequest, SensorResult, SkipReason, build_schedule_context,
+                     build_sensor_context, instance_for_test)
 
+from equivar_core import model_index
 from equivar_core.planted import family_sizes, planted_model
 from pipelines.definitions import build_definitions
+from pipelines.partitions import registered_models
 from pipelines.resources import EquivarConfig
 from pipelines.schedules import nightly_recompute
 from pipelines.sensors import checkpoint_sensor, checkpoint_step
@@ -19,56 +24,113 @@ def _save_checkpoint(path, seed):
     torch.save(planted_model(seed, **family_sizes(0))[0].state_dict(), path)   # the shapes of `planted`
 
 
+def _config(out, **kw):
+    return EquivarConfig(model=SPEC, layers=["relu1"], n_images=4, out=str(out), **kw)
+
+
 def test_checkpoint_step_from_file_name():
     assert checkpoint_step("run3_step_1200.pt") == 1200
     assert checkpoint_step("final.pth") is None
 
 
-def test_sensor_requests_new_and_changed_checkpoints_once(tmp_path, monkeypatch):
+def test_sensor_indexes_new_and_changed_checkpoints_as_partitions_once(tmp_path, monkeypatch):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     _save_checkpoint(folder / "step_10.pt", 0)
     _save_checkpoint(folder / "step_20.pt", 1)
     (folder / "notes.txt").write_text("not a checkpoint")
+    (folder / "step_30.pt").write_bytes(b"a half-written file")        # does not load: skipped, no run
     monkeypatch.setenv("EQUIVAR_CHECKPOINTS", str(folder))
     monkeypatch.setenv("EQUIVAR_CHECKPOINT_MODEL", SPEC)
+    config = _config(tmp_path / "out")
     instance = DagsterInstance.ephemeral()
 
-    ctx = build_sensor_context(instance=instance)
+    ctx = build_sensor_context(instance=instance, resources={"equivar": config})
     first = checkpoint_sensor(ctx)
-    assert [r.tags["equivar/name"] for r in first] == ["planted@step_10", "planted@step_20"]
-    assert [r.tags["equivar/step"] for r in first] == ["10", "20"]
+    assert isinstance(first, SensorResult)
+    assert [r.partition_key for r in first.run_requests] == ["planted@step_10", "planted@step_20"]
+    (add,) = first.dynamic_partitions_requests
+    assert add.partitions_def_name == "models" and list(add.partition_keys) == ["planted@step_10", "planted@step_20"]
+    entry = model_index.lookup(str(tmp_path / "out"), "planted@step_20")
+    assert entry.step == 20 and entry.weights == str(folder / "step_20.pt") and entry.model == SPEC
+    assert model_index.lookup(str(tmp_path / "out"), "planted@step_30") is None
 
-    again = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx.cursor))
+    again = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx.cursor,
+                                                   resources={"equivar": config}))
     assert isinstance(again, SkipReason)
 
     os.utime(folder / "step_10.pt")                          # touched, same bytes: nothing new
-    ctx2 = build_sensor_context(instance=instance, cursor=ctx.cursor)
+    ctx2 = build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"equivar": config})
     assert isinstance(checkpoint_sensor(ctx2), SkipReason)
-    _save_checkpoint(folder / "step_10.pt", 2)               # new bytes: one new run
-    changed = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx2.cursor))
-    assert len(changed) == 1 and changed[0].run_key != first[0].run_key
+    _save_checkpoint(folder / "step_10.pt", 2)               # new bytes: one new run of the same partition
+    changed = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx2.cursor,
+                                                     resources={"equivar": config}))
+    assert [r.partition_key for r in changed.run_requests] == ["planted@step_10"]
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
 
-def test_a_checkpoint_run_fills_tables_with_its_name_and_step(tmp_path):
+def test_a_checkpoint_partition_fills_tables_with_its_name_and_step(tmp_path):
     ckpt = tmp_path / "step_30.pt"
     _save_checkpoint(ckpt, 3)
-    config = EquivarConfig(model=SPEC, layers=["relu1"], n_images=4, out=str(tmp_path / "out"))
-    job = build_definitions(config).resolve_job_def("equivar")
-    tags = {"equivar/weights": str(ckpt), "equivar/name": "planted@step_30", "equivar/step": "30"}
+    config = _config(tmp_path / "out")
+    defs = build_definitions(config)
     with DagsterInstance.ephemeral() as instance:
-        assert job.execute_in_process(instance=instance, tags=tags).success
+        # what a user does from the UI's launchpad: the add_model job with the checkpoint's config
+        add = defs.resolve_job_def("add_model").execute_in_process(instance=instance, run_config={"ops": {
+            "register_model": {"config": {"name": "planted@step_30", "model": SPEC, "weights": str(ckpt),
+                                          "step": 30}}}})
+        assert add.success
+        assert instance.get_dynamic_partitions("models") == ["planted@step_30"]
+        job = defs.resolve_job_def("equivar")
+        assert job.execute_in_process(instance=instance, partition_key="planted@step_30").success
     con = duckdb.connect(str(tmp_path / "out" / "equivar.duckdb"), read_only=True)
     assert con.execute("select model, step from models").fetchall() == [("planted@step_30", 30)]
     assert con.execute("select distinct model from tuning").fetchall() == [("planted@step_30",)]
 
 
-def test_schedule_requests_stale_assets_only(tmp_path):
-    config = EquivarConfig(model=SPEC, layers=["relu1"], n_images=4, out=str(tmp_path))
-    request = nightly_recompute(build_schedule_context(resources={"equivar": config}))
-    assert isinstance(request, RunRequest) and len(request.asset_selection) == 17
+def test_add_model_job_refuses_a_broken_checkpoint(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a state dict")
+    config = _config(tmp_path / "out")
+    with DagsterInstance.ephemeral() as instance:
+        result = build_definitions(config).resolve_job_def("add_model").execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {"register_model": {"config": {"name": "broken", "model": SPEC, "weights": str(bad)}}}})
+        assert not result.success
+        assert instance.get_dynamic_partitions("models") == []
+    assert model_index.registered(str(tmp_path / "out")) == []
+
+
+def test_registered_models_sensor_adds_missing_partitions(tmp_path):
+    config = _config(tmp_path)
+    model_index.register(str(tmp_path), model_index.ModelEntry(name="planted@step_5", model=SPEC, step=5))
+    instance = DagsterInstance.ephemeral()
+    result = registered_models(build_sensor_context(instance=instance, resources={"equivar": config}))
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["planted", "planted@step_5"]
+    instance.add_dynamic_partitions("models", ["planted", "planted@step_5"])
+    assert isinstance(registered_models(build_sensor_context(instance=instance, resources={"equivar": config})),
+                      SkipReason)
+
+
+def test_schedule_requests_stale_partitions_only(tmp_path):
+    stack = contextlib.ExitStack()
+    config = _config(tmp_path)
+    instance = stack.enter_context(instance_for_test())
+    instance.add_dynamic_partitions("models", ["planted", "planted_b"])
+    model_index.register(str(tmp_path), model_index.ModelEntry(name="planted_b", model=SPEC))
+
+    def evaluate():
+        return nightly_recompute(build_schedule_context(instance=instance, resources={"equivar": config}))
+
+    requests = evaluate()
+    assert [r.partition_key for r in requests] == ["planted", "planted_b"]
+    assert all(isinstance(r, RunRequest) and len(r.asset_selection) == 17 for r in requests)
     from pipelines.cli import main
 
     assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
                  "--quiet"]) == 0
-    assert isinstance(nightly_recompute(build_schedule_context(resources={"equivar": config})), SkipReason)
+    assert [r.partition_key for r in evaluate()] == ["planted_b"]          # only the model not yet analysed
+    assert main(["run", "--name", "planted_b", "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    assert isinstance(evaluate(), SkipReason)
+    stack.close()
