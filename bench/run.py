@@ -23,7 +23,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from equivar_core.activations import SweepSettings, sample_activations  # noqa: E402
+from equivar_core.activations import TRANSFORM_GROUPS, SweepSettings, sample_activations  # noqa: E402
 from equivar_core.capture import capture  # noqa: E402
 from equivar_core.images import iter_batches, plan_views  # noqa: E402
 from equivar_core.models.registry import load_model  # noqa: E402
@@ -42,7 +42,7 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def activation_overhead(model, layers, n_images: int, batch: int, device: str) -> float:
-    """sample_activations over a bare model(x) loop on the same transformed inputs, same batch size."""
+    """sample_activations (every group) over a bare model(x) loop on the same transformed inputs, same batch."""
     sweep = SweepSettings()
     views = plan_views(None, n_images, 0)
     versions = sweep.versions()
@@ -58,7 +58,11 @@ def activation_overhead(model, layers, n_images: int, batch: int, device: str) -
             model(x)
 
     with tempfile.TemporaryDirectory() as d:
-        work = best_of(lambda: sample_activations(model, layers, views, 224, sweep, d, batch, device), 2)
+        def grouped():                  # what the pipeline does: the identity group, then each transform family
+            for group in ("identity", *TRANSFORM_GROUPS):
+                sample_activations(model, layers, views, 224, sweep, d, batch, device, group=group)
+
+        work = best_of(grouped, 2)
     return work / best_of(bare, 2)
 
 
@@ -111,7 +115,9 @@ def peak_rss_of_run(n_images: int, out: str) -> int:
         "from equivar_core.images import plan_views\n"
         "from equivar_core.models.registry import load_model\n"
         "m = load_model('efficientnet_lite0').module\n"
-        "sample_activations(m, ['_act0', '_blocks.2'], plan_views(None, %d, 0), 224, SweepSettings(), %r, 16)\n"
+        "for g in ('identity', 'rotate', 'hflip', 'hue', 'scale'):\n"
+        "    sample_activations(m, ['_act0', '_blocks.2'], plan_views(None, %d, 0), 224, SweepSettings(), %r, 16,\n"
+        "                       group=g)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n" % (ROOT, n_images, out))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(r.stdout.strip().splitlines()[-1])

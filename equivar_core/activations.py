@@ -1,14 +1,21 @@
 """Natural-image activations, original and transformed, at corresponding positions.
 
-For each batch of natural images x, the model sees x and then every
-transformed version g.x of the sweep; each forward pass captures all
-requested layers at once and stops after the deepest. For each layer we keep, per image, the activations at a fixed set of
-points p inside the central disc of radius ``disc_radius`` (normalized
-coordinates) for x, and at the corresponding points ``A_g p`` for g.x
-(bilinear), so that row p of every version refers to the same image content.
-These samples are streamed batch by batch into one ``float16`` array per
-layer of shape V x N x P x C (version, image, point, unit), written to a
-temporary file and renamed when complete.
+The sweep is split into groups that are computed independently: the
+original images (group ``identity``) and one group per transform family
+(``rotate``, ``hflip``, ``hue``, ``scale``), each holding that family's
+amounts. Every forward pass belongs to exactly one group, so the groups can
+run in parallel, on different workers, and one group can be recomputed
+alone when its amounts change, without any pass being run twice.
+
+For each batch of natural images x, the model sees every version g.x of the
+group; each forward pass captures all requested layers at once and stops
+after the deepest. For each layer we keep, per image, the activations at a
+fixed set of points p inside the central disc of radius ``disc_radius``
+(normalized coordinates) for x, and at the corresponding points ``A_g p``
+for g.x (bilinear), so that row p of every version, in every group, refers
+to the same image content. These samples are streamed batch by batch into
+one ``float16`` array per layer and group of shape V x N x P x C (version,
+image, point, unit), written to a temporary file and renamed when complete.
 
 Alongside: per-unit mean and standard deviation over all positions of the
 original images (the unit of tuning responses), and each image's maximum per
@@ -32,6 +39,9 @@ from .transforms import HFlip, HueRotate, Rotate, Scale, Transform, disc_points,
 
 log = logging.getLogger(__name__)
 
+#: the transform families of the sweep, one group of forward passes each
+TRANSFORM_GROUPS = ("rotate", "hflip", "hue", "scale")
+
 
 @dataclass(frozen=True)
 class SweepSettings:
@@ -44,14 +54,22 @@ class SweepSettings:
     disc_radius: float = 0.6
     grid: int = 20          # sample points: centres of a grid x grid partition of the image inside the disc
 
+    def group(self, name: str) -> list[Transform]:
+        """The versions of one group: ``identity`` or a transform family."""
+        if name == "identity":
+            return [Transform(0.0)]
+        if name not in TRANSFORM_GROUPS:
+            raise ValueError(f"unknown sweep group {name!r}; known: identity, {', '.join(TRANSFORM_GROUPS)}")
+        return {"rotate": [Rotate(a) for a in self.rotate], "hflip": [HFlip()] if self.hflip else [],
+                "hue": [HueRotate(a) for a in self.hue], "scale": [Scale(s) for s in self.scale]}[name]
+
+    def group_settings(self, name: str) -> dict:
+        """What one group's samples depend on (its amounts and the sample points)."""
+        return {"versions": [g.label for g in self.group(name)], "grid": self.grid, "disc_radius": self.disc_radius}
+
     def versions(self) -> list[Transform]:
-        """Identity first, then the sweep."""
-        out: list[Transform] = [Transform(0.0)]
-        out += [Rotate(a) for a in self.rotate]
-        out += [HFlip()] if self.hflip else []
-        out += [HueRotate(a) for a in self.hue]
-        out += [Scale(s) for s in self.scale]
-        return out
+        """Identity first, then every group of the sweep."""
+        return [v for name in ("identity", *TRANSFORM_GROUPS) for v in self.group(name)]
 
 
 @dataclass
@@ -70,17 +88,22 @@ class LayerSamples:
 @torch.inference_mode()
 def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
                        sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
+                       group: str = "identity",
                        ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """Stream natural images and their transforms through the model.
+    """Stream natural images, or one group of their transformed versions, through the model.
 
     Returns
     -------
-    samples : one :class:`LayerSamples` per layer (files under ``out_dir``)
-    stats : layer -> {"mean", "std": (C,), "image_max": (N, C), "image_argmax": (N, C) flat map index}
+    samples : one :class:`LayerSamples` per layer (``<layer>.<group>.samples.npy`` under ``out_dir``)
+    stats : for the ``identity`` group, layer -> {"mean", "std": (C,), "image_max": (N, C),
+        "image_argmax": (N, C) flat map index}; empty for the other groups
     loaded : (N,) bool, False for images that could not be read
     """
-    versions = sweep.versions()
+    versions = sweep.group(group)
+    with_stats = group == "identity"
     n_views, n_versions = len(views), len(versions)
+    if not versions:                                   # a group the sweep leaves out (e.g. hflip=False)
+        return [], {}, np.zeros(n_views, dtype=bool)
     os.makedirs(out_dir, exist_ok=True)
     arrays: dict[str, np.memmap] = {}
     points: dict[str, torch.Tensor] = {}
@@ -96,40 +119,45 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
             idx = np.asarray(batch.indices)
             loaded[idx] = True
             for v, g in enumerate(versions):
-                gx = (g.images(x) if v else x).contiguous(memory_format=torch.channels_last)
+                gx = (x if g.name == "identity" else g.images(x)).contiguous(memory_format=torch.channels_last)
                 for name, a in cap.run(gx).items():
                     a = a.float()
                     if name not in arrays:
                         c = a.shape[1]
                         points[name] = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
-                        tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.samples.npy"))
+                        tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy"))
                         arrays[name] = np.lib.format.open_memmap(
                             tmp[name], mode="w+", dtype=np.float16, shape=(n_versions, n_views, len(points[name]), c))
-                        acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
-                                     "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
-                                     "image_max": np.zeros((n_views, c), np.float32),
-                                     "image_argmax": np.zeros((n_views, c), np.int64)}
+                        if with_stats:
+                            acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
+                                         "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
+                                         "image_max": np.zeros((n_views, c), np.float32),
+                                         "image_argmax": np.zeros((n_views, c), np.int64)}
                     vals = sample_at(a, g.points(points[name]))          # B x C x P
                     arrays[name][v, idx] = vals.transpose(1, 2).cpu().numpy().astype(np.float16)
-                    if v == 0:
+                    if with_stats:
                         _accumulate(acc[name], a, idx)
             done += b
-            log.info("natural activations: %d/%d images x %d versions", done, n_views, n_versions)
+            log.info("natural activations (%s): %d/%d images x %d versions", group, done, n_views, n_versions)
     if not arrays:
         raise ValueError("no readable image among the inputs")
     samples, stats = [], {}
+    arrays_shape = {name: arr.shape for name, arr in arrays.items()}
     for name, arr in arrays.items():
         arr.flush()
         del arr
-        final = os.path.join(out_dir, f"{_safe(name)}.samples.npy")
+        final = os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy")
         os.replace(tmp[name], final)
         pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
-        save_npy(pts_path, points[name].numpy())
-        st = acc[name]
-        mean = (st["sum"] / st["n"]).numpy()
-        std = np.sqrt(np.maximum((st["sq"] / st["n"]).numpy() - mean**2, 0.0))
-        stats[name] = {"mean": mean, "std": std, "image_max": st["image_max"], "image_argmax": st["image_argmax"]}
-        c = len(mean)
+        if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points[name].numpy())):
+            save_npy(pts_path, points[name].numpy())      # shared by all groups; left alone when unchanged
+        c = arrays_shape[name][-1]
+        if with_stats:
+            st = acc[name]
+            mean = (st["sum"] / st["n"]).numpy()
+            std = np.sqrt(np.maximum((st["sq"] / st["n"]).numpy() - mean**2, 0.0))
+            stats[name] = {"mean": mean, "std": std, "image_max": st["image_max"],
+                           "image_argmax": st["image_argmax"]}
         samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points[name]), c))
     return samples, stats, loaded
 

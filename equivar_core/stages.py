@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .activations import sample_activations
+from .activations import TRANSFORM_GROUPS, sample_activations
 from .capture import layer_geometry
 from .circuits import cancellation, expanded_weights, family_equivariance
 from .errors import EquivarError
@@ -86,16 +86,38 @@ def image_table(settings: RunSettings) -> pd.DataFrame:
     return _with_model(df, settings)
 
 
+def _views(images_df: pd.DataFrame) -> list[ImageView]:
+    return [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
+            for r in images_df.itertuples()]
+
+
+def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
+    labels = ";".join(g.label for g in settings.sweep.group(group))
+    cols = ["layer", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped", "n_points",
+            "n_units", "versions"]
+    df = pd.DataFrame([{"layer": s.layer, "group": group, "path": s.path, "points_path": s.points_path,
+                        "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
+                        "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
+                        "versions": labels} for s in samples], columns=cols)
+    return _with_model(df, settings)
+
+
+def activations_dir(settings: RunSettings) -> str:
+    return os.path.join(settings.artifacts, "activations")
+
+
 def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stream the images and their transforms; returns (``unit_stats``, ``activation_samples`` manifest)."""
+    """Stream the original images; returns (``unit_stats``, ``activation_samples`` manifest).
+
+    Also saves each layer's plain unit-unit correlations on these images
+    (the baseline that transform evidence must beat; see :func:`load_identity`).
+    """
     model, _ = load(settings)
-    views = [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
-             for r in images_df.itertuples()]
-    out_dir = os.path.join(settings.artifacts, "activations")
+    out_dir = activations_dir(settings)
     samples, stats, loaded = sample_activations(
-        model.module, list(layers_df["layer"]), views, model.input_size, settings.sweep, out_dir,
-        settings.batch_size, settings.resolved_device())
+        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, out_dir,
+        settings.batch_size, settings.resolved_device(), group="identity")
     save_npy(os.path.join(out_dir, "loaded.npy"), loaded)
     rows = []
     for name, st in stats.items():
@@ -106,12 +128,39 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
         save_npy(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
         save_npy(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
-    versions = settings.sweep.versions()
-    manifest = pd.DataFrame([{"layer": s.layer, "path": s.path, "points_path": s.points_path,
-                              "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
-                              "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
-                              "versions": ";".join(g.label for g in versions)} for s in samples])
-    return stats_df, _with_model(manifest, settings)
+    score_settings = ScoreSettings(device=settings.resolved_device())
+    for smp in samples:
+        identity, _ = version_scores(np.load(smp.path, mmap_mode="r"), 0, make_transform("rotate", 0.0),
+                                     np.load(smp.points_path), settings.sweep.disc_radius, np.flatnonzero(loaded),
+                                     score_settings)
+        _save_scores(score_path(settings, smp.layer, "identity"), {"identity:0": identity})
+    return stats_df, _manifest(settings, samples, loaded, "identity")
+
+
+def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame,
+                            transform: str) -> pd.DataFrame:
+    """Stream one transform family's versions of the images; returns its samples manifest.
+
+    The forward passes of each family are their own: families can run on
+    different workers at once, and a family is recomputed alone when only
+    its amounts change.
+    """
+    model, _ = load(settings)
+    samples, _, loaded = sample_activations(
+        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
+        activations_dir(settings), settings.batch_size, settings.resolved_device(), group=transform)
+    return _manifest(settings, samples, loaded, transform)
+
+
+def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame,
+                        identity_df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Every transform family's samples and ``transform_pairs``, one after the other (the pipeline runs the
+    families as separate assets); returns the concatenated pairs and each family's samples manifest."""
+    manifests, pairs = {}, []
+    for transform in TRANSFORM_GROUPS:
+        manifests[transform] = transformed_activations(settings, images_df, layers_df, transform)
+        pairs.append(transform_pair_table(settings, identity_df, manifests[transform]))
+    return pd.concat(pairs, ignore_index=True), manifests
 
 
 # -- tuning -----------------------------------------------------------------------------------
@@ -138,77 +187,103 @@ def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
 
 # -- transform scores -------------------------------------------------------------------------
 
-def score_path(settings: RunSettings, layer: str) -> str:
-    return os.path.join(settings.artifacts, "scores", f"{layer}.scores.npz")
+def score_path(settings: RunSettings, layer: str, group: str) -> str:
+    """The C x C score matrices of one layer and sweep group (``identity`` or a transform family)."""
+    return os.path.join(settings.artifacts, "scores", f"{layer}.{group}.scores.npz")
 
 
-def transform_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.DataFrame:
-    """``transform_pairs``: self score and top partners per unit, transform and amount.
+def _save_scores(path: str, matrices: dict[str, np.ndarray]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = atomic_path(path) + ".npz"
+    try:
+        np.savez(tmp, **matrices)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
-    The full C x C score matrices are saved beside, one ``.npz`` per layer.
+
+def _loaded_images(manifest_row) -> np.ndarray:
+    return np.flatnonzero(np.load(os.path.join(os.path.dirname(manifest_row.path), "loaded.npy")))
+
+
+def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, transformed_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``transform_pairs`` of one transform family: self score and top partners per unit and amount.
+
+    ``identity_df`` and ``transformed_df`` are the sample manifests of the
+    original images and of the family's versions. The full C x C score
+    matrices are saved beside, one ``.npz`` per layer and family.
     """
     score_settings = ScoreSettings(device=settings.resolved_device())
+    cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
     rows = []
-    for r in manifest_df.itertuples():
-        samples = np.load(r.path, mmap_mode="r")
-        points = np.load(r.points_path)
-        loaded = np.load(os.path.join(os.path.dirname(r.path), "loaded.npy"))
-        images = np.flatnonzero(loaded)
+    originals = {r.layer: r for r in identity_df.itertuples()}
+    for r in transformed_df.itertuples():
+        base = originals[r.layer]
+        samples = np.load(base.path, mmap_mode="r")
+        versions = np.load(r.path, mmap_mode="r")
+        points = np.load(base.points_path)
+        images = _loaded_images(base)
         matrices = {}
         for v, label in enumerate(r.versions.split(";")):
-            if v == 0:
-                # plain correlations of the units on the same images: the baseline of transform evidence
-                matrices["identity:0"], _ = version_scores(samples, 0, make_transform("rotate", 0.0), points,
-                                                           settings.sweep.disc_radius, images, score_settings)
-                continue
             name, amount = label.split(":")
             g = make_transform(name, float(amount))
-            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images, score_settings)
+            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images, score_settings,
+                                         other=versions)
             matrices[label] = score
             matrices[label + ":null"] = null
             t = top_pairs(score, null, score_settings.top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
-        path = score_path(settings, r.layer)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = atomic_path(path) + ".npz"
-        np.savez(tmp, **matrices)
-        os.replace(tmp, path)
-        log.info("transform scores: %s done", r.layer)
-    return _with_model(pd.concat(rows, ignore_index=True), settings)
+        _save_scores(score_path(settings, r.layer, r.group), matrices)
+        log.info("transform scores: %s %s done", r.layer, r.group)
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
 
 
 def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
     """C x C correlations of a layer's units on the same images."""
-    with np.load(score_path(settings, layer)) as z:
-        return z["identity:0"] if "identity:0" in z.files else None
+    path = score_path(settings, layer, "identity")
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return z["identity:0"]
 
 
 def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
-    """amount -> C x C score matrix of one layer and transform."""
-    with np.load(score_path(settings, layer)) as z:
+    """amount -> C x C score matrix of one layer and transform (empty when the sweep has none)."""
+    path = score_path(settings, layer, transform)
+    if transform not in TRANSFORM_GROUPS or not settings.sweep.group(transform) or not os.path.exists(path):
+        return {}
+    with np.load(path) as z:
         return {float(k.split(":")[1]): z[k] for k in z.files
                 if k.startswith(transform + ":") and not k.endswith(":null")}
 
 
-def scale_pair_table(settings: RunSettings, manifest_df: pd.DataFrame) -> pd.DataFrame:
+def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df: pd.DataFrame) -> pd.DataFrame:
     """``scale_pairs``: the same feature at another size in a deeper layer.
 
     For analysed layers A (earlier) and B (later) and each zoom s of the sweep,
     ``score(u, v) = corr(u_A(x), v_B(zoom_s x))`` at the same image points: v
     on the enlarged image does what u does on the original, i.e. v is u at s
     times the size. Rows: each unit of A with its three best partners in B.
+    ``identity_df`` and ``scale_df`` are the sample manifests of the original
+    images and of the scale family.
     """
     score_settings = ScoreSettings(device=settings.resolved_device())
     rows = []
-    layers = list(manifest_df.itertuples())
-    scales = [(v, float(label.split(":")[1])) for v, label in enumerate(layers[0].versions.split(";"))
-              if label.startswith("scale:")] if layers else []
+    layers = list(identity_df.itertuples())
+    zoomed = {r.layer: r for r in scale_df.itertuples()}
+    scales = [(v, float(label.split(":")[1])) for v, label in enumerate(next(iter(zoomed.values())).versions.split(";"))
+              ] if zoomed else []
     for i, a in enumerate(layers):
         sa = np.load(a.path, mmap_mode="r")
         points = np.load(a.points_path)
-        images = np.flatnonzero(np.load(os.path.join(os.path.dirname(a.path), "loaded.npy")))
+        images = _loaded_images(a)
         for b in layers[i + 1:]:
-            sb = np.load(b.path, mmap_mode="r")
+            if b.layer not in zoomed:
+                continue
+            sb = np.load(zoomed[b.layer].path, mmap_mode="r")
             if not np.allclose(np.load(b.points_path), points):
                 continue
             for v, s in scales:
@@ -232,12 +307,10 @@ def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.Da
     rows = []
     for layer in layers_df["layer"]:
         identity = load_identity(settings, layer)
-        with np.load(score_path(settings, layer)) as z:
-            labels = [k for k in z.files if k != "identity:0" and not k.endswith(":null")]
-            for label in labels:
-                name, amount = label.split(":")
-                rows.append({"layer": layer, "transform": name, "amount": float(amount),
-                             **linear_map_summary(identity, z[label]), "n_units": len(identity)})
+        for transform in TRANSFORM_GROUPS:
+            for amount, score in load_scores(settings, layer, transform).items():
+                rows.append({"layer": layer, "transform": transform, "amount": amount,
+                             **linear_map_summary(identity, score), "n_units": len(identity)})
     return _with_model(pd.DataFrame(rows), settings)
 
 
@@ -457,7 +530,7 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
 
 def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) -> np.ndarray:
     """Units whose mean self score over the transform's sweep is at least ``min_invariance``."""
-    scores = load_scores(settings, layer, transform) if os.path.exists(score_path(settings, layer)) else {}
+    scores = load_scores(settings, layer, transform)
     if not scores:
         return np.zeros(0, dtype=int)
     self_score = np.mean([np.diag(m) for m in scores.values()], axis=0)

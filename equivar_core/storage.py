@@ -2,7 +2,7 @@
 
 Every file is written under a temporary name in its final folder and then
 renamed, so a reader sees the old file or the new one, never half of one.
-Tables live at ``<root>/<table>/model=<m>/[layer=<l>/]data.parquet``
+Tables live at ``<root>/<table>/model=<m>/[transform=<t>/][layer=<l>/]data.parquet``
 (``src_layer=<l>`` for circuit tables); the
 catalog ``<root>/equivar.duckdb`` holds one view per table over those files
 and is itself rebuilt under a temporary name and renamed.
@@ -69,25 +69,33 @@ def partition_dir(root: str, table: str, model: str, layer: str | None = None, k
     return os.path.join(*parts)
 
 
-def write_table(root: str, name: str, table: pa.Table, model: str, partition_column: str | None) -> list[str]:
-    """Write ``table`` for one model, one file per value of ``partition_column``.
+def _base_dir(root: str, name: str, model: str, part: tuple[str, str] | None) -> str:
+    """``<root>/<name>/model=<model>[/<key>=<value>]`` (``part``: a finer slice of the model's table)."""
+    base = partition_dir(root, name, model)
+    return os.path.join(base, f"{part[0]}={safe_value(part[1])}") if part else base
 
-    Partitions of this model that the new table no longer has are removed
-    after the new files are in place.
+
+def write_table(root: str, name: str, table: pa.Table, model: str, partition_column: str | None,
+                part: tuple[str, str] | None = None) -> list[str]:
+    """Write ``table`` for one model (or one ``part`` of it, e.g. ``("transform", "hue")``), one file per
+    value of ``partition_column``.
+
+    Partitions of this model (or part) that the new table no longer has are
+    removed after the new files are in place; other parts are left alone.
     """
     written = []
+    model_dir = _base_dir(root, name, model, part)
     if partition_column is None or table.num_rows == 0:
-        path = os.path.join(partition_dir(root, name, model), "data.parquet")
+        path = os.path.join(model_dir, "data.parquet")
         write_parquet(table, path)
         written.append(path)
     else:
         values = table.column(partition_column).to_pylist()
         for value in dict.fromkeys(values):
             mask = pa.array([v == value for v in values])
-            path = os.path.join(partition_dir(root, name, model, value, partition_column), "data.parquet")
+            path = os.path.join(model_dir, f"{partition_column}={safe_value(value)}", "data.parquet")
             write_parquet(table.filter(mask), path)
             written.append(path)
-    model_dir = partition_dir(root, name, model)
     keep = {os.path.abspath(p) for p in written}
     for dirpath, _, files in os.walk(model_dir):
         for f in files:
@@ -98,9 +106,9 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
     return written
 
 
-def read_table(root: str, name: str, model: str) -> pa.Table | None:
-    """All partitions of one model's table, or None if it was never written."""
-    model_dir = partition_dir(root, name, model)
+def read_table(root: str, name: str, model: str, part: tuple[str, str] | None = None) -> pa.Table | None:
+    """All partitions of one model's table (or of one ``part`` of it), or None if it was never written."""
+    model_dir = _base_dir(root, name, model, part)
     files = sorted(
         os.path.join(d, f) for d, _, fs in os.walk(model_dir) for f in fs if f == "data.parquet"
     )

@@ -11,10 +11,11 @@ import logging
 import os
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetOut, Backoff, DataVersion, MaterializeResult, MetadataValue, Output,
-                     RetryPolicy, asset, multi_asset)
+from dagster import (AssetExecutionContext, AssetIn, AssetOut, Backoff, DataVersion, MaterializeResult,
+                     MetadataValue, Output, RetryPolicy, asset, multi_asset)
 
 from equivar_core import stages, storage
+from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.settings import RunSettings
 
 from .definitions_common import models_partitions as MODELS
@@ -74,8 +75,8 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
         "unit_stats": AssetOut(code_version=CODE_VERSION,
                                description="Per-unit mean and std over natural images, and its best image."),
         "activation_samples": AssetOut(code_version=CODE_VERSION,
-                                       description="Manifest of the activation samples of natural images and "
-                                                   "their transforms (float16 arrays on disk)."),
+                                       description="Manifest of the activation samples of the natural images "
+                                                   "(float16 arrays on disk)."),
     },
     retry_policy=RETRY,
     partitions_def=MODELS,
@@ -83,7 +84,7 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
 )
 def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
                         layers: pd.DataFrame):
-    """One streamed pass over natural images and their transformed versions."""
+    """One streamed pass over the natural images (their transformed versions: ``transformed_samples/*``)."""
     s = _settings(context, equivar, "natural_activations")
     stats, manifest = stages.natural_activations(s, images, layers)
     skipped = int(manifest["n_skipped"].iloc[0]) if len(manifest) else 0
@@ -110,29 +111,58 @@ def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning
     return _out(context, equivar, "unit_profiles", stages.profile_table(s, tuning, layers))
 
 
-@asset(group_name="scores", **TABLE)
-def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig,
-                    activation_samples: pd.DataFrame) -> Output:
-    """Self (invariance) score and best partners of every unit under each transform."""
-    s = _settings(context, equivar, "transform_pairs")
-    return _out(context, equivar, "transform_pairs", stages.transform_pair_table(s, activation_samples))
+def _transform_family(transform: str):
+    """The two assets of one transform family: its forward passes and its scores.
+
+    Each family's passes are their own, so the four families run as parallel
+    steps (on separate GPU workers under the Ray or Kubernetes executors)
+    and a family is recomputed alone when only its amounts change.
+    """
+
+    @asset(key=["transformed_samples", transform], group_name="activations", **TABLE, **GPU,
+           ins={"images": AssetIn("images"), "layers": AssetIn("layers")},
+           description=f"Manifest of the activation samples of the natural images' {transform} versions "
+                       "(float16 arrays on disk).")
+    def transformed_samples(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
+                            layers: pd.DataFrame) -> Output:
+        s = _settings(context, equivar, f"transformed_samples/{transform}")
+        manifest = stages.transformed_activations(s, images, layers, transform)
+        return _out(context, equivar, f"transformed_samples/{transform}", manifest)
+
+    @asset(key=["transform_pairs", transform], group_name="scores", **TABLE,
+           ins={"identity": AssetIn("activation_samples"), "versions": AssetIn(["transformed_samples", transform])},
+           description=f"Self (invariance) score and best partners of every unit under {transform}.")
+    def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig, identity: pd.DataFrame,
+                        versions: pd.DataFrame) -> Output:
+        s = _settings(context, equivar, f"transform_pairs/{transform}")
+        return _out(context, equivar, f"transform_pairs/{transform}",
+                    stages.transform_pair_table(s, identity, versions))
+
+    return transformed_samples, transform_pairs
 
 
-@asset(group_name="scores", **TABLE, deps=[transform_pairs])
+TRANSFORM_FAMILIES = {t: _transform_family(t) for t in TRANSFORM_GROUPS}
+TRANSFORMED_SAMPLES = [a for a, _ in TRANSFORM_FAMILIES.values()]
+TRANSFORM_PAIRS = [p for _, p in TRANSFORM_FAMILIES.values()]
+
+
+@asset(group_name="scores", **TABLE, deps=TRANSFORM_PAIRS)
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
     s = _settings(context, equivar, "transform_maps")
     return _out(context, equivar, "transform_maps", stages.transform_map_table(s, layers))
 
 
-@asset(group_name="scores", **TABLE)
-def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame) -> Output:
+@asset(group_name="scores", **TABLE, ins={"activation_samples": AssetIn("activation_samples"),
+                                         "scaled": AssetIn(["transformed_samples", "scale"])})
+def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame,
+                scaled: pd.DataFrame) -> Output:
     """Units of a deeper layer that respond to a zoomed image as an earlier unit does to the original."""
     s = _settings(context, equivar, "scale_pairs")
-    return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples))
+    return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples, scaled))
 
 
-@asset(group_name="families", **TABLE, deps=[transform_pairs])
+@asset(group_name="families", **TABLE, deps=TRANSFORM_PAIRS)
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
@@ -180,8 +210,9 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
                 diagrams=_pictures(circuit_previews(s.out, s.model_name, table)))
 
 
-TABLE_ASSETS = [models, layers, images, natural_activations, tuning, unit_profiles, transform_pairs, transform_maps,
-                scale_pairs, families, reference_families, family_sweeps, circuit_weights, circuit_families]
+TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning, unit_profiles,
+                *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, family_sweeps,
+                circuit_weights, circuit_families]
 
 
 @asset(group_name="report", **TABLE, deps=TABLE_ASSETS)

@@ -34,10 +34,16 @@ def tuning_is_finite(tuning: pd.DataFrame, layers: pd.DataFrame) -> AssetCheckRe
     return _result(validate.finite_tuning(tuning, list(layers["layer"])))
 
 
-@asset_check(asset=assets.transform_pairs, blocking=True, partitions_def=MODELS)
-def scores_are_correlations(transform_pairs: pd.DataFrame) -> AssetCheckResult:
-    """Scores within [-1, 1]."""
-    return _result(validate.scores_in_range(transform_pairs))
+def _scores_check(asset):
+    @asset_check(asset=asset, name="scores_are_correlations", blocking=True, partitions_def=MODELS,
+                 description="Scores within [-1, 1].")
+    def scores_are_correlations(pairs: pd.DataFrame) -> AssetCheckResult:
+        return _result(validate.scores_in_range(pairs))
+
+    return scores_are_correlations
+
+
+SCORE_CHECKS = [_scores_check(a) for a in assets.TRANSFORM_PAIRS]
 
 
 @asset_check(asset=assets.families, blocking=True, partitions_def=MODELS)
@@ -54,5 +60,5 @@ def circuits_reference_existing_families(circuit_families: pd.DataFrame, familie
     return _result(validate.circuits_match_families(circuit_families, families))
 
 
-ALL_CHECKS = [activations_are_finite, tuning_is_finite, scores_are_correlations, families_are_well_formed,
+ALL_CHECKS = [activations_are_finite, tuning_is_finite, *SCORE_CHECKS, families_are_well_formed,
               circuits_reference_existing_families]

@@ -201,7 +201,7 @@ def _run(args) -> int:
                 print(f"nothing changed: {s.model_name} is up to date in {catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
-            selection = [AssetKey(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
+            selection = [AssetKey.from_user_string(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
             job = build_definitions(config).resolve_job_def("equivar")
             result = job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,

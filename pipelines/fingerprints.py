@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 
+from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files
 from equivar_core.settings import RunSettings
 from equivar_core.storage import atomic_path
@@ -25,11 +26,12 @@ OWN_INPUTS = {
     "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step},
     "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
     "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
-    "unit_stats": lambda s: {"sweep": dataclasses.asdict(s.sweep)},
-    "activation_samples": lambda s: {"sweep": dataclasses.asdict(s.sweep)},
+    "unit_stats": lambda s: {"sweep": s.sweep.group_settings("identity")},
+    "activation_samples": lambda s: {"sweep": s.sweep.group_settings("identity")},
+    **{f"transformed_samples/{t}": (lambda s, t=t: {"sweep": s.sweep.group_settings(t)}) for t in TRANSFORM_GROUPS},
+    **{f"transform_pairs/{t}": (lambda s: {}) for t in TRANSFORM_GROUPS},
     "tuning": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
     "unit_profiles": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
-    "transform_pairs": lambda s: {},
     "transform_maps": lambda s: {},
     "scale_pairs": lambda s: {},
     "families": lambda s: {"families": dataclasses.asdict(s.families)},
@@ -40,6 +42,7 @@ OWN_INPUTS = {
                                    "families": dataclasses.asdict(s.families)},
 }
 
+PAIRS = [f"transform_pairs/{t}" for t in TRANSFORM_GROUPS]
 
 #: asset -> the assets it reads (checked against the Dagster asset graph in the tests)
 UPSTREAM = {
@@ -48,12 +51,13 @@ UPSTREAM = {
     "images": [],
     "unit_stats": ["images", "layers"],
     "activation_samples": ["images", "layers"],
+    **{f"transformed_samples/{t}": ["images", "layers"] for t in TRANSFORM_GROUPS},
+    **{f"transform_pairs/{t}": ["activation_samples", f"transformed_samples/{t}"] for t in TRANSFORM_GROUPS},
     "tuning": ["layers", "unit_stats"],
     "unit_profiles": ["layers", "tuning"],
-    "transform_pairs": ["activation_samples"],
-    "transform_maps": ["layers", "transform_pairs"],
-    "scale_pairs": ["activation_samples"],
-    "families": ["layers", "transform_pairs", "tuning", "unit_profiles"],
+    "transform_maps": ["layers", *PAIRS],
+    "scale_pairs": ["activation_samples", "transformed_samples/scale"],
+    "families": ["layers", *PAIRS, "tuning", "unit_profiles"],
     "reference_families": [],
     "family_sweeps": ["families", "images", "layers", "unit_stats"],
     "circuit_weights": ["families", "layers"],
@@ -111,9 +115,11 @@ def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str],
 
 
 def _exists(settings: RunSettings, asset: str) -> bool:
-    from equivar_core.storage import partition_dir
+    from equivar_core.storage import partition_dir, safe_value
 
-    return os.path.isdir(partition_dir(settings.out, asset, settings.model_name))
+    table, _, transform = asset.partition("/")
+    folder = partition_dir(settings.out, table, settings.model_name)
+    return os.path.isdir(os.path.join(folder, f"transform={safe_value(transform)}") if transform else folder)
 
 
 def fingerprint_path(settings: RunSettings) -> str:

@@ -1,14 +1,25 @@
-"""Tables as Hive-partitioned Parquet: ``<out>/<asset>/model=<m>/layer=<l>/data.parquet``."""
+"""Tables as Hive-partitioned Parquet: ``<out>/<table>/model=<m>/[transform=<t>/]layer=<l>/data.parquet``.
 
+An asset key ``[table]`` is the whole table of a model; a key ``[table, t]`` (the per-transform assets, e.g.
+``transform_pairs/hue``) is the slice ``transform=<t>`` of it, so the catalog's ``transform_pairs`` view
+covers every transform.
+"""
+
+import os
 
 import pandas as pd
 import pyarrow as pa
-from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency, TableColumn,
-                     TableSchema)
+from dagster import (AssetKey, ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency,
+                     TableColumn, TableSchema)
 
 from equivar_core import storage
 
 from .resources import EquivarConfig
+
+
+def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
+    """The table an asset writes, and the slice of it (``("transform", t)`` for a key ``[table, t]``)."""
+    return key.path[0], (("transform", key.path[1]) if len(key.path) > 1 else None)
 
 
 def partition_column(df: pd.DataFrame):
@@ -33,13 +44,14 @@ class ParquetIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         s = self._settings(context)
-        name = context.asset_key.path[-1]
+        name, part = table_of(context.asset_key)
         table = pa.Table.from_pandas(obj, preserve_index=False)
-        paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj))
+        paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj), part)
         context.add_output_metadata({
             "rows": MetadataValue.int(len(obj)),
             "files": MetadataValue.int(len(paths)),
-            "path": MetadataValue.path(storage.partition_dir(s.out, name, s.model_name)),
+            "path": MetadataValue.path(os.path.dirname(paths[0]) if len(paths) == 1 else
+                                       os.path.commonpath(paths)),
             "dagster/column_schema": TableSchema([TableColumn(c, str(t)) for c, t in obj.dtypes.items()]),
             "preview": MetadataValue.md(obj.head(8).to_markdown(index=False) if _has_tabulate() else
                                         obj.head(8).to_string(index=False)),
@@ -47,8 +59,8 @@ class ParquetIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         s = self._settings(context)
-        name = context.upstream_output.asset_key.path[-1]
-        table = storage.read_table(s.out, name, s.model_name)
+        name, part = table_of(context.upstream_output.asset_key)
+        table = storage.read_table(s.out, name, s.model_name, part)
         if table is None:
             raise FileNotFoundError(f"table {name} of model {s.model_name} not found under {s.out}: "
                                     "materialize it first")

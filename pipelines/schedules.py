@@ -31,7 +31,7 @@ def stale_requests(config: EquivarConfig, partitions: list[str]) -> list[RunRequ
         except EquivarError:
             continue
         if changed:
-            requests.append(RunRequest(partition_key=key, asset_selection=[AssetKey(k) for k in changed] + FINAL,
+            requests.append(RunRequest(partition_key=key, asset_selection=[AssetKey.from_user_string(k) for k in changed] + FINAL,
                                        tags={"equivar/stale": ",".join(sorted(changed))}))
     return requests
 

@@ -31,7 +31,7 @@ class PlantedRun:
         self.stats, self.manifest = stages.natural_activations(s, self.images, self.layers)
         self.tuning = stages.tuning_table(s, self.layers, self.stats)
         self.profiles = stages.profile_table(s, self.tuning, self.layers)
-        self.pairs = stages.transform_pair_table(s, self.manifest)
+        self.pairs, self.transformed = stages.all_transform_pairs(s, self.images, self.layers, self.manifest)
         self.families = stages.family_table(s, self.tuning, self.profiles, self.layers)
         self.maps = stages.transform_map_table(s, self.layers)
         self.sweeps = stages.family_sweep_table(s, self.families, self.images, self.layers, self.stats)

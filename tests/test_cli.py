@@ -154,3 +154,24 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
         assert np.allclose(a[num].astype(float).fillna(-9), b[num].astype(float).fillna(-9), atol=1e-5), table
         assert (a.drop(columns=num).astype(str) == b.drop(columns=num).astype(str)).all().all(), table
     assert not [f for d, _, fs in os.walk(killed) for f in fs if ".tmp-" in f and not d.endswith("_artifacts")]
+
+
+def test_models_add_registers_a_checkpoint_and_refuses_a_broken_one(tmp_path, capsys):
+    import torch
+
+    from equivar_core.model_index import registered
+    from equivar_core.planted import family_sizes, planted_model
+    from pipelines.cli import main
+
+    good, bad = tmp_path / "step_40.pt", tmp_path / "broken.pt"
+    torch.save(planted_model(1, **family_sizes(0))[0].state_dict(), good)
+    bad.write_bytes(b"\x00 truncated")
+    out = str(tmp_path / "out")
+    spec = "equivar_core.planted:planted"
+    assert main(["models", "add", "planted@step_40", "--model", spec, "--weights", str(good), "--step", "40",
+                 "--out", out]) == 0
+    assert main(["models", "add", "broken", "--model", spec, "--weights", str(bad), "--out", out]) == 2
+    assert "broken.pt" in capsys.readouterr().err
+    assert [(e.name, e.step, e.weights) for e in registered(out)] == [("planted@step_40", 40, str(good))]
+    assert main(["models", "--out", out]) == 0
+    assert "planted@step_40  model=equivar_core.planted:planted" in capsys.readouterr().out

@@ -30,3 +30,26 @@ def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     c = asset_fingerprints(s3, "1")
     assert {k for k in a if a[k] != c[k]} >= {"images", "unit_stats", "tuning", "families"}
     assert a["models"] == c["models"] and a["layers"] == c["layers"]
+
+
+def test_a_changed_transform_sweep_recomputes_only_that_family():
+    from equivar_core.activations import SweepSettings
+
+    s = RunSettings(model="equivar_core.planted:planted")
+    a = asset_fingerprints(s, "1")
+    b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), "1")
+    changed = {k for k in a if a[k] != b[k]}
+    assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
+                       "family_sweeps", "circuit_weights", "circuit_families"}
+    c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1")   # points: every pass
+    assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
+        f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}
+
+
+def test_every_forward_pass_belongs_to_exactly_one_group():
+    from equivar_core.activations import TRANSFORM_GROUPS, SweepSettings
+
+    sweep = SweepSettings()
+    labels = [g.label for name in ("identity", *TRANSFORM_GROUPS) for g in sweep.group(name)]
+    assert len(labels) == len(set(labels)) == 1 + 11 + 1 + 11 + 2
+    assert labels == [g.label for g in sweep.versions()]

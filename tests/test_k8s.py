@@ -23,8 +23,8 @@ K8S_EXECUTOR_CONFIG = {
 def test_gpu_assets_request_a_gpu_in_their_pod():
     from dagster_k8s.job import get_user_defined_k8s_config
 
-    gpu_steps = [assets.layers, assets.natural_activations, assets.tuning, assets.family_sweeps,
-                 assets.circuit_weights]
+    gpu_steps = [assets.layers, assets.natural_activations, *assets.TRANSFORMED_SAMPLES, assets.tuning,
+                 assets.family_sweeps, assets.circuit_weights]
     for a in gpu_steps:
         tags = a.op.tags
         config = get_user_defined_k8s_config(tags)

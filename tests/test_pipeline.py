@@ -10,14 +10,18 @@ from pipelines.definitions import ALL_ASSETS, build_definitions, defs
 from pipelines.definitions_common import models_partitions
 from pipelines.resources import EquivarConfig
 
-TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "tuning", "unit_profiles", "scale_pairs",
-          "transform_pairs", "transform_maps", "families", "family_sweeps", "circuit_weights", "circuit_families"]
+TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "transformed_samples", "tuning",
+          "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families", "family_sweeps",
+          "circuit_weights", "circuit_families"]
+TRANSFORMS = ("rotate", "hflip", "hue", "scale")
 
 
 def test_definitions_load():
     Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}
-    assert set(TABLES) | {"duckdb_catalog", "reference_families", "report"} == keys
+    per_transform = {f"{table}/{t}" for table in ("transformed_samples", "transform_pairs") for t in TRANSFORMS}
+    assert (set(TABLES) - {"transformed_samples", "transform_pairs"}) | per_transform | {
+        "duckdb_catalog", "reference_families", "report"} == keys
 
 
 def test_every_asset_has_a_description_and_code_version():
@@ -48,7 +52,7 @@ def test_whole_graph_materializes(materialized):
     out, result = materialized
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 5 and all(c.passed for c in checks)
+    assert len(checks) == 8 and all(c.passed for c in checks)
     con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
     for table in TABLES:
         assert con.execute(f"select count(*) from {table}").fetchone()[0] > 0, table
@@ -66,6 +70,9 @@ def test_exact_file_layout(materialized):
     assert "tuning/model=planted/layer=relu1/data.parquet" in files
     assert "tuning/model=planted/layer=relu2/data.parquet" in files
     assert "circuit_weights/model=planted/src_layer=relu1/data.parquet" in files
+    for t in TRANSFORMS:            # one slice per transform family's asset, one view over all of them
+        assert f"transform_pairs/model=planted/transform={t}/layer=relu2/data.parquet" in files
+        assert f"transformed_samples/model=planted/transform={t}/layer=relu1/data.parquet" in files
     assert not [f for f in files if not (f.split("/")[1] == "model=planted")]
 
 
@@ -94,3 +101,63 @@ def test_pictures_go_into_asset_metadata(materialized):
     for asset, entry in (("families", "galleries"), ("circuit_families", "diagrams"), ("report", "preview")):
         md = metadata[asset][entry].value
         assert md.count("data:image/png;base64,") >= 1, asset
+
+
+def _hashes(folder):
+    import hashlib
+
+    return {os.path.join(d, f): hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, fs in os.walk(folder) for f in fs}
+
+
+def test_a_second_model_partition_leaves_the_first_untouched(materialized):
+    from equivar_core import model_index
+
+    out, _ = materialized
+    before = {k: v for k, v in _hashes(out).items() if "model=planted" in k}
+    model_index.register(out, model_index.ModelEntry(name="random", model="equivar_core.planted:random_planted",
+                                                     layers=("relu1", "relu2")))
+    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
+    job = build_definitions(config).resolve_job_def("equivar")
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", ["planted", "random"])
+        assert job.execute_in_process(instance=instance, partition_key="random").success
+        # a key that names nothing fails at its first step with the reason
+        instance.add_dynamic_partitions("models", ["no-such-model"])
+        bad = job.execute_in_process(instance=instance, partition_key="no-such-model", raise_on_error=False)
+    assert not bad.success
+    failure = next(e for e in bad.all_events if e.is_step_failure).step_failure_data.error
+    assert "unknown model 'no-such-model'" in failure.message + str(failure.cause and failure.cause.message)
+    after = {k: v for k, v in _hashes(out).items() if "model=planted" in k}
+    assert before == after
+    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    assert con.execute("select model, count(*) from layers group by 1 order by 1").fetchall() == [
+        ("planted", 2), ("random", 2)]
+    con.close()
+
+
+def test_one_transform_family_is_recomputed_alone(materialized):
+    from dagster import AssetKey
+
+    out, _ = materialized
+    before = _hashes(out)
+    mtimes = {p: os.stat(p).st_mtime_ns for p in before}
+    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
+    job = build_definitions(config).resolve_job_def("equivar")
+    hue = [AssetKey(["transformed_samples", "hue"]), AssetKey(["transform_pairs", "hue"])]
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", ["planted"])
+        result = job.execute_in_process(instance=instance, partition_key="planted", asset_selection=hue)
+    assert result.success
+    done = {e.event_specific_data.materialization.asset_key.to_user_string()
+            for e in result.all_events if e.is_step_materialization}
+    assert done == {"transformed_samples/hue", "transform_pairs/hue"}
+    after = _hashes(out)
+    rewritten = {p for p in before if os.path.exists(p) and os.stat(p).st_mtime_ns != mtimes[p]}
+    assert rewritten and all(".hue." in p or "transform=hue" in p for p in rewritten), sorted(rewritten)
+    assert {p: h for p, h in after.items() if p in before and p not in rewritten} == {
+        p: h for p, h in before.items() if p not in rewritten}
+    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    assert {t for (t,) in con.execute("select distinct transform from transform_pairs").fetchall()} == set(
+        TRANSFORMS)
+    con.close()

@@ -50,8 +50,9 @@ def test_cross_layer_scale_pairs_find_the_same_edge_twice_as_large(tmp_path):
     s = RunSettings(model="tests.models_for_tests:two_scales", layers=("small", "large"), n_images=16,
                     out=str(tmp_path))
     layers = stages.layer_table(s)
-    _, manifest = stages.natural_activations(s, stages.image_table(s), layers)
-    pairs = stages.scale_pair_table(s, manifest)
+    images = stages.image_table(s)
+    _, manifest = stages.natural_activations(s, images, layers)
+    pairs = stages.scale_pair_table(s, manifest, stages.transformed_activations(s, images, layers, "scale"))
     best = pairs[(pairs["scale"] == 2.0) & (pairs["rank"] == 1)].sort_values("small_unit")
     assert list(best["large_unit"]) == [0, 1, 2, 3]
     assert best["mutual"].all() and (best["score"] > 0.8).all()
