@@ -29,7 +29,6 @@ from .resources import EquivarConfig
 def check_loads(config: EquivarConfig, entry: ModelEntry) -> None:
     """Raise :class:`EquivarError` unless ``entry`` builds a network with its weights and layers."""
     from equivar_core import stages
-
     from equivar_core.settings import RunSettings
 
     if not entry.name or entry.name != entry.name.strip() or "..." in entry.name or not entry.name.isprintable():
