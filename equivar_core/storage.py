@@ -103,6 +103,12 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
             # stale partitions, and temporary files a killed writer left behind
             if (f == "data.parquet" and full not in keep) or f.startswith(".data.parquet.tmp-"):
                 os.remove(full)
+    if part is not None:          # files of the whole-table layout (before the table was split in parts)
+        whole = partition_dir(root, name, model)
+        for dirpath, _, files in os.walk(whole):
+            inside_a_part = os.path.relpath(dirpath, whole).split(os.sep)[0].startswith(part[0] + "=")
+            if not inside_a_part and "data.parquet" in files:
+                os.remove(os.path.join(dirpath, "data.parquet"))
     return written
 
 

@@ -57,3 +57,18 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         storage.write_table(root, "t", _table(["a", "a"]), "m", "layer")
     assert target.read_bytes() == before
     assert not [f for d, _, fs in os.walk(root) for f in fs if ".tmp-" in f]
+
+
+def test_writing_a_part_keeps_other_parts_and_drops_the_whole_table_layout(tmp_path):
+    root = str(tmp_path)
+    old = pa.table({"model": ["m"], "layer": ["a"], "transform": ["rotate"], "x": [0.0]})
+    storage.write_table(root, "pairs", old, "m", "layer")                       # before the split
+    for t, x in (("rotate", 1.0), ("hue", 2.0)):
+        storage.write_table(root, "pairs", pa.table({"model": ["m"], "layer": ["a"], "transform": [t], "x": [x]}),
+                            "m", "layer", ("transform", t))
+    storage.write_table(root, "pairs", pa.table({"model": ["m"], "layer": ["a"], "transform": ["hue"], "x": [3.0]}),
+                        "m", "layer", ("transform", "hue"))
+    back = storage.read_table(root, "pairs", "m").to_pandas().sort_values("transform")
+    assert list(zip(back["transform"], back["x"])) == [("hue", 3.0), ("rotate", 1.0)]
+    only = storage.read_table(root, "pairs", "m", ("transform", "rotate")).to_pandas()
+    assert list(only["x"]) == [1.0]
