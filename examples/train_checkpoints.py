@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,7 +72,8 @@ def analyse(folder: str, results: str, n_images: int) -> None:
     job = build_definitions(config).resolve_job_def("equivar")
     with DagsterInstance.ephemeral() as instance:
         # what the daemon does with the sensor's result: add the partitions, then launch one run each
-        result = checkpoint_sensor(build_sensor_context(instance=instance, resources={"equivar": config}))
+        with build_sensor_context(instance=instance, resources={"equivar": config}) as ctx:
+            result = checkpoint_sensor(ctx)
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         for r in result.run_requests:

@@ -1,7 +1,6 @@
 """Models as partitions: the checkpoint sensor, the add_model job, the index sync sensor and the stale schedule,
 through Dagster's test helpers and real runs."""
 
-import contextlib
 import os
 
 import duckdb
@@ -28,6 +27,13 @@ def _config(out, **kw):
     return EquivarConfig(model=SPEC, layers=["relu1"], n_images=4, out=str(out), **kw)
 
 
+def _tick(sensor, instance, config, cursor=None):
+    """One evaluation of ``sensor``; the context is closed afterwards (its resources torn down at once, not
+    whenever the garbage collector gets to them)."""
+    with build_sensor_context(instance=instance, cursor=cursor, resources={"equivar": config}) as ctx:
+        return sensor(ctx), ctx.cursor
+
+
 def test_checkpoint_step_from_file_name():
     assert checkpoint_step("run3_step_1200.pt") == 1200
     assert checkpoint_step("final.pth") is None
@@ -45,8 +51,7 @@ def test_sensor_indexes_new_and_changed_checkpoints_as_partitions_once(tmp_path,
     config = _config(tmp_path / "out")
     instance = DagsterInstance.ephemeral()
 
-    ctx = build_sensor_context(instance=instance, resources={"equivar": config})
-    first = checkpoint_sensor(ctx)
+    first, cursor = _tick(checkpoint_sensor, instance, config)
     assert isinstance(first, SensorResult)
     assert [r.partition_key for r in first.run_requests] == ["planted@step_10", "planted@step_20"]
     (add,) = first.dynamic_partitions_requests
@@ -55,16 +60,14 @@ def test_sensor_indexes_new_and_changed_checkpoints_as_partitions_once(tmp_path,
     assert entry.step == 20 and entry.weights == str(folder / "step_20.pt") and entry.model == SPEC
     assert model_index.lookup(str(tmp_path / "out"), "planted@step_30") is None
 
-    again = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx.cursor,
-                                                   resources={"equivar": config}))
+    again, _ = _tick(checkpoint_sensor, instance, config, cursor)
     assert isinstance(again, SkipReason)
 
     os.utime(folder / "step_10.pt")                          # touched, same bytes: nothing new
-    ctx2 = build_sensor_context(instance=instance, cursor=ctx.cursor, resources={"equivar": config})
-    assert isinstance(checkpoint_sensor(ctx2), SkipReason)
+    touched, cursor2 = _tick(checkpoint_sensor, instance, config, cursor)
+    assert isinstance(touched, SkipReason)
     _save_checkpoint(folder / "step_10.pt", 2)               # new bytes: one new run of the same partition
-    changed = checkpoint_sensor(build_sensor_context(instance=instance, cursor=ctx2.cursor,
-                                                     resources={"equivar": config}))
+    changed, _ = _tick(checkpoint_sensor, instance, config, cursor2)
     assert [r.partition_key for r in changed.run_requests] == ["planted@step_10"]
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
@@ -105,32 +108,30 @@ def test_registered_models_sensor_adds_missing_partitions(tmp_path):
     config = _config(tmp_path)
     model_index.register(str(tmp_path), model_index.ModelEntry(name="planted@step_5", model=SPEC, step=5))
     instance = DagsterInstance.ephemeral()
-    result = registered_models(build_sensor_context(instance=instance, resources={"equivar": config}))
+    result, _ = _tick(registered_models, instance, config)
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["planted", "planted@step_5"]
     instance.add_dynamic_partitions("models", ["planted", "planted@step_5"])
-    assert isinstance(registered_models(build_sensor_context(instance=instance, resources={"equivar": config})),
-                      SkipReason)
+    assert isinstance(_tick(registered_models, instance, config)[0], SkipReason)
 
 
 def test_schedule_requests_stale_partitions_only(tmp_path):
-    stack = contextlib.ExitStack()
     config = _config(tmp_path)
-    instance = stack.enter_context(instance_for_test())
-    instance.add_dynamic_partitions("models", ["planted", "planted_b"])
-    model_index.register(str(tmp_path), model_index.ModelEntry(name="planted_b", model=SPEC))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("models", ["planted", "planted_b"])
+        model_index.register(str(tmp_path), model_index.ModelEntry(name="planted_b", model=SPEC))
 
-    def evaluate():
-        return nightly_recompute(build_schedule_context(instance=instance, resources={"equivar": config}))
+        def evaluate():
+            with build_schedule_context(instance=instance, resources={"equivar": config}) as ctx:
+                return nightly_recompute(ctx)
 
-    requests = evaluate()
-    assert [r.partition_key for r in requests] == ["planted", "planted_b"]
-    assert all(isinstance(r, RunRequest) and len(r.asset_selection) == 24 for r in requests)
-    from pipelines.cli import main
+        requests = evaluate()
+        assert [r.partition_key for r in requests] == ["planted", "planted_b"]
+        assert all(isinstance(r, RunRequest) and len(r.asset_selection) == 24 for r in requests)
+        from pipelines.cli import main
 
-    assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
-                 "--quiet"]) == 0
-    assert [r.partition_key for r in evaluate()] == ["planted_b"]          # only the model not yet analysed
-    assert main(["run", "--name", "planted_b", "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
-                 "--quiet"]) == 0
-    assert isinstance(evaluate(), SkipReason)
-    stack.close()
+        assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+        assert [r.partition_key for r in evaluate()] == ["planted_b"]          # only the model not yet analysed
+        assert main(["run", "--name", "planted_b", "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+        assert isinstance(evaluate(), SkipReason)
