@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from equivar_core.activations import TRANSFORM_GROUPS, SweepSettings, sample_activations  # noqa: E402
-from equivar_core.capture import capture  # noqa: E402
 from equivar_core.images import iter_batches, plan_views  # noqa: E402
 from equivar_core.models.registry import load_model  # noqa: E402
 from equivar_core.scores import pearson_cross, version_scores  # noqa: E402

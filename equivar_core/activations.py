@@ -142,8 +142,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     if not arrays:
         raise ValueError("no readable image among the inputs")
     samples, stats = [], {}
-    arrays_shape = {name: arr.shape for name, arr in arrays.items()}
     for name, arr in arrays.items():
+        c = arr.shape[-1]
         arr.flush()
         del arr
         final = os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy")
@@ -151,7 +151,6 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
         if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points[name].numpy())):
             save_npy(pts_path, points[name].numpy())      # shared by all groups; left alone when unchanged
-        c = arrays_shape[name][-1]
         if with_stats:
             st = acc[name]
             mean = (st["sum"] / st["n"]).numpy()

@@ -12,7 +12,6 @@ to seconds per unit on a CPU.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

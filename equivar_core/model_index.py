@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import EquivarError
-from .storage import atomic_path, safe_value
+from .storage import atomic_file, safe_value
 
 INDEX_DIR = "_models"
 
@@ -46,15 +46,8 @@ def _path(out: str, name: str) -> str:
 def register(out: str, entry: ModelEntry) -> str:
     """Write (or replace) ``entry`` in the index of ``out``; returns the file."""
     path = _path(out, entry.name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(dataclasses.asdict(entry), f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(entry), f, indent=1, sort_keys=True)
     return path
 
 

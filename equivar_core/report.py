@@ -24,9 +24,9 @@ import torch  # noqa: E402
 
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
-from .storage import read_table, safe_value  # noqa: E402
+from .storage import artifacts_dir, atomic_file, read_table, safe_value  # noqa: E402
 from .stimuli import render  # noqa: E402
-from .tuning import HUE_STIMULI, ORIENTATION_STIMULI  # noqa: E402
+from .tuning import ORIENTATION_STIMULI  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class RunTables:
 
     def __init__(self, out: str, model: str):
         self.out, self.model = out, model
-        self.artifacts = os.path.join(out, "_artifacts", f"model={safe_value(model)}")
+        self.artifacts = artifacts_dir(out, model)
         self._cache: dict[str, pd.DataFrame] = {}
 
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -132,9 +132,8 @@ def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 
             if model is None:
                 model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model)).module
             img, _ = visualize(model, run.geometry(layer), u, run.input_size, steps=steps)
-            tmp = path + ".tmp.png"
-            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp)
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:
+                Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
         out[(layer, u)] = path
     return out
 
@@ -267,6 +266,13 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
     return _save(fig, path)
 
 
+def _ranked_circuits(circuit_families: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """The rows of each circuit (a source family into a destination family or unit), most equivariant first."""
+    keys = ["src_layer", "src_family", "dst_layer", "dst_family", "dst_unit", "transform"]
+    return sorted(circuit_families.groupby(keys, dropna=False),
+                  key=lambda kv: -np.nan_to_num(kv[1]["equivariance"].iloc[0], nan=-2.0))
+
+
 def _family_summary(g: pd.DataFrame) -> str:
     transform = g["transform"].iloc[0]
     size = len(g)
@@ -333,10 +339,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     if len(cf):
         parts.append("<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
                      "place; red excites, blue inhibits.</p>")
-        keys = ["src_layer", "src_family", "dst_layer", "dst_family", "dst_unit", "transform"]
-        groups = sorted(cf.groupby(keys, dropna=False), key=lambda kv: -np.nan_to_num(kv[1]["equivariance"].iloc[0],
-                                                                                          nan=-2.0))
-        for i, (key, rows) in enumerate(groups[:12]):
+        for i, (key, rows) in enumerate(_ranked_circuits(cf)[:12]):
             png = circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png"))
             if png:
                 pictures.append(png)
@@ -347,10 +350,8 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
             "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
     index = os.path.join(folder, "index.html")
-    tmp = index + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(index) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(page)
-    os.replace(tmp, index)
     log.info("report: %s (%d pictures)", index, len(pictures))
     return index
 
@@ -374,9 +375,6 @@ def circuit_previews(out: str, model: str, circuit_families: pd.DataFrame, limit
     os.makedirs(folder, exist_ok=True)
     if circuit_families.empty:
         return []
-    keys = ["src_layer", "src_family", "dst_layer", "dst_family", "dst_unit", "transform"]
-    groups = sorted(circuit_families.groupby(keys, dropna=False),
-                    key=lambda kv: -np.nan_to_num(kv[1]["equivariance"].iloc[0], nan=-2.0))
     paths = [circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png")) for i, (_, rows) in
-             enumerate(groups[:limit])]
+             enumerate(_ranked_circuits(circuit_families)[:limit])]
     return [p for p in paths if p]

@@ -96,18 +96,19 @@ def version_scores(samples: np.ndarray, version: int, transform: Transform, poin
     samples : V x N x P x C array (may be a memmap); its identity version is the "x" side
     points : P x 2 normalized sample points
     images : indices of the images to use (the readable ones), in increasing order
-    other : V x N x P x C' samples of another layer at the same points, for the "g.x" side
-        (cross-layer scores); by default ``samples`` itself
+    other : V x N x P x C' samples for the "g.x" side at the same points: another sweep group of the
+        same layer (its version ``version``), or another layer (cross-layer scores); by default
+        ``samples`` itself
 
     The null pairs, inside each chunk of images, image i of x with image
     i + m/2 of g.x (m the chunk's size), so it costs no extra read.
     """
-    valid = torch.as_tensor(transform.valid(torch.as_tensor(points), disc_radius).numpy())
+    valid = transform.valid(torch.as_tensor(points), disc_radius).numpy()
     other = samples if other is None else other
     images = np.sort(np.asarray(images))
     chunks = [images[i:i + settings.chunk_images] for i in range(0, len(images), settings.chunk_images)]
 
-    keep = np.flatnonzero(valid.numpy())
+    keep = np.flatnonzero(valid)
     all_points = len(keep) == len(valid)
 
     cuda = settings.device.startswith("cuda")

@@ -73,6 +73,6 @@ class RunSettings:
 
     @property
     def artifacts(self) -> str:
-        from .storage import safe_value
+        from .storage import artifacts_dir
 
-        return os.path.join(self.out, "_artifacts", f"model={safe_value(self.model_name)}")
+        return artifacts_dir(self.out, self.model_name)

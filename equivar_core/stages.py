@@ -14,18 +14,16 @@ import os
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .activations import TRANSFORM_GROUPS, sample_activations
 from .capture import layer_geometry
 from .circuits import cancellation, expanded_weights, family_equivariance
-from .errors import EquivarError
 from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
 from .models.registry import LoadedModel, load_model, resolve_layers
 from .scores import ScoreSettings, linear_map_summary, top_pairs, version_scores
 from .settings import RunSettings
-from .storage import atomic_path, save_npy
+from .storage import save_npy, save_npz
 from .sweeps import family_sweep, sweep_error
 from .transforms import make_transform
 from .tuning import HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
@@ -133,7 +131,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
         identity, _ = version_scores(np.load(smp.path, mmap_mode="r"), 0, make_transform("rotate", 0.0),
                                      np.load(smp.points_path), settings.sweep.disc_radius, np.flatnonzero(loaded),
                                      score_settings)
-        _save_scores(score_path(settings, smp.layer, "identity"), {"identity:0": identity})
+        save_npz(score_path(settings, smp.layer, "identity"), {"identity:0": identity})
     return stats_df, _manifest(settings, samples, loaded, "identity")
 
 
@@ -192,17 +190,6 @@ def score_path(settings: RunSettings, layer: str, group: str) -> str:
     return os.path.join(settings.artifacts, "scores", f"{layer}.{group}.scores.npz")
 
 
-def _save_scores(path: str, matrices: dict[str, np.ndarray]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = atomic_path(path) + ".npz"
-    try:
-        np.savez(tmp, **matrices)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _loaded_images(manifest_row) -> np.ndarray:
     return np.flatnonzero(np.load(os.path.join(os.path.dirname(manifest_row.path), "loaded.npy")))
 
@@ -235,7 +222,7 @@ def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, trans
             matrices[label + ":null"] = null
             t = top_pairs(score, null, score_settings.top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
-        _save_scores(score_path(settings, r.layer, r.group), matrices)
+        save_npz(score_path(settings, r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(df, settings)
@@ -396,10 +383,9 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
                        top_k: int = 2) -> pd.DataFrame:
     """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted)."""
     model, _ = load(settings)
-    views = [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
-             for r in images_df.itertuples()]
+    views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
-    act_dir = os.path.join(settings.artifacts, "activations")
+    act_dir = activations_dir(settings)
     rows = []
     angular = families_df[families_df["transform"].isin(["rotate", "hue"])]
     for (layer, fam, transform), g in angular.groupby(["layer", "family", "transform"]):

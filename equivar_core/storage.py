@@ -30,19 +30,39 @@ def atomic_path(path: str) -> str:
     return os.path.join(d, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def save_npy(path: str, array) -> None:
-    """``np.save`` under a temporary name, then rename (creating the folder)."""
-    import numpy as np
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+@contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` when the block ends without error,
+    removed when it fails (the folder is created)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = atomic_path(path)
     try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_npy(path: str, array) -> None:
+    """``np.save``, atomically."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def save_npz(path: str, arrays: dict) -> None:
+    """``np.savez`` of named arrays, atomically."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def artifacts_dir(root: str, model: str) -> str:
+    """``<root>/_artifacts/model=<model>``: a model's arrays, scores, previews and fingerprints."""
+    return os.path.join(root, "_artifacts", f"model={safe_value(model)}")
 
 
 def safe_value(value: str) -> str:
@@ -51,14 +71,8 @@ def safe_value(value: str) -> str:
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def partition_dir(root: str, table: str, model: str, layer: str | None = None, key: str = "layer") -> str:
@@ -69,7 +83,7 @@ def partition_dir(root: str, table: str, model: str, layer: str | None = None, k
     return os.path.join(*parts)
 
 
-def _base_dir(root: str, name: str, model: str, part: tuple[str, str] | None) -> str:
+def table_dir(root: str, name: str, model: str, part: tuple[str, str] | None = None) -> str:
     """``<root>/<name>/model=<model>[/<key>=<value>]`` (``part``: a finer slice of the model's table)."""
     base = partition_dir(root, name, model)
     return os.path.join(base, f"{part[0]}={safe_value(part[1])}") if part else base
@@ -84,7 +98,7 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
     removed after the new files are in place; other parts are left alone.
     """
     written = []
-    model_dir = _base_dir(root, name, model, part)
+    model_dir = table_dir(root, name, model, part)
     if partition_column is None or table.num_rows == 0:
         path = os.path.join(model_dir, "data.parquet")
         write_parquet(table, path)
@@ -114,7 +128,7 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
 
 def read_table(root: str, name: str, model: str, part: tuple[str, str] | None = None) -> pa.Table | None:
     """All partitions of one model's table (or of one ``part`` of it), or None if it was never written."""
-    model_dir = _base_dir(root, name, model, part)
+    model_dir = table_dir(root, name, model, part)
     files = sorted(
         os.path.join(d, f) for d, _, fs in os.walk(model_dir) for f in fs if f == "data.parquet"
     )

@@ -22,7 +22,7 @@ from torch import nn
 from .capture import LayerGeometry, capture
 from .families import circular_distance
 from .images import ImageView, load_view
-from .transforms import HueRotate, Rotate, warp
+from .transforms import HueRotate, Rotate
 
 log = logging.getLogger(__name__)
 

@@ -161,12 +161,10 @@ class _Progress(logging.Handler):
 
 
 def _run(args) -> int:
-    from dagster import AssetKey
-
     from equivar_core.model_index import ModelEntry, lookup
 
     from .definitions import build_definitions
-    from .fingerprints import changed_assets, load_fingerprints, save_fingerprints
+    from .fingerprints import changed_assets, load_fingerprints, run_selection, save_fingerprints
     from .partitions import add_model
     from .resources import CODE_VERSION, EquivarConfig
 
@@ -201,7 +199,7 @@ def _run(args) -> int:
                 print(f"nothing changed: {s.model_name} is up to date in {catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
-            selection = [AssetKey.from_user_string(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
+            selection = run_selection(changed)
             job = build_definitions(config).resolve_job_def("equivar")
             result = job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,

@@ -8,7 +8,7 @@ from dagster import BetaWarning, Definitions
 
 from . import assets
 from .checks import ALL_CHECKS
-from .definitions_common import equivar_job, models_partitions
+from .definitions_common import equivar_job
 from .io_manager import ParquetIOManager
 from .partitions import add_model_job, registered_models
 from .resources import EquivarConfig
@@ -34,7 +34,7 @@ def _ray_job():
     return define_asset_job("equivar_ray", selection=AssetSelection.all(),
                             description=("Every asset of one model, each step placed as a Ray task on the cluster "
                                          "at $RAY_ADDRESS with its CPU/GPU request."),
-        executor_def=ray_executor.configured({"ray": {"env_vars": env}}))
+                            executor_def=ray_executor.configured({"ray": {"env_vars": env}}))
 
 
 def build_definitions(config: EquivarConfig | None = None) -> Definitions:

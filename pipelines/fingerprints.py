@@ -12,14 +12,17 @@ Dagster data version, so the UI's staleness follows the same rule.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 
+from dagster import AssetKey
+
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files
 from equivar_core.settings import RunSettings
-from equivar_core.storage import atomic_path
+from equivar_core.storage import atomic_file, table_dir
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
@@ -66,15 +69,25 @@ UPSTREAM = {
 
 
 def _weights_hash(s: RunSettings) -> str | None:
-    from equivar_core.models.registry import BUILTINS, file_sha256
+    from equivar_core.models.registry import BUILTINS
 
     if s.weights:
-        return file_sha256(s.weights)
+        st = os.stat(s.weights)
+        return _file_digest(s.weights, st.st_size, st.st_mtime_ns)
     if s.model in BUILTINS and BUILTINS[s.model].default_weights:
         path = BUILTINS[s.model].default_weights()
         st = os.stat(path)
         return f"{path}:{st.st_size}:{st.st_mtime_ns}"
     return None   # a callable's weights are whatever it builds: hashed by the models asset itself
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a weights file, hashed once per process for each (size, mtime): every asset's data version
+    needs it."""
+    from equivar_core.models.registry import file_sha256
+
+    return file_sha256(path)
 
 
 def _image_source_hash(s: RunSettings) -> str:
@@ -115,11 +128,15 @@ def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str],
 
 
 def _exists(settings: RunSettings, asset: str) -> bool:
-    from equivar_core.storage import partition_dir, safe_value
+    from .io_manager import table_of
 
-    table, _, transform = asset.partition("/")
-    folder = partition_dir(settings.out, table, settings.model_name)
-    return os.path.isdir(os.path.join(folder, f"transform={safe_value(transform)}") if transform else folder)
+    table, part = table_of(AssetKey.from_user_string(asset))
+    return os.path.isdir(table_dir(settings.out, table, settings.model_name, part))
+
+
+def run_selection(changed: list[str]) -> list[AssetKey]:
+    """The assets a run materializes for these changed table assets: them, the report and the catalog."""
+    return [AssetKey.from_user_string(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
 
 
 def fingerprint_path(settings: RunSettings) -> str:
@@ -135,9 +152,5 @@ def load_fingerprints(settings: RunSettings) -> dict[str, str]:
 
 
 def save_fingerprints(settings: RunSettings, fingerprints: dict[str, str]) -> None:
-    path = fingerprint_path(settings)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = atomic_path(path)
-    with open(tmp, "w") as f:
+    with atomic_file(fingerprint_path(settings)) as tmp, open(tmp, "w") as f:
         json.dump(fingerprints, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)

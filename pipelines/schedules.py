@@ -10,16 +10,15 @@ assets gets one run of just those assets.
 
 import os
 
-from dagster import AssetKey, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
 from equivar_core.errors import EquivarError
 
 from .definitions_common import equivar_job, models_partitions
-from .fingerprints import changed_assets
+from .fingerprints import changed_assets, run_selection
 from .resources import CODE_VERSION, EquivarConfig
 
 DEFAULT_CRON = "0 3 * * *"
-FINAL = [AssetKey("report"), AssetKey("duckdb_catalog")]
 
 
 def stale_requests(config: EquivarConfig, partitions: list[str]) -> list[RunRequest]:
@@ -31,7 +30,7 @@ def stale_requests(config: EquivarConfig, partitions: list[str]) -> list[RunRequ
         except EquivarError:
             continue
         if changed:
-            requests.append(RunRequest(partition_key=key, asset_selection=[AssetKey.from_user_string(k) for k in changed] + FINAL,
+            requests.append(RunRequest(partition_key=key, asset_selection=run_selection(changed),
                                        tags={"equivar/stale": ",".join(sorted(changed))}))
     return requests
 

@@ -17,6 +17,15 @@ if ROOT not in sys.path:
 PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class PlantedRun:
     """All stage tables of one run of the planted model (see equivar_core.planted)."""
 

@@ -5,7 +5,6 @@ The cluster is started and stopped by the test; the tables must equal those of a
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,17 +13,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")
 pytest.importorskip("dagster_ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tables(path: str, table: str):
@@ -33,7 +26,7 @@ def _tables(path: str, table: str):
 
 @pytest.mark.skipif(not os.path.exists(RAY), reason="ray is not installed in this environment")
 def test_ray_executor_run_equals_in_process_run(tmp_path):
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")          # short: Ray's socket paths must stay short
     env = dict(os.environ, PYTHONPATH=ROOT, DAGSTER_HOME=str(tmp_path / "home"), EQUIVAR_HOME=str(tmp_path / "ray"),
                EQUIVAR_MODEL="equivar_core.planted:planted", EQUIVAR_LAYERS="relu1,relu2", EQUIVAR_N_IMAGES="8",

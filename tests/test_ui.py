@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,11 @@ import urllib.request
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BIN = os.path.dirname(sys.executable)
 KEY = "equivar_core.planted:planted"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -47,7 +40,7 @@ class Browser:
     """
 
     def __init__(self, tmp):
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -106,7 +99,7 @@ class Browser:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
     env = dict(os.environ, DAGSTER_HOME=str(home), EQUIVAR_HOME=str(tmp_path / "out"), PYTHONPATH=ROOT,
