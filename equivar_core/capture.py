@@ -23,11 +23,24 @@ class _Stop(Exception):
     pass
 
 
+def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every addressable layer of ``model`` by name: ``named_modules()`` plus the model's own aliases.
+
+    A model may set ``layer_aliases`` (alias -> module path), e.g. Lucent's ``mixed3b_3x3`` for the
+    post-ReLU output of InceptionV1's 3x3 branch. This is the one place layer names resolve.
+    """
+    modules = {n: m for n, m in model.named_modules() if n}
+    for alias, path in getattr(model, "layer_aliases", {}).items():
+        if path in modules:
+            modules[alias] = modules[path]
+    return modules
+
+
 class capture:
     """Hooks ``layers`` of ``model``; ``run(x)`` returns ``{layer: N x C x H x W}``."""
 
     def __init__(self, model: nn.Module, layers: list[str], pre_activation: bool = False, stop_early: bool = True):
-        modules = dict(model.named_modules())
+        modules = layer_modules(model)
         self.model, self.layers, self.stop_early = model, list(layers), stop_early
         self._modules = {name: modules[name] for name in self.layers}
         self.pre_activation = pre_activation
@@ -105,12 +118,11 @@ def layer_geometry(model: nn.Module, layers: list[str], input_size: int, device:
     gen = torch.Generator().manual_seed(seed)
     x = (0.5 + 0.1 * torch.randn(3, 3, input_size, input_size, generator=gen)).to(device).requires_grad_(True)
     out = []
-    with capture(model, layers, pre_activation=True) as cap:
-        for name in layers:
-            with torch.enable_grad():
-                acts = cap.run(x)[name]
-                n, c, h, w = acts.shape
-                acts[:, :, h // 2, w // 2].sum().backward()
+    for name in layers:
+        with capture(model, [name], pre_activation=True) as cap, torch.enable_grad():   # stops at the layer
+            acts = cap.run(x)[name]
+            n, c, h, w = acts.shape
+            acts[:, :, h // 2, w // 2].sum().backward()
             g = x.grad.abs().sum((0, 1)).cpu()
             x.grad = None
             stride = input_size / w

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import ACTIVATIONS
+from .capture import ACTIVATIONS, layer_modules
 from .models._layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
 from .transforms import rotation_matrix, warp
 
@@ -72,7 +72,7 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
 
     R is the smallest radius (at most ``max_radius`` source cells) holding ``mass`` of sum |W|.
     """
-    modules = dict(model.named_modules())
+    modules = layer_modules(model)
     x = torch.zeros(1, 3, input_size, input_size, device=device)
     state: dict = {}
 
@@ -113,9 +113,8 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
         h1.remove()
         h2.remove()
     w = torch.cat(grads)                                            # C_dst x C_src x Hs x Ws
-    cy = min(int(round((hd // 2 + 0.5) * hs / hd - 0.5)), hs - 1)
-    cx = min(int(round((wd // 2 + 0.5) * ws / wd - 0.5)), ws - 1)
     energy = w.abs().sum((0, 1))
+    cy, cx = support_centre(energy)
     yy, xx = torch.meshgrid(torch.arange(hs), torch.arange(ws), indexing="ij")
     cheb = torch.maximum((yy - cy).abs(), (xx - cx).abs())
     total = float(energy.sum())
@@ -126,6 +125,29 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
             break
     pad = F.pad(w, (radius, radius, radius, radius))
     return pad[:, :, cy:cy + 2 * radius + 1, cx:cx + 2 * radius + 1].numpy()
+
+
+def support_centre(energy: torch.Tensor, rel: float = 1e-6) -> tuple[int, int]:
+    """The source cell under the destination centre: the middle of the support of ``energy`` (Hs x Ws).
+
+    The support (cells where any expanded weight is non-zero) is where the destination unit's receptive
+    field lies on the source grid, whatever the weights; its middle is the geometric centre, exact for
+    any chain of strides and asymmetric ("SAME") paddings. The nominal ``(i + 0.5) * stride - 0.5``
+    falls half-way between two cells at stride 2 with TF padding and rounds to the wrong one. Where the
+    support touches the map's edge on one side only, that side is cut off; the centroid of ``energy``
+    is used on that axis.
+    """
+    rows, cols = energy.sum(1), energy.sum(0)
+
+    def middle(profile: torch.Tensor) -> int:
+        on = torch.nonzero(profile > rel * float(profile.max())).flatten()
+        lo, hi, n = int(on[0]), int(on[-1]), len(profile)
+        if (lo == 0) != (hi == n - 1):            # clipped on one side: fall back on the centroid
+            pos = torch.arange(n, dtype=profile.dtype)
+            return int(round(float((profile * pos).sum() / profile.sum())))
+        return (lo + hi) // 2        # an even-sized support has two middle cells: the first
+
+    return middle(rows), middle(cols)
 
 
 def cancellation(w: np.ndarray) -> np.ndarray:

@@ -63,8 +63,24 @@ def _standardize(curves: np.ndarray) -> np.ndarray:
     return np.where(sd > 1e-9, z / np.maximum(sd, 1e-12), 0.0)
 
 
-def shifted_similarity(curves: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _centre(curves: np.ndarray) -> np.ndarray:
+    """Curves minus their mean, amplitude kept: each stimulus weighs by how strongly it modulates the unit."""
+    return np.nan_to_num(curves - np.nanmean(curves, -1, keepdims=True))
+
+
+#: how curves are weighed against each other before the shifted similarity
+WEIGHTINGS = {"standardized": lambda c: np.nan_to_num(_standardize(c)), "amplitude": _centre}
+
+
+def shifted_similarity(curves: np.ndarray, chunk: int = 256, weighting: str = "standardized"
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Best circular-shift similarity and the shift index for all unit pairs.
+
+    ``weighting``: ``standardized`` gives every stimulus curve unit variance (the default: a weakly
+    modulated curve counts as much as a strong one, which keeps units whose one strong curve happens to
+    match out of families: on the planted networks ``amplitude`` weighting let 1.7 noise units per
+    network into rotation and hue families, standardized curves none; ``tests/test_families.py``);
+    ``amplitude`` keeps each curve's amplitude in natural-image standard deviations.
 
     Parameters
     ----------
@@ -74,7 +90,9 @@ def shifted_similarity(curves: np.ndarray, chunk: int = 256) -> tuple[np.ndarray
     -------
     sim : C x C in [-1, 1];  shift : C x C ints, sim attained with u's curves = v's shifted by shift[u, v]
     """
-    z = np.nan_to_num(_standardize(curves))
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown curve weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
+    z = WEIGHTINGS[weighting](curves)
     c, s, t = z.shape
     spec = np.fft.rfft(z, axis=-1)                     # C x S x F
     energy = (z**2).sum((1, 2))
@@ -136,6 +154,7 @@ class AngularFamilies:
     max_plain_correlation: float = 0.9
     min_invariant_similarity: float = 0.5
     min_agreement: float = 0.6
+    curve_weighting: str = "standardized"
 
     def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
             identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None) -> "AngularFamilies":
@@ -160,14 +179,16 @@ class AngularFamilies:
         idx = np.flatnonzero(eligible)
         if len(idx) < 2:
             return self
-        sim, shift = shifted_similarity(curves[idx])
+        sim, shift = shifted_similarity(curves[idx], weighting=self.curve_weighting)
         if invariant_curves is not None and invariant_curves.shape[1]:
             sim = np.where(unshifted_similarity(invariant_curves[idx]) >= self.min_invariant_similarity, sim, 0.0)
         supported = np.ones_like(sim, dtype=bool)
         if pair_scores:
             evidence, gain = transform_evidence(shift * step, idx, pair_scores, self.tolerance, identity)
             # natural images cannot tell apart units that already correlate this much: no test
-            untested = np.isnan(evidence) | (evidence - gain >= self.max_plain_correlation)
+            # ... nor when the transformed pair scores well but no better than the plain pair
+            untested = np.isnan(evidence) | (evidence - gain >= self.max_plain_correlation) | \
+                ((evidence >= self.min_partner_score) & (gain < self.min_gain))
             ok = ~untested & (evidence >= self.min_partner_score) & (gain >= self.min_gain) & \
                 (sim >= self.min_tuning_similarity)
             combined = np.where(untested, sim, (sim + np.nan_to_num(evidence)) / 2)
@@ -246,8 +267,9 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
     back = np.mod(360.0 - amounts, 360.0)
     back_idx = np.array([np.argmin(np.abs(np.mod(amounts - b + 180.0, 360.0) - 180.0)) for b in back])
     stack = np.stack([pair_scores[x][np.ix_(idx, idx)] for x in amounts])      # A x n x n
-    fwd = np.take_along_axis(stack, nearest[None], 0)[0]
-    rev = np.take_along_axis(stack, back_idx[nearest][None], 0)[0].T
+    fwd = np.take_along_axis(stack, nearest[None], 0)[0]                       # score_a(u, v)
+    # score_{-a}(v, u): entry [u, v] read at [v, u] of the amount nearest to -a(u, v)
+    rev = np.take_along_axis(stack, back_idx[nearest].T[None], 0)[0].T
     evidence = np.where(close, np.maximum(fwd, rev), np.nan)
     base = identity[np.ix_(idx, idx)] if identity is not None else np.zeros_like(evidence)
     return evidence, evidence - base

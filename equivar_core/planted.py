@@ -19,6 +19,15 @@ kernels B (so ``W(T a -> T b) = R W(a -> b)`` exactly), plus one invariant
 unit pooling the family with rotated copies of one kernel. Every kernel is
 evaluated analytically at rotated coordinates, so rotations are exact, not
 interpolated. The ground truth is returned beside the model.
+
+:func:`planted_strided` departs from what the analysis code assumes, so that
+its tests can fail: both convolutions have stride 2 with TensorFlow "SAME"
+padding (asymmetric, so receptive-field centres sit between the nominal
+cells), the edges are colour-unbalanced (RGB weights 1 : 0.5 : 0.1, so they
+respond to colour contrast at their orientation), and the hue family is
+evenly spaced in the I-Q plane of YIQ, not in the chroma plane that
+:class:`~equivar_core.transforms.HueRotate` turns (so its members' hues are
+unevenly spaced and of unequal chroma there).
 """
 
 from __future__ import annotations
@@ -30,7 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models._layers import Conv2dSame
 from .transforms import hue_color
+
+#: RGB -> YIQ (NTSC); the I-Q plane is an opponent plane other than equivar's chroma plane
+YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 @dataclass
@@ -45,11 +58,16 @@ class GroundTruth:
 class PlantedNet(nn.Module):
     input_size = 64
 
-    def __init__(self, c1: int, c2: int):
+    def __init__(self, c1: int, c2: int, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, c1, 9, padding=4)
+        if stride == 1:
+            self.conv1 = nn.Conv2d(3, c1, 9, padding=4)
+            self.conv2 = nn.Conv2d(c1, c2, 7, padding=3)
+        else:        # TensorFlow "SAME": the extra padding pixel goes bottom/right
+            self.conv1 = Conv2dSame(3, c1, 9, stride=stride)
+            self.conv2 = Conv2dSame(c1, c2, 7, stride=stride)
+            self.input_size = 96
         self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c1, c2, 7, padding=3)
         self.relu2 = nn.ReLU()
 
     def forward(self, x):
@@ -66,11 +84,14 @@ def _coords(size: int, degrees: float) -> tuple[torch.Tensor, torch.Tensor]:
     return u.float(), v.float()
 
 
-def edge_kernel(size: int, degrees: float, sigma: float = 1.8) -> torch.Tensor:
-    """Luminance edge detector pointing to ``degrees`` (derivative of a Gaussian), 3 x k x k."""
+def edge_kernel(size: int, degrees: float, sigma: float = 1.8, rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+                ) -> torch.Tensor:
+    """Edge detector pointing to ``degrees`` (derivative of a Gaussian), 3 x k x k, with channel weights ``rgb``
+    (equal weights: a pure luminance edge)."""
     u, v = _coords(size, degrees)
     g = u * torch.exp(-(u**2 + v**2) / (2 * sigma**2))
-    return (g / g.norm()).expand(3, -1, -1) / math.sqrt(3)
+    w = (g / g.norm())[None] * torch.tensor(rgb)[:, None, None]
+    return w / w.norm()
 
 
 def line_kernel(size: int, degrees: float, sigma: float = 1.5) -> torch.Tensor:
@@ -81,12 +102,23 @@ def line_kernel(size: int, degrees: float, sigma: float = 1.5) -> torch.Tensor:
     return (g / g.norm()).expand(3, -1, -1) / math.sqrt(3)
 
 
-def color_center_surround(size: int, hue: float) -> torch.Tensor:
-    """Centre of colour ``hue`` against its opposite in the surround (zero luminance weight)."""
+def yiq_axis(hue: float) -> torch.Tensor:
+    """The RGB direction of hue angle ``hue`` in the I-Q plane of YIQ (zero Y), unit length."""
+    t = math.radians(hue)
+    rgb = torch.linalg.inv(YIQ) @ torch.tensor([0.0, math.cos(t), math.sin(t)])
+    return rgb / rgb.norm()
+
+
+def color_center_surround(size: int, hue: float, space: str = "chroma") -> torch.Tensor:
+    """Centre of colour ``hue`` against its opposite in the surround (zero luminance weight).
+
+    ``space`` says in which opponent plane ``hue`` is an angle: ``chroma`` (equivar's own, zero mean over
+    RGB) or ``yiq`` (the I-Q plane, zero Y).
+    """
     u, v = _coords(size, 0.0)
     r2 = u**2 + v**2
     dog = torch.exp(-r2 / (2 * 1.2**2)) - 0.5 * torch.exp(-r2 / (2 * 2.6**2))
-    axis = hue_color(torch.tensor(hue), 1.0, 0.0)           # chroma direction, zero mean over RGB
+    axis = hue_color(torch.tensor(hue), 1.0, 0.0) if space == "chroma" else yiq_axis(hue)
     w = axis[:, None, None] * dog[None]
     return w / w.norm()
 
@@ -125,20 +157,27 @@ def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
 
 
 def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
-                  n_noise: int = 8, random: bool = False) -> tuple[PlantedNet, GroundTruth]:
-    """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights."""
+                  n_noise: int = 8, random: bool = False, stride: int = 1,
+                  edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma"
+                  ) -> tuple[PlantedNet, GroundTruth]:
+    """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights.
+
+    ``stride`` of both convolutions (2: TF "SAME" padding, 96 px input), ``edge_rgb`` the edges' channel
+    weights, ``hue_space`` the opponent plane in which the hue family is evenly spaced (``chroma`` or
+    ``yiq``); the ground-truth params of a ``yiq`` family are its members' hue angles in equivar's chroma plane.
+    """
     rng = np.random.default_rng(seed)
     k1, k2 = 9, 7
     filters, kinds = [], []
     for i in range(n_edges):
-        filters.append(edge_kernel(k1, i * 360.0 / n_edges))
+        filters.append(edge_kernel(k1, i * 360.0 / n_edges, rgb=edge_rgb))
         kinds.append(("edges", i * 360.0 / n_edges, "rotate"))
     for i in range(n_lines):
         filters.append(line_kernel(k1, i * 180.0 / n_lines))
         kinds.append(("lines", i * 180.0 / n_lines, "rotate"))
     for i in range(n_hues):
-        filters.append(color_center_surround(k1, i * 360.0 / n_hues))
-        kinds.append(("hues", i * 360.0 / n_hues, "hue"))
+        filters.append(color_center_surround(k1, i * 360.0 / n_hues, hue_space))
+        kinds.append(("hues", chroma_hue(filters[-1]) if hue_space != "chroma" else i * 360.0 / n_hues, "hue"))
     for p in range(n_flip_pairs):
         state = rng.bit_generator.state
         filters.append(asymmetric_color(k1, rng, False))
@@ -166,7 +205,7 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
         w2[inv, edge_channels[i]] = _base_kernel(k2, i * 360.0 / n_edges, base_seed + 999)
     w2[inv + 1:] = torch.tensor(rng.normal(size=(3, c1, k2, k2)), dtype=torch.float32) * 0.1
     torch_rng = torch.Generator().manual_seed(seed)
-    net = PlantedNet(c1, c2)
+    net = PlantedNet(c1, c2, stride)
     with torch.no_grad():
         if random:       # PyTorch's default (Kaiming-uniform) init, drawn from the seed
             for conv in (net.conv1, net.conv2):
@@ -192,6 +231,23 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
                                           "rotate")}
     truth.invariant_unit = inv
     return net.eval(), truth
+
+
+def chroma_hue(w: torch.Tensor) -> float:
+    """The hue angle (degrees) in equivar's chroma plane of a colour centre-surround filter's centre colour."""
+    from .transforms import _CHROMA_0, _CHROMA_90
+
+    axis = w[:, w.shape[1] // 2, w.shape[2] // 2]
+    return float(np.mod(math.degrees(math.atan2(float(axis @ _CHROMA_90), float(axis @ _CHROMA_0))), 360.0))
+
+
+#: the strided variant: stride 2 with TF padding, colour-unbalanced edges, hues spaced in YIQ
+STRIDED = {"stride": 2, "edge_rgb": (1.0, 0.5, 0.1), "hue_space": "yiq"}
+
+
+def planted_strided(seed: int = 0) -> PlantedNet:
+    """``equivar run --model equivar_core.planted:planted_strided``: see the module docstring."""
+    return planted_model(seed, **STRIDED)[0]
 
 
 def family_sizes(seed: int) -> dict[str, int]:

@@ -26,6 +26,7 @@ class FamilySettings:
     max_plain_correlation: float = 0.9   # above it natural images cannot test a link
     min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
     min_agreement: float = 0.6       # share of sweep amounts where a member's best partner is the expected sibling
+    curve_weighting: str = "standardized"   # or "amplitude" (see families.shifted_similarity)
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score

@@ -26,7 +26,8 @@ from .settings import RunSettings
 from .storage import save_npy, save_npz
 from .sweeps import family_sweep, sweep_error
 from .transforms import make_transform
-from .tuning import HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, curves, measure_tuning, unit_profiles
+from .tuning import (HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI, curves,
+                     measure_tuning, unit_profiles)
 
 log = logging.getLogger(__name__)
 
@@ -342,14 +343,14 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
-        for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, HUE_STIMULI),
+        for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI),
                                           ("hue", HUE_STIMULI, LUMINANCE_STIMULI)):
             tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
             est = AngularFamilies(fs.min_similarity, fs.min_tuning_similarity, fs.min_spread, fs.tolerance,
                                   fs.min_partner_score, fs.min_gain, fs.max_plain_correlation,
-                                  fs.min_invariant_similarity, fs.min_agreement).fit(
+                                  fs.min_invariant_similarity, fs.min_agreement, fs.curve_weighting).fit(
                 _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform),
                 load_identity(settings, layer), _stacked_curves(tuning, layer, fixed, c))
             next_id = _append_families(rows, layer, transform, est, next_id,

@@ -2,7 +2,7 @@
 
 For each member u of a rotation (or hue) family and each of its ``top_k``
 strongest natural images, the image is shifted so that u's peak position
-sits on the receptive-field centre of the layer's central cell, then rotated
+sits on the receptive-field centre of the layer's central cell, and rotated
 (or hue-rotated) about that centre through the full circle in ``step``
 degree steps. Every family member's response is read at the central cell
 (pre-activation, maximum over the 3 x 3 cell jitter) and averaged over the
@@ -56,9 +56,8 @@ def family_sweep(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                 if img is None:
                     continue
                 py, px = divmod(int(image_argmax[n, u]), geom.width)
-                img = centre_on(img, (py + 0.5) * geom.stride + geom.rf_offset[0],
-                                (px + 0.5) * geom.stride + geom.rf_offset[1], target)
-                batch = torch.stack([make(float(a)).images(img[None])[0] for a in angles]).to(device)
+                peak = ((py + 0.5) * geom.stride + geom.rf_offset[0], (px + 0.5) * geom.stride + geom.rf_offset[1])
+                batch = torch.cat([make(float(a)).images_about(img[None], peak, target) for a in angles]).to(device)
                 acts = cap.run(batch.contiguous(memory_format=torch.channels_last))[geom.layer].float()
                 idx = torch.tensor(np.asarray(members), dtype=torch.long, device=acts.device)
                 resp = acts[:, idx, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu().numpy()

@@ -80,6 +80,26 @@ class Transform:
         """``g.x`` for RGB images in [0, 1] (N x 3 x H x W); content outside is reflected."""
         return warp(x, torch.linalg.inv(self.matrix()))
 
+    def images_about(self, x: torch.Tensor, source: tuple[float, float], target: tuple[float, float]
+                     ) -> torch.Tensor:
+        """``g.x`` about a point: the content at pixel ``source`` (y, x) of ``x`` is moved to ``target`` and
+        transformed about it, ``out(q) = x(source + A^-1 (q - target))``, in one resampling (reflecting).
+
+        Pixel coordinates are continuous (the first pixel's centre is 0.5). Rotating about ``target``
+        instead of the image centre keeps a unit's receptive field on the feature it was centred on.
+        """
+        n, _, h, w = x.shape
+        inv = torch.linalg.inv(self.matrix()).to(x) if self.spatial else torch.eye(2).to(x)
+        scale = torch.tensor([2.0 / w, 2.0 / h]).to(x)
+        src = torch.tensor([source[1], source[0]]).to(x) * scale - 1       # normalized (x, y)
+        dst = torch.tensor([target[1], target[0]]).to(x) * scale - 1
+        theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+        theta[:, :, :2] = inv
+        theta[:, :, 2] = src - inv @ dst
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return moved if self.spatial else self.images(moved)
+
     def kernels(self, w: torch.Tensor) -> torch.Tensor:
         """The spatial action on kernels or maps (... x H x W), zero outside."""
         if not self.spatial:

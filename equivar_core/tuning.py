@@ -43,6 +43,9 @@ LUMINANCE_STIMULI = ("edge", "line", "grating", "curve", "high_low")
 #: Stimuli whose curves shift with a hue rotation (used for hue families): the colour-contrast
 #: grid gives one hue curve per orientation, so a unit's spatial colour layout must match too.
 HUE_STIMULI = ("center_surround", "color_contrast_grid")
+#: Colour curves a rotation leaves in place: centre-surround hue curves and the colour-contrast hue curve
+#: maximized over orientation (the orientation x hue grid itself shifts along orientation under a rotation).
+ROTATION_INVARIANT_STIMULI = ("center_surround", "color_contrast_hue")
 
 
 @dataclass(frozen=True)

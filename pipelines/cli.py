@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
     models = sub.add_parser("models", help="list the built-in models and the models registered in --out")
     models.add_argument("--out", default=None)
+    models.add_argument("--layers", default=None, metavar="MODEL",
+                        help="list every addressable layer of MODEL (a spec) with channels, stride, receptive "
+                             "field and whether its basis is privileged")
+    models.add_argument("--weights", default=None, help="with --layers: a state-dict file for the architecture")
     models_sub = models.add_subparsers(dest="action")
     add = models_sub.add_parser("add", help="register a model or checkpoint as a partition (no run)")
     add.add_argument("name", help="the model column value and partition key, e.g. mynet@step_1200")
@@ -82,6 +86,9 @@ def _models(args) -> int:
     from equivar_core.model_index import registered
     from equivar_core.models.registry import BUILTINS
 
+    if args.layers:
+        return _model_layers(args.layers, args.weights)
+
     for arch in BUILTINS.values():
         print(f"{arch.name}\n  {arch.description}\n  default layers: {', '.join(arch.preset_layers)}")
     print("package.module:callable\n  any torch.nn.Module returned by a no-argument callable")
@@ -92,6 +99,24 @@ def _models(args) -> int:
         for e in entries:
             extra = (f" weights={e.weights}" if e.weights else "") + (f" step={e.step}" if e.step is not None else "")
             print(f"{e.name}  model={e.model}{extra}")
+    return 0
+
+
+def _model_layers(spec: str, weights: str | None) -> int:
+    """``equivar models --layers SPEC``: one line per addressable layer."""
+    from equivar_core.capture import layer_geometry
+    from equivar_core.layer_info import inspect_layers
+    from equivar_core.models.registry import load_model
+
+    model = load_model(spec, weights, untrained_ok=True)
+    infos = inspect_layers(model.module, model.input_size)
+    rf = {g.layer: g.rf_radius for g in layer_geometry(model.module, [i.layer for i in infos], model.input_size)}
+    print(f"{'layer':<34} {'kind':<14} {'units':>5} {'map':>9} {'stride':>6} {'rf_px':>6}  privileged")
+    for i in infos:
+        print(f"{i.layer:<34} {i.kind[:14]:<14} {i.n_units:>5} {f'{i.height}x{i.width}':>9} {i.stride:>6g} "
+              f"{rf[i.layer]:>6.1f}  {'yes' if i.privileged else 'no '} ({i.reason})")
+    if model.weights_sha256 == "untrained":
+        print(f"(no weights given for {spec}: receptive fields measured on an untrained network)")
     return 0
 
 

@@ -29,11 +29,11 @@ def free_port() -> int:
 class PlantedRun:
     """All stage tables of one run of the planted model (see equivar_core.planted)."""
 
-    def __init__(self, out: str, seed: int, random: bool = False):
+    def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None):
         from equivar_core import stages
         from equivar_core.settings import RunSettings
 
-        spec = "equivar_core.planted:random_planted" if random else "equivar_core.planted:planted"
+        spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
         self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed)
         self.layers = stages.layer_table(s)
         self.images = stages.image_table(s)
@@ -73,4 +73,22 @@ def random_runs(tmp_path_factory):
             mp.setattr(planted, "random_planted",
                        lambda seed=seed: planted.planted_model(seed, random=True, **planted.family_sizes(seed))[0])
             runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
+    return runs
+
+
+STRIDED_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="session")
+def strided_runs(tmp_path_factory):
+    """Runs of the strided planted model (stride 2 + TF padding, colour-unbalanced edges, hues spaced in YIQ)."""
+    from equivar_core import planted
+
+    runs = {}
+    for seed in STRIDED_SEEDS:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(planted, "planted_strided", lambda seed=seed: planted.planted_model(seed, **planted.STRIDED)[0])
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"strided{seed}")), seed,
+                                     spec="equivar_core.planted:planted_strided"),
+                          planted.planted_model(seed, **planted.STRIDED)[1])
     return runs

@@ -148,3 +148,36 @@ def test_transform_maps_see_a_permutation_in_the_group_convolution_layer(planted
     m = run.maps[(run.maps["layer"] == "relu2") & (run.maps["transform"] == "rotate")]
     half_turn = m[m["amount"] == 180.0].iloc[0]      # a symmetry of the planted family whatever its size
     assert half_turn["r2"] > 0.8 and half_turn["permutation"] > half_turn["identity"] + 0.3
+
+
+def test_transform_evidence_reads_the_reverse_direction_at_minus_a():
+    """For "v is u moved by a", the reverse evidence is score_{-a}(v, u), not score_a(v, u)."""
+    from equivar_core.families import transform_evidence
+
+    c = 2
+    scores = {90.0: np.zeros((c, c)), 270.0: np.zeros((c, c))}
+    scores[90.0][1, 0] = 0.9          # the wrong direction: v on the 90-degree images looks like u
+    scores[270.0][1, 0] = 0.3         # the right one
+    shift = np.array([[0.0, -90.0], [90.0, 0.0]])          # r_u(theta - 90) = r_v(theta): v is u moved by 90
+    evidence, _ = transform_evidence(shift, np.arange(c), scores, 20.0)
+    assert evidence[0, 1] == pytest.approx(0.3)
+
+
+def test_standardized_curves_keep_noise_out_where_amplitude_weighting_lets_it_in(planted_runs):
+    """Why tuning curves are standardized before the shifted similarity (issue 10 asked to weigh them by
+    tuning strength instead): weighing each stimulus by its amplitude lets smooth noise filters that share
+    one strong curve into families; standardized curves keep them out."""
+    from equivar_core import stages
+    from equivar_core.settings import FamilySettings
+
+    counts = {}
+    for weighting in ("standardized", "amplitude"):
+        n_in = 0
+        for run, truth in planted_runs.values():
+            s = run.settings
+            s = type(s)(**{**s.__dict__, "families": FamilySettings(curve_weighting=weighting)})
+            f = stages.family_table(s, run.tuning, run.profiles, run.layers)
+            f = f[(f["layer"] == "relu1") & f["transform"].isin(["rotate", "hue"])]
+            n_in += len(set(truth.noise_units["conv1"]) & set(f["unit"]))
+        counts[weighting] = n_in
+    assert counts["standardized"] == 0 and counts["amplitude"] > counts["standardized"], counts

@@ -87,3 +87,16 @@ def test_sample_at_reads_cell_centres_exactly():
     p = torch.tensor([[-0.75, -0.75], [0.25, 0.75]])   # cell (0, 0) and cell (row 3, col 2)
     assert torch.equal(sample_at(maps, p)[0, 0], torch.tensor([0.0, 14.0]))
     assert math.isclose(float(sample_at(maps, torch.tensor([[0.0, 0.0]]))), 7.5)
+
+
+def test_images_about_moves_the_source_to_the_target_and_turns_about_it():
+    """A dot at source (y, x) = (5.5, 9.5) plus a dot 3 px to its right: moved to target (12.5, 12.5) and
+    rotated 90 degrees counter-clockwise about it, the second dot lands 3 px above the target."""
+    x = torch.zeros(1, 1, 24, 24)
+    x[0, 0, 5, 9] = 1.0
+    x[0, 0, 5, 12] = 0.5
+    out = Rotate(90).images_about(x, (5.5, 9.5), (12.5, 12.5))[0, 0]
+    assert out[12, 12] == pytest.approx(1.0, abs=1e-5)
+    assert out[9, 12] == pytest.approx(0.5, abs=1e-5)
+    moved = HueRotate(120).images_about(x.expand(1, 3, -1, -1).contiguous(), (5.5, 9.5), (12.5, 12.5))
+    assert moved[0, :, 12, 12].sum() > 0.9 and moved[0, :, 12, 15].sum() > 0.4     # shifted, not turned

@@ -32,8 +32,12 @@ BN_EPS = 1e-3
 INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.5, 0.5, 0.5)
 
-#: Layers worth analysing: early and mid vision (stride 2 .. 16).
-PRESET_LAYERS = ("_act0", "_blocks.0", "_blocks.2", "_blocks.4", "_blocks.7")
+#: Layers worth analysing, from the stem to the last stage (stride 2 .. 32), all with a privileged basis:
+#: each is the input of a ReLU6 (the batch-norm output, measured before the clip). ``_blocks.N.expand`` is
+#: block N's 1x1 expansion, ``_blocks.N.depthwise`` its depthwise step. The block outputs ``_blocks.N`` are
+#: linear bottlenecks (1x1 projection plus residual, no nonlinearity) and are left out.
+PRESET_LAYERS = ("_act0", "_blocks.1.expand", "_blocks.2.depthwise", "_blocks.4.expand", "_blocks.4.depthwise",
+                 "_blocks.7.depthwise", "_blocks.11.depthwise", "_blocks.15.expand")
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
@@ -41,7 +45,12 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 class MBConvBlock(nn.Module):
-    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (linear), skip if shapes match."""
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (linear), skip if shapes match.
+
+    The lukemelas layout calls one ReLU6 module ``_act`` twice; here each call site is its own module
+    (``expand`` and ``depthwise``, no parameters) so that every nonlinearity has a stable layer name. The
+    state dict is unchanged.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int):
         super().__init__()
@@ -54,14 +63,16 @@ class MBConvBlock(nn.Module):
         self._bn1 = _bn(hidden)
         self._project_conv = Conv2dSame(hidden, c_out, 1, bias=False)
         self._bn2 = _bn(c_out)
-        self._act = nn.ReLU6()
+        if self.has_expand:
+            self.expand = nn.ReLU6()
+        self.depthwise = nn.ReLU6()
         self.skip = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         if self.has_expand:
-            h = self._act(self._bn0(self._expand_conv(h)))
-        h = self._act(self._bn1(self._depthwise_conv(h)))
+            h = self.expand(self._bn0(self._expand_conv(h)))
+        h = self.depthwise(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
         return h + x if self.skip else h
 

@@ -63,10 +63,19 @@ class Mixed(nn.Module):
         return torch.cat([self.b1x1(x), self.b3x3(x), self.b5x5(x), self.bpool(x)], 1)
 
 
+def _branch_aliases() -> dict[str, str]:
+    """Lucent's names of every branch's post-ReLU tensor (``mixed3b_3x3``) -> module path."""
+    branches = {"1x1": "b1x1", "3x3_bottleneck": "b3x3.0", "3x3": "b3x3.1", "5x5_bottleneck": "b5x5.0",
+                "5x5": "b5x5.1", "pool_reduce": "bpool.1"}
+    return {f"{name}_{branch}": f"{name}.{path}" for name in MIXED for branch, path in branches.items()}
+
+
 class InceptionV1(nn.Module):
     """InceptionV1 up to ``mixed5b`` plus the 1008-way ``softmax2`` classifier."""
 
     input_size = 224
+    #: Lucent's layer names of the branches (see :func:`equivar_core.capture.layer_modules`)
+    layer_aliases = _branch_aliases()
 
     def __init__(self):
         super().__init__()

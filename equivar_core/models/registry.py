@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -17,8 +18,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..capture import layer_modules
 from ..errors import EquivarError
+from ..layer_info import inspect_layers
 from . import efficientnet_lite0, inceptionv1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class LoadedModel:
     name: str
     weights_sha256: str
     input_size: int
-    preset_layers: tuple[str, ...]
+    preset_layers: tuple[str, ...] | None     # None: chosen on first use (see resolve_layers)
 
     @property
     def n_params(self) -> int:
@@ -130,21 +135,29 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], path: str
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-def load_model(spec: str, weights: str | None = None, name: str | None = None) -> LoadedModel:
-    """Build the model of ``spec``, load its weights and put it in eval mode."""
+def load_model(spec: str, weights: str | None = None, name: str | None = None,
+               untrained_ok: bool = False) -> LoadedModel:
+    """Build the model of ``spec``, load its weights and put it in eval mode.
+
+    With ``untrained_ok`` a built-in architecture that ships no weights is returned untrained (its
+    ``weights_sha256`` is ``"untrained"``), for listing layers.
+    """
     if spec in BUILTINS:
         arch = BUILTINS[spec]
         path = weights or (arch.default_weights() if arch.default_weights else None)
-        if path is None:
+        if path is None and untrained_ok:
+            module, sha, preset = arch.build(), "untrained", arch.preset_layers
+        elif path is None:
             raise EquivarError(f"model {spec} ships no weights: pass --weights PATH (an inception5h.pth state dict)")
-        module = arch.build()
-        load_state_into(module, arch.convert(read_state_dict(path)), path)
-        sha, preset = file_sha256(path), arch.preset_layers
+        else:
+            module = arch.build()
+            load_state_into(module, arch.convert(read_state_dict(path)), path)
+            sha, preset = file_sha256(path), arch.preset_layers
     elif ":" in spec:
         module = _call_user_factory(spec)
         if weights:
             load_state_into(module, read_state_dict(weights), weights)
-        sha, preset = state_dict_sha256(module), _default_user_layers(module)
+        sha, preset = state_dict_sha256(module), None
     else:
         raise EquivarError(
             f"unknown model {spec!r}; built-in models: {', '.join(BUILTINS)}; or give package.module:callable"
@@ -153,7 +166,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None) -
     for p in module.parameters():
         p.requires_grad_(False)
     size = int(getattr(module, "input_size", 224))
-    return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset))
+    return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None)
 
 
 def _call_user_factory(spec: str) -> nn.Module:
@@ -168,24 +181,46 @@ def _call_user_factory(spec: str) -> nn.Module:
     return module
 
 
-def _default_user_layers(module: nn.Module) -> tuple[str, ...]:
-    """For a user model without a preset: its convolutions' names, up to six spread over the depth."""
-    convs = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and n]
-    if len(convs) <= 6:
-        return tuple(convs)
-    idx = torch.linspace(0, len(convs) - 1, 6).round().long().tolist()
-    return tuple(convs[i] for i in dict.fromkeys(idx))
+def _default_user_layers(module: nn.Module, input_size: int) -> tuple[str, ...]:
+    """For a user model without a preset: up to six layers with a privileged basis, spread over the depth
+    (the model's convolutions where none is privileged)."""
+    # the nonlinearities themselves (measured at their input) and what comes out of them; a module that
+    # only feeds a nonlinearity measures the same tensor as that nonlinearity
+    names = [i.layer for i in inspect_layers(module, input_size) if i.privileged and
+             not i.reason.startswith("feeds")] or \
+        [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and n]
+    if len(names) <= 6:
+        return tuple(names)
+    idx = torch.linspace(0, len(names) - 1, 6).round().long().tolist()
+    return tuple(names[i] for i in dict.fromkeys(idx))
 
 
 def resolve_layers(model: LoadedModel, names: list[str] | tuple[str, ...] | None) -> list[str]:
-    """Validate layer names against ``model.named_modules()``; ``None`` means the preset."""
+    """Validate layer names (``named_modules()`` plus the model's aliases); ``None`` means the preset.
+
+    Layers without a privileged basis are accepted with a warning: single channels there need not be
+    features (see :mod:`equivar_core.layer_info`).
+    """
+    names = [n for n in (names or ()) if n]
     if not names:
+        if model.preset_layers is None:
+            model.preset_layers = _default_user_layers(model.module, model.input_size)
         return list(model.preset_layers)
-    valid = dict(model.module.named_modules())
-    bad = [n for n in names if n not in valid or not n]
+    valid = layer_modules(model.module)
+    bad = [n for n in names if n not in valid]
     if bad:
-        shown = [n for n in valid if n and n.count(".") <= 1][:40]      # the upper levels of the module tree
+        shown = [n for n in valid if n.count(".") <= 1][:40]      # the upper levels of the module tree
         raise EquivarError(
-            f"unknown layer {bad[0]!r} for model {model.name}; layers include: {', '.join(shown)}"
+            f"unknown layer {bad[0]!r} for model {model.name}; layers include: {', '.join(shown)} "
+            f"(all of them: equivar models --layers {model.spec})"
         )
-    return list(dict.fromkeys(names))
+    names = list(dict.fromkeys(names))
+    infos = {i.layer: i for i in inspect_layers(model.module, model.input_size, names)}
+    flat = [n for n in names if n not in infos]
+    if flat:
+        raise EquivarError(f"layer {flat[0]!r} of model {model.name} gives no N x C x H x W activation map")
+    for n in names:
+        if not infos[n].privileged:
+            log.warning("layer %s has no privileged basis (%s): single channels need not be features, so "
+                        "families are not expected there", n, infos[n].reason)
+    return names
