@@ -18,7 +18,8 @@ one ``float16`` array per layer and group of shape V x N x P x C (version,
 image, point, unit), written to a temporary file and renamed when complete.
 
 Alongside: per-unit mean and standard deviation over all positions of the
-original images (the unit of tuning responses), and each image's maximum per
+original images (the unit of tuning responses), the units' covariance (for
+the basis control, :mod:`equivar_core.basis`), and each image's maximum per
 unit with its position (for top examples).
 """
 
@@ -95,8 +96,9 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     Returns
     -------
     samples : one :class:`LayerSamples` per layer (``<layer>.<group>.samples.npy`` under ``out_dir``)
-    stats : for the ``identity`` group, layer -> {"mean", "std": (C,), "image_max": (N, C),
-        "image_argmax": (N, C) flat map index}; empty for the other groups
+    stats : for the ``identity`` group, layer -> {"mean", "std": (C,), "cov": (C, C) covariance of the
+        units over all positions, "image_max": (N, C), "image_argmax": (N, C) flat map index}; empty for
+        the other groups
     loaded : (N,) bool, False for images that could not be read
     """
     versions = sweep.group(group)
@@ -131,6 +133,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                         if with_stats:
                             acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
                                          "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
+                                         "cross": torch.zeros(c, c, dtype=torch.float64),
                                          "image_max": np.zeros((n_views, c), np.float32),
                                          "image_argmax": np.zeros((n_views, c), np.int64)}
                     vals = sample_at(a, g.points(points[name]))          # B x C x P
@@ -155,7 +158,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
             st = acc[name]
             mean = (st["sum"] / st["n"]).numpy()
             std = np.sqrt(np.maximum((st["sq"] / st["n"]).numpy() - mean**2, 0.0))
-            stats[name] = {"mean": mean, "std": std, "image_max": st["image_max"],
+            cov = (st["cross"] / st["n"]).numpy() - np.outer(mean, mean)
+            stats[name] = {"mean": mean, "std": std, "cov": cov, "image_max": st["image_max"],
                            "image_argmax": st["image_argmax"]}
         samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points[name]), c))
     return samples, stats, loaded
@@ -166,6 +170,8 @@ def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
     flat = a.flatten(2)
     st["sum"] += flat.sum((0, 2)).double().cpu()
     st["sq"] += flat.pow(2).sum((0, 2)).double().cpu()
+    rows = flat.transpose(1, 2).reshape(-1, flat.shape[1])
+    st["cross"] += (rows.T @ rows).double().cpu()
     st["n"] += flat.shape[0] * flat.shape[2]
     mx, arg = flat.max(2)
     st["image_max"][idx], st["image_argmax"][idx] = mx.cpu().numpy(), arg.cpu().numpy()

@@ -67,10 +67,15 @@ def linearized(model: nn.Module):
 
 
 def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, device: str = "cpu",
-                     max_radius: int = 12, chunk: int = 32, mass: float = 0.99) -> np.ndarray:
+                     max_radius: int = 12, chunk: int = 32, mass: float = 0.99,
+                     dst_units: np.ndarray | None = None) -> np.ndarray:
     """Expanded weights ``W`` of shape C_dst x C_src x (2R+1) x (2R+1) around the destination centre.
 
-    R is the smallest radius (at most ``max_radius`` source cells) holding ``mass`` of sum |W|.
+    R is the smallest radius (at most ``max_radius`` source cells) holding ``mass`` of sum |W|. With
+    ``dst_units`` only those destination units are computed (rows in that order). ``input_size`` need
+    not be the model's: the linearized network is a convolution, so any input whose source map holds
+    the destination centre's receptive field away from the border gives the same weights, and a small
+    one is cheaper.
     """
     modules = layer_modules(model)
     x = torch.zeros(1, 3, input_size, input_size, device=device)
@@ -97,9 +102,9 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
                 pass
             c_dst = state["out"].shape[1]
             hd, wd = state["out"].shape[-2:]
-            hs, ws = state["z"].shape[-2:]
-            for start in range(0, c_dst, chunk):
-                units = torch.arange(start, min(start + chunk, c_dst), device=device)
+            wanted = torch.arange(c_dst) if dst_units is None else torch.as_tensor(np.asarray(dst_units, int))
+            for start in range(0, len(wanted), chunk):
+                units = wanted[start:start + chunk].to(device)
                 state.clear()
                 state["batch"] = len(units)
                 try:
@@ -112,7 +117,10 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
     finally:
         h1.remove()
         h2.remove()
+    if not grads:
+        return np.zeros((0, state["z"].shape[1], 1, 1), np.float32)
     w = torch.cat(grads)                                            # C_dst x C_src x Hs x Ws
+    hs, ws = w.shape[-2:]
     energy = w.abs().sum((0, 1))
     cy, cx = support_centre(energy)
     yy, xx = torch.meshgrid(torch.arange(hs), torch.arange(ws), indexing="ij")
@@ -148,6 +156,47 @@ def support_centre(energy: torch.Tensor, rel: float = 1e-6) -> tuple[int, int]:
         return (lo + hi) // 2        # an even-sized support has two middle cells: the first
 
     return middle(rows), middle(cols)
+
+
+def probe_size(input_size: int, src_stride: float, dst_stride: float, max_radius: int) -> int:
+    """The smallest input (a multiple of ``dst_stride``, at most ``input_size``) whose source map holds
+    ``max_radius`` cells around the destination centre plus a margin: enough for :func:`expanded_weights`."""
+    need = src_stride * (2 * max_radius + 9)
+    step = max(int(round(dst_stride)), 1)
+    return int(min(input_size, step * math.ceil(need / step)))
+
+
+def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, transform: str, period: float
+                           ) -> np.ndarray:
+    """Equivariant -> invariant circuit equivariance of one source family into each destination row.
+
+    For every ordered pair of members (a, a') with t = param(a') - param(a), ``W(a' -> c)`` should equal
+    ``T_t(W(a -> c))``; the Pearson correlation of the two sides over all pairs and kernel positions in
+    the central disc, for each destination c at once (``family_equivariance(..., invariant=True)`` for
+    one destination, vectorized).
+    """
+    src_units, src_params = np.asarray(src_units, int), np.asarray(src_params, float)
+    dst_rows = np.asarray(dst_rows, int)
+    i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
+    if not len(i) or not len(dst_rows):
+        return np.full(len(dst_rows), np.nan)
+    t = np.mod(src_params[j] - src_params[i], period) if transform != "hflip" else np.zeros(len(i))
+    wt = torch.as_tensor(w[dst_rows]).float()                          # D x C_src x k x k
+    source = wt[:, src_units[i]]                                        # D x pairs x k x k
+    if transform == "rotate":
+        k = source.shape[-1]
+        angles = torch.as_tensor(np.tile(t, len(dst_rows)))
+        source = rotate_kernels(source.reshape(-1, k, k), angles).reshape(source.shape)
+    elif transform == "hflip":
+        source = source.flip(-1)
+    target = wt[:, src_units[j]]
+    mask = disc_mask(w.shape[-1])
+    x = source[..., mask].reshape(len(dst_rows), -1).double()
+    y = target[..., mask].reshape(len(dst_rows), -1).double()
+    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    denom = torch.sqrt((x * x).sum(1) * (y * y).sum(1))
+    r = torch.where(denom > 0, (x * y).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, float("nan")))
+    return r.numpy()
 
 
 def cancellation(w: np.ndarray) -> np.ndarray:

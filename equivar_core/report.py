@@ -190,10 +190,11 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
 def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     """Kernels W(a -> b) of a family pair on a grid ordered by param, and weight versus relative place."""
     r0 = rows.iloc[0]
-    wpath = os.path.join(run.artifacts, "circuits", f"{r0.src_layer}__{r0.dst_layer}.npy")
+    wpath = os.path.join(run.artifacts, "circuits", f"{r0.src_layer}__{r0.dst_layer}.npz")
     if not os.path.exists(wpath):
         return None
-    w = np.load(wpath)
+    with np.load(wpath) as z:                                    # rows: the computed destination units
+        w, row = z["weights"], {int(u): i for i, u in enumerate(z["dst_units"])}
     fam = run["families"]
     src = fam[(fam["layer"] == r0.src_layer) & (fam["family"] == r0.src_family)].sort_values("param")
     if r0.dst_family >= 0:
@@ -202,7 +203,7 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     else:
         dst_units, dst_labels = np.array([int(r0.dst_unit)]), ["invariant"]
     src_units = src["unit"].to_numpy(int)
-    grid = w[np.ix_(dst_units, src_units)]                        # dst x src x k x k
+    grid = w[np.ix_([row[int(u)] for u in dst_units], src_units)]   # dst x src x k x k
     vmax = float(np.abs(grid).max()) or 1.0
     fig, axes = plt.subplots(len(src_units), len(dst_units),
                              figsize=(1.2 * len(dst_units) + 3.5, 1.2 * len(src_units) + 0.6), squeeze=False)
@@ -290,10 +291,13 @@ def _family_summary(g: pd.DataFrame) -> str:
     return line
 
 
-def build_report(out: str, model: str | None = None, featurevis: bool = False, featurevis_steps: int = 96) -> str:
+def build_report(out: str, model: str | None = None, featurevis: bool = False, featurevis_steps: int = 96,
+                 max_families: int = 3, max_circuits: int = 10) -> str:
     """Write the report of ``model`` (default: the only or first model in ``out``); returns index.html's path.
 
-    With ``featurevis``, family members (at most 32) also get a feature visualization, cached.
+    Each layer shows its ``max_families`` largest families (rotation and hue first; the rest are listed),
+    and the ``max_circuits`` most equivariant family pairs get a diagram. With ``featurevis``, family
+    members (at most 32) also get a feature visualization, cached.
     """
     models_dir = os.path.join(out, "models")
     if model is None:
@@ -310,6 +314,18 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
              f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "
              f"{int(run['models']['n_params'].iloc[0]):,} parameters, layers "
              f"{', '.join(run['layers']['layer'])}.</p>"]
+    summary = run["layer_summary"]
+    if len(summary):
+        table = summary.merge(run["basis_control"][["layer", "transform", "units_in_families_random_basis"]],
+                              on=["layer", "transform"], how="left")
+        table = table[table["units_in_families"] > 0]
+        cols = ["layer", "transform", "units", "units_in_families", "units_in_families_random_basis", "families",
+                "largest_family", "median_spacing", "period", "suggested_group"]
+        parts.append("<h2>What to build in</h2><p>Per layer and transform: units in families in the layer's own "
+                     "basis and in a random orthogonal basis of it (the basis control), and the symmetry group the "
+                     "families suggest (<code>none</code> where a random basis does half as well).</p>"
+                     + (table[cols].to_html(index=False, float_format=lambda x: f"{x:.0f}", na_rep="")
+                        if len(table) else "<p>No families in any layer.</p>"))
     pictures = []
     flw = first_layer_weights(run, os.path.join(folder, "first_layer.png"))
     if flw:
@@ -327,11 +343,20 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
         if lf.empty:
             parts.append("<p>No families.</p>")
             continue
-        for f, g in lf.groupby("family"):
+        ranked = lf.groupby("family").agg(size=("unit", "size"), fit=("fit", "mean"), angular=(
+            "transform", lambda t: t.iloc[0] in ("rotate", "hue"))).sort_values(["angular", "size", "fit"],
+                                                                              ascending=False)
+        for f in ranked.index[:max_families]:
+            g = lf[lf["family"] == f]
             png = family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png"), fv)
             pictures.append(png)
             parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
                          f"<img src='{os.path.basename(png)}'>")
+        if len(ranked) > max_families:
+            rest = ", ".join(f"{f} ({int(r.size)} {lf.loc[lf['family'] == f, 'transform'].iloc[0]})"
+                             for f, r in ranked.iloc[max_families:].iterrows())
+            parts.append(f"<p>{len(ranked) - max_families} more families, in the <code>families</code> table: "
+                         f"{html.escape(rest)}.</p>")
     cf = run["circuit_families"]
     if len(cf):
         # every family pair; invariant targets only where the circuit is clearly equivariant
@@ -339,7 +364,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     if len(cf):
         parts.append("<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
                      "place; red excites, blue inhibits.</p>")
-        for i, (key, rows) in enumerate(_ranked_circuits(cf)[:12]):
+        for i, (key, rows) in enumerate(_ranked_circuits(cf)[:max_circuits]):
             png = circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png"))
             if png:
                 pictures.append(png)

@@ -88,7 +88,7 @@ def pearson_cross(a_chunks, b_chunks) -> np.ndarray:
 
 def version_scores(samples: np.ndarray, version: int, transform: Transform, points: np.ndarray, disc_radius: float,
                    images: np.ndarray, settings: ScoreSettings = ScoreSettings(),
-                   other: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   other: np.ndarray | None = None, mix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Score and null-score matrices (C x C') of one version.
 
     Parameters
@@ -99,6 +99,8 @@ def version_scores(samples: np.ndarray, version: int, transform: Transform, poin
     other : V x N x P x C' samples for the "g.x" side at the same points: another sweep group of the
         same layer (its version ``version``), or another layer (cross-layer scores); by default
         ``samples`` itself
+    mix : C x C matrix applied to the units of both sides first (unit i becomes ``sum_j mix[i, j] u_j``):
+        the scores of the layer in another basis (see :mod:`equivar_core.basis`)
 
     The null pairs, inside each chunk of images, image i of x with image
     i + m/2 of g.x (m the chunk's size), so it costs no extra read.
@@ -120,7 +122,10 @@ def version_scores(samples: np.ndarray, version: int, transform: Transform, poin
         x = x if all_points else x[:, torch.from_numpy(keep)]
         if cuda:                                       # pinned host memory: an asynchronous copy
             x = x.pin_memory().to(settings.device, non_blocking=True)
-        return x.float()
+        x = x.float()
+        return x if mixing is None else x @ mixing.T
+
+    mixing = None if mix is None else torch.as_tensor(mix, dtype=torch.float32, device=settings.device)
 
     acc = CrossMoments(bf16=settings.use_bf16())
     for idx in chunks:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from .activations import SweepSettings
+from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
 
 DEFAULT_N_IMAGES = 48
@@ -37,6 +38,7 @@ class CircuitSettings:
     max_radius: int = 12             # source cells around the destination centre
     all_units_max_pairs: int = 128 * 128   # store every unit pair up to this many, else family members only
     delta_bin: float = 15.0          # degrees, for the weight-vs-relative-place profile
+    max_invariant_targets: int = 16  # most invariant units of a layer that equivariant -> invariant circuits test
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class RunSettings:
     tuning: TuningSettings = TuningSettings()
     families: FamilySettings = FamilySettings()
     circuits: CircuitSettings = CircuitSettings()
+    rotation_test: RotationTestSettings = RotationTestSettings()
 
     @property
     def model_name(self) -> str:

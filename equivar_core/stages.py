@@ -17,14 +17,16 @@ import pandas as pd
 
 from .activations import TRANSFORM_GROUPS, sample_activations
 from .capture import layer_geometry
-from .circuits import cancellation, expanded_weights, family_equivariance
+from .circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
+from .basis import above_chance, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
+from .layer_info import inspect_layers
 from .models.registry import LoadedModel, load_model, resolve_layers
 from .scores import ScoreSettings, linear_map_summary, top_pairs, version_scores
 from .settings import RunSettings
 from .storage import save_npy, save_npz
-from .sweeps import family_sweep, sweep_error
+from .sweeps import SweptFamily, layer_sweeps, sweep_error
 from .transforms import make_transform
 from .tuning import (HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI, curves,
                      measure_tuning, unit_profiles)
@@ -57,14 +59,21 @@ def model_table(settings: RunSettings) -> pd.DataFrame:
 
 
 def layer_table(settings: RunSettings) -> pd.DataFrame:
-    """``layers``: shape at the input size, stride and effective receptive field of each analysed layer."""
+    """``layers``: shape at the input size, privileged basis, stride and effective receptive field of each
+    analysed layer (see :mod:`equivar_core.layer_info` for ``privileged``)."""
     model, layers = load(settings)
     geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed)
-    df = pd.DataFrame({"layer": [g.layer for g in geoms], "n_units": [g.n_units for g in geoms],
+    every = inspect_layers(model.module, model.input_size, device=settings.resolved_device())   # forward order
+    depth = {i.layer: k for k, i in enumerate(every)}
+    infos = {i.layer: i for i in every}
+    df = pd.DataFrame({"layer": [g.layer for g in geoms], "depth": [depth[g.layer] for g in geoms],
+                       "n_units": [g.n_units for g in geoms],
+                       "privileged": [infos[g.layer].privileged for g in geoms],
+                       "basis": [infos[g.layer].reason for g in geoms],
                        "height": [g.height for g in geoms], "width": [g.width for g in geoms],
                        "stride": [g.stride for g in geoms], "rf_radius": [g.rf_radius for g in geoms],
                        "rf_offset_y": [g.rf_offset[0] for g in geoms], "rf_offset_x": [g.rf_offset[1] for g in geoms]})
-    return _with_model(df, settings)
+    return _with_model(df.sort_values("depth", kind="stable").reset_index(drop=True), settings)
 
 
 def _geometries(layers_df: pd.DataFrame):
@@ -92,12 +101,12 @@ def _views(images_df: pd.DataFrame) -> list[ImageView]:
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
     labels = ";".join(g.label for g in settings.sweep.group(group))
-    cols = ["layer", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped", "n_points",
-            "n_units", "versions"]
-    df = pd.DataFrame([{"layer": s.layer, "group": group, "path": s.path, "points_path": s.points_path,
+    cols = ["layer", "depth", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped",
+            "n_points", "n_units", "versions"]
+    df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": s.path, "points_path": s.points_path,
                         "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
                         "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
-                        "versions": labels} for s in samples], columns=cols)
+                        "versions": labels} for depth, s in enumerate(samples)], columns=cols)
     return _with_model(df, settings)
 
 
@@ -126,6 +135,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
                                   "best_value": st["image_max"][loaded].max(0)}))
         save_npy(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
         save_npy(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
+        save_npy(cov_path(settings, name), st["cov"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     score_settings = ScoreSettings(device=settings.resolved_device())
     for smp in samples:
@@ -164,14 +174,25 @@ def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_d
 
 # -- tuning -----------------------------------------------------------------------------------
 
-def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
-    """``tuning``: responses (natural-image standard deviations) to every swept stimulus."""
+def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.DataFrame
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``tuning`` and ``tuning_random_basis``: responses (natural-image standard deviations) to every swept
+    stimulus, of the layer's units and of the same layer in a random orthogonal basis (same passes)."""
     model, _ = load(settings)
-    stats = {layer: (g.sort_values("unit")["mean"].to_numpy(), g.sort_values("unit")["std"].to_numpy())
-             for layer, g in stats_df.groupby("layer")}
-    cols = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
-                          settings.resolved_device())
-    return _with_model(pd.DataFrame(cols), settings)
+    stats, mixes = {}, {}
+    for layer, g in stats_df.groupby("layer"):
+        g = g.sort_values("unit")
+        stats[layer] = (g["mean"].to_numpy(), g["std"].to_numpy())
+        q = random_orthogonal(len(g), settings.seed, layer)
+        mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(cov_path(settings, layer)), q))
+    cols, mixed = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
+                                 settings.resolved_device(), mixes)
+    return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
+
+
+def cov_path(settings: RunSettings, layer: str) -> str:
+    """C x C covariance of a layer's units over all positions of the natural images."""
+    return os.path.join(activations_dir(settings), f"{layer}.cov.npy")
 
 
 def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
@@ -337,10 +358,22 @@ def _resample(params: np.ndarray, resp: np.ndarray, steps: int) -> np.ndarray:
 def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
                  layers_df: pd.DataFrame) -> pd.DataFrame:
     """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores."""
+    return layer_families(settings, tuning_df, profiles_df, layers_df,
+                          lambda layer, t: load_scores(settings, layer, t), lambda layer: load_identity(settings, layer))
+
+
+def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
+                   layers_df: pd.DataFrame, scores_of, identity_of) -> pd.DataFrame:
+    """Family rows of every layer from its tuning, profiles and transform scores.
+
+    ``scores_of(layer, transform)`` gives amount -> C x C scores, ``identity_of(layer)`` the plain
+    correlations: the stored ones, or those of the layer in another basis (the basis control).
+    """
     fs = settings.families
-    tuning = _columns(tuning_df)
+    by_layer = {layer: _columns(g) for layer, g in tuning_df.groupby("layer", sort=False)}
     rows = []
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        tuning = by_layer.get(layer, _columns(tuning_df.iloc[:0]))
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
         for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI),
@@ -351,12 +384,12 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
             est = AngularFamilies(fs.min_similarity, fs.min_tuning_similarity, fs.min_spread, fs.tolerance,
                                   fs.min_partner_score, fs.min_gain, fs.max_plain_correlation,
                                   fs.min_invariant_similarity, fs.min_agreement, fs.curve_weighting).fit(
-                _stacked_curves(tuning, layer, stimuli, c), eligible, load_scores(settings, layer, transform),
-                load_identity(settings, layer), _stacked_curves(tuning, layer, fixed, c))
+                _stacked_curves(tuning, layer, stimuli, c), eligible, scores_of(layer, transform),
+                identity_of(layer), _stacked_curves(tuning, layer, fixed, c))
             next_id = _append_families(rows, layer, transform, est, next_id,
                                        period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
         for transform in ("hflip", "scale"):
-            scores = load_scores(settings, layer, transform)
+            scores = scores_of(layer, transform)
             if not scores:
                 continue
             est = PairFamilies(fs.pair_min_score, fs.pair_max_error_ratio).fit(scores, directed=transform == "scale")
@@ -380,35 +413,122 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement) ->
 
 
 def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
-                       layers_df: pd.DataFrame, stats_df: pd.DataFrame, step: float = 10.0,
-                       top_k: int = 2) -> pd.DataFrame:
-    """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted)."""
+                       layers_df: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
+    """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
+    ``rotation_test.max_families`` largest rotation and hue families of each layer."""
     model, _ = load(settings)
     views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
     act_dir = activations_dir(settings)
+    test = settings.rotation_test
     rows = []
     angular = families_df[families_df["transform"].isin(["rotate", "hue"])]
-    for (layer, fam, transform), g in angular.groupby(["layer", "family", "transform"]):
+    for layer, lf in angular.groupby("layer", sort=False):
+        ranked = lf.groupby(["family", "transform"]).agg(size=("unit", "size"), fit=("fit", "mean"))
+        ranked = ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families)
+        chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(), float(g["period"].iloc[0]))
+                  for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in ranked.index]
         st = stats_df[stats_df["layer"] == layer].sort_values("unit")
-        cols = family_sweep(model.module, geoms[layer], model.input_size, views,
+        cols = layer_sweeps(model.module, geoms[layer], model.input_size, views,
                             np.load(os.path.join(act_dir, f"{layer}.image_max.npy")),
                             np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy")),
-                            st["mean"].to_numpy(), st["std"].to_numpy(), g["unit"].to_numpy(int),
-                            g["param"].to_numpy(), float(g["period"].iloc[0]), transform, step, top_k,
-                            settings.resolved_device())
+                            st["mean"].to_numpy(), st["std"].to_numpy(), chosen, test, settings.resolved_device())
         df = pd.DataFrame(cols)
-        df.insert(0, "transform", transform)
-        df.insert(0, "family", int(fam))
+        periods = {f.family: f.period for f in chosen}
+        df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
         df.insert(0, "layer", layer)
         df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
-                                  float(g["period"].iloc[0]))
+                                  df["family"].map(periods).to_numpy(float))
         rows.append(df)
-        log.info("family sweeps: %s family %d (%d members)", layer, fam, len(g))
+        log.info("family sweeps: %s, %d of %d families", layer, len(chosen), lf.groupby(["family", "transform"]).ngroups)
     cols = ["layer", "family", "transform", "driver", "member", "angle", "response", "peak_angle",
             "expected_angle", "error"]
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(out, settings)
+    return _with_model(out[cols] if len(out) else out, settings)
+
+
+# -- basis control and summary ---------------------------------------------------------------
+
+def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_rb_df: pd.DataFrame,
+                        families_df: pd.DataFrame, identity_df: pd.DataFrame,
+                        transformed: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``basis_control``: units and families per layer and transform, in the layer's basis and in a random one.
+
+    The random basis's family assignment is the real one's, run on the mixed tuning
+    (``tuning_random_basis``) and on transform scores of the mixed samples (recomputed here from the
+    stored samples: one GEMM pass, no forward pass); see :mod:`equivar_core.basis`.
+    ``transformed``: transform family -> its samples manifest.
+    """
+    score_settings = ScoreSettings(device=settings.resolved_device())
+    profiles_rb = profile_table(settings, tuning_rb_df, layers_df)
+    originals = {r.layer: r for r in identity_df.itertuples()}
+    scores: dict[tuple[str, str], dict[float, np.ndarray]] = {}
+    identity: dict[str, np.ndarray] = {}
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        base = originals[layer]
+        samples, points = np.load(base.path, mmap_mode="r"), np.load(base.points_path)
+        images, q = _loaded_images(base), random_orthogonal(int(c), settings.seed, layer)
+        identity[layer] = version_scores(samples, 0, make_transform("rotate", 0.0), points, settings.sweep.disc_radius,
+                                         images, score_settings, mix=q)[0]
+        for transform, manifest in transformed.items():
+            for r in manifest[manifest["layer"] == layer].itertuples():
+                versions = np.load(r.path, mmap_mode="r")
+                for v, label in enumerate(r.versions.split(";")):
+                    name, amount = label.split(":")
+                    scores.setdefault((layer, transform), {})[float(amount)] = version_scores(
+                        samples, v, make_transform(name, float(amount)), points, settings.sweep.disc_radius, images,
+                        score_settings, other=versions, mix=q)[0]
+        log.info("basis control: %s scored in a random basis", layer)
+    random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
+                               lambda layer, t: scores.get((layer, t), {}), identity.get)
+    rows = []
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        for transform in TRANSFORM_GROUPS:
+            real = families_df[(families_df["layer"] == layer) & (families_df["transform"] == transform)]
+            rand = random_df[(random_df["layer"] == layer) & (random_df["transform"] == transform)]
+            rows.append({"layer": layer, "transform": transform, "units": int(c),
+                         "units_in_families": real["unit"].nunique(),
+                         "units_in_families_random_basis": rand["unit"].nunique(),
+                         "families": real["family"].nunique(), "families_random_basis": rand["family"].nunique()})
+    df = pd.DataFrame(rows)
+    df["ratio"] = df["units_in_families_random_basis"] / df["units_in_families"].where(df["units_in_families"] > 0)
+    return _with_model(df, settings)
+
+
+def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame,
+                        basis_df: pd.DataFrame) -> pd.DataFrame:
+    """``layer_summary``: per layer and transform, how much of the layer is in families and what to build in.
+
+    ``median_spacing`` is the median over the layer's families of each family's median gap between
+    neighbouring members; ``period`` and the order of ``suggested_group`` are the largest family's (see
+    :func:`equivar_core.basis.suggested_group`); ``above_chance`` comes from the basis control.
+    """
+    rows = []
+    control = basis_df.set_index(["layer", "transform"])
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        fam = families_df[families_df["layer"] == layer]
+        real = {t: above_chance(int(control.loc[(layer, t), "units_in_families"]),
+                                int(control.loc[(layer, t), "units_in_families_random_basis"]))
+                for t in TRANSFORM_GROUPS if (layer, t) in control.index}
+        for transform in TRANSFORM_GROUPS:
+            f = fam[fam["transform"] == transform]
+            sizes = f.groupby("family").size().sort_values(kind="stable")
+            angular = transform in ("rotate", "hue") and len(sizes) > 0
+            spacing = {k: median_spacing(g["param"], float(g["period"].iloc[0])) for k, g in f.groupby("family")} \
+                if angular else {}
+            largest = f[f["family"] == sizes.index[-1]] if len(sizes) else f
+            period = float(largest["period"].iloc[0]) if angular else float("nan")
+            gap = spacing.get(sizes.index[-1], float("nan")) if angular else float("nan")
+            order = int(round(period / gap)) if angular and gap > 0 else 0
+            n_in = f["unit"].nunique()
+            rows.append({"layer": layer, "transform": transform, "units": int(c), "units_in_families": n_in,
+                         "fraction": n_in / int(c), "families": len(sizes),
+                         "largest_family": int(sizes.max()) if len(sizes) else 0,
+                         "median_spacing": float(np.median(list(spacing.values()))) if spacing else float("nan"),
+                         "period": period, "above_chance": bool(real.get(transform, False)),
+                         "suggested_group": suggested_group(transform, real.get(transform, False), order,
+                                                            real.get("hflip", False))})
+    return _with_model(pd.DataFrame(rows), settings)
 
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
@@ -434,28 +554,48 @@ def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:
 
 
 def weights_path(settings: RunSettings, src: str, dst: str) -> str:
-    return os.path.join(settings.artifacts, "circuits", f"{src}__{dst}.npy")
+    """The expanded weights of one layer pair: ``weights`` (rows x C_src x k x k) and the ``dst_units`` of
+    the rows."""
+    return os.path.join(settings.artifacts, "circuits", f"{src}__{dst}.npz")
+
+
+def load_weights(settings: RunSettings, src: str, dst: str) -> tuple[np.ndarray, np.ndarray] | None:
+    path = weights_path(settings, src, dst)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return z["weights"], z["dst_units"]
 
 
 def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame
                          ) -> pd.DataFrame:
     """``circuit_weights``: expanded weights between consecutive analysed layers.
 
-    Every unit pair is kept for small layer pairs, only family members otherwise.
+    Every unit pair is kept for small layer pairs; otherwise only family members, and only the
+    destination units that the circuit tables use are computed (family members and units invariant to
+    rotation or hue, the targets of equivariant -> invariant circuits).
     """
     model, _ = load(settings)
+    strides = dict(zip(layers_df["layer"], layers_df["stride"]))
+    n_units = dict(zip(layers_df["layer"], layers_df["n_units"]))
     rows = []
     for src, dst in layer_pairs(list(layers_df["layer"])):
-        w = expanded_weights(model.module, src, dst, model.input_size, settings.resolved_device(),
-                             settings.circuits.max_radius)
-        save_npy(weights_path(settings, src, dst), w)
-        c_dst, c_src, k, _ = w.shape
+        c_src, c_dst = int(n_units[src]), int(n_units[dst])
         if c_dst * c_src <= settings.circuits.all_units_max_pairs:
             dst_units, src_units = np.arange(c_dst), np.arange(c_src)
+            computed = dst_units
         else:
             src_units = np.unique(families_df.loc[families_df["layer"] == src, "unit"].to_numpy(int))
             dst_units = np.unique(families_df.loc[families_df["layer"] == dst, "unit"].to_numpy(int))
-        sub = w[np.ix_(dst_units, src_units)]
+            targets = [invariant_units(settings, dst, t, dst_units) for t in ("rotate", "hue")]
+            computed = np.unique(np.concatenate([dst_units, *targets])).astype(int)
+        size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
+        w = expanded_weights(model.module, src, dst, size, settings.resolved_device(), settings.circuits.max_radius,
+                             dst_units=computed)
+        save_npz(weights_path(settings, src, dst), {"weights": w, "dst_units": computed})
+        k = w.shape[-1]
+        row_of = {int(u): i for i, u in enumerate(computed)}
+        sub = w[np.ix_([row_of[int(u)] for u in dst_units], src_units)]
         canc = cancellation(sub)
         r = k // 2
         b, a, dy, dx = np.meshgrid(dst_units, src_units, np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
@@ -463,7 +603,8 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
         rows.append(pd.DataFrame({"src_layer": src, "src_unit": a.ravel(), "dst_layer": dst, "dst_unit": b.ravel(),
                                   "dy": dy.ravel(), "dx": dx.ravel(), "weight": sub.ravel(),
                                   "cancellation": np.repeat(canc[bi, ai].ravel(), k * k)}))
-        log.info("circuits: %s -> %s (%d x %d units, %d x %d kernels)", src, dst, c_src, c_dst, k, k)
+        log.info("circuits: %s -> %s (%d x %d of %d units, %d x %d kernels, %d px probe)", src, dst, c_src,
+                 len(computed), c_dst, k, k, size)
     cols = ["src_layer", "src_unit", "dst_layer", "dst_unit", "dy", "dx", "weight", "cancellation"]
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(df, settings)
@@ -476,69 +617,80 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
     bin_ = settings.circuits.delta_bin
     pairs = weights_df[["src_layer", "dst_layer"]].drop_duplicates().itertuples(index=False)
     for src, dst in pairs:
-        path = weights_path(settings, src, dst)
-        if not os.path.exists(path):
+        loaded = load_weights(settings, src, dst)
+        if loaded is None:
             continue
-        w = np.load(path)
+        w, computed = loaded
+        row_of = np.full(int(computed.max()) + 1 if len(computed) else 0, -1)
+        row_of[computed] = np.arange(len(computed))
         total = w.sum((2, 3))
         fsrc = families_df[families_df["layer"] == src]
-        fdst = families_df[families_df["layer"] == dst]
+        fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
         for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
             for df_id, gd in fdst[fdst["transform"] == transform].groupby("family"):
                 p_src = _family_period(gs, transform)
                 p_dst = _family_period(gd, transform)
-                eq, n = family_equivariance(w, gs["unit"], gs["param"], gd["unit"], gd["param"], transform,
+                eq, n = family_equivariance(w, gs["unit"], gs["param"], gd["row"], gd["param"], transform,
                                             p_src, p_dst, settings.families.tolerance)
-                a, b = np.meshgrid(gs["unit"].to_numpy(int), gd["unit"].to_numpy(int), indexing="ij")
+                a, b = np.meshgrid(gs["unit"].to_numpy(int), gd["row"].to_numpy(int), indexing="ij")
                 pa, pb = np.meshgrid(gs["param"].to_numpy(), gd["param"].to_numpy(), indexing="ij")
                 period = max(p_src, p_dst)
                 delta = np.mod(pb - pa, period)
                 if transform in ("rotate", "hue"):
                     delta = np.mod(np.round(delta / bin_) * bin_, period)
-                prof = pd.DataFrame({"delta": delta.ravel(), "w": total[b.ravel(), a.ravel()]})
-                prof = prof.groupby("delta", as_index=False).agg(mean_weight=("w", "mean"), n_pairs=("w", "size"))
-                prof.insert(0, "transform", transform)
-                prof.insert(0, "dst_family", int(df_id))
-                prof.insert(0, "dst_layer", dst)
-                prof.insert(0, "src_family", int(sf))
-                prof.insert(0, "src_layer", src)
-                prof["equivariance"] = eq
-                prof["n_matched"] = n
-                rows.append(prof)
-        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst)
+                bins, inverse = np.unique(delta.ravel(), return_inverse=True)
+                counts = np.bincount(inverse, minlength=len(bins))
+                means = np.bincount(inverse, weights=total[b.ravel(), a.ravel()], minlength=len(bins)) / counts
+                rows.append({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": int(df_id),
+                             "transform": transform, "delta": bins, "mean_weight": means, "n_pairs": counts,
+                             "equivariance": eq, "n_matched": n, "dst_unit": -1})
+        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of)
     cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
             "equivariance", "n_matched", "dst_unit"]
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    if "dst_unit" not in df.columns:
-        df["dst_unit"] = pd.NA
-    df["dst_unit"] = df["dst_unit"].astype("Int64")
+    df = pd.DataFrame(_stack_rows(rows, cols))
+    df["dst_unit"] = df["dst_unit"].astype("Int64").where(df["dst_unit"] >= 0)
     return _with_model(df, settings)
 
 
+def _stack_rows(parts: list[dict], cols: list[str]) -> dict[str, np.ndarray]:
+    """Columns from row groups given as dicts of arrays (one length per group) and scalars (repeated)."""
+    lengths = [max((len(v) for v in p.values() if isinstance(v, np.ndarray)), default=1) for p in parts]
+    return {c: np.concatenate([np.broadcast_to(np.asarray(p[c], dtype=object if isinstance(p[c], str) else None), (n,))
+                               for p, n in zip(parts, lengths)]) if parts else np.zeros(0) for c in cols}
+
+
 def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) -> np.ndarray:
-    """Units whose mean self score over the transform's sweep is at least ``min_invariance``."""
+    """Units whose mean self score over the transform's sweep is at least ``min_invariance`` (not in
+    ``exclude``): the ``circuits.max_invariant_targets`` most invariant ones, in unit order."""
     scores = load_scores(settings, layer, transform)
     if not scores:
         return np.zeros(0, dtype=int)
     self_score = np.mean([np.diag(m) for m in scores.values()], axis=0)
+    self_score[np.asarray(list(exclude), dtype=int)] = -np.inf
     keep = np.flatnonzero(self_score >= settings.families.min_invariance)
-    return np.setdiff1d(keep, np.asarray(list(exclude), dtype=int))
+    keep = keep[np.argsort(-self_score[keep], kind="stable")][:settings.circuits.max_invariant_targets]
+    return np.sort(keep)
 
 
-def _invariant_targets(settings, w, total, fsrc, fdst, src, dst) -> list[pd.DataFrame]:
-    """Rows for equivariant -> invariant circuits: a source family into one invariant destination unit."""
+def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of) -> list[pd.DataFrame]:
+    """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit."""
     rows = []
     for (sf, transform), gs in fsrc[fsrc["transform"].isin(["rotate", "hue"])].groupby(["family", "transform"]):
         in_family = fdst.loc[fdst["transform"] == transform, "unit"]
-        for c in invariant_units(settings, dst, transform, in_family):
-            period = _family_period(gs, transform)
-            eq, n = family_equivariance(w, gs["unit"], gs["param"], [c], [0.0], transform, period, period,
-                                        settings.families.tolerance, invariant=True)
-            delta = np.mod(-gs["param"].to_numpy(), period)
-            rows.append(pd.DataFrame({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
-                                      "transform": transform, "delta": delta,
-                                      "mean_weight": total[c, gs["unit"].to_numpy(int)], "n_pairs": 1,
-                                      "equivariance": eq, "n_matched": n, "dst_unit": int(c)}))
+        targets = invariant_units(settings, dst, transform, in_family)
+        targets = targets[(targets < len(row_of))]
+        targets = targets[row_of[targets] >= 0]
+        if not len(targets):
+            continue
+        period = _family_period(gs, transform)
+        units, params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
+        eq = invariant_equivariance(w, units, params, row_of[targets], transform, period)
+        n = len(units) * (len(units) - 1)
+        delta = np.mod(-params, period)
+        rows += [{"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
+                  "transform": transform, "delta": delta, "mean_weight": total[row_of[c], units],
+                  "n_pairs": 1, "equivariance": e, "n_matched": n, "dst_unit": int(c)}
+                 for c, e in zip(targets, eq)]
     return rows
 
 

@@ -127,14 +127,19 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
 
 
 def read_table(root: str, name: str, model: str, part: tuple[str, str] | None = None) -> pa.Table | None:
-    """All partitions of one model's table (or of one ``part`` of it), or None if it was never written."""
+    """All partitions of one model's table (or of one ``part`` of it), or None if it was never written.
+
+    Files are one per layer, so rows come back in folder order; a table with a ``depth`` column (the layer's
+    place in the forward pass: ``layers`` and the sample manifests) comes back in network order.
+    """
     model_dir = table_dir(root, name, model, part)
     files = sorted(
         os.path.join(d, f) for d, _, fs in os.walk(model_dir) for f in fs if f == "data.parquet"
     )
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return table.sort_by("depth") if "depth" in table.column_names else table
 
 
 def list_tables(root: str) -> dict[str, str]:

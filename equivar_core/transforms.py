@@ -80,23 +80,25 @@ class Transform:
         """``g.x`` for RGB images in [0, 1] (N x 3 x H x W); content outside is reflected."""
         return warp(x, torch.linalg.inv(self.matrix()))
 
-    def images_about(self, x: torch.Tensor, source: tuple[float, float], target: tuple[float, float]
-                     ) -> torch.Tensor:
-        """``g.x`` about a point: the content at pixel ``source`` (y, x) of ``x`` is moved to ``target`` and
-        transformed about it, ``out(q) = x(source + A^-1 (q - target))``, in one resampling (reflecting).
+    def images_about(self, x: torch.Tensor, source: tuple[float, float], target: tuple[float, float],
+                     size: int | None = None) -> torch.Tensor:
+        """``g.x`` about a point: the content at pixel ``source`` (y, x) of ``x`` is moved to ``target`` of an
+        output canvas of ``size`` pixels (default: x's) and transformed about it,
+        ``out(q) = x(source + A^-1 (q - target))``, in one resampling (reflecting at x's border).
 
         Pixel coordinates are continuous (the first pixel's centre is 0.5). Rotating about ``target``
         instead of the image centre keeps a unit's receptive field on the feature it was centred on.
         """
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
+        size = size or w
         inv = torch.linalg.inv(self.matrix()).to(x) if self.spatial else torch.eye(2).to(x)
         scale = torch.tensor([2.0 / w, 2.0 / h]).to(x)
-        src = torch.tensor([source[1], source[0]]).to(x) * scale - 1       # normalized (x, y)
-        dst = torch.tensor([target[1], target[0]]).to(x) * scale - 1
+        src = torch.tensor([source[1], source[0]]).to(x) * scale - 1                  # normalized in x
+        offset = torch.tensor([size / 2 - target[1], size / 2 - target[0]]).to(x)    # canvas pixels
         theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
-        theta[:, :, :2] = inv
-        theta[:, :, 2] = src - inv @ dst
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        theta[:, :, :2] = inv * (size / w)
+        theta[:, :, 2] = src + (inv @ offset) * scale
+        grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
         moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         return moved if self.spatial else self.images(moved)
 

@@ -58,35 +58,56 @@ class TuningSettings:
 
 def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size: int,
                    stats: dict[str, tuple[np.ndarray, np.ndarray]], settings: TuningSettings = TuningSettings(),
-                   device: str = "cpu") -> dict[str, np.ndarray]:
+                   device: str = "cpu", mixes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                   ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Tuning responses of every unit of every layer.
 
     Parameters
     ----------
     stats : layer -> (mean, std), each of shape (C,), over natural images.
+    mixes : layer -> (Q (C x C), mean (C,), std (C,)): also measure the units of the layer mixed by Q
+        (the basis control, :mod:`equivar_core.basis`), standardized by the mixed units' natural-image
+        mean and std, from the same forward passes: the raw responses at the read-out cells are mixed
+        before any maximum.
 
     Returns
     -------
     Columns ``layer, unit, stimulus, param, param2, response`` (one row per
-    unit and swept stimulus after maximizing over nuisances).
+    unit and swept stimulus after maximizing over nuisances); with ``mixes``, a second such table for
+    the mixed units.
     """
     cols: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "param", "param2", "response")}
+    mixed: dict[str, list] = {k: [] for k in cols}
     for geom in geometries:
         size = canvas_size(geom, input_size)
         centre = geom.rf_centre(size)
         mean, std = (torch.tensor(a, dtype=torch.float32) for a in stats[geom.layer])
+        mix = None
+        if mixes is not None and geom.layer in mixes:
+            q, m_mean, m_std = (torch.tensor(a, dtype=torch.float32) for a in mixes[geom.layer])
+            mix = (q, m_mean, m_std)
         for batch in render_all(size, centre, geom.rf_radius, settings.stimuli):
-            resp = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)
-            resp = (resp - mean) / std.clamp_min(1e-6)                    # N x C
+            raw = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)  # N x C x 9
+            resp = (raw.amax(-1) - mean) / std.clamp_min(1e-6)                                 # N x C
             _append_max_over_nuisance(cols, geom.layer, batch, resp.numpy())
+            if mix is not None:
+                q, m_mean, m_std = mix
+                resp = (torch.einsum("ij,njk->nik", q, raw).amax(-1) - m_mean) / m_std.clamp_min(1e-6)
+                _append_max_over_nuisance(mixed, geom.layer, batch, resp.numpy())
         log.info("tuning: %s done (%d units, canvas %d px, rf %.1f px)", geom.layer, geom.n_units, size,
                  geom.rf_radius)
-    return {k: np.asarray(v) for k, v in cols.items()}
+    out = {k: _concat(v) for k, v in cols.items()}
+    return out if mixes is None else (out, {k: _concat(v) for k, v in mixed.items()})
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 @torch.inference_mode()
 def _centre_responses(model, geom: LayerGeometry, images: torch.Tensor, size: int, batch: int,
                       device: str) -> torch.Tensor:
+    """Responses at the central cell and its 8 neighbours, N x C x 9 (fewer cells at a map's edge)."""
     cy, cx = geom.centre_cell(size)
     out = []
     with capture(model, [geom.layer], pre_activation=True) as cap:
@@ -95,7 +116,7 @@ def _centre_responses(model, geom: LayerGeometry, images: torch.Tensor, size: in
             acts = cap.run(x)[geom.layer].float()
             h, w = acts.shape[-2:]
             y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
-            out.append(acts[:, :, y0:cy + 2, x0:cx + 2].amax((2, 3)).cpu())
+            out.append(acts[:, :, y0:cy + 2, x0:cx + 2].flatten(2).cpu())
     return torch.cat(out)
 
 
@@ -115,12 +136,12 @@ def _append_max_over_nuisance(cols, layer: str, batch, resp: np.ndarray) -> None
                   ("color_contrast_grid", uniq[:, 0], uniq[:, 1], best)]
     for name, param, param2, table in tables:
         n_rows, n_units = table.shape
-        cols["layer"] += [layer] * (n_rows * n_units)
-        cols["unit"] += np.tile(np.arange(n_units), n_rows).tolist()
-        cols["stimulus"] += [name] * (n_rows * n_units)
-        cols["param"] += np.repeat(param, n_units).tolist()
-        cols["param2"] += np.repeat(param2, n_units).tolist()
-        cols["response"] += table.ravel().tolist()
+        cols["layer"].append(np.full(n_rows * n_units, layer, dtype=object))
+        cols["unit"].append(np.tile(np.arange(n_units), n_rows))
+        cols["stimulus"].append(np.full(n_rows * n_units, name, dtype=object))
+        cols["param"].append(np.repeat(np.asarray(param, float), n_units))
+        cols["param2"].append(np.repeat(np.asarray(param2, float), n_units))
+        cols["response"].append(table.ravel().astype(float))
 
 
 def _marginal(param: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,13 +197,15 @@ def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
     keys = ("preferred", "selectivity", "period", "modulation", "preferred2")
     out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", *keys)}
     for layer, c in n_units.items():
-        stims = [s for s in dict.fromkeys(tuning["stimulus"][tuning["layer"] == layer]) if s != "color_contrast_grid"]
+        here = tuning["layer"] == layer
+        tuning_here = {k: v[here] for k, v in tuning.items()}
+        stims = [s for s in dict.fromkeys(tuning_here["stimulus"]) if s != "color_contrast_grid"]
         for stim in stims:
-            params, resp = curves(tuning, layer, stim, c)
+            params, resp = curves(tuning_here, layer, stim, c)
             prof = profile(params, resp, stim in ANGULAR, settings)
             prof["preferred2"] = np.full(c, np.nan)
             if stim == "color_contrast":
-                prof["preferred2"] = _grid_preferred_hue(tuning, layer, c)
+                prof["preferred2"] = _grid_preferred_hue(tuning_here, layer, c)
             out["layer"] += [layer] * c
             out["unit"] += list(range(c))
             out["stimulus"] += [stim] * c

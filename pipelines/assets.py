@@ -95,12 +95,26 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
                skipped_images=MetadataValue.int(skipped))
 
 
-@asset(group_name="activations", **TABLE, **GPU)
-def tuning(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
-           unit_stats: pd.DataFrame) -> Output:
-    """Every unit's response to swept synthetic stimuli, in natural-image standard deviations."""
+@multi_asset(
+    group_name="activations",
+    outs={
+        "tuning": AssetOut(code_version=CODE_VERSION, description="Every unit's response to swept synthetic "
+                                                                  "stimuli, in natural-image standard deviations."),
+        "tuning_random_basis": AssetOut(code_version=CODE_VERSION,
+                                        description="The same responses of each layer mixed by a seeded random "
+                                                    "orthogonal matrix (the basis control), from the same passes."),
+    },
+    retry_policy=RETRY,
+    partitions_def=MODELS,
+    **GPU,
+)
+def tuning_tables(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
+                  unit_stats: pd.DataFrame):
+    """Stimulus sweeps through every analysed layer, in the layer's basis and in a random one."""
     s = _settings(context, equivar, "tuning")
-    return _out(context, equivar, "tuning", stages.tuning_table(s, layers, unit_stats))
+    tuning, random_basis = stages.tuning_table(s, layers, unit_stats)
+    yield _out(context, equivar, "tuning", tuning, "tuning")
+    yield _out(context, equivar, "tuning_random_basis", random_basis, "tuning_random_basis")
 
 
 @asset(group_name="scores", **TABLE)
@@ -180,6 +194,29 @@ def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -
     return _out(context, equivar, "reference_families", stages.reference_family_table(s))
 
 
+@asset(group_name="families", **TABLE,
+       ins={"layers": AssetIn("layers"), "tuning_random_basis": AssetIn("tuning_random_basis"),
+            "families": AssetIn("families"), "activation_samples": AssetIn("activation_samples"),
+            **{f"samples_{t}": AssetIn(["transformed_samples", t]) for t in TRANSFORM_GROUPS}})
+def basis_control(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
+                  tuning_random_basis: pd.DataFrame, families: pd.DataFrame, activation_samples: pd.DataFrame,
+                  **transformed: pd.DataFrame) -> Output:
+    """Units in families in each layer's own basis and in a seeded random orthogonal basis of it."""
+    s = _settings(context, equivar, "basis_control")
+    manifests = {k.removeprefix("samples_"): v for k, v in transformed.items()}
+    return _out(context, equivar, "basis_control",
+                stages.basis_control_table(s, layers, tuning_random_basis, families, activation_samples, manifests))
+
+
+@asset(group_name="families", **TABLE)
+def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
+                  families: pd.DataFrame, basis_control: pd.DataFrame) -> Output:
+    """Per layer and transform: the share of units in families, family sizes and spacing, and the group to
+    build in."""
+    s = _settings(context, equivar, "layer_summary")
+    return _out(context, equivar, "layer_summary", stages.layer_summary_table(s, layers, families, basis_control))
+
+
 @asset(group_name="families", **TABLE, **GPU)
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame) -> Output:
@@ -210,9 +247,9 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
                 diagrams=_pictures(circuit_previews(s.out, s.model_name, table)))
 
 
-TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning, unit_profiles,
-                *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, family_sweeps,
-                circuit_weights, circuit_families]
+TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning_tables, unit_profiles,
+                *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, basis_control,
+                layer_summary, family_sweeps, circuit_weights, circuit_families]
 
 
 @asset(group_name="report", **TABLE, deps=TABLE_ASSETS)

@@ -27,7 +27,7 @@ def activations_are_finite(unit_stats: pd.DataFrame) -> AssetCheckResult:
     return _result(validate.finite_stats(unit_stats))
 
 
-@asset_check(asset=assets.tuning, blocking=True, partitions_def=MODELS,
+@asset_check(asset=assets.tuning_tables.keys_by_output_name["tuning"], blocking=True, partitions_def=MODELS,
              additional_ins={"layers": AssetIn("layers")})
 def tuning_is_finite(tuning: pd.DataFrame, layers: pd.DataFrame) -> AssetCheckResult:
     """Every layer has finite tuning responses."""

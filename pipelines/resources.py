@@ -12,7 +12,7 @@ from equivar_core.models.registry import default_name
 from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
 
 #: bump when a change of code changes results (it enters every asset's code version and fingerprint)
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 class EquivarConfig(ConfigurableResource):

@@ -140,9 +140,40 @@ def test_pickled_code_is_never_run(tmp_path):
 def test_user_callable_models():
     m = load_model("equivar_core.planted:planted")
     assert m.name == "planted" and m.input_size == 64
-    assert resolve_layers(m, None) == ["conv1", "conv2"]
+    assert resolve_layers(m, None) == ["relu1", "relu2"]       # the nonlinearities: privileged layers
     with pytest.raises(EquivarError, match="cannot import"):
         load_model("no_such_package.mod:thing")
     a, b = load_model("equivar_core.planted:planted"), load_model("equivar_core.planted:planted")
     assert a.weights_sha256 == b.weights_sha256
     assert np.isfinite(m.n_params)
+
+
+def test_layers_name_every_nonlinearity_and_say_which_are_privileged():
+    """EfficientNet's shared ReLU6 is one module per call site (expand, depthwise) with the state dict intact;
+    block outputs (linear bottleneck + residual) are not privileged; InceptionV1 takes Lucent's branch names."""
+    from equivar_core.layer_info import inspect_layers
+    from equivar_core.models.inceptionv1 import InceptionV1
+
+    effnet = load_model("efficientnet_lite0")
+    assert len(effnet.module.state_dict()) == 296
+    infos = {i.layer: i for i in inspect_layers(effnet.module, 224)}
+    assert infos["_blocks.4.expand"].privileged and infos["_blocks.4.expand"].n_units == 240
+    assert infos["_blocks.4.depthwise"].privileged and infos["_blocks.7.depthwise"].stride == 16
+    assert infos["_blocks.4._bn1"].privileged                   # feeds the ReLU6 (through nothing else)
+    assert not infos["_blocks.4"].privileged and not infos["_blocks.4._project_conv"].privileged
+    assert all(infos[n].privileged for n in effnet.preset_layers)
+    strides = [infos[n].stride for n in effnet.preset_layers]
+    assert min(strides) == 2 and max(strides) == 32
+    inception = {i.layer: i for i in inspect_layers(InceptionV1().eval(), 224)}
+    assert inception["mixed3b_3x3"].n_units == 192 and inception["mixed3b_3x3"].privileged
+    assert inception["mixed3b"].privileged and inception["mixed3b"].n_units == 480   # a concat of ReLU outputs
+
+
+def test_a_layer_without_privileged_basis_is_analysed_with_a_warning(caplog):
+    effnet = load_model("efficientnet_lite0")
+    with caplog.at_level("WARNING"):
+        assert resolve_layers(effnet, ["_blocks.4", "_blocks.4.expand"]) == ["_blocks.4", "_blocks.4.expand"]
+    warned = [r.getMessage() for r in caplog.records if "privileged" in r.getMessage()]
+    assert len(warned) == 1 and "_blocks.4 " in warned[0]
+    with pytest.raises(EquivarError, match="equivar models --layers"):
+        resolve_layers(effnet, ["_blocks.4.nope"])

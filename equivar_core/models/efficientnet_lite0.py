@@ -36,8 +36,7 @@ INPUT_STD = (0.5, 0.5, 0.5)
 #: each is the input of a ReLU6 (the batch-norm output, measured before the clip). ``_blocks.N.expand`` is
 #: block N's 1x1 expansion, ``_blocks.N.depthwise`` its depthwise step. The block outputs ``_blocks.N`` are
 #: linear bottlenecks (1x1 projection plus residual, no nonlinearity) and are left out.
-PRESET_LAYERS = ("_act0", "_blocks.1.expand", "_blocks.2.depthwise", "_blocks.4.expand", "_blocks.4.depthwise",
-                 "_blocks.7.depthwise", "_blocks.11.depthwise", "_blocks.15.expand")
+PRESET_LAYERS = ("_act0", "_blocks.2.depthwise", "_blocks.4.depthwise", "_blocks.7.depthwise", "_blocks.11.depthwise")
 
 
 def _bn(c: int) -> nn.BatchNorm2d:

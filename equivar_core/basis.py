@@ -1,0 +1,76 @@
+"""The basis control: are families a property of the units, or of any basis of the layer?
+
+The paper treats single units as the objects that form families. If that is
+right, the structure should be tied to the network's own basis: mix a
+layer's C channels with a random orthogonal matrix Q (unit i of the mixed
+layer is ``sum_j Q[i, j] u_j``), run the same family assignment, and the
+families should largely vanish. In a layer without a privileged basis
+(a linear bottleneck) nothing singles out the units, and a random basis
+should do about as well.
+
+Nothing is re-run through the network. Everything the family assignment
+reads transforms exactly under the mix:
+
+* transform scores: the stored activation samples are mixed chunk by chunk
+  before the correlations (:func:`equivar_core.scores.version_scores`);
+* tuning curves: the raw responses at the 3 x 3 read-out cells are mixed
+  before the maxima over jitter and nuisance parameters
+  (:func:`equivar_core.tuning.measure_tuning`, in the same forward passes
+  as the real basis);
+* natural-image statistics: the mixed units' means are ``Q mean`` and their
+  variances the diagonal of ``Q Cov Q^T``, with Cov the units' covariance
+  over all positions of the natural images.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+def random_orthogonal(n: int, seed: int, layer: str) -> np.ndarray:
+    """A Haar-random n x n orthogonal matrix, drawn from the run's seed and the layer's name."""
+    rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
+    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    return q * np.sign(np.diag(r))[None, :]          # sign fix: Haar measure, not QR's convention
+
+
+def mixed_stats(mean: np.ndarray, cov: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the mixed units ``q @ u`` from the units' mean and covariance."""
+    var = np.einsum("ij,jk,ik->i", q, cov, q)
+    return q @ mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def above_chance(units_in_families: int, units_in_families_random_basis: int, ratio: float = 2.0) -> bool:
+    """Structure that the basis control says belongs to the units: at least two units in families and at
+    least ``ratio`` times as many as in a random basis of the layer."""
+    return units_in_families >= max(2, ratio * units_in_families_random_basis)
+
+
+def suggested_group(transform: str, real: bool, order: int, flips: bool) -> str:
+    """The symmetry to build into a layer, from its families (the paper's closing question).
+
+    ``order`` is the number of places on the circle of the layer's largest family (its period over the
+    median spacing of its members: 8 for members 45 degrees apart over 360, 4 for 45 degrees over 180).
+    Rotation families suggest the cyclic group C_N, the dihedral D_N where flip pairs are above chance
+    in the same layer; hue families suggest C_N acting on hue; flip pairs D1; scale pairs a
+    scale-equivariant layer. "none" where the basis control puts the structure at chance.
+    """
+    if not real:
+        return "none"
+    if transform in ("rotate", "hue"):
+        if order < 2:
+            return "none"
+        if transform == "hue":
+            return f"C{order} (hue)"
+        return f"D{order}" if flips else f"C{order}"
+    return "D1 (flip)" if transform == "hflip" else "scale"
+
+
+def median_spacing(params: np.ndarray, period: float) -> float:
+    """Median gap between neighbouring members of one family on its circle (degrees)."""
+    p = np.sort(np.mod(np.asarray(params, float), period))
+    if len(p) < 2:
+        return float("nan")
+    return float(np.median(np.diff(np.r_[p, p[0] + period])))
