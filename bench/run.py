@@ -121,15 +121,15 @@ def peak_rss_of_run(n_images: int, out: str) -> int:
     return int(r.stdout.strip().splitlines()[-1])
 
 
-def default_run_breakdown(n_images: int, out: str) -> tuple[dict[str, float], float, float]:
-    """Share of each asset in a whole run; then the times of a CLI run and of its unchanged re-run."""
+def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[dict[str, float], float, float]:
+    """Share of each asset in a whole run (``layers``: empty = the preset); then the times of a CLI run and of
+    its unchanged re-run."""
     from dagster import DagsterEventType, DagsterInstance
 
     from pipelines.cli import main as cli
     from pipelines.definitions import build_definitions
     from pipelines.resources import EquivarConfig
 
-    layers = ["_act0", "_blocks.0", "_blocks.2"]
     config = EquivarConfig(n_images=n_images, out=os.path.join(out, "breakdown"), layers=layers)
     job = build_definitions(config).resolve_job_def("equivar")
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -147,8 +147,8 @@ def default_run_breakdown(n_images: int, out: str) -> tuple[dict[str, float], fl
                 ends[ev.step_key] = entry.timestamp
     durations = {k: ends[k] - starts[k] for k in ends if k in starts}
     total = sum(durations.values())
-    args = ["run", "--out", os.path.join(out, "cli"), "--n-images", str(n_images), "--layers", ",".join(layers),
-            "--quiet"]
+    args = ["run", "--out", os.path.join(out, "cli"), "--n-images", str(n_images), "--quiet"] + (
+        ["--layers", ",".join(layers)] if layers else [])
     t = time.perf_counter()
     assert cli(args) == 0
     full = time.perf_counter() - t
@@ -176,9 +176,12 @@ def main() -> int:
         figures["rss_growth"] = peak_rss_of_run(large, os.path.join(d, "l")) / peak_rss_of_run(small,
                                                                                               os.path.join(d, "s"))
     with tempfile.TemporaryDirectory() as d:
-        breakdown, full, rerun = default_run_breakdown(4 if quick else 48, d)
+        # quick: three small privileged layers; else the default run (the preset, 48 photos)
+        layers = ["_act0", "_blocks.0.depthwise", "_blocks.2.depthwise"] if quick else []
+        breakdown, full, rerun = default_run_breakdown(4 if quick else 48, d, layers)
     figures["noop_rerun"] = rerun / full
     figures["default_run_breakdown"] = breakdown
+    figures["family_sweeps_share"] = breakdown.get("family_sweeps", 0.0)
     for k, v in figures.items():
         if isinstance(v, dict):
             print(k, " ".join(f"{a}={b:.3f}" for a, b in v.items()))

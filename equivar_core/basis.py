@@ -51,8 +51,8 @@ def above_chance(units_in_families: int, units_in_families_random_basis: int, ra
 def suggested_group(transform: str, real: bool, order: int, flips: bool) -> str:
     """The symmetry to build into a layer, from its families (the paper's closing question).
 
-    ``order`` is the number of places on the circle of the layer's largest family (its period over the
-    median spacing of its members: 8 for members 45 degrees apart over 360, 4 for 45 degrees over 180).
+    ``order`` is the number of places on the circle of the layer's largest family (:func:`family_order`:
+    8 for members 45 degrees apart over 360, 4 for 45 degrees over 180).
     Rotation families suggest the cyclic group C_N, the dihedral D_N where flip pairs are above chance
     in the same layer; hue families suggest C_N acting on hue; flip pairs D1; scale pairs a
     scale-equivariant layer. "none" where the basis control puts the structure at chance.
@@ -68,9 +68,26 @@ def suggested_group(transform: str, real: bool, order: int, flips: bool) -> str:
     return "D1 (flip)" if transform == "hflip" else "scale"
 
 
+def _gaps(params: np.ndarray, period: float) -> np.ndarray:
+    p = np.sort(np.mod(np.asarray(params, float), period))
+    return np.diff(np.r_[p, p[0] + period]) if len(p) >= 2 else np.zeros(0)
+
+
 def median_spacing(params: np.ndarray, period: float) -> float:
     """Median gap between neighbouring members of one family on its circle (degrees)."""
-    p = np.sort(np.mod(np.asarray(params, float), period))
-    if len(p) < 2:
-        return float("nan")
-    return float(np.median(np.diff(np.r_[p, p[0] + period])))
+    gaps = _gaps(params, period)
+    return float(np.median(gaps)) if len(gaps) else float("nan")
+
+
+def family_order(params: np.ndarray, period: float) -> int:
+    """How many places the family's circle has: its size where the members go round the whole circle (no
+    gap over twice the median), else the period over the median spacing (a fragment of 3 members 45
+    degrees apart on 360 gives 8). Members' params are noisy (5 degree tuning steps, shifts), so a
+    complete family is counted, not measured."""
+    gaps = _gaps(params, period)
+    if not len(gaps):
+        return 0
+    spacing = float(np.median(gaps))
+    if gaps.max() <= 2 * spacing:
+        return len(gaps)
+    return int(round(period / spacing)) if spacing > 0 else 0

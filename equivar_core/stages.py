@@ -18,7 +18,7 @@ import pandas as pd
 from .activations import TRANSFORM_GROUPS, sample_activations
 from .capture import layer_geometry
 from .circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
-from .basis import above_chance, median_spacing, mixed_stats, random_orthogonal, suggested_group
+from .basis import above_chance, family_order, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
 from .layer_info import inspect_layers
@@ -518,8 +518,7 @@ def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families
                 if angular else {}
             largest = f[f["family"] == sizes.index[-1]] if len(sizes) else f
             period = float(largest["period"].iloc[0]) if angular else float("nan")
-            gap = spacing.get(sizes.index[-1], float("nan")) if angular else float("nan")
-            order = int(round(period / gap)) if angular and gap > 0 else 0
+            order = family_order(largest["param"], period) if angular else 0
             n_in = f["unit"].nunique()
             rows.append({"layer": layer, "transform": transform, "units": int(c), "units_in_families": n_in,
                          "fraction": n_in / int(c), "families": len(sizes),

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--featurevis", action="store_true",
                      help="add feature visualizations of family members (cached; seconds per unit on a CPU)")
     rep.add_argument("--featurevis-steps", type=int, default=96)
+    rep.add_argument("--families-per-layer", type=int, default=3,
+                     help="galleries of each layer's N largest families (the rest are listed)")
     return p
 
 
@@ -265,7 +267,7 @@ def _report(args) -> int:
 
     out = os.path.abspath(args.out or default_out())
     try:
-        index = build_report(out, args.model, args.featurevis, args.featurevis_steps)
+        index = build_report(out, args.model, args.featurevis, args.featurevis_steps, args.families_per_layer)
     except FileNotFoundError as exc:
         raise EquivarError(str(exc)) from None
     print(index)

@@ -34,7 +34,11 @@ class PlantedRun:
         from equivar_core.settings import RunSettings
 
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
-        self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed)
+        from equivar_core.sweeps import RotationTestSettings
+
+        # the rotation test on every planted family (the default tests each layer's two largest)
+        self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
+                                        rotation_test=RotationTestSettings(max_families=4))
         self.layers = stages.layer_table(s)
         self.images = stages.image_table(s)
         self.stats, self.manifest = stages.natural_activations(s, self.images, self.layers)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from equivar_core.basis import median_spacing, mixed_stats, random_orthogonal, suggested_group
+from equivar_core.basis import family_order, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from equivar_core.planted import family_sizes
 from equivar_core.scores import version_scores
 from equivar_core.transforms import Rotate, disc_points
@@ -82,6 +82,8 @@ def test_random_weights_suggest_nothing_to_build_in(random_runs):
 def test_suggested_group_and_spacing_helpers():
     assert median_spacing([0, 45, 90, 135, 180, 225, 270, 315], 360) == 45
     assert median_spacing([10, 70, 130], 180) == 60
+    assert family_order([25, 55, 85, 130, 155, 205, 235, 265, 315, 330], 360) == 10   # noisy, but all round
+    assert family_order([0, 45, 90], 360) == 8                                         # a fragment
     assert suggested_group("rotate", True, 8, False) == "C8"
     assert suggested_group("rotate", True, 8, True) == "D8"
     assert suggested_group("hue", True, 6, False) == "C6 (hue)"

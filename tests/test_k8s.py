@@ -23,7 +23,7 @@ K8S_EXECUTOR_CONFIG = {
 def test_gpu_assets_request_a_gpu_in_their_pod():
     from dagster_k8s.job import get_user_defined_k8s_config
 
-    gpu_steps = [assets.layers, assets.natural_activations, *assets.TRANSFORMED_SAMPLES, assets.tuning,
+    gpu_steps = [assets.layers, assets.natural_activations, *assets.TRANSFORMED_SAMPLES, assets.tuning_tables,
                  assets.family_sweeps, assets.circuit_weights]
     for a in gpu_steps:
         tags = a.op.tags

@@ -177,3 +177,21 @@ def test_a_layer_without_privileged_basis_is_analysed_with_a_warning(caplog):
     assert len(warned) == 1 and "_blocks.4 " in warned[0]
     with pytest.raises(EquivarError, match="equivar models --layers"):
         resolve_layers(effnet, ["_blocks.4.nope"])
+
+
+def test_safetensors_weights_load_like_a_state_dict(tmp_path):
+    """A ``.safetensors`` file is read without unpickling; its weights are the ones loaded; a corrupt one
+    gets one clear error."""
+    from safetensors.torch import save_file
+
+    from equivar_core.planted import family_sizes, planted_model
+
+    other = planted_model(1, **family_sizes(0))[0].state_dict()
+    path = tmp_path / "planted.safetensors"
+    save_file({k: v.contiguous() for k, v in other.items()}, str(path))
+    m = load_model("equivar_core.planted:planted", str(path))
+    assert torch.equal(m.module.conv1.weight, other["conv1.weight"])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(EquivarError, match="cannot read weights file"):
+        load_model("equivar_core.planted:planted", str(bad))

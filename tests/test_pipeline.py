@@ -11,8 +11,8 @@ from pipelines.definitions_common import models_partitions
 from pipelines.resources import EquivarConfig
 
 TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "transformed_samples", "tuning",
-          "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families", "family_sweeps",
-          "circuit_weights", "circuit_families"]
+          "tuning_random_basis", "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families",
+          "basis_control", "layer_summary", "family_sweeps", "circuit_weights", "circuit_families"]
 TRANSFORMS = ("rotate", "hflip", "hue", "scale")
 
 
