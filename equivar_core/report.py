@@ -26,7 +26,7 @@ from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
 from .storage import artifacts_dir, atomic_file, read_table, safe_value  # noqa: E402
 from .stimuli import render  # noqa: E402
-from .tuning import ORIENTATION_STIMULI  # noqa: E402
+from .tuning import GRIDS, ORIENTATION_STIMULI  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,19 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
 
 def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> tuple[np.ndarray, str]:
     tun = run["tuning"]
+    # the grids name both parameters; their marginals are left out
     t = tun[(tun["layer"] == layer) & (tun["unit"] == unit) & ~tun["stimulus"].isin(["color_contrast",
-                                                                                      "color_contrast_hue"])]
+                                                                                      "color_contrast_hue", "curve"])]
     best = t.loc[t["response"].idxmax()]
-    kind = "color_contrast" if best.stimulus == "color_contrast_grid" else best.stimulus
+    grid = best.stimulus in GRIDS
+    kind = best.stimulus.removesuffix("_grid")
     size = canvas_size(geom, run.input_size)
     batch = render(kind, size, geom.rf_centre(size), geom.rf_radius)
     match = np.isclose(batch.param, best.param)
-    if best.stimulus == "color_contrast_grid":
+    if grid:
         match &= np.isclose(batch.param2, best.param2)
     i = int(np.flatnonzero(match)[0])
-    label = f"{kind} {best.param:g}" + (f"/{best.param2:g}" if best.stimulus == "color_contrast_grid" else "")
+    label = f"{kind} {best.param:g}" + (f"/{best.param2:.3g}" if grid else "")
     return batch.images[i].permute(1, 2, 0).numpy(), label
 
 

@@ -9,6 +9,7 @@ matrices, expanded weights) live under ``settings.artifacts``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from .activations import TRANSFORM_GROUPS, sample_activations
 from .capture import layer_geometry
+from .curves import curve_detectors
 from .circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
 from .basis import above_chance, family_order, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from .families import AngularFamilies, PairFamilies
@@ -394,7 +396,7 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
                 continue
             est = PairFamilies(fs.pair_min_score, fs.pair_max_error_ratio).fit(scores, directed=transform == "scale")
             next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
-    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size"]
+    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
     return _with_model(df.astype({"family": int, "unit": int, "size": int}), settings)
 
@@ -402,20 +404,23 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
 def _append_families(rows, layer, transform, est, next_id, period, agreement) -> int:
     for f in np.unique(est.labels_[est.labels_ >= 0]):
         members = np.flatnonzero(est.labels_ == f)
+        p = period.get(int(f), np.nan)
+        places = family_order(est.params_[members], p) if np.isfinite(p) else np.nan
         for u in members:
             rows.append({"layer": layer, "family": next_id, "transform": transform, "unit": int(u),
-                         "param": float(est.params_[u]), "fit": float(est.fit_[u]),
-                         "period": period.get(int(f), np.nan),
+                         "param": float(est.params_[u]), "fit": float(est.fit_[u]), "period": p,
                          "agreement": float(agreement[u]) if agreement is not None else np.nan,
-                         "size": len(members)})
+                         "size": len(members), "places": places, "holes": places - len(members)})
         next_id += 1
     return next_id
 
 
 def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
-                       layers_df: pd.DataFrame, stats_df: pd.DataFrame) -> pd.DataFrame:
+                       layers_df: pd.DataFrame, stats_df: pd.DataFrame,
+                       curves_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
-    ``rotation_test.max_families`` largest rotation and hue families of each layer."""
+    ``rotation_test.max_families`` largest rotation and hue families of each layer (``step`` degrees apart),
+    and for every curve family (mostly curve detectors, ``curves_df``) at ``curve_step`` degrees."""
     model, _ = load(settings)
     views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
@@ -423,28 +428,69 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
     test = settings.rotation_test
     rows = []
     angular = families_df[families_df["transform"].isin(["rotate", "hue"])]
-    for layer, lf in angular.groupby("layer", sort=False):
+    for layer in layers_df["layer"]:
+        lf = angular[angular["layer"] == layer]
+        if lf.empty:
+            continue
         ranked = lf.groupby(["family", "transform"]).agg(size=("unit", "size"), fit=("fit", "mean"))
-        ranked = ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families)
-        chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(), float(g["period"].iloc[0]))
-                  for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in ranked.index]
+        largest = set(ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families).index)
+        curvy = curve_families(families_df, curves_df, layer) if curves_df is not None else set()
         st = stats_df[stats_df["layer"] == layer].sort_values("unit")
-        cols = layer_sweeps(model.module, geoms[layer], model.input_size, views,
-                            np.load(os.path.join(act_dir, f"{layer}.image_max.npy")),
-                            np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy")),
-                            st["mean"].to_numpy(), st["std"].to_numpy(), chosen, test, settings.resolved_device())
-        df = pd.DataFrame(cols)
-        periods = {f.family: f.period for f in chosen}
-        df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
-        df.insert(0, "layer", layer)
-        df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
-                                  df["family"].map(periods).to_numpy(float))
-        rows.append(df)
-        log.info("family sweeps: %s, %d of %d families", layer, len(chosen), lf.groupby(["family", "transform"]).ngroups)
+        image_max = np.load(os.path.join(act_dir, f"{layer}.image_max.npy"))
+        image_argmax = np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy"))
+        for step, chosen_keys in ((test.step, largest - {(f, "rotate") for f in curvy}),
+                                  (test.curve_step, {(f, "rotate") for f in curvy})):
+            chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(),
+                                  float(g["period"].iloc[0]))
+                      for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in chosen_keys]
+            if not chosen:
+                continue
+            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, image_max, image_argmax,
+                                st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
+                                dataclasses.replace(test, step=step), settings.resolved_device())
+            df = pd.DataFrame(cols)
+            periods = {f.family: f.period for f in chosen}
+            df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
+            df.insert(0, "layer", layer)
+            df["step"] = step
+            df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
+                                      df["family"].map(periods).to_numpy(float))
+            rows.append(df)
+        log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
+            (f, "rotate") for f in curvy}), len(curvy), ranked.shape[0])
     cols = ["layer", "family", "transform", "driver", "member", "angle", "response", "peak_angle",
-            "expected_angle", "error"]
+            "expected_angle", "error", "step"]
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(out[cols] if len(out) else out, settings)
+
+
+# -- curve detectors --------------------------------------------------------------------------
+
+def curve_detector_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame,
+                         families_df: pd.DataFrame) -> pd.DataFrame:
+    """``curve_detectors``: units whose best stimulus is a curve, with their radial orientation tuning (5 degree
+    steps), curvature tuning and rotation family (see :mod:`equivar_core.curves`)."""
+    rows = []
+    rotate = families_df[families_df["transform"] == "rotate"]
+    for layer, g in tuning_df.groupby("layer", sort=False):
+        c = int(layers_df.loc[layers_df["layer"] == layer, "n_units"].iloc[0])
+        df = pd.DataFrame(curve_detectors(_columns(g), c))
+        fam = rotate[rotate["layer"] == layer].set_index("unit")
+        df["family"] = df["unit"].map(fam["family"]).fillna(-1).astype(int)
+        df["family_param"] = df["unit"].map(fam["param"])
+        df.insert(0, "layer", layer)
+        rows.append(df)
+    cols = ["layer", "unit", "orientation", "radius", "curvature", "width", "radius_selectivity", "curve_response",
+            "straight_response", "family", "family_param"]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({k: [] for k in cols})
+    return _with_model(out.astype({"unit": int, "family": int}) if len(out) else out, settings)
+
+
+def curve_families(families_df: pd.DataFrame, curves_df: pd.DataFrame, layer: str) -> set[int]:
+    """Rotation families of a layer at least half of whose members are curve detectors."""
+    rotate = families_df[(families_df["layer"] == layer) & (families_df["transform"] == "rotate")]
+    curvy = set(curves_df.loc[curves_df["layer"] == layer, "unit"].astype(int)) if len(curves_df) else set()
+    return {int(f) for f, g in rotate.groupby("family") if g["unit"].isin(curvy).mean() >= 0.5}
 
 
 # -- basis control and summary ---------------------------------------------------------------

@@ -116,7 +116,7 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
         nuis = np.arange(len(th)) % (len(periods) * settings.n_phases)
         return _pack(kind, _grey(lum), th, nan, nuis, cv, rf)
     if kind == "curve":
-        radii = [max(4.0, 1.0 * rf), max(6.0, 2.0 * rf)]
+        radii = curve_radii(rf)
         width = max(1.0, rf / 4)
         th, rad = torch.meshgrid(thetas, torch.tensor(radii), indexing="ij")
         th, rad = th.flatten(), rad.flatten()
@@ -128,7 +128,7 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
         norm = (dx**2 + dy**2).sqrt()
         on_arc = box(dx * torch.cos(t) - dy * torch.sin(t) - 0.5 * norm)
         lum = 0.5 + c / 2 * box(width / 2 - (norm - rad[:, None, None]).abs()) * on_arc
-        return _pack(kind, _grey(lum), th, nan, np.arange(len(th)) % len(radii), cv, rf)
+        return _pack(kind, _grey(lum), th, rad.numpy(), 0, cv, rf)
     if kind == "high_low":
         period = max(4.0, rf / 3)
         u, v = cv.along(thetas), cv.across(thetas)
@@ -157,6 +157,11 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
         lum = 0.5 + c / 2 * ring
         return _pack(kind, _grey(lum), radii, nan, 0, cv, rf)
     raise ValueError(f"unknown stimulus kind {kind!r}")
+
+
+def curve_radii(rf: float) -> list[float]:
+    """Radii (pixels) of the curve stimuli: from tight (0.75 receptive-field radius) to nearly straight (4)."""
+    return [max(4.0, 0.75 * rf), max(5.0, 1.25 * rf), max(6.0, 2.0 * rf), max(8.0, 4.0 * rf)]
 
 
 def _pack(kind, img, param, param2, nuisance, cv: Canvas, rf: float) -> StimulusBatch:

@@ -41,6 +41,7 @@ class RotationTestSettings:
     """The rotation test's sweep: angle step, images per driver, families per layer, forward batch."""
 
     step: float = 10.0
+    curve_step: float = 5.0          # curve families: the Curve Detectors article's fine steps
     top_k: int = 2
     max_families: int = 2
     batch_size: int = 64

@@ -43,6 +43,8 @@ LUMINANCE_STIMULI = ("edge", "line", "grating", "curve", "high_low")
 #: Stimuli whose curves shift with a hue rotation (used for hue families): the colour-contrast
 #: grid gives one hue curve per orientation, so a unit's spatial colour layout must match too.
 HUE_STIMULI = ("center_surround", "color_contrast_grid")
+#: two-parameter tables (param2 set): summarized by their marginals in ``unit_profiles``
+GRIDS = ("color_contrast_grid", "curve_grid")
 #: Colour curves a rotation leaves in place: centre-surround hue curves and the colour-contrast hue curve
 #: maximized over orientation (the orientation x hue grid itself shifts along orientation under a rotation).
 ROTATION_INVARIANT_STIMULI = ("center_surround", "color_contrast_hue")
@@ -134,6 +136,8 @@ def _append_max_over_nuisance(cols, layer: str, batch, resp: np.ndarray) -> None
         marg = np.stack([best[uniq[:, 1] == h].max(0) for h in hues])
         tables = [(kind, *_marginal(uniq[:, 0], best)), ("color_contrast_hue", hues, np.full(len(hues), np.nan), marg),
                   ("color_contrast_grid", uniq[:, 0], uniq[:, 1], best)]
+    elif kind == "curve":          # orientation (max over radius), and the orientation x radius grid
+        tables = [(kind, *_marginal(uniq[:, 0], best)), ("curve_grid", uniq[:, 0], uniq[:, 1], best)]
     for name, param, param2, table in tables:
         n_rows, n_units = table.shape
         cols["layer"].append(np.full(n_rows * n_units, layer, dtype=object))
@@ -199,7 +203,7 @@ def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
     for layer, c in n_units.items():
         here = tuning["layer"] == layer
         tuning_here = {k: v[here] for k, v in tuning.items()}
-        stims = [s for s in dict.fromkeys(tuning_here["stimulus"]) if s != "color_contrast_grid"]
+        stims = [s for s in dict.fromkeys(tuning_here["stimulus"]) if s not in GRIDS]
         for stim in stims:
             params, resp = curves(tuning_here, layer, stim, c)
             prof = profile(params, resp, stim in ANGULAR, settings)

@@ -217,12 +217,22 @@ def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers
     return _out(context, equivar, "layer_summary", stages.layer_summary_table(s, layers, families, basis_control))
 
 
+@asset(group_name="families", **TABLE)
+def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
+                    layers: pd.DataFrame, families: pd.DataFrame) -> Output:
+    """Units whose best stimulus is a curve: radial orientation tuning at 5 degree steps, curvature, family."""
+    s = _settings(context, equivar, "curve_detectors")
+    return _out(context, equivar, "curve_detectors", stages.curve_detector_table(s, tuning, layers, families))
+
+
 @asset(group_name="families", **TABLE, **GPU)
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
-                  images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame) -> Output:
+                  images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame,
+                  curve_detectors: pd.DataFrame) -> Output:
     """Family members' responses while a member's best natural images are rotated or hue-shifted."""
     s = _settings(context, equivar, "family_sweeps")
-    return _out(context, equivar, "family_sweeps", stages.family_sweep_table(s, families, images, layers, unit_stats))
+    return _out(context, equivar, "family_sweeps",
+                stages.family_sweep_table(s, families, images, layers, unit_stats, curve_detectors))
 
 
 @asset(group_name="circuits", **TABLE, **GPU)
@@ -249,7 +259,7 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
 
 TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning_tables, unit_profiles,
                 *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, basis_control,
-                layer_summary, family_sweeps, circuit_weights, circuit_families]
+                layer_summary, curve_detectors, family_sweeps, circuit_weights, circuit_families]
 
 
 @asset(group_name="report", **TABLE, deps=TABLE_ASSETS)

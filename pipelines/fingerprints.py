@@ -42,6 +42,7 @@ OWN_INPUTS = {
     "reference_families": lambda s: {"model": s.model},
     "basis_control": lambda s: {"families": dataclasses.asdict(s.families), "seed": s.seed},
     "layer_summary": lambda s: {},
+    "curve_detectors": lambda s: {},
     "family_sweeps": lambda s: {"rotation_test": dataclasses.asdict(s.rotation_test)},
     "circuit_weights": lambda s: {"circuits": dataclasses.asdict(s.circuits)},
     "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
@@ -69,7 +70,8 @@ UPSTREAM = {
     "basis_control": ["layers", "tuning_random_basis", "families", "activation_samples",
                       *[f"transformed_samples/{t}" for t in TRANSFORM_GROUPS]],
     "layer_summary": ["layers", "families", "basis_control"],
-    "family_sweeps": ["families", "images", "layers", "unit_stats"],
+    "curve_detectors": ["tuning", "layers", "families"],
+    "family_sweeps": ["families", "images", "layers", "unit_stats", "curve_detectors"],
     "circuit_weights": ["families", "layers"],
     "circuit_families": ["circuit_weights", "families"],
 }

@@ -50,7 +50,8 @@ class PlantedRun:
                                                         self.manifest, self.transformed)
         self.layer_summary = stages.layer_summary_table(s, self.layers, self.families, self.basis_control)
         self.maps = stages.transform_map_table(s, self.layers)
-        self.sweeps = stages.family_sweep_table(s, self.families, self.images, self.layers, self.stats)
+        self.curves = stages.curve_detector_table(s, self.tuning, self.layers, self.families)
+        self.sweeps = stages.family_sweep_table(s, self.families, self.images, self.layers, self.stats, self.curves)
         self.weights = stages.circuit_weight_table(s, self.layers, self.families)
         self.circuits = stages.circuit_family_table(s, self.weights, self.families)
 

@@ -68,6 +68,9 @@ def test_layer_summary_suggests_the_planted_groups(planted_runs):
         rotate = summary.loc[("relu1", "rotate")]
         assert rotate["suggested_group"] in (f"C{sizes['n_edges']}", f"D{sizes['n_edges']}"), (seed, rotate)
         assert rotate["fraction"] == pytest.approx(rotate["units_in_families"] / rotate["units"])
+        edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes["n_edges"])
+                             & (run.families["transform"] == "rotate")]
+        assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes["n_edges"]).all()
         hue = summary.loc[("relu1", "hue")]
         assert hue["suggested_group"] == f"C{sizes['n_hues']} (hue)", (seed, hue)
         assert summary.loc[("relu1", "scale"), "suggested_group"] == "none"

@@ -25,7 +25,7 @@ def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     b = asset_fingerprints(s2, "1")
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families", "basis_control",
-                       "layer_summary"}
+                       "layer_summary", "curve_detectors"}
     assert set(asset_fingerprints(s, "2")) == set(a) and asset_fingerprints(s, "2") != a
     s3 = dataclasses.replace(s, n_images=s.n_images + 1)
     c = asset_fingerprints(s3, "1")
@@ -41,7 +41,8 @@ def test_a_changed_transform_sweep_recomputes_only_that_family():
     b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), "1")
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
-                       "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary"}
+                       "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary",
+                       "curve_detectors"}
     c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1")   # points: every pass
     assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
         f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}
