@@ -14,9 +14,10 @@ If the family is real, member v peaks at the angle ``param(v) - param(u)``:
 the peak offsets are evidence independent of the tuning curves and of the
 transform scores.
 
-All drivers, images and angles of a layer go through the network in a few
-large batches. Only the ``max_families`` largest families of each layer are
-tested (the test costs a forward pass per driver, image and angle).
+Each photo's angles go through the network in a few large batches (memory
+stays at one photo's canvases). Only the ``max_families`` largest families of
+each layer are tested (the test costs a forward pass per driver, photo and
+angle).
 """
 
 from __future__ import annotations
@@ -69,29 +70,27 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
     size = canvas_size(geom, input_size)
     target = geom.rf_centre(size)
     cy, cx = geom.centre_cell(size)
-    jobs, images = [], []                     # (family index, driver index, image index), canvases
-    for f, fam in enumerate(families):
-        make = TRANSFORMS[fam.transform]
-        for i, u in enumerate(fam.members):
-            for n in np.argsort(-image_max[:, u])[:settings.top_k]:
-                img = load_view(views[n], input_size)
-                if img is None:
-                    continue
-                py, px = divmod(int(image_argmax[n, u]), geom.width)
-                peak = ((py + 0.5) * geom.stride + geom.rf_offset[0], (px + 0.5) * geom.stride + geom.rf_offset[1])
-                jobs.append((f, i))
-                images.append(torch.cat([make(float(a)).images_about(img[None], peak, target, size)
-                                         for a in angles]))
+    jobs, resp = [], []                       # (family index, driver index) per image, its responses
+    with capture(model, [geom.layer], pre_activation=True) as cap:
+        for f, fam in enumerate(families):
+            make = TRANSFORMS[fam.transform]
+            for i, u in enumerate(fam.members):
+                for n in np.argsort(-image_max[:, u])[:settings.top_k]:
+                    img = load_view(views[n], input_size)
+                    if img is None:
+                        continue
+                    py, px = divmod(int(image_argmax[n, u]), geom.width)
+                    peak = ((py + 0.5) * geom.stride + geom.rf_offset[0],
+                            (px + 0.5) * geom.stride + geom.rf_offset[1])
+                    canvases = torch.cat([make(float(a)).images_about(img[None], peak, target, size) for a in angles])
+                    for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
+                        x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
+                        acts = cap.run(x)[geom.layer].float()
+                        resp.append(acts[:, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu())
+                    jobs.append((f, i))
     if not jobs:
         return {k: np.zeros(0) for k in ("family", "driver", "member", "angle", "response", "peak_angle",
                                          "expected_angle")}
-    batch = torch.cat(images)                                   # (jobs x angles) x 3 x S x S
-    resp = []
-    with capture(model, [geom.layer], pre_activation=True) as cap:
-        for i in range(0, len(batch), settings.batch_size):
-            x = batch[i:i + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
-            acts = cap.run(x)[geom.layer].float()
-            resp.append(acts[:, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu())
     resp = ((torch.cat(resp).numpy() - mean) / np.maximum(std, 1e-6)).reshape(len(jobs), len(angles), -1)
     cols: dict[str, list] = {k: [] for k in ("family", "driver", "member", "angle", "response", "peak_angle",
                                              "expected_angle")}

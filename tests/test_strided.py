@@ -13,7 +13,7 @@ import torch
 
 from equivar_core.circuits import expanded_weights, family_equivariance
 from equivar_core.planted import STRIDED, planted_model
-from tests.test_families import _best_match
+from tests.test_families import _best_match, noise_in_families
 
 
 def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
@@ -53,12 +53,7 @@ def test_colour_unbalanced_edges_and_lines_are_found_whole_at_stride_2(strided_r
 def test_noise_units_mostly_stay_out_at_stride_2(strided_runs):
     """At most 10% of the noise filters join a rotation or hue family (measured: 2 of 24 over seeds 0-2,
     both in one pair of similar smooth filters)."""
-    n_in = n_noise = 0
-    for run, truth in strided_runs.values():
-        noise = set(truth.noise_units["conv1"])
-        f = run.families[(run.families["layer"] == "relu1") & run.families["transform"].isin(["rotate", "hue"])]
-        n_in += len(noise & set(f["unit"]))
-        n_noise += len(noise)
+    n_in, n_noise = noise_in_families(strided_runs.values())
     assert n_in <= 0.1 * n_noise
 
 
