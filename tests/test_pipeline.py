@@ -55,6 +55,9 @@ def test_whole_graph_materializes(materialized):
     assert len(checks) == 8 and all(c.passed for c in checks)
     con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
     for table in TABLES:
+        if table == "curve_detectors":         # the planted model has no curve detector: an empty, typed table
+            assert con.execute(f"describe {table}").fetchall(), table
+            continue
         assert con.execute(f"select count(*) from {table}").fetchone()[0] > 0, table
     # no published list for the planted model: an empty, typed table
     assert con.execute("select count(*) from reference_families").fetchone()[0] == 0
