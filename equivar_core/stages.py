@@ -420,7 +420,8 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
                        curves_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
     ``rotation_test.max_families`` largest rotation and hue families of each layer (``step`` degrees apart),
-    and for every curve family (mostly curve detectors, ``curves_df``) at ``curve_step`` degrees."""
+    and for as many of its largest curve families (mostly curve detectors, ``curves_df``) at ``curve_step``
+    degrees."""
     model, _ = load(settings)
     views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
@@ -435,6 +436,8 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
         ranked = lf.groupby(["family", "transform"]).agg(size=("unit", "size"), fit=("fit", "mean"))
         largest = set(ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families).index)
         curvy = curve_families(families_df, curves_df, layer) if curves_df is not None else set()
+        curvy = {f for (f, t) in ranked.loc[[(f, "rotate") for f in curvy]].sort_values(
+            ["size", "fit"], ascending=False).head(test.max_families).index} if curvy else curvy
         st = stats_df[stats_df["layer"] == layer].sort_values("unit")
         image_max = np.load(os.path.join(act_dir, f"{layer}.image_max.npy"))
         image_argmax = np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy"))
