@@ -723,11 +723,13 @@ def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) 
 def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of) -> list[pd.DataFrame]:
     """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit."""
     rows = []
-    for (sf, transform), gs in fsrc[fsrc["transform"].isin(["rotate", "hue"])].groupby(["family", "transform"]):
-        in_family = fdst.loc[fdst["transform"] == transform, "unit"]
-        targets = invariant_units(settings, dst, transform, in_family)
+    computed = {}                               # transform -> its invariant targets with computed weights
+    for transform in ("rotate", "hue"):
+        targets = invariant_units(settings, dst, transform, fdst.loc[fdst["transform"] == transform, "unit"])
         targets = targets[(targets < len(row_of))]
-        targets = targets[row_of[targets] >= 0]
+        computed[transform] = targets[row_of[targets] >= 0]
+    for (sf, transform), gs in fsrc[fsrc["transform"].isin(["rotate", "hue"])].groupby(["family", "transform"]):
+        targets = computed[transform]
         if not len(targets):
             continue
         period = _family_period(gs, transform)
