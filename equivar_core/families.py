@@ -175,13 +175,16 @@ class AngularFamilies:
         self.params_ = np.full(c, np.nan)
         self.fit_ = np.full(c, np.nan)
         self.agreement_ = np.full(c, np.nan)
+        self.variants_ = np.full(c, -1)
         self.periods_: dict[int, float] = {}
         idx = np.flatnonzero(eligible)
         if len(idx) < 2:
             return self
         sim, shift = shifted_similarity(curves[idx], weighting=self.curve_weighting)
+        invariant = np.ones((len(idx), len(idx)))
         if invariant_curves is not None and invariant_curves.shape[1]:
-            sim = np.where(unshifted_similarity(invariant_curves[idx]) >= self.min_invariant_similarity, sim, 0.0)
+            invariant = unshifted_similarity(invariant_curves[idx])
+            sim = np.where(invariant >= self.min_invariant_similarity, sim, 0.0)
         supported = np.ones_like(sim, dtype=bool)
         if pair_scores:
             evidence, gain = transform_evidence(shift * step, idx, pair_scores, self.tolerance, identity)
@@ -208,7 +211,7 @@ class AngularFamilies:
             if len(members) < 2:
                 continue
             ref = members[np.argmax(sim[np.ix_(members, members)].mean(1))]
-            period = _period_of(z[idx[ref]])
+            period = _period_of(_centre(curves[idx[ref]]))    # strong curves decide, not flat noisy ones
             template = z[idx[ref]].mean(0)
             smooth = (np.roll(template, 1) + 2 * template + np.roll(template, -1)) / 4
             ref_param = np.argmax(smooth) * step
@@ -229,6 +232,12 @@ class AngularFamilies:
 
             self._prune(agreement() < self.min_agreement)
             self.agreement_ = agreement()
+        full = np.ones((c, c))
+        full[np.ix_(idx, idx)] = invariant
+        for f, period in self.periods_.items():
+            members = np.flatnonzero(self.labels_ == f)
+            self.variants_[members] = place_variants(self.params_[members], period, full[np.ix_(members, members)],
+                                                     self.min_spread / 2)
         return self
 
     def _prune(self, drop: np.ndarray) -> None:
@@ -245,6 +254,30 @@ class AngularFamilies:
         gone = labels < 0
         self.params_[gone], self.fit_[gone] = np.nan, np.nan
         self.labels_, self.periods_ = labels, periods
+
+
+def place_variants(params: np.ndarray, period: float, invariant: np.ndarray, min_gap: float) -> np.ndarray:
+    """Which member is the family's copy at each place, and which are variants beside it.
+
+    Members closer than ``min_gap`` degrees (chained) share a place: a transformed copy of the same
+    feature cannot tell them apart, but they differ in what the transform leaves alone (a second phase
+    or frequency of a line detector, a colour unit whose luminance or spatial colour layout differs).
+    At each place, the member whose transform-invariant curves agree best with the rest of the family
+    (mean of ``invariant``, the members' unshifted similarities) is variant 0, the others 1, 2, ...
+    """
+    n = len(params)
+    variants = np.zeros(n, dtype=int)
+    if n < 2:
+        return variants
+    order = np.argsort(np.mod(params, period))
+    gaps = np.mod(np.diff(np.r_[params[order], params[order[0]] + period]), period)
+    agreement = (invariant.sum(1) - np.diag(invariant)) / (n - 1)
+    place = np.cumsum(np.r_[0, (gaps[:-1] >= min_gap).astype(int)])      # a new place after each wide gap
+    place[place == place[-1]] = 0 if gaps[-1] < min_gap else place[-1]      # wrap the circle
+    for p in np.unique(place):
+        at = order[place == p]
+        variants[at[np.argsort(-agreement[at], kind="stable")]] = np.arange(len(at))
+    return variants
 
 
 def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict[float, np.ndarray],

@@ -183,3 +183,49 @@ def linear_map_summary(identity: np.ndarray, score: np.ndarray, ridge: float = 1
     col = np.maximum(sq.sum(0), 1e-12)
     return {"r2": float(np.clip(r2, 0, 1).mean()), "permutation": float((sq.max(0) / col).mean()),
             "identity": float((np.diag(sq) / col).mean())}
+
+
+def full_orbit(amounts) -> bool:
+    """Whether 0 and ``amounts`` (degrees) sample the circle at even steps, so that their mean is the
+    average over the transform's whole orbit."""
+    a = np.unique(np.round(np.mod(np.r_[0.0, np.asarray(amounts, float)], 360.0), 6))
+    return len(a) >= 3 and bool(np.allclose(np.diff(np.r_[a, a[0] + 360.0]), 360.0 / len(a), atol=1e-4))
+
+
+def orbit_centred_scores(samples: np.ndarray, versions: np.ndarray, amounts, images: np.ndarray,
+                         settings: ScoreSettings = ScoreSettings(), mix: np.ndarray | None = None,
+                         max_block_floats: int = 1 << 26) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Scores of the parts of the responses that the transform moves (colour transforms over a full orbit).
+
+    A unit's response to ``g_a.x`` splits into its average over the orbit, ``mean_b u(g_b.x)`` (the
+    part no amount of g changes: for a hue rotation, the response to luminance), and the rest,
+    ``u~(g_a.x)``. Two units that are hue-rotated copies of one another in some opponent plane
+    share the rest but need not share the average: a colour's luminance weight differs from
+    hue to hue in any plane other than the one the transform rotates in (YIQ's I-Q plane, CIELAB's
+    a*b*), and natural images vary far more in luminance than in chroma, so plain scores can even
+    be negative for exact copies. Here
+
+        score~_a(u, v) = corr_{n, p}( u~(x), v~(g_a.x) ),   identity~ = corr( u~(x), v~(x) ),
+
+    with the orbit average taken over the identity and every version (``full_orbit(amounts)`` must
+    hold). One read of every version per chunk of images; ``mix`` as in :func:`version_scores`
+    (the average is linear, so mixing and centring commute).
+    """
+    if not full_orbit(amounts):
+        raise ValueError(f"orbit-centred scores need amounts that sample the circle evenly, got {list(amounts)}")
+    images = np.sort(np.asarray(images))
+    n_versions = len(amounts) + 1
+    per_image = n_versions * int(np.prod(samples.shape[2:]))
+    step = max(1, min(settings.chunk_images, max_block_floats // max(per_image, 1)))
+    mixing = None if mix is None else torch.as_tensor(mix, dtype=torch.float32, device=settings.device)
+    accs = [CrossMoments(bf16=settings.use_bf16()) for _ in range(n_versions)]
+    for i in range(0, len(images), step):
+        idx = images[i:i + step]
+        blocks = [samples[0, idx]] + [versions[v, idx] for v in range(len(amounts))]
+        x = torch.from_numpy(np.stack(blocks).astype(np.float32)).to(settings.device)   # V x m x P x C
+        x = x if mixing is None else x @ mixing.T
+        x = (x - x.mean(0, keepdim=True)).reshape(n_versions, -1, x.shape[-1])
+        for acc, b in zip(accs, x):
+            acc.update(x[0], b)
+    identity = accs[0].correlations()[0]
+    return identity, {float(a): acc.correlations()[0] for a, acc in zip(amounts, accs[1:])}

@@ -26,6 +26,9 @@ class FamilySettings:
     min_gain: float = 0.05           # ... and by how much it must beat their plain correlation
     max_plain_correlation: float = 0.9   # above it natural images cannot test a link
     min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
+    #: ... for hue families: natural images confirm any colour unit's smooth colour (see
+    #: scores.orbit_centred_scores), so how the colour is laid out in space must match more closely
+    min_hue_invariant_similarity: float = 0.75
     min_agreement: float = 0.6       # share of sweep amounts where a member's best partner is the expected sibling
     curve_weighting: str = "standardized"   # or "amplitude" (see families.shifted_similarity)
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)

@@ -25,12 +25,13 @@ from .families import AngularFamilies, PairFamilies
 from .images import ImageView, plan_views
 from .layer_info import inspect_layers
 from .models.registry import LoadedModel, load_model, resolve_layers
-from .scores import ScoreSettings, linear_map_summary, top_pairs, version_scores
+from .scores import (ScoreSettings, full_orbit, linear_map_summary, orbit_centred_scores, top_pairs,
+                     version_scores)
 from .settings import RunSettings
 from .storage import save_npy, save_npz
 from .sweeps import SweptFamily, layer_sweeps, sweep_error
 from .transforms import make_transform
-from .tuning import (HUE_STIMULI, LUMINANCE_STIMULI, ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI, curves,
+from .tuning import (HUE_INVARIANT_STIMULI, HUE_STIMULI, ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI, curves,
                      measure_tuning, unit_profiles)
 
 log = logging.getLogger(__name__)
@@ -246,10 +247,39 @@ def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, trans
             matrices[label + ":null"] = null
             t = top_pairs(score, null, score_settings.top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
+        matrices.update(_centred_matrices(r, samples, versions, images, score_settings))
         save_npz(score_path(settings, r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(df, settings)
+
+
+def _centred_matrices(manifest_row, samples, versions, images, score_settings, mix=None) -> dict[str, np.ndarray]:
+    """Orbit-centred scores of a colour transform swept over a full orbit (see
+    :func:`equivar_core.scores.orbit_centred_scores`), keyed ``NAME:AMOUNT:centred`` and
+    ``centred-identity:NAME``; nothing for other transforms."""
+    labels = [label.split(":") for label in manifest_row.versions.split(";")]
+    name, amounts = labels[0][0], [float(a) for _, a in labels]
+    if make_transform(name, 0.0).spatial or not full_orbit(amounts):
+        return {}
+    identity, centred = orbit_centred_scores(samples, versions, amounts, images, score_settings, mix=mix)
+    return {f"centred-identity:{name}": identity} | {f"{name}:{a:g}:centred": m for a, m in centred.items()}
+
+
+def load_evidence(settings: RunSettings, layer: str, transform: str
+                  ) -> tuple[dict[float, np.ndarray], np.ndarray | None]:
+    """What families test pairs against: amount -> C x C scores and the plain correlations they must beat.
+
+    The orbit-centred scores where the transform has them (colour transforms over a full orbit),
+    else the plain scores and the units' correlations on the same images.
+    """
+    path = score_path(settings, layer, transform)
+    if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) and os.path.exists(path):
+        with np.load(path) as z:
+            if f"centred-identity:{transform}" in z.files:
+                return ({float(k.split(":")[1]): z[k] for k in z.files if k.endswith(":centred")},
+                        z[f"centred-identity:{transform}"])
+    return load_scores(settings, layer, transform), load_identity(settings, layer)
 
 
 def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
@@ -268,7 +298,7 @@ def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float
         return {}
     with np.load(path) as z:
         return {float(k.split(":")[1]): z[k] for k in z.files
-                if k.startswith(transform + ":") and not k.endswith(":null")}
+                if k.startswith(transform + ":") and len(k.split(":")) == 2}
 
 
 def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df: pd.DataFrame) -> pd.DataFrame:
@@ -361,15 +391,16 @@ def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd
                  layers_df: pd.DataFrame) -> pd.DataFrame:
     """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores."""
     return layer_families(settings, tuning_df, profiles_df, layers_df,
-                          lambda layer, t: load_scores(settings, layer, t), lambda layer: load_identity(settings, layer))
+                          lambda layer, t: load_evidence(settings, layer, t))
 
 
 def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
-                   layers_df: pd.DataFrame, scores_of, identity_of) -> pd.DataFrame:
+                   layers_df: pd.DataFrame, evidence_of) -> pd.DataFrame:
     """Family rows of every layer from its tuning, profiles and transform scores.
 
-    ``scores_of(layer, transform)`` gives amount -> C x C scores, ``identity_of(layer)`` the plain
-    correlations: the stored ones, or those of the layer in another basis (the basis control).
+    ``evidence_of(layer, transform)`` gives amount -> C x C scores and the plain correlations they must
+    beat (see :func:`load_evidence`): the stored ones, or those of the layer in another basis (the basis
+    control).
     """
     fs = settings.families
     by_layer = {layer: _columns(g) for layer, g in tuning_df.groupby("layer", sort=False)}
@@ -379,38 +410,44 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
         for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI),
-                                          ("hue", HUE_STIMULI, LUMINANCE_STIMULI)):
+                                          ("hue", HUE_STIMULI, HUE_INVARIANT_STIMULI)):
             tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
+            scores, identity = evidence_of(layer, transform)
             est = AngularFamilies(fs.min_similarity, fs.min_tuning_similarity, fs.min_spread, fs.tolerance,
                                   fs.min_partner_score, fs.min_gain, fs.max_plain_correlation,
-                                  fs.min_invariant_similarity, fs.min_agreement, fs.curve_weighting).fit(
-                _stacked_curves(tuning, layer, stimuli, c), eligible, scores_of(layer, transform),
-                identity_of(layer), _stacked_curves(tuning, layer, fixed, c))
+                                  fs.min_hue_invariant_similarity if transform == "hue" else fs.min_invariant_similarity,
+                                  fs.min_agreement, fs.curve_weighting).fit(
+                _stacked_curves(tuning, layer, stimuli, c), eligible, scores, identity,
+                _stacked_curves(tuning, layer, fixed, c))
             next_id = _append_families(rows, layer, transform, est, next_id,
                                        period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
         for transform in ("hflip", "scale"):
-            scores = scores_of(layer, transform)
+            scores, _ = evidence_of(layer, transform)
             if not scores:
                 continue
             est = PairFamilies(fs.pair_min_score, fs.pair_max_error_ratio).fit(scores, directed=transform == "scale")
             next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
-    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes"]
+    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
+            "variant"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
-    return _with_model(df.astype({"family": int, "unit": int, "size": int}), settings)
+    return _with_model(df.astype({"family": int, "unit": int, "size": int, "variant": int}), settings)
 
 
 def _append_families(rows, layer, transform, est, next_id, period, agreement) -> int:
+    variants = getattr(est, "variants_", np.zeros(len(est.labels_), dtype=int))
     for f in np.unique(est.labels_[est.labels_ >= 0]):
         members = np.flatnonzero(est.labels_ == f)
         p = period.get(int(f), np.nan)
-        places = family_order(est.params_[members], p) if np.isfinite(p) else np.nan
+        main = members[variants[members] == 0]
+        places = family_order(est.params_[main], p) if np.isfinite(p) else np.nan
         for u in members:
             rows.append({"layer": layer, "family": next_id, "transform": transform, "unit": int(u),
                          "param": float(est.params_[u]), "fit": float(est.fit_[u]), "period": p,
                          "agreement": float(agreement[u]) if agreement is not None else np.nan,
-                         "size": len(members), "places": places, "holes": places - len(members)})
+                         "size": len(members), "places": places, "holes": places - len(main),
+                         "variant": int(variants[u])})
         next_id += 1
     return next_id
 
@@ -512,13 +549,13 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
     profiles_rb = profile_table(settings, tuning_rb_df, layers_df)
     originals = {r.layer: r for r in identity_df.itertuples()}
     scores: dict[tuple[str, str], dict[float, np.ndarray]] = {}
-    identity: dict[str, np.ndarray] = {}
+    identity: dict[tuple[str, str], np.ndarray] = {}
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
         base = originals[layer]
         samples, points = np.load(base.path, mmap_mode="r"), np.load(base.points_path)
         images, q = _loaded_images(base), random_orthogonal(int(c), settings.seed, layer)
-        identity[layer] = version_scores(samples, 0, make_transform("rotate", 0.0), points, settings.sweep.disc_radius,
-                                         images, score_settings, mix=q)[0]
+        plain = version_scores(samples, 0, make_transform("rotate", 0.0), points, settings.sweep.disc_radius,
+                               images, score_settings, mix=q)[0]
         for transform, manifest in transformed.items():
             for r in manifest[manifest["layer"] == layer].itertuples():
                 versions = np.load(r.path, mmap_mode="r")
@@ -527,9 +564,14 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
                     scores.setdefault((layer, transform), {})[float(amount)] = version_scores(
                         samples, v, make_transform(name, float(amount)), points, settings.sweep.disc_radius, images,
                         score_settings, other=versions, mix=q)[0]
+                identity[(layer, transform)] = plain
+                centred = _centred_matrices(r, samples, versions, images, score_settings, mix=q)
+                if centred:
+                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
+                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
         log.info("basis control: %s scored in a random basis", layer)
     random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
-                               lambda layer, t: scores.get((layer, t), {}), identity.get)
+                               lambda layer, t: (scores.get((layer, t), {}), identity.get((layer, t))))
     rows = []
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
         for transform in TRANSFORM_GROUPS:

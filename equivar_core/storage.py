@@ -152,8 +152,59 @@ def list_tables(root: str) -> dict[str, str]:
         if os.path.isdir(d) and not name.startswith(("_", ".")) and any(
             f == "data.parquet" for _, _, fs in os.walk(d) for f in fs
         ):
-            out[name] = os.path.join(os.path.abspath(d), "**", "data.parquet")
+            out[name] = f"{name}/**/data.parquet"          # relative: a moved or copied folder reads its own files
     return out
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+#: statement types ``equivar sql`` runs (DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB)
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def open_catalog(root: str):
+    """A read-only DuckDB connection to the tables of ``root`` that can read nothing outside ``root``.
+
+    The catalog file's views hold paths relative to ``root`` (a moved or copied folder reads its own
+    files; the DuckDB shell resolves them from the current directory, so run it inside the folder).
+    Here the same views are made in memory over ``root``'s absolute path, then external access is
+    turned off with ``root`` as the only allowed directory, extensions are neither installed nor
+    loaded, and the configuration is locked so that no statement can give any of it back.
+    """
+    import duckdb
+
+    root = os.path.abspath(root)
+    if not os.path.isfile(os.path.join(root, CATALOG)):
+        raise FileNotFoundError(f"no catalog at {os.path.join(root, CATALOG)}")
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    try:
+        for name, glob in list_tables(root).items():
+            con.execute(view_sql(name, os.path.join(root, glob)))
+        con.execute(f"SET allowed_directories = ['{_quoted(root + os.sep)}']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def read_only_query(con, query: str):
+    """Run exactly one SELECT (or EXPLAIN) statement on ``con``; returns a DataFrame.
+
+    Raises ``ValueError`` for anything else: several statements, COPY, ATTACH, SET, PRAGMA, INSTALL, DDL.
+    """
+    statements = con.extract_statements(query)
+    if len(statements) != 1:
+        raise ValueError(f"exactly one statement is allowed, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise ValueError(f"only read-only queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) are allowed, "
+                         f"not {kind}")
+    return con.execute(query).df()
 
 
 def view_sql(name: str, glob: str) -> str:
@@ -184,6 +235,7 @@ def build_catalog(root: str) -> tuple[str, list[str]]:
         tmp = atomic_path(path)
         try:
             con = duckdb.connect(tmp)
+            con.execute(f"SET file_search_path = '{_quoted(os.path.abspath(root))}'")
             for name, glob in tables.items():
                 con.execute(view_sql(name, glob))
             con.close()

@@ -48,6 +48,9 @@ GRIDS = ("color_contrast_grid", "curve_grid")
 #: Colour curves a rotation leaves in place: centre-surround hue curves and the colour-contrast hue curve
 #: maximized over orientation (the orientation x hue grid itself shifts along orientation under a rotation).
 ROTATION_INVARIANT_STIMULI = ("center_surround", "color_contrast_hue")
+#: Curves a hue rotation leaves in place: the colourless stimuli and the orientation curve of colour
+#: contrast (maximized over hue), which says how a unit's colour is laid out in space.
+HUE_INVARIANT_STIMULI = LUMINANCE_STIMULI + ("color_contrast",)
 
 
 @dataclass(frozen=True)

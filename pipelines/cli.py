@@ -12,10 +12,6 @@ import time
 from equivar_core.errors import EquivarError
 from equivar_core.settings import DEFAULT_N_IMAGES, default_out
 
-READ_ONLY_STARTS = ("select", "with", "show", "describe", "summarize", "explain", "from", "values", "table", "pivot",
-                    "unpivot")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="equivar", description="Find transformed copies of units in vision models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -277,17 +273,20 @@ def _report(args) -> int:
 def _sql(args) -> int:
     import duckdb
 
-    from equivar_core.storage import CATALOG
+    from equivar_core.storage import open_catalog, read_only_query
 
     out = os.path.abspath(args.out or default_out())
-    path = os.path.join(out, CATALOG)
-    if not os.path.isfile(path):
-        raise EquivarError(f"no catalog at {path}: run `equivar run --out {out}` first")
-    if not args.query.strip().lower().startswith(READ_ONLY_STARTS):
-        raise EquivarError("only read-only queries (SELECT, WITH, DESCRIBE, SHOW, ...) are allowed")
-    con = duckdb.connect(path, read_only=True)
     try:
-        df = con.execute(args.query).df()
+        con = open_catalog(out)
+    except FileNotFoundError:
+        raise EquivarError(f"no catalog in {out}: run `equivar run --out {out}` first") from None
+    except duckdb.Error as exc:
+        raise EquivarError(f"the catalog in {out} is unreadable ({str(exc).strip().splitlines()[0]}): "
+                           f"run `equivar run --out {out}` to rebuild it") from None
+    try:
+        df = read_only_query(con, args.query)
+    except ValueError as exc:
+        raise EquivarError(str(exc)) from None
     except duckdb.Error as exc:
         raise EquivarError(str(exc).strip().splitlines()[0]) from None
     finally:

@@ -17,6 +17,14 @@ if ROOT not in sys.path:
 PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
 
 
+def catalog(path):
+    """The catalog ``path`` (``<out>/equivar.duckdb``), opened as `equivar sql` opens it: its views' paths
+    are relative to the results folder."""
+    from equivar_core.storage import open_catalog
+
+    return open_catalog(os.path.dirname(str(path)))
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now (for servers the tests start)."""
     import socket

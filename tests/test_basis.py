@@ -45,25 +45,33 @@ def test_scores_of_mixed_samples_equal_scores_of_the_mixed_layer():
 def test_planted_families_largely_vanish_in_a_random_basis(planted_runs):
     """Planted rotation and hue families are a property of the units: over seeds 0-5 a random orthogonal basis
     of the same layer keeps at most 40% of the units in rotation families (measured 30 of 94: steerable edge
-    filters mix into edges at other angles, see equivar_core.basis) and at most 15% in hue families (4 of 43);
-    in no seed does it keep as many as the real basis."""
+    filters mix into edges at other angles, see equivar_core.basis), and in no seed as many as the real basis.
+    Hue: at most a third of the units (measured 12 of 42), and only in pairs, where every real hue family
+    has 6 or 8 members. Hue evidence is orbit-centred (scores.orbit_centred_scores), and natural images
+    confirm any two linear colour units' smooth colour after centring, so chance pairs of mixed colour
+    units pass; with plain scores the random basis kept 4 of 43, but hue copies spaced in any other
+    opponent plane were lost (tests/test_strided.py)."""
     totals = {"rotate": [0, 0], "hue": [0, 0]}
     for seed, (run, _) in planted_runs.items():
         bc = run.basis_control.set_index(["layer", "transform"])
         for transform, total in totals.items():
             real = int(bc.loc[("relu1", transform), "units_in_families"])
             rand = int(bc.loc[("relu1", transform), "units_in_families_random_basis"])
-            assert real >= 6 and rand < real, (seed, transform, real, rand)
+            assert real >= 6, (seed, transform, real)
+            if transform == "rotate":
+                assert rand < real, (seed, transform, real, rand)
+            else:
+                assert rand <= 2 * int(bc.loc[("relu1", transform), "families_random_basis"]), (seed, rand)
             total[0] += real
             total[1] += rand
-    assert totals["rotate"][1] <= 0.4 * totals["rotate"][0] and totals["hue"][1] <= 0.15 * totals["hue"][0], totals
+    assert totals["rotate"][1] <= 0.4 * totals["rotate"][0] and totals["hue"][1] <= totals["hue"][0] / 3, totals
 
 
 def test_layer_summary_suggests_the_planted_groups(planted_runs):
     """relu1 holds rotation families of n_edges (360 degrees) and 6 (lines, 180 degrees) members and a hue
-    family of n_hues: the summary suggests C_n / D_n of the largest rotation family and C_n on hue (n within
-    one of the planted size: a family found with an extra member counts it)."""
-    real = 0
+    family of n_hues: the summary suggests C_n / D_n of the largest rotation family and C_n on hue, where the
+    basis control calls them real."""
+    real = hue_real = 0
     for seed, (run, _) in planted_runs.items():
         sizes = family_sizes(seed)
         summary = run.layer_summary.set_index(["layer", "transform"])
@@ -76,11 +84,14 @@ def test_layer_summary_suggests_the_planted_groups(planted_runs):
         edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes["n_edges"])
                              & (run.families["transform"] == "rotate")]
         assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes["n_edges"]).all()
-        hue = summary.loc[("relu1", "hue")]          # seed 3's hue family has one member too many (9 of 8)
-        order = int(hue["suggested_group"].removeprefix("C").removesuffix(" (hue)"))
-        assert abs(order - sizes["n_hues"]) <= 1, (seed, hue)
+        hue = summary.loc[("relu1", "hue")]          # chance hue pairs in a random basis can reach the real count
+        if hue["above_chance"]:
+            assert hue["suggested_group"] == f"C{sizes['n_hues']} (hue)", (seed, hue)
+        else:
+            assert hue["suggested_group"] == "none", (seed, hue)
+        hue_real += bool(hue["above_chance"])
         assert summary.loc[("relu1", "scale"), "suggested_group"] == "none"
-    assert real >= 4, real                                   # the planted rotation families are real in most seeds
+    assert real >= 4 and hue_real >= 5, (real, hue_real)   # the planted families are real in most seeds
 
 
 def test_random_weights_suggest_nothing_to_build_in(random_runs):

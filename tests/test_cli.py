@@ -12,6 +12,8 @@ import torch
 
 from .conftest import ROOT, SHARED_IMAGES
 
+from tests.conftest import catalog as _catalog
+
 
 def equivar(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -128,7 +130,6 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
     """SIGKILL in the middle, then run again: the tables equal those of an uninterrupted run."""
     import signal
 
-    import duckdb
 
     args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24"]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -145,9 +146,9 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
     clean = tmp_path / "clean"
     assert equivar(*args, "--out", str(clean), "--quiet").returncode == 0
     for table in ("tuning", "transform_pairs", "families", "circuit_weights", "circuit_families"):
-        a = duckdb.connect(str(killed / "equivar.duckdb"), read_only=True).execute(
+        a = _catalog(str(killed / "equivar.duckdb")).execute(
             f"select * exclude (model) from {table} order by all").df()
-        b = duckdb.connect(str(clean / "equivar.duckdb"), read_only=True).execute(
+        b = _catalog(str(clean / "equivar.duckdb")).execute(
             f"select * exclude (model) from {table} order by all").df()
         num = [c for c in a.columns if a[c].dtype.kind in "fiub" or str(a[c].dtype) in ("Int64", "boolean")]
         assert a.shape == b.shape and list(a.columns) == list(b.columns), table

@@ -187,3 +187,17 @@ def test_standardized_curves_keep_noise_out_where_amplitude_weighting_lets_it_in
             n_in += len(set(truth.noise_units["conv1"]) & set(f["unit"]))
         counts[weighting] = n_in
     assert counts["standardized"] == 0 and counts["amplitude"] > counts["standardized"], counts
+
+
+def test_place_variants_keep_one_copy_per_place_and_the_best_matching_one():
+    """Members at one place (chained within min_gap, across the wrap of the circle too): the one whose
+    invariant curves agree best with the rest is the copy (variant 0), the others variants 1, 2."""
+    from equivar_core.families import place_variants
+
+    params = np.array([0.0, 90.0, 180.0, 270.0, 355.0, 92.0])
+    invariant = np.full((6, 6), 0.9)
+    invariant[4, :] = invariant[:, 4] = 0.95        # unit 4 agrees better than unit 0 at the place 355..0
+    invariant[5, :] = invariant[:, 5] = 0.6         # unit 5 worse than unit 1 at the place 90..92
+    np.fill_diagonal(invariant, 1.0)
+    assert place_variants(params, 360.0, invariant, 10.0).tolist() == [1, 0, 0, 0, 0, 1]
+    assert place_variants(params[:4], 360.0, invariant[:4, :4], 10.0).tolist() == [0, 0, 0, 0]

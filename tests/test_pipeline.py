@@ -2,13 +2,14 @@
 
 import os
 
-import duckdb
 import pytest
 from dagster import DagsterInstance, Definitions
 
 from pipelines.definitions import ALL_ASSETS, build_definitions, defs
 from pipelines.definitions_common import models_partitions
 from pipelines.resources import EquivarConfig
+
+from tests.conftest import catalog as _catalog
 
 TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "transformed_samples", "tuning",
           "tuning_random_basis", "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families",
@@ -53,7 +54,7 @@ def test_whole_graph_materializes(materialized):
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 8 and all(c.passed for c in checks)
-    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    con = _catalog(os.path.join(out, "equivar.duckdb"))
     for table in TABLES:
         if table == "curve_detectors":         # the planted model has no curve detector: an empty, typed table
             assert con.execute(f"describe {table}").fetchall(), table
@@ -133,7 +134,7 @@ def test_a_second_model_partition_leaves_the_first_untouched(materialized):
     assert "unknown model 'no-such-model'" in failure.message + str(failure.cause and failure.cause.message)
     after = {k: v for k, v in _hashes(out).items() if "model=planted" in k}
     assert before == after
-    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    con = _catalog(os.path.join(out, "equivar.duckdb"))
     assert con.execute("select model, count(*) from layers group by 1 order by 1").fetchall() == [
         ("planted", 2), ("random", 2)]
     con.close()
@@ -160,7 +161,7 @@ def test_one_transform_family_is_recomputed_alone(materialized):
     assert rewritten and all(".hue." in p or "transform=hue" in p for p in rewritten), sorted(rewritten)
     assert {p: h for p, h in after.items() if p in before and p not in rewritten} == {
         p: h for p, h in before.items() if p not in rewritten}
-    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    con = _catalog(os.path.join(out, "equivar.duckdb"))
     assert {t for (t,) in con.execute("select distinct transform from transform_pairs").fetchall()} == set(
         TRANSFORMS)
     con.close()

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import tempfile
 
-import duckdb
 import numpy as np
 import pytest
 
 from .conftest import ROOT, free_port
+
+from tests.conftest import catalog as _catalog
 
 BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")
@@ -21,7 +22,7 @@ pytest.importorskip("dagster_ray")
 
 
 def _tables(path: str, table: str):
-    return duckdb.connect(path, read_only=True).execute(f"select * exclude (model) from {table} order by all").df()
+    return _catalog(path).execute(f"select * exclude (model) from {table} order by all").df()
 
 
 @pytest.mark.skipif(not os.path.exists(RAY), reason="ray is not installed in this environment")

@@ -11,6 +11,8 @@ from PIL import Image
 
 from .test_pipeline import materialized  # noqa: F401  (the shared materialized planted run)
 
+from tests.conftest import catalog as _catalog
+
 
 def test_report_pictures_are_valid_and_not_blank(materialized):  # noqa: F811
     out, _ = materialized
@@ -82,11 +84,10 @@ def test_feature_visualization_drives_its_unit_harder_than_photos_and_noise():
 def test_report_with_feature_visualizations(materialized):  # noqa: F811
     from equivar_core.report import build_report
 
-    import duckdb
 
     out, _ = materialized
     build_report(out, "planted", featurevis=True, featurevis_steps=8)
     fv = os.path.join(out, "_artifacts", "model=planted", "featurevis")
-    con = duckdb.connect(os.path.join(out, "equivar.duckdb"), read_only=True)
+    con = _catalog(os.path.join(out, "equivar.duckdb"))
     members = con.execute("select count(*) from (select distinct layer, unit from families)").fetchone()[0]
     assert len([f for f in os.listdir(fv) if f.endswith(".png")]) == min(32, members)   # cached, capped at 32

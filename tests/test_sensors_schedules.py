@@ -3,7 +3,6 @@ through Dagster's test helpers and real runs."""
 
 import os
 
-import duckdb
 import torch
 from dagster import (DagsterInstance, RunRequest, SensorResult, SkipReason, build_schedule_context,
                      build_sensor_context, instance_for_test)
@@ -15,6 +14,8 @@ from pipelines.partitions import registered_models
 from pipelines.resources import EquivarConfig
 from pipelines.schedules import nightly_recompute
 from pipelines.sensors import checkpoint_sensor, checkpoint_step
+
+from tests.conftest import catalog as _catalog
 
 SPEC = "equivar_core.planted:planted"
 
@@ -86,7 +87,7 @@ def test_a_checkpoint_partition_fills_tables_with_its_name_and_step(tmp_path):
         assert instance.get_dynamic_partitions("models") == ["planted@step_30"]
         job = defs.resolve_job_def("equivar")
         assert job.execute_in_process(instance=instance, partition_key="planted@step_30").success
-    con = duckdb.connect(str(tmp_path / "out" / "equivar.duckdb"), read_only=True)
+    con = _catalog(str(tmp_path / "out" / "equivar.duckdb"))
     assert con.execute("select model, step from models").fetchall() == [("planted@step_30", 30)]
     assert con.execute("select distinct model from tuning").fetchall() == [("planted@step_30",)]
 

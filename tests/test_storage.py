@@ -1,12 +1,14 @@
 """Parquet layout on disk, atomic replacement and the DuckDB catalog."""
 
 import os
+import shutil
 
-import duckdb
 import pyarrow as pa
 import pytest
 
 from equivar_core import storage
+
+from tests.conftest import catalog as _catalog
 
 
 def _table(layers):
@@ -37,7 +39,7 @@ def test_catalog_views_are_readable_read_only(tmp_path):
     storage.write_table(root, "models", pa.table({"model": ["m"], "spec": ["x"]}), "m", None)
     path, views = storage.build_catalog(root)
     assert sorted(views) == ["families", "models"]
-    con = duckdb.connect(path, read_only=True)
+    con = _catalog(path)
     assert con.execute("select count(*) from families").fetchone()[0] == 2
     assert con.execute("select spec from models").fetchone()[0] == "x"
     con.close()
@@ -72,3 +74,48 @@ def test_writing_a_part_keeps_other_parts_and_drops_the_whole_table_layout(tmp_p
     assert list(zip(back["transform"], back["x"])) == [("hue", 3.0), ("rotate", 1.0)]
     only = storage.read_table(root, "pairs", "m", ("transform", "rotate")).to_pandas()
     assert list(only["x"]) == [1.0]
+
+
+@pytest.fixture
+def small_results(tmp_path):
+    root = tmp_path / "O"
+    storage.write_table(str(root), "families", _table(["a", "b"]), "m", "layer")
+    storage.build_catalog(str(root))
+    return root
+
+
+@pytest.mark.parametrize("query, message", [
+    ("select 1; select 2", "exactly one statement"),
+    ("copy (select 1) to 'x.csv'", "not COPY"),
+    ("copy (select * from families limit 0) to 'O/families/model=m/layer=a/data.parquet' (format parquet)", "not COPY"),
+    ("select * from read_text('/etc/hostname')", "disabled"),
+    ("install httpfs", "not LOAD"),
+    ("attach '/tmp/x.duckdb'", "not ATTACH"),
+    ("set enable_external_access = true", "not SET"),
+    ("drop view families", "not DROP"),
+    ("pragma version", "not PRAGMA"),
+])
+def test_sql_is_one_read_only_statement_over_the_results_folder(small_results, query, message):
+    """`equivar sql` refuses what is not one read-only query over the folder's own files (one line, exit 2),
+    and the catalog answers afterwards with the same rows."""
+    from tests.test_cli import equivar
+
+    r = equivar("sql", query, "--out", str(small_results))
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    ok = equivar("sql", "select count(*) as n from families", "--out", str(small_results), "--format", "csv")
+    assert ok.returncode == 0 and ok.stdout.splitlines()[1] == "2"
+
+
+def test_moved_and_copied_results_folders_read_their_own_files(small_results, tmp_path):
+    """The catalog's paths are relative: a moved folder still answers, a copy answers from its own files."""
+    moved = tmp_path / "moved"
+    small_results.rename(moved)
+    con = storage.open_catalog(str(moved))
+    assert con.execute("select count(*) from families").fetchone()[0] == 2
+    con.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    storage.write_table(str(moved), "families", _table(["a", "b", "c"]), "m", "layer")   # the original changes
+    con = storage.open_catalog(str(copy))
+    assert con.execute("select count(*) from families").fetchone()[0] == 2
+    con.close()

@@ -15,6 +15,8 @@ import pytest
 
 from .conftest import ROOT, free_port
 
+from tests.conftest import catalog as _catalog
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BIN = os.path.dirname(sys.executable)
 KEY = "equivar_core.planted:planted"
@@ -147,9 +149,8 @@ def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
                 break
             time.sleep(1)
         assert status == "SUCCESS"
-        import duckdb
 
-        con = duckdb.connect(str(tmp_path / "out" / "equivar.duckdb"), read_only=True)
+        con = _catalog(str(tmp_path / "out" / "equivar.duckdb"))
         assert con.execute("select distinct model from families").fetchall() == [(KEY,)]
         con.close()
         browser = Browser(tmp_path)
