@@ -35,7 +35,7 @@ from torch import nn
 
 from .capture import capture
 from .images import ImageView, iter_batches
-from .storage import atomic_path, save_npy
+from .storage import atomic_path, safe_value, save_npy
 from .transforms import HFlip, HueRotate, Rotate, Scale, Transform, disc_points, sample_at
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                         c = a.shape[1]
                         points[name] = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
                         tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy"))
-                        arrays[name] = np.lib.format.open_memmap(
-                            tmp[name], mode="w+", dtype=np.float16, shape=(n_versions, n_views, len(points[name]), c))
+                        arrays[name] = _allocated_memmap(tmp, name, (n_versions, n_views, len(points[name]), c))
                         if with_stats:
                             acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
                                          "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
@@ -177,6 +176,24 @@ def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
     st["image_max"][idx], st["image_argmax"][idx] = mx.cpu().numpy(), arg.cpu().numpy()
 
 
+def _allocated_memmap(tmp: dict[str, str], name: str, shape: tuple[int, ...]) -> np.memmap:
+    """A float16 ``.npy`` memmap at ``tmp[name]`` whose blocks are reserved on disk first: a full disk is
+    then an error here, not a SIGBUS when a page is written later. On failure every temporary sample
+    file of ``tmp`` is removed."""
+    try:
+        arr = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=np.float16, shape=shape)
+        with open(tmp[name], "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp[name]))
+        return arr
+    except OSError as exc:
+        for path in tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
+        need = 2 * int(np.prod(shape)) / 1e9
+        raise OSError(exc.errno, f"cannot store the activation samples ({need:.2f} GB for {name}) in "
+                                 f"{os.path.dirname(tmp[name])}: {exc.strerror}") from None
+
+
 def _safe(name: str) -> str:
-    return name.replace("/", "_")
+    return safe_value(name)
 

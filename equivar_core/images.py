@@ -60,10 +60,19 @@ def list_image_files(source: str | None) -> list[str]:
         d = skimage_data_dir()
         return [os.path.join(d, f) for f in SKIMAGE_PHOTOS if os.path.isfile(os.path.join(d, f))]
     if os.path.isdir(source):
-        found = []
+        found, seen_dirs, seen_files = [], set(), set()
         for root, dirs, files in os.walk(source, followlinks=True):
+            real = os.path.realpath(root)
+            if real in seen_dirs:              # a symlink loop or a second link to a folder: walk it once
+                dirs[:] = []
+                continue
+            seen_dirs.add(real)
             dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            for f in sorted(files):
+                path = os.path.join(root, f)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.realpath(path) not in seen_files:
+                    seen_files.add(os.path.realpath(path))
+                    found.append(path)
         if not found:
             raise EquivarError(f"no images found in folder {source} (looked for {', '.join(IMAGE_EXTENSIONS)})")
         return found
@@ -77,6 +86,10 @@ def list_image_files(source: str | None) -> list[str]:
     raise EquivarError(f"image source not found: {source}")
 
 
+#: the most views (seeded random crops) made of the default photos
+MAX_DEFAULT_VIEWS = 20_000
+
+
 def plan_views(source: str | None, n_images: int, seed: int) -> list[ImageView]:
     """Choose ``n_images`` views, deterministic for a seed.
 
@@ -86,6 +99,9 @@ def plan_views(source: str | None, n_images: int, seed: int) -> list[ImageView]:
     """
     if n_images < 1:
         raise EquivarError(f"--n-images must be at least 1, got {n_images}")
+    if source is None and n_images > MAX_DEFAULT_VIEWS:
+        raise EquivarError(f"--n-images {n_images} is more than the {MAX_DEFAULT_VIEWS} crops equivar makes of the "
+                           "default photos; point --images at a folder for more")
     files = list_image_files(source)
     rng = np.random.default_rng(seed)
     if len(files) >= n_images:
@@ -101,12 +117,31 @@ def plan_views(source: str | None, n_images: int, seed: int) -> list[ImageView]:
     return views
 
 
+def _rgb8(im: Image.Image) -> np.ndarray:
+    """H x W x 3 uint8. 16- and 32-bit grey images are scaled to 8 bits (PIL's own conversion clips them to
+    white); everything else goes through PIL's RGB conversion (alpha dropped, CMYK and palettes mapped)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(im).astype(np.float64)
+        top = 65535.0 if im.mode != "I" or wide.max() > 255 else 255.0
+        grey = np.clip(np.round(wide / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def readable(path: str) -> bool:
+    """Whether ``path`` opens as an image (its header only: cheap, no decoding)."""
+    try:
+        with Image.open(path) as im:
+            return im.size[0] > 0 and im.size[1] > 0
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def load_view(view: ImageView, size: int) -> torch.Tensor | None:
     """Read one view as a 3 x size x size float tensor in [0, 1]; None if unreadable."""
     try:
         with Image.open(view.path) as im:
-            im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = _rgb8(im)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
     if arr.ndim != 3 or min(arr.shape[:2]) < 1:

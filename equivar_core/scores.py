@@ -177,7 +177,10 @@ def linear_map_summary(identity: np.ndarray, score: np.ndarray, ridge: float = 1
     """
     c = len(identity)
     lam = ridge * float(np.trace(identity)) / max(c, 1)
-    m = np.linalg.solve(identity + lam * np.eye(c), score)                 # C x C, column v = map onto v
+    try:
+        m = np.linalg.solve(identity + lam * np.eye(c), score)             # C x C, column v = map onto v
+    except np.linalg.LinAlgError:         # no unit varies (a uniform image): the least-squares map is zero
+        m = np.linalg.lstsq(identity + lam * np.eye(c), score, rcond=None)[0]
     r2 = np.einsum("uv,uv->v", score, m)                                    # s_v^T R^-1 s_v
     sq = m**2
     col = np.maximum(sq.sum(0), 1e-12)

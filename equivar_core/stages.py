@@ -10,6 +10,7 @@ matrices, expanded weights) live under ``settings.artifacts``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 
@@ -106,11 +107,19 @@ def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) ->
     labels = ";".join(g.label for g in settings.sweep.group(group))
     cols = ["layer", "depth", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped",
             "n_points", "n_units", "versions"]
-    df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": s.path, "points_path": s.points_path,
+    rel = functools.partial(os.path.relpath, start=settings.out)   # a moved or copied folder reads its own files
+    df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": rel(s.path),
+                        "points_path": rel(s.points_path),
                         "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
                         "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
                         "versions": labels} for depth, s in enumerate(samples)], columns=cols)
     return _with_model(df, settings)
+
+
+def located(settings: RunSettings, manifest: pd.DataFrame) -> pd.DataFrame:
+    """A samples manifest with its paths (stored relative to the results folder) made absolute."""
+    return manifest.assign(path=[os.path.join(settings.out, p) for p in manifest["path"]],
+                           points_path=[os.path.join(settings.out, p) for p in manifest["points_path"]])
 
 
 def activations_dir(settings: RunSettings) -> str:
@@ -230,8 +239,8 @@ def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, trans
     score_settings = ScoreSettings(device=settings.resolved_device())
     cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
     rows = []
-    originals = {r.layer: r for r in identity_df.itertuples()}
-    for r in transformed_df.itertuples():
+    originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
+    for r in located(settings, transformed_df).itertuples():
         base = originals[r.layer]
         samples = np.load(base.path, mmap_mode="r")
         versions = np.load(r.path, mmap_mode="r")
@@ -313,8 +322,8 @@ def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df:
     """
     score_settings = ScoreSettings(device=settings.resolved_device())
     rows = []
-    layers = list(identity_df.itertuples())
-    zoomed = {r.layer: r for r in scale_df.itertuples()}
+    layers = list(located(settings, identity_df).itertuples())
+    zoomed = {r.layer: r for r in located(settings, scale_df).itertuples()}
     scales = [(v, float(label.split(":")[1])) for v, label in enumerate(next(iter(zoomed.values())).versions.split(";"))
               ] if zoomed else []
     for i, a in enumerate(layers):
@@ -547,7 +556,7 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
     """
     score_settings = ScoreSettings(device=settings.resolved_device())
     profiles_rb = profile_table(settings, tuning_rb_df, layers_df)
-    originals = {r.layer: r for r in identity_df.itertuples()}
+    originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
     scores: dict[tuple[str, str], dict[float, np.ndarray]] = {}
     identity: dict[tuple[str, str], np.ndarray] = {}
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
@@ -557,7 +566,7 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
         plain = version_scores(samples, 0, make_transform("rotate", 0.0), points, settings.sweep.disc_radius,
                                images, score_settings, mix=q)[0]
         for transform, manifest in transformed.items():
-            for r in manifest[manifest["layer"] == layer].itertuples():
+            for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
                 versions = np.load(r.path, mmap_mode="r")
                 for v, label in enumerate(r.versions.split(";")):
                     name, amount = label.split(":")

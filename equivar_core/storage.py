@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -65,9 +64,38 @@ def artifacts_dir(root: str, model: str) -> str:
     return os.path.join(root, "_artifacts", f"model={safe_value(model)}")
 
 
+#: the longest escaped name stored as a folder or file name component (file systems allow 255 bytes)
+MAX_NAME_BYTES = 200
+
+
 def safe_value(value: str) -> str:
-    """A partition value usable as a folder name (``/`` and odd characters become ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
+    """The folder-name form of a model, layer or transform name: one reversible rule (:func:`unescape`).
+
+    Letters, digits, ``_``, ``+``, ``-`` and ``.`` (not leading) stay; every other byte of the UTF-8
+    name becomes ``%XX``, so two different names never share a folder (``a/b`` -> ``a%2Fb``, ``a_b``
+    stays) and no name becomes ``.``, ``..``, a hidden folder or a path. Raises ``ValueError`` for
+    an empty name or one whose folder name would exceed ``MAX_NAME_BYTES``.
+    """
+    text = str(value)
+    if not text:
+        raise ValueError("an empty name cannot be stored")
+    out = []
+    for i, byte in enumerate(text.encode("utf-8")):
+        ch = chr(byte)
+        keep = ch.isascii() and (ch.isalnum() or ch in "_+-" or (ch == "." and i > 0))
+        out.append(ch if keep else f"%{byte:02X}")
+    name = "".join(out)
+    if len(name) > MAX_NAME_BYTES:
+        raise ValueError(f"the name {text[:40]!r}... is too long to store ({len(name)} bytes as a folder name, "
+                         f"at most {MAX_NAME_BYTES})")
+    return name
+
+
+def unescape(name: str) -> str:
+    """The name a folder name of :func:`safe_value` stands for."""
+    from urllib.parse import unquote
+
+    return unquote(name, errors="strict")
 
 
 def write_parquet(table: pa.Table, path: str) -> None:

@@ -7,15 +7,30 @@ checkpoint). Assets that run the model declare the ``gpu`` pool (limit it in the
 instance's concurrency settings) and, for Kubernetes, a GPU request.
 """
 
+import functools
+import inspect
 import logging
 import os
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetIn, AssetOut, Backoff, DataVersion, MaterializeResult,
-                     MetadataValue, Output, RetryPolicy, asset, multi_asset)
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    Backoff,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    asset,
+    multi_asset,
+)
 
 from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
+from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
 
 from .definitions_common import models_partitions as MODELS
@@ -32,6 +47,27 @@ TABLE = {"code_version": CODE_VERSION, "retry_policy": RETRY, "partitions_def": 
 #: for assets that run the network: the ``gpu`` pool and a Kubernetes GPU request (dagster-k8s)
 GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}}
+
+
+def _fails_once_on_bad_input(fn):
+    """Bad input (an :class:`EquivarError`: a missing file, an unknown layer or partition) fails the step at
+    once, since retrying cannot fix it; other errors (transient I/O) keep the retry policy."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except EquivarError as exc:
+                raise Failure(description=str(exc), allow_retries=False) from exc
+        return generator
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EquivarError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from exc
+    return wrapper
 
 
 def _key(context: AssetExecutionContext) -> str | None:
@@ -52,18 +88,21 @@ def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: 
 
 
 @asset(group_name="model", **TABLE)
+@_fails_once_on_bad_input
 def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """One row per model: spec, SHA-256 of its weights, parameter count and checkpoint step."""
     return _out(context, equivar, "models", stages.model_table(_settings(context, equivar, "models")))
 
 
 @asset(group_name="model", **TABLE, deps=[models], **GPU)
+@_fails_once_on_bad_input
 def layers(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Analysed layers with their shape, stride and effective receptive field."""
     return _out(context, equivar, "layers", stages.layer_table(_settings(context, equivar, "layers")))
 
 
 @asset(group_name="activations", **TABLE)
+@_fails_once_on_bad_input
 def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """The natural-image views of the run (file and crop), in order."""
     return _out(context, equivar, "images", stages.image_table(_settings(context, equivar, "images")))
@@ -82,6 +121,7 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     partitions_def=MODELS,
     **GPU,
 )
+@_fails_once_on_bad_input
 def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
                         layers: pd.DataFrame):
     """One streamed pass over the natural images (their transformed versions: ``transformed_samples/*``)."""
@@ -108,6 +148,7 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
     partitions_def=MODELS,
     **GPU,
 )
+@_fails_once_on_bad_input
 def tuning_tables(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                   unit_stats: pd.DataFrame):
     """Stimulus sweeps through every analysed layer, in the layer's basis and in a random one."""
@@ -118,6 +159,7 @@ def tuning_tables(context: AssetExecutionContext, equivar: EquivarConfig, layers
 
 
 @asset(group_name="scores", **TABLE)
+@_fails_once_on_bad_input
 def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                   layers: pd.DataFrame) -> Output:
     """Preferred parameter, selectivity and period of each unit's tuning curves."""
@@ -137,6 +179,7 @@ def _transform_family(transform: str):
            ins={"images": AssetIn("images"), "layers": AssetIn("layers")},
            description=f"Manifest of the activation samples of the natural images' {transform} versions "
                        "(float16 arrays on disk).")
+    @_fails_once_on_bad_input
     def transformed_samples(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
                             layers: pd.DataFrame) -> Output:
         s = _settings(context, equivar, f"transformed_samples/{transform}")
@@ -146,6 +189,7 @@ def _transform_family(transform: str):
     @asset(key=["transform_pairs", transform], group_name="scores", **TABLE,
            ins={"identity": AssetIn("activation_samples"), "versions": AssetIn(["transformed_samples", transform])},
            description=f"Self (invariance) score and best partners of every unit under {transform}.")
+    @_fails_once_on_bad_input
     def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig, identity: pd.DataFrame,
                         versions: pd.DataFrame) -> Output:
         s = _settings(context, equivar, f"transform_pairs/{transform}")
@@ -161,6 +205,7 @@ TRANSFORM_PAIRS = [p for _, p in TRANSFORM_FAMILIES.values()]
 
 
 @asset(group_name="scores", **TABLE, deps=TRANSFORM_PAIRS)
+@_fails_once_on_bad_input
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
     s = _settings(context, equivar, "transform_maps")
@@ -169,6 +214,7 @@ def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layer
 
 @asset(group_name="scores", **TABLE, ins={"activation_samples": AssetIn("activation_samples"),
                                          "scaled": AssetIn(["transformed_samples", "scale"])})
+@_fails_once_on_bad_input
 def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame,
                 scaled: pd.DataFrame) -> Output:
     """Units of a deeper layer that respond to a zoomed image as an earlier unit does to the original."""
@@ -177,6 +223,7 @@ def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activati
 
 
 @asset(group_name="families", **TABLE, deps=TRANSFORM_PAIRS)
+@_fails_once_on_bad_input
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
@@ -188,6 +235,7 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
 
 
 @asset(group_name="families", **TABLE)
+@_fails_once_on_bad_input
 def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Published family unit lists for the model's architecture, to score the automatic families against."""
     s = _settings(context, equivar, "reference_families")
@@ -198,6 +246,7 @@ def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -
        ins={"layers": AssetIn("layers"), "tuning_random_basis": AssetIn("tuning_random_basis"),
             "families": AssetIn("families"), "activation_samples": AssetIn("activation_samples"),
             **{f"samples_{t}": AssetIn(["transformed_samples", t]) for t in TRANSFORM_GROUPS}})
+@_fails_once_on_bad_input
 def basis_control(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                   tuning_random_basis: pd.DataFrame, families: pd.DataFrame, activation_samples: pd.DataFrame,
                   **transformed: pd.DataFrame) -> Output:
@@ -209,6 +258,7 @@ def basis_control(context: AssetExecutionContext, equivar: EquivarConfig, layers
 
 
 @asset(group_name="families", **TABLE)
+@_fails_once_on_bad_input
 def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                   families: pd.DataFrame, basis_control: pd.DataFrame) -> Output:
     """Per layer and transform: the share of units in families, family sizes and spacing, and the group to
@@ -218,6 +268,7 @@ def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers
 
 
 @asset(group_name="families", **TABLE)
+@_fails_once_on_bad_input
 def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                     layers: pd.DataFrame, families: pd.DataFrame) -> Output:
     """Units whose best stimulus is a curve: radial orientation tuning at 5 degree steps, curvature, family."""
@@ -226,6 +277,7 @@ def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuni
 
 
 @asset(group_name="families", **TABLE, **GPU)
+@_fails_once_on_bad_input
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame,
                   curve_detectors: pd.DataFrame) -> Output:
@@ -236,6 +288,7 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
 
 
 @asset(group_name="circuits", **TABLE, **GPU)
+@_fails_once_on_bad_input
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
     """Expanded weights between consecutive analysed layers."""
@@ -244,6 +297,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
 
 
 @asset(group_name="circuits", **TABLE, deps=[circuit_weights])
+@_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""
     s = _settings(context, equivar, "circuit_families")
@@ -263,6 +317,7 @@ TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLE
 
 
 @asset(group_name="report", **TABLE, deps=TABLE_ASSETS)
+@_fails_once_on_bad_input
 def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
     from equivar_core.report import build_report
@@ -290,6 +345,7 @@ def _pictures(paths: list[str]) -> MetadataValue:
 
 
 @asset(group_name="catalog", **TABLE, deps=TABLE_ASSETS)
+@_fails_once_on_bad_input
 def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
     path, views = storage.build_catalog(_settings(context, equivar, "duckdb_catalog").out)

@@ -7,13 +7,33 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 
 from equivar_core.errors import EquivarError
 from equivar_core.settings import DEFAULT_N_IMAGES, default_out
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``equivar: error: ...``, exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("equivar").strip()
+        self.exit(2, f"equivar: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="equivar", description="Find transformed copies of units in vision models.")
+    p = _Parser(prog="equivar", description="Find transformed copies of units in vision models.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every table for one model")
     run.add_argument("--model", default=None, help="built-in name or package.module:callable (default: what --name "
@@ -24,10 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--step", type=int, default=None, help="training step of the checkpoint in --weights")
     run.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
     run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
-    run.add_argument("--n-images", type=int, default=DEFAULT_N_IMAGES, help="number of natural images")
+    run.add_argument("--n-images", type=_positive, default=DEFAULT_N_IMAGES, help="number of natural images")
     run.add_argument("--out", default=None, help="output folder (default: $EQUIVAR_HOME or ./equivar-data)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--batch-size", type=_positive, default=16)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
@@ -125,8 +145,41 @@ def _instance():
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
+def _interruptible(work):
+    """``work()`` in a worker thread, so that Ctrl-C stops the run within a moment (Dagster's in-process
+    executor captures SIGINT in the main thread and finishes the running step). On Ctrl-C: one line,
+    exit 130. Every file is written under a temporary name and renamed, and the fingerprints of the
+    assets being recomputed were cleared before the run, so the folder holds complete files and a re-run
+    recomputes what did not finish."""
+    box = {}
+
+    def run():
+        try:
+            box["result"] = work()
+        except BaseException as exc:          # handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="equivar-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        print("equivar: interrupted: finished tables are kept; a re-run recomputes the rest", file=sys.stderr,
+              flush=True)
+        os._exit(130)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def _layers(text: str | None) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else []
+    if text is None:
+        return []
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise EquivarError(f"--layers {text!r} names no layer (leave it out for the model's preset)")
+    return names
 
 
 def _add_model(args) -> int:
@@ -157,7 +210,7 @@ def _check_writable(out: str) -> None:
 
 def _validate(config, entry) -> None:
     """Fail fast on bad input, before anything is written."""
-    from equivar_core.images import plan_views
+    from equivar_core.images import plan_views, readable
 
     from .partitions import check_loads
 
@@ -171,6 +224,9 @@ def _validate(config, entry) -> None:
     views = plan_views(s.images, s.n_images, s.seed)
     if s.images is not None and not any(os.path.isfile(v.path) for v in views):
         raise EquivarError(f"none of the images listed in {s.images} exists")
+    if not any(readable(v.path) for v in views):
+        raise EquivarError(f"none of the {len(views)} files chosen from {s.images or 'the default photos'} "
+                           "opens as an image")
     _check_writable(s.out)
 
 
@@ -187,11 +243,13 @@ def _run(args) -> int:
     from equivar_core.model_index import ModelEntry, lookup
 
     from .definitions import build_definitions
-    from .fingerprints import changed_assets, load_fingerprints, run_selection, save_fingerprints
+    from .fingerprints import catalog_intact, changed_assets, load_fingerprints, run_selection, save_fingerprints
     from .partitions import add_model
     from .resources import CODE_VERSION, EquivarConfig
 
     out = os.path.abspath(args.out or default_out())
+    if args.name is not None and not args.name.strip():
+        raise EquivarError("bad model name: --name must not be empty")
     model, weights, step, layers = args.model, args.weights, args.step, _layers(args.layers)
     known = lookup(out, args.name) if args.name and model is None else None
     if known is not None:                  # `equivar run --name X`: the model registered as X, options on top
@@ -218,15 +276,18 @@ def _run(args) -> int:
             if args.force:
                 changed = list(fingerprints)
             catalog = os.path.join(s.out, "equivar.duckdb")
-            if not changed and os.path.isfile(catalog):
+            if not changed and catalog_intact(s.out):
                 print(f"nothing changed: {s.model_name} is up to date in {catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
+            # forget what is about to be rewritten first: a run killed half-way must never leave tables of
+            # two settings reported up to date (the next run recomputes whatever has no fingerprint)
+            save_fingerprints(s, {k: v for k, v in load_fingerprints(s).items() if k not in changed})
             selection = run_selection(changed)
             job = build_definitions(config).resolve_job_def("equivar")
-            result = job.execute_in_process(
+            result = _interruptible(lambda: job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,
-                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}))
     finally:
         for lg in loggers:
             lg.removeHandler(handler)

@@ -22,7 +22,7 @@ from dagster import AssetKey
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files
 from equivar_core.settings import RunSettings
-from equivar_core.storage import atomic_file, table_dir
+from equivar_core.storage import CATALOG, atomic_file, table_dir
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
@@ -137,10 +137,38 @@ def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str],
 
 
 def _exists(settings: RunSettings, asset: str) -> bool:
+    """Whether the asset's table is on disk and every Parquet file of it is intact (its footer reads)."""
+    import pyarrow.parquet as pq
+
     from .io_manager import table_of
 
     table, part = table_of(AssetKey.from_user_string(asset))
-    return os.path.isdir(table_dir(settings.out, table, settings.model_name, part))
+    folder = table_dir(settings.out, table, settings.model_name, part)
+    files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f == "data.parquet"]
+    if not files:
+        return False
+    try:
+        for path in files:
+            pq.read_metadata(path)
+    except Exception:                          # truncated, overwritten or unreadable: recompute the asset
+        return False
+    return True
+
+
+def catalog_intact(out: str) -> bool:
+    """Whether ``<out>/equivar.duckdb`` opens and lists its views."""
+    import duckdb
+
+    path = os.path.join(out, CATALOG)
+    try:
+        con = duckdb.connect(path, read_only=True)
+        try:
+            con.execute("select count(*) from duckdb_views()").fetchone()
+        finally:
+            con.close()
+    except Exception:
+        return False
+    return True
 
 
 def run_selection(changed: list[str]) -> list[AssetKey]:

@@ -21,6 +21,7 @@ from equivar_core import model_index
 from equivar_core.errors import EquivarError
 from equivar_core.model_index import ModelEntry
 from equivar_core.models.registry import file_sha256
+from equivar_core.storage import safe_value
 
 from .definitions_common import models_partitions
 from .resources import EquivarConfig
@@ -34,6 +35,10 @@ def check_loads(config: EquivarConfig, entry: ModelEntry) -> None:
     if not entry.name or entry.name != entry.name.strip() or "..." in entry.name or not entry.name.isprintable():
         raise EquivarError(f"bad model name {entry.name!r}: give a printable name without '...' or surrounding "
                            "spaces")
+    try:
+        safe_value(entry.name)
+    except ValueError as exc:
+        raise EquivarError(f"bad model name: {exc}") from None
     if entry.weights is not None and not os.path.isfile(entry.weights):
         raise EquivarError(f"weights file not found: {entry.weights}")
     layers = entry.layers or (tuple(config.layers) if entry.model == config.model else ())

@@ -8,6 +8,7 @@ from typing import Optional
 from dagster import ConfigurableResource
 
 from equivar_core import model_index
+from equivar_core.errors import EquivarError
 from equivar_core.models.registry import default_name
 from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
 
@@ -50,6 +51,10 @@ class EquivarConfig(ConfigurableResource):
             return found
         if key == self.default_partition:
             return model_index.ModelEntry(name=key, model=self.model, weights=self.weights)
+        if ":" in key:
+            # importing and calling a spec runs code: only a shell may ask for that (equivar models add / run)
+            raise EquivarError(f"partition {key!r} is not a registered model; a module:callable spec runs code, so "
+                               f"register it from a shell first: `equivar models add NAME --model {key}`")
         return model_index.resolve(out, key)
 
     def settings(self, partition_key: str | None = None) -> RunSettings:

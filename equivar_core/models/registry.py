@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -106,9 +107,16 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
             state = load_file(path)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():       # torch warns about the pickle protocol of files it refuses
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise EquivarError(f"refused to read weights file {path}: it holds pickled Python objects, not only "
+                               "tensors, and loading them could run code; save a plain state dict "
+                               "(torch.save(model.state_dict(), path)) or a .safetensors file") from None
+        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise EquivarError(f"cannot read weights file {path}: not a valid state dict ({reason[:200]})") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

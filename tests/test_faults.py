@@ -1,0 +1,407 @@
+"""Faults and bad input: one clear line, nothing lost, nothing mixed, nothing run or read that should not be.
+
+Table-driven: each case is named after what it tries. Bad input must fail with exit 2 and one line
+before anything is written; faults (a kill, Ctrl-C, a corrupt file) must leave every table equal to
+the clean run before or after it (rows hashed), never a mixture reported as current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import ROOT
+from tests.test_cli import equivar
+
+PLANTED = ["--model", "equivar_core.planted:planted", "--n-images", "6", "--layers", "relu1,relu2", "--quiet"]
+TABLES = ("images", "layers", "unit_stats", "tuning", "unit_profiles", "families", "basis_control", "layer_summary",
+          "family_sweeps", "circuit_weights", "circuit_families")
+
+
+def table_hashes(out: str) -> dict[str, str]:
+    """Sorted rows of every table, hashed (through the read-only catalog, as a user reads them)."""
+    from equivar_core.storage import open_catalog
+
+    con = open_catalog(out)
+    try:
+        views = [r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()]
+        hashes = {}
+        for v in sorted(views):
+            df = con.execute(f'select * from "{v}"').df()
+            df = df.reindex(sorted(df.columns), axis=1)
+            rows = sorted(repr(row) for row in df.itertuples(index=False, name=None))
+            hashes[v] = hashlib.sha256(repr(rows).encode()).hexdigest()
+        return hashes
+    finally:
+        con.close()
+
+
+def files_under(out: str) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """A clean run of the planted model: its folder (never modified by the cases) and its table hashes."""
+    out = str(tmp_path_factory.mktemp("clean"))
+    r = equivar("run", "--out", out, *PLANTED)
+    assert r.returncode == 0, r.stderr
+    return out, table_hashes(out)
+
+
+@pytest.fixture
+def results(clean, tmp_path):
+    """A private copy of the clean results folder for a case to damage."""
+    out = str(tmp_path / "O")
+    shutil.copytree(clean[0], out)
+    return out
+
+
+def one_line_error(r, code: int = 2) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("equivar: "), r.stderr[-2000:]
+    return lines[0]
+
+
+# -- bad input: exit 2, one line, nothing written -------------------------------------------------------------
+
+def _weights(tmp, kind: str) -> str:
+    path = str(tmp / f"w-{kind}.pt")
+    if kind == "missing":
+        return path
+    if kind == "random-bytes":
+        open(path, "wb").write(os.urandom(4096))
+    elif kind == "truncated":
+        buf = io.BytesIO()
+        torch.save({"conv1.weight": torch.zeros(3, 3, 9, 9)}, buf)
+        open(path, "wb").write(buf.getvalue()[:200])
+    elif kind == "pickled-code":
+        marker = tmp / "PAYLOAD-RAN"
+
+        class Payload:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+
+        open(path, "wb").write(pickle.dumps({"conv1.weight": Payload()}))
+    elif kind == "wrong-shape":
+        torch.save({"conv1.weight": torch.zeros(2, 2)}, path)
+    elif kind == "not-a-dict":
+        torch.save([torch.zeros(1)], path)
+    elif kind == "nan":
+        from equivar_core.planted import planted
+
+        torch.save({k: torch.full_like(v, float("nan")) for k, v in planted().state_dict().items()}, path)
+    elif kind == "wrong-safetensors":
+        from safetensors.torch import save_file
+
+        path = path[:-3] + ".safetensors"
+        save_file({"fc.weight": torch.zeros(2, 2)}, path)
+    return path
+
+
+def _images(tmp, kind: str) -> str:
+    d = tmp / f"img-{kind}"
+    if kind == "missing-folder":
+        return str(d)
+    d.mkdir()
+    if kind == "no-image-files":
+        (d / "notes.txt").write_text("nothing here")
+    elif kind == "non-images-named-jpg":
+        for i in range(3):
+            (d / f"{i}.jpg").write_bytes(b"this is not a jpeg" * 10)
+    elif kind == "list-of-missing-files":
+        (d / "list.txt").write_text("a.jpg\nb.png\n")
+        return str(d / "list.txt")
+    elif kind == "empty-list":
+        (d / "list.txt").write_text("# nothing\n")
+        return str(d / "list.txt")
+    return str(d)
+
+
+BAD_INPUT = {
+    # name: (extra args or a callable tmp -> args, message fragment)
+    "batch_size_zero": (["--batch-size", "0"], "at least 1"),
+    "batch_size_negative": (["--batch-size", "-1"], "at least 1"),
+    "batch_size_not_a_number": (["--batch-size", "x"], "whole number"),
+    "n_images_zero": (["--n-images", "0"], "at least 1"),
+    "n_images_huge_on_default_photos": (["--n-images", "99999999999"], "--images"),
+    "layers_only_commas": (["--layers", ",,,"], "names no layer"),
+    "unknown_layer": (["--layers", "relu1,nope"], "nope"),
+    "unknown_model": (["--model", "no_such_model"], "unknown"),
+    "model_spec_that_does_not_import": (["--model", "no_such_pkg.mod:fn"], "no_such_pkg"),
+    "name_too_long": (["--name", "n" * 300], "too long"),
+    "name_empty": (["--name", ""], "name"),
+    "name_with_newline": (["--name", "a\nb"], "name"),
+    "unknown_option": (["--frobnicate"], "unrecognized"),
+    "device_cuda_without_gpu": (["--device", "cuda"], "CUDA"),
+}
+for _kind in ("missing", "random-bytes", "truncated", "pickled-code", "wrong-shape", "not-a-dict",
+              "wrong-safetensors"):
+    BAD_INPUT[f"weights_{_kind.replace('-', '_')}"] = (lambda tmp, k=_kind: ["--weights", _weights(tmp, k)],
+                                                      "weights")
+for _kind, _msg in (("missing-folder", "not found"), ("no-image-files", "no images"),
+                    ("non-images-named-jpg", "opens as an image"), ("list-of-missing-files", "exists"),
+                    ("empty-list", "names no files")):
+    BAD_INPUT[f"images_{_kind.replace('-', '_')}"] = (lambda tmp, k=_kind: ["--images", _images(tmp, k)], _msg)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path):
+    if case == "device_cuda_without_gpu" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    args, fragment = BAD_INPUT[case]
+    args = args(tmp_path) if callable(args) else args
+    before, hashes = files_under(results), table_hashes(results)
+    planted = [a for a in PLANTED if a not in ("--layers", "relu1,relu2")] if "--layers" in args else PLANTED
+    planted = [a for a in planted if a not in ("--model", "equivar_core.planted:planted")] \
+        if "--model" in args else planted
+    r = equivar("run", "--out", results, *planted, *args)
+    line = one_line_error(r)
+    assert fragment.lower() in line.lower(), line
+    assert files_under(results) == before and table_hashes(results) == hashes
+    assert not (tmp_path / "PAYLOAD-RAN").exists()
+
+
+def test_read_only_results_folder_is_one_line(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("running as a user that can write anywhere (root)")
+        line = one_line_error(equivar("run", "--out", str(out), *PLANTED))
+        assert "cannot write" in line
+    finally:
+        out.chmod(0o700)
+
+
+def test_results_folder_that_is_a_file_is_one_line(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "cannot write" in one_line_error(equivar("run", "--out", str(f), *PLANTED))
+
+
+# -- hostile names: stored apart, inside the folder, listed ---------------------------------------------------
+
+def test_names_that_escaped_to_one_folder_are_stored_apart(clean, tmp_path):
+    """`a/b`, `a_b` and `a b` shared one folder (each run deleted the last one's rows); `.` and `..` were
+    hidden dot-folders and `../x` wrote beside the results folder."""
+    from equivar_core.storage import open_catalog
+
+    out = str(tmp_path / "O")
+    names = ["a/b", "a_b", "a b", ".", "..", "../escape"]
+    for name in names:
+        r = equivar("run", "--out", out, *PLANTED, "--name", name)
+        assert r.returncode == 0, (name, r.stderr)
+    con = open_catalog(out)
+    stored = {m for (m,) in con.execute("select distinct model from families").fetchall()}
+    counts = dict(con.execute("select model, count(*) from families group by 1").fetchall())
+    con.close()
+    assert stored == set(names) and len(set(counts.values())) == 1, counts
+    assert not os.path.exists(tmp_path / "escape") and not any(
+        part.startswith(".") and part not in (".writer.lock",) and not part.startswith(".dagster")
+        for p in files_under(out) for part in p.split(os.sep)[:2])
+    listed = equivar("models", "--out", out)
+    assert all(n in listed.stdout for n in ("a/b", "a_b", "a b")), listed.stdout
+
+
+# -- SQL: one read-only statement over the folder's own files --------------------------------------------------
+
+SQL = {
+    "two_statements": ("select 1; select 2", "exactly one statement"),
+    "copy_to_a_file": ("copy (select 1) to 'x.csv'", "COPY"),
+    "copy_over_a_table_file": ("copy (select * from families limit 0) to "
+                               "'families/model=planted/layer=relu1/data.parquet' (format parquet)", "COPY"),
+    "read_text_outside": ("select * from read_text('/etc/hostname')", "disabled"),
+    "read_csv_outside": ("select * from read_csv('/etc/passwd')", "disabled"),
+    "install_extension": ("install httpfs", "LOAD"),
+    "attach_database": ("attach '/tmp/other.duckdb'", "ATTACH"),
+    "set_external_access": ("set enable_external_access = true", "SET"),
+    "drop_view": ("drop view families", "DROP"),
+    "create_table": ("create table t as select 1", "CREATE"),
+    "syntax_error": ("selec 1", "syntax"),
+    "unknown_table": ("select * from no_such_table", "no_such_table"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SQL))
+def test_sql_refuses_in_one_line_and_the_catalog_still_answers(case, results):
+    query, fragment = SQL[case]
+    hashes = table_hashes(results)
+    line = one_line_error(equivar("sql", query, "--out", results))
+    assert fragment.lower() in line.lower(), line
+    assert table_hashes(results) == hashes
+    ok = equivar("sql", "select count(*) from families", "--out", results, "--format", "csv")
+    assert ok.returncode == 0
+
+
+# -- corrupt files: noticed, recomputed, equal to a clean run -------------------------------------------------
+
+def _corrupt(path: str, how: str) -> None:
+    if how == "truncate":
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    elif how == "garbage":
+        open(path, "wb").write(os.urandom(2048))
+    elif how == "empty":
+        open(path, "wb").close()
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage", "empty"])
+def test_corrupt_table_file_is_recomputed_not_reported_current(how, clean, results):
+    target = os.path.join(results, "families", "model=planted", "layer=relu1", "data.parquet")
+    _corrupt(target, how)
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
+    assert table_hashes(results) == clean[1]
+
+
+@pytest.mark.parametrize("how", ["garbage", "empty"])
+def test_corrupt_catalog_is_rebuilt_by_the_next_run(how, clean, results):
+    _corrupt(os.path.join(results, "equivar.duckdb"), how)
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0, r.stderr
+    assert table_hashes(results) == clean[1]
+
+
+# -- kills and interrupts -------------------------------------------------------------------------------------
+
+def _start(out: str, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--out", out, *PLANTED[:-1], *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> None:
+    """Read the run's progress lines until one contains ``text``."""
+    t0 = time.time()
+    for line in proc.stderr:
+        if text in line:
+            return
+        assert time.time() - t0 < timeout, "timed out"
+    raise AssertionError(f"the run ended before {text!r}")
+
+
+@pytest.mark.parametrize("stage", ["transform scores", "materializing families", "materializing circuit_weights"])
+def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, results):
+    """Run with seed 1, kill -9 it at ``stage``, re-run the original settings: not "nothing changed", and every
+    table equals the clean run (before: 19 of 38 files from seed 1 were reported up to date)."""
+    proc = _start(results, "--seed", "1")
+    _wait_for(proc, stage)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
+    assert table_hashes(results) == clean[1]
+
+
+def test_ctrl_c_stops_within_seconds_with_exit_130(clean, results):
+    proc = _start(results, "--seed", "1")
+    _wait_for(proc, "materializing tuning")
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(30)
+    assert code == 130 and time.time() - t0 < 10
+    assert "interrupted" in proc.stderr.read()
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout
+    assert table_hashes(results) == clean[1]
+
+
+def test_no_temporary_files_after_a_full_disk(tmp_path, monkeypatch):
+    """Disk full when the samples' blocks are reserved: an OSError that says so, no `.tmp-` file left
+    (before: SIGBUS, exit 135, temporary files behind)."""
+    import errno
+
+    from equivar_core import activations
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    tmp = {"a": str(tmp_path / ".a.tmp-1"), "b": str(tmp_path / ".b.tmp-2")}
+    np.lib.format.open_memmap(tmp["a"], mode="w+", dtype=np.float16, shape=(2, 2))
+    with pytest.raises(OSError, match="cannot store the activation samples.*No space left"):
+        activations._allocated_memmap(tmp, "b", (4, 8, 16, 32))
+    assert not os.listdir(tmp_path)
+
+
+# -- odd images ------------------------------------------------------------------------------------------------
+
+def test_16_bit_grey_png_keeps_its_contrast(tmp_path):
+    """PIL's RGB conversion clips I;16 to white; the loader scales it to 8 bits."""
+    from equivar_core.images import ImageView, load_view
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = str(tmp_path / "g16.png")
+    Image.fromarray(ramp).save(path)
+    x = load_view(ImageView(0, path), 32)
+    assert x is not None and x.min() < 0.1 and x.max() > 0.9 and 0.3 < float(x.mean()) < 0.7
+
+
+def test_symlink_loop_counts_each_file_once(tmp_path):
+    from equivar_core.images import list_image_files
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(d / "a.png")
+    os.symlink(d, d / "loop")
+    os.symlink(d / "a.png", d / "same.png")
+    assert len(list_image_files(str(d))) == 1
+
+
+def test_one_uniform_image_runs(tmp_path):
+    """A single uniform image: no unit varies (was numpy.linalg.LinAlgError: Singular matrix)."""
+    d = tmp_path / "flat"
+    d.mkdir()
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(d / "grey.png")
+    args = [a for a in PLANTED if a not in ("--n-images", "6")]
+    r = equivar("run", "--out", str(tmp_path / "O"), *args, "--images", str(d), "--n-images", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- who may run what from the UI ------------------------------------------------------------------------------
+
+def test_unregistered_callable_partition_is_refused_without_importing(tmp_path):
+    """A partition key `module:callable` added in the UI is not imported or called (before: `tempfile:mkdtemp`
+    created directories on every retry)."""
+    from equivar_core.errors import EquivarError
+    from pipelines.resources import EquivarConfig
+
+    sys.modules.pop("tests.models_for_tests", None)
+    config = EquivarConfig(out=str(tmp_path))
+    with pytest.raises(EquivarError, match="register it from a shell"):
+        config.entry("tests.models_for_tests:nan_net")
+    assert "tests.models_for_tests" not in sys.modules
+
+
+def test_permanent_errors_are_not_retried(tmp_path):
+    """An unknown partition fails once; the retry policy is for transient errors."""
+    from dagster import DagsterInstance, materialize
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+
+    config = EquivarConfig(out=str(tmp_path))
+    defs = build_definitions(config)
+    models_asset = defs.resolve_assets_def("models")
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", ["tempfile:mkdtemp"])
+        result = materialize([models_asset], partition_key="tempfile:mkdtemp", instance=instance,
+                             raise_on_error=False)
+    assert not result.success
+    restarts = [e for e in result.all_events if e.event_type_value in ("STEP_RESTARTED", "STEP_UP_FOR_RETRY")]
+    assert not restarts
