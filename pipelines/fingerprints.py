@@ -136,11 +136,14 @@ def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str],
     return changed, new
 
 
+def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
+    """The table an asset writes, and the slice of it (``("transform", t)`` for a key ``[table, t]``)."""
+    return key.path[0], (("transform", key.path[1]) if len(key.path) > 1 else None)
+
+
 def _exists(settings: RunSettings, asset: str) -> bool:
     """Whether the asset's table is on disk and every Parquet file of it is intact (its footer reads)."""
     import pyarrow.parquet as pq
-
-    from .io_manager import table_of
 
     table, part = table_of(AssetKey.from_user_string(asset))
     folder = table_dir(settings.out, table, settings.model_name, part)
@@ -186,6 +189,23 @@ def load_fingerprints(settings: RunSettings) -> dict[str, str]:
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def record_fingerprint(settings: RunSettings, asset: str, fingerprint: str) -> None:
+    """Record one asset's fingerprint as its output is committed (read, update, write under a lock, so
+    parallel steps of one run do not lose each other's records). Every run path writes outputs through
+    the IO manager (CLI, UI, sensor, schedule, Ray), so each records what it completed, asset by asset."""
+    import fcntl
+
+    os.makedirs(settings.artifacts, exist_ok=True)
+    with open(os.path.join(settings.artifacts, ".fingerprints.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            stored = load_fingerprints(settings)
+            stored[asset] = fingerprint
+            save_fingerprints(settings, stored)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def save_fingerprints(settings: RunSettings, fingerprints: dict[str, str]) -> None:

@@ -9,17 +9,13 @@ import os
 
 import pandas as pd
 import pyarrow as pa
-from dagster import (AssetKey, ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency,
+from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency,
                      TableColumn, TableSchema)
 
 from equivar_core import storage
 
+from .fingerprints import record_fingerprint, table_of
 from .resources import EquivarConfig
-
-
-def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
-    """The table an asset writes, and the slice of it (``("transform", t)`` for a key ``[table, t]``)."""
-    return key.path[0], (("transform", key.path[1]) if len(key.path) > 1 else None)
 
 
 def partition_column(df: pd.DataFrame):
@@ -47,6 +43,9 @@ class ParquetIOManager(ConfigurableIOManager):
         name, part = table_of(context.asset_key)
         table = pa.Table.from_pandas(obj, preserve_index=False)
         paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj), part)
+        asset = context.asset_key.to_user_string()
+        key = context.asset_partition_key if context.has_asset_partitions else None
+        record_fingerprint(s, asset, self.config.fingerprint(asset, key))
         context.add_output_metadata({
             "rows": MetadataValue.int(len(obj)),
             "files": MetadataValue.int(len(paths)),

@@ -405,3 +405,38 @@ def test_permanent_errors_are_not_retried(tmp_path):
     assert not result.success
     restarts = [e for e in result.all_events if e.event_type_value in ("STEP_RESTARTED", "STEP_UP_FOR_RETRY")]
     assert not restarts
+
+
+# -- every run path records what it completed ------------------------------------------------------------------
+
+def test_a_ui_style_materialization_then_the_cli_finds_nothing_changed(tmp_path):
+    """The job run as the UI, the sensor and the schedule run it (not through `equivar run`) records each
+    asset's fingerprint as its output is committed; the CLI with the same settings then has nothing to do
+    (before: fingerprints were recorded by the CLI only, so every UI run looked stale)."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+
+    out = str(tmp_path / "O")
+    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", ["planted"])
+        job = build_definitions(config).resolve_job_def("equivar")
+        assert job.execute_in_process(instance=instance, partition_key="planted").success
+    r = equivar("run", "--out", out, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_killed_run_resumes_from_the_assets_it_completed(clean, tmp_path):
+    """kill -9 during `families`: the re-run does not redo the forward passes and tuning the killed run
+    committed, and its tables equal a clean run's."""
+    out = str(tmp_path / "O")
+    proc = _start(out)
+    _wait_for(proc, "materializing families")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    r = equivar("run", "--out", out, *PLANTED[:-1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "materializing tuning" not in r.stderr and "materializing families" in r.stderr
+    assert table_hashes(out) == clean[1]
