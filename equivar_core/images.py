@@ -1,8 +1,10 @@
 """Natural images: where they come from and how they become model inputs.
 
 A source is the photos that scikit-image ships (the default), a folder
-(searched recursively, so an ImageNet ``train/`` or ``val/`` tree works) or a
-text file listing one path per line. Each image becomes a square RGB float
+(searched recursively, so an ImageNet ``train/`` or ``val/`` tree works), a
+text file listing one path per line, or WebDataset-style tar shards (a folder
+of ``.tar`` files, one ``.tar`` or a brace pattern), whose image members are
+read in place (``SHARD::MEMBER``). Each image becomes a square RGB float
 tensor in [0, 1] of the model's input size: grayscale is repeated to RGB, the
 largest centred square is cropped and resized with antialiasing (tiny images
 are upscaled). When the default photos are fewer than ``n_images``, further
@@ -12,6 +14,8 @@ from the run's seed. Unreadable files are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +58,98 @@ def skimage_data_dir() -> str:
     return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
+#: ``SHARD.tar::MEMBER``: an image inside a tar shard, read in place (never unpacked)
+TAR_MEMBER = "::"
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """WebDataset's shard patterns: ``data-{000000..000009}.tar`` -> the ten names (zero padding kept);
+    ``{a,b}`` alternatives too; a pattern without braces is itself."""
+    import re
+
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if not m:
+        return [pattern]
+    head, tail, body = pattern[:m.start()], pattern[m.end():], m.group(1)
+    span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if span:
+        a, b = span.groups()
+        width = len(a) if a.startswith("0") else 0
+        items = [str(i).zfill(width) for i in range(int(a), int(b) + 1)]
+    else:
+        items = body.split(",")
+    return [name for item in items for name in expand_braces(head + item + tail)]
+
+
+def tar_shards(source: str) -> list[str] | None:
+    """The tar shards a source names (a brace pattern, one ``.tar``, or a folder holding tars and no
+    images), sorted; None when the source is not a set of shards."""
+    if "{" in source and ".tar" in source:
+        return expand_braces(source)
+    if source.endswith(".tar") and os.path.isfile(source):
+        return [source]
+    if os.path.isdir(source):
+        names = sorted(os.listdir(source))
+        tars = [os.path.join(source, n) for n in names if n.endswith(".tar")]
+        if tars and not any(n.lower().endswith(IMAGE_EXTENSIONS) for n in names):
+            return tars
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _tar_index(shard: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
+    """Image member -> (data offset, size) of a tar shard: one pass over its headers, then every member
+    is read with one seek (size and mtime key the cache, so a rewritten shard is read again)."""
+    import tarfile
+
+    try:
+        with tarfile.open(shard, "r:") as tar:
+            return {m.name: (m.offset_data, m.size) for m in tar
+                    if m.isfile() and m.name.lower().endswith(IMAGE_EXTENSIONS)}
+    except (tarfile.TarError, OSError) as exc:
+        raise EquivarError(f"cannot read tar shard {shard} (an uncompressed tar is expected): {exc}") from None
+
+
+def _index_of(shard: str) -> dict[str, tuple[int, int]]:
+    if not os.path.isfile(shard):
+        raise EquivarError(f"tar shard not found: {shard}")
+    st = os.stat(shard)
+    return _tar_index(shard, st.st_size, st.st_mtime_ns)
+
+
+def _tar_members(shard: str) -> list[str]:
+    """``SHARD::MEMBER`` for every image member of a tar shard, in the shard's order (WebDataset keeps a
+    sample's files together; a sample here is its image)."""
+    return [f"{shard}{TAR_MEMBER}{name}" for name in _index_of(shard)]
+
+
+def open_image(path: str):
+    """``Image.open`` of a file, or of a tar member ``SHARD::MEMBER`` read from the shard in place."""
+    if TAR_MEMBER not in path:
+        return Image.open(path)
+    shard, member = path.split(TAR_MEMBER, 1)
+    try:
+        offset, size = _index_of(shard)[member]
+    except (KeyError, EquivarError) as exc:
+        raise OSError(f"{member} is not an image in {shard}") from exc
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        return Image.open(io.BytesIO(f.read(size)))
+
+
+def source_file(path: str) -> str:
+    """The file on disk that holds an image path (the shard of a tar member)."""
+    return path.split(TAR_MEMBER, 1)[0]
+
+
 def list_image_files(source: str | None) -> list[str]:
-    """Image paths of a source in a deterministic (sorted) order."""
+    """Image paths of a source in a deterministic (sorted) order (tar members as ``SHARD::MEMBER``)."""
+    shards = tar_shards(source) if source is not None else None
+    if shards is not None:
+        found = [p for shard in shards for p in _tar_members(shard)]
+        if not found:
+            raise EquivarError(f"no images found in the tar shards of {source}")
+        return found
     if source is None:
         d = skimage_data_dir()
         return [os.path.join(d, f) for f in SKIMAGE_PHOTOS if os.path.isfile(os.path.join(d, f))]
@@ -131,7 +225,7 @@ def _rgb8(im: Image.Image) -> np.ndarray:
 def readable(path: str) -> bool:
     """Whether ``path`` opens as an image (its header only: cheap, no decoding)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.size[0] > 0 and im.size[1] > 0
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return False
@@ -140,7 +234,7 @@ def readable(path: str) -> bool:
 def load_view(view: ImageView, size: int) -> torch.Tensor | None:
     """Read one view as a 3 x size x size float tensor in [0, 1]; None if unreadable."""
     try:
-        with Image.open(view.path) as im:
+        with open_image(view.path) as im:
             arr = _rgb8(im)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None

@@ -210,7 +210,7 @@ def _check_writable(out: str) -> None:
 
 def _validate(config, entry) -> None:
     """Fail fast on bad input, before anything is written."""
-    from equivar_core.images import plan_views, readable
+    from equivar_core.images import plan_views, readable, source_file
 
     from .partitions import check_loads
 
@@ -222,7 +222,7 @@ def _validate(config, entry) -> None:
     check_loads(config, entry)
     s = config.settings()
     views = plan_views(s.images, s.n_images, s.seed)
-    if s.images is not None and not any(os.path.isfile(v.path) for v in views):
+    if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
         raise EquivarError(f"none of the images listed in {s.images} exists")
     if not any(readable(v.path) for v in views):
         raise EquivarError(f"none of the {len(views)} files chosen from {s.images or 'the default photos'} "

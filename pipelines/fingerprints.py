@@ -20,7 +20,7 @@ import os
 from dagster import AssetKey
 
 from equivar_core.activations import TRANSFORM_GROUPS
-from equivar_core.images import list_image_files
+from equivar_core.images import list_image_files, source_file
 from equivar_core.settings import RunSettings
 from equivar_core.storage import CATALOG, atomic_file, table_dir
 
@@ -103,7 +103,7 @@ def _image_source_hash(s: RunSettings) -> str:
     h = hashlib.sha256()
     for path in list_image_files(s.images):
         try:
-            st = os.stat(path)
+            st = os.stat(source_file(path))            # a tar member: its shard
             h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{path}:missing\n".encode())

@@ -1,5 +1,6 @@
 """Natural-image sources: folders, lists, the default photos, and the files a loader must survive."""
 
+import io
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from PIL import Image
 
 from equivar_core.errors import EquivarError
-from equivar_core.images import iter_batches, list_image_files, load_view, plan_views
+from equivar_core.images import ImageView, iter_batches, list_image_files, load_view, plan_views
 
 from .conftest import SHARED_IMAGES
 
@@ -80,3 +81,86 @@ def test_shared_imagenet_sample_loads_including_grayscale():
     x = np.stack([load_view(v, 224).numpy() for v in views])
     assert x.shape == (len(gray), 3, 224, 224)
     assert np.allclose(x[:, 0], x[:, 1])
+
+
+# -- WebDataset-style tar shards -------------------------------------------------------------------------------
+
+def _shards(photos: list[str], folder, per_shard: int) -> list[str]:
+    """Uncompressed tars named NAME-000000.tar ..., each sample's image as ``KEY.jpg`` (WebDataset layout)."""
+    import tarfile
+
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for k in range(0, len(photos), per_shard):
+        path = str(folder / f"sample-{k // per_shard:06d}.tar")
+        with tarfile.open(path, "w") as tar:
+            for p in photos[k:k + per_shard]:
+                key = os.path.splitext(os.path.basename(p))[0]
+                tar.add(p, arcname=f"{key}.jpg")
+                meta = folder / "meta.cls"
+                meta.write_text("0")
+                tar.add(str(meta), arcname=f"{key}.cls")      # other files of a sample are ignored
+        paths.append(path)
+    return paths
+
+
+def test_brace_patterns_expand_like_webdataset():
+    from equivar_core.images import expand_braces
+
+    assert expand_braces("d/x-{000000..000002}.tar") == ["d/x-000000.tar", "d/x-000001.tar", "d/x-000002.tar"]
+    assert expand_braces("{a,b}-{1..2}.tar") == ["a-1.tar", "a-2.tar", "b-1.tar", "b-2.tar"]
+    assert expand_braces("plain.tar") == ["plain.tar"]
+
+
+def test_tar_shards_are_read_in_place_and_equal_the_files(tmp_path):
+    """A folder of shards, a brace pattern and one shard list the same members; each member loads exactly
+    as the file it was made from, and nothing is unpacked."""
+    photos = []
+    for i in range(5):
+        p = tmp_path / f"p{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
+        photos.append(str(p))
+    shards = _shards(photos, tmp_path / "shards", per_shard=2)
+    listed = list_image_files(str(tmp_path / "shards"))
+    assert len(listed) == 5 and listed == list_image_files(str(tmp_path / "shards" / "sample-{000000..000002}.tar"))
+    assert list_image_files(shards[0]) == listed[:2]
+    for member, photo in zip(listed, photos):
+        a = load_view(ImageView(0, member), 32)
+        b = load_view(ImageView(0, photo), 32)
+        assert a is not None and np.array_equal(a.numpy(), b.numpy())
+    assert sorted(os.listdir(tmp_path / "shards")) == ["meta.cls"] + [os.path.basename(s) for s in shards]
+
+
+def test_missing_or_broken_shards_are_one_clear_error(tmp_path):
+    with pytest.raises(EquivarError, match="tar shard not found"):
+        list_image_files(str(tmp_path / "x-{0..1}.tar"))
+    (tmp_path / "bad.tar").write_bytes(b"not a tar" * 100)
+    with pytest.raises(EquivarError, match="cannot read tar shard"):
+        list_image_files(str(tmp_path / "bad.tar"))
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_IMAGES), reason="shared ImageNet sample not present")
+def test_run_on_webdataset_shards_of_the_imagenet_sample_equals_the_run_on_the_files(tmp_path):
+    """Twelve shared photos in three shards: the run's unit statistics equal those of the same photos as
+    files (the CI-sized version of an ImageNet shard set)."""
+    import pandas as pd
+
+    from tests.test_cli import equivar
+    from tests.test_faults import PLANTED
+
+    names = sorted(f for f in os.listdir(SHARED_IMAGES) if f.endswith(".JPEG"))[:12]
+    files = tmp_path / "files"
+    files.mkdir()
+    for n in names:
+        os.symlink(os.path.join(SHARED_IMAGES, n), files / n)
+    _shards([os.path.join(SHARED_IMAGES, n) for n in names], tmp_path / "shards", per_shard=4)
+    stats = {}
+    for kind in ("files", "shards"):
+        out = str(tmp_path / f"out-{kind}")
+        args = [a for a in PLANTED if a not in ("--n-images", "6")]
+        r = equivar("run", "--out", out, *args, "--images", str(tmp_path / kind), "--n-images", "12")
+        assert r.returncode == 0, r.stderr[-2000:]
+        q = equivar("sql", "select layer, unit, mean, std from unit_stats order by all", "--out", out,
+                    "--format", "csv")
+        stats[kind] = pd.read_csv(io.StringIO(q.stdout))
+    assert len(stats["files"]) and stats["files"].equals(stats["shards"])
