@@ -381,27 +381,3 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
         fh.write(page)
     log.info("report: %s (%d pictures)", index, len(pictures))
     return index
-
-
-def family_previews(out: str, model: str, families: pd.DataFrame, limit: int = 2) -> list[str]:
-    """Galleries of the first ``limit`` rotation or hue families (for the families asset's metadata)."""
-    run = RunTables(out, model)
-    folder = os.path.join(run.artifacts, "previews")
-    os.makedirs(folder, exist_ok=True)
-    angular = families[families["transform"].isin(["rotate", "hue"])] if len(families) else families
-    paths = []
-    for (layer, f), g in list(angular.groupby(["layer", "family"]))[:limit]:
-        paths.append(family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png")))
-    return paths
-
-
-def circuit_previews(out: str, model: str, circuit_families: pd.DataFrame, limit: int = 2) -> list[str]:
-    """Diagrams of the ``limit`` most equivariant family pairs (for the circuit_families asset's metadata)."""
-    run = RunTables(out, model)
-    folder = os.path.join(run.artifacts, "previews")
-    os.makedirs(folder, exist_ok=True)
-    if circuit_families.empty:
-        return []
-    paths = [circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png")) for i, (_, rows) in
-             enumerate(_ranked_circuits(circuit_families)[:limit])]
-    return [p for p in paths if p]

@@ -34,6 +34,7 @@ from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
 
 from .definitions_common import models_partitions as MODELS
+from .fingerprints import asset_fingerprints, upstream_of
 from .resources import CODE_VERSION, EquivarConfig
 
 log = logging.getLogger("equivar.pipelines")
@@ -70,6 +71,11 @@ def _fails_once_on_bad_input(fn):
     return wrapper
 
 
+def fingerprint(equivar: EquivarConfig, asset: str, partition_key: str | None) -> str:
+    """An asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
+    return asset_fingerprints(equivar.settings(partition_key), CODE_VERSION, GRAPH)[asset]
+
+
 def _key(context: AssetExecutionContext) -> str | None:
     """The model partition being materialized (None outside a partitioned run: the configured model)."""
     return context.partition_key if context.has_partition_key else None
@@ -83,7 +89,7 @@ def _settings(context: AssetExecutionContext, equivar: EquivarConfig, name: str)
 def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: pd.DataFrame,
          output_name: str = "result", **metadata) -> Output:
     """The table, with its fingerprint as data version."""
-    version = DataVersion(equivar.fingerprint(name, _key(context)))
+    version = DataVersion(fingerprint(equivar, name, _key(context)))
     return Output(df, output_name=output_name, data_version=version, metadata=metadata or None)
 
 
@@ -228,10 +234,7 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
     """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
     s = _settings(context, equivar, "families")
-    table = stages.family_table(s, tuning, unit_profiles, layers)
-    from equivar_core.report import family_previews
-
-    return _out(context, equivar, "families", table, galleries=_pictures(family_previews(s.out, s.model_name, table)))
+    return _out(context, equivar, "families", stages.family_table(s, tuning, unit_profiles, layers))
 
 
 @asset(group_name="families", **TABLE)
@@ -304,11 +307,7 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
     weights = storage.read_table(s.out, "circuit_weights", s.model_name)
     pairs = weights.select(["src_layer", "dst_layer"]).to_pandas().drop_duplicates() if weights is not None \
         else pd.DataFrame({"src_layer": [], "dst_layer": []})
-    table = stages.circuit_family_table(s, pairs, families)
-    from equivar_core.report import circuit_previews
-
-    return _out(context, equivar, "circuit_families", table,
-                diagrams=_pictures(circuit_previews(s.out, s.model_name, table)))
+    return _out(context, equivar, "circuit_families", stages.circuit_family_table(s, pairs, families))
 
 
 TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning_tables, unit_profiles,
@@ -350,3 +349,8 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
     path, views = storage.build_catalog(_settings(context, equivar, "duckdb_catalog").out)
     return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})
+
+
+#: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI's selection and
+#: the tests' run order follow
+GRAPH = upstream_of(TABLE_ASSETS)

@@ -243,6 +243,7 @@ def _run(args) -> int:
     from equivar_core.model_index import ModelEntry, lookup
 
     from .definitions import build_definitions
+    from .assets import GRAPH
     from .fingerprints import catalog_intact, changed_assets, load_fingerprints, run_selection, save_fingerprints
     from .partitions import add_model
     from .resources import CODE_VERSION, EquivarConfig
@@ -272,7 +273,7 @@ def _run(args) -> int:
         with _instance() as instance:
             entry = add_model(config, entry, instance, check=False)     # its partition; checked by _validate
             s = config.settings(entry.name)
-            changed, fingerprints = changed_assets(s, CODE_VERSION)
+            changed, fingerprints = changed_assets(s, CODE_VERSION, GRAPH)
             if args.force:
                 changed = list(fingerprints)
             catalog = os.path.join(s.out, "equivar.duckdb")

@@ -49,32 +49,11 @@ OWN_INPUTS = {
                                    "families": dataclasses.asdict(s.families)},
 }
 
-PAIRS = [f"transform_pairs/{t}" for t in TRANSFORM_GROUPS]
-
-#: asset -> the assets it reads (checked against the Dagster asset graph in the tests)
-UPSTREAM = {
-    "models": [],
-    "layers": ["models"],
-    "images": [],
-    "unit_stats": ["images", "layers"],
-    "activation_samples": ["images", "layers"],
-    **{f"transformed_samples/{t}": ["images", "layers"] for t in TRANSFORM_GROUPS},
-    **{f"transform_pairs/{t}": ["activation_samples", f"transformed_samples/{t}"] for t in TRANSFORM_GROUPS},
-    "tuning": ["layers", "unit_stats"],
-    "tuning_random_basis": ["layers", "unit_stats"],
-    "unit_profiles": ["layers", "tuning"],
-    "transform_maps": ["layers", *PAIRS],
-    "scale_pairs": ["activation_samples", "transformed_samples/scale"],
-    "families": ["layers", *PAIRS, "tuning", "unit_profiles"],
-    "reference_families": [],
-    "basis_control": ["layers", "tuning_random_basis", "families", "activation_samples",
-                      *[f"transformed_samples/{t}" for t in TRANSFORM_GROUPS]],
-    "layer_summary": ["layers", "families", "basis_control"],
-    "curve_detectors": ["tuning", "layers", "families"],
-    "family_sweeps": ["families", "images", "layers", "unit_stats", "curve_detectors"],
-    "circuit_weights": ["families", "layers"],
-    "circuit_families": ["circuit_weights", "families"],
-}
+def upstream_of(asset_defs) -> dict[str, list[str]]:
+    """asset -> the assets it reads, read off the asset definitions (their inputs and ``deps``): the graph is
+    declared once, by the assets themselves (``pipelines.assets.GRAPH``)."""
+    return {key.to_user_string(): sorted(k.to_user_string() for k in deps)
+            for a in asset_defs for key, deps in a.asset_deps.items()}
 
 
 def _weights_hash(s: RunSettings) -> str | None:
@@ -110,7 +89,7 @@ def _image_source_hash(s: RunSettings) -> str:
     return h.hexdigest()
 
 
-def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[str, list[str]] = UPSTREAM
+def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[str, list[str]]
                        ) -> dict[str, str]:
     """Fingerprint of every table asset (``upstream``: asset -> the assets it reads)."""
     out: dict[str, str] = {}
@@ -128,9 +107,10 @@ def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[
     return out
 
 
-def changed_assets(settings: RunSettings, code_version: str) -> tuple[list[str], dict[str, str]]:
-    """Assets whose fingerprint differs from the last successful run's, or whose files are gone."""
-    new = asset_fingerprints(settings, code_version)
+def changed_assets(settings: RunSettings, code_version: str, upstream: dict[str, list[str]]
+                   ) -> tuple[list[str], dict[str, str]]:
+    """Assets whose fingerprint differs from the recorded one, or whose files are gone or damaged."""
+    new = asset_fingerprints(settings, code_version, upstream)
     old = load_fingerprints(settings)
     changed = [k for k, v in new.items() if old.get(k) != v or not _exists(settings, k)]
     return changed, new

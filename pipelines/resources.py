@@ -66,12 +66,6 @@ class EquivarConfig(ConfigurableResource):
                            device=self.device, batch_size=self.batch_size,
                            seed=self.seed)
 
-    def fingerprint(self, asset: str, partition_key: str | None = None) -> str:
-        """This asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
-        from .fingerprints import asset_fingerprints
-
-        return asset_fingerprints(self.settings(partition_key), CODE_VERSION)[asset]
-
     @classmethod
     def from_env(cls) -> "EquivarConfig":
         env = os.environ.get

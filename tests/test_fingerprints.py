@@ -4,31 +4,34 @@ import dataclasses
 
 from equivar_core.settings import FamilySettings, RunSettings
 from pipelines.definitions import defs
-from pipelines.fingerprints import UPSTREAM, asset_fingerprints
+from pipelines.assets import GRAPH
+from pipelines.fingerprints import OWN_INPUTS, asset_fingerprints
 
 
-def test_upstream_map_matches_the_dagster_asset_graph():
+def test_the_graph_is_read_off_the_asset_definitions():
+    """Fingerprints follow the Dagster asset graph itself (no second declaration), and every table asset
+    says which settings it reads."""
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         name = key.to_user_string()
         if name in ("duckdb_catalog", "report"):
             continue
-        parents = {p.to_user_string() for p in graph.get(key).parent_keys}
-        assert parents == set(UPSTREAM[name]), name
+        assert {p.to_user_string() for p in graph.get(key).parent_keys} == set(GRAPH[name]), name
+    assert set(GRAPH) == set(OWN_INPUTS)
 
 
 def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     s = RunSettings(model="equivar_core.planted:planted", out=str(tmp_path))
-    a = asset_fingerprints(s, "1")
-    assert a == asset_fingerprints(s, "1")
+    a = asset_fingerprints(s, "1", GRAPH)
+    assert a == asset_fingerprints(s, "1", GRAPH)
     s2 = dataclasses.replace(s, families=FamilySettings(min_similarity=0.75))
-    b = asset_fingerprints(s2, "1")
+    b = asset_fingerprints(s2, "1", GRAPH)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families", "basis_control",
                        "layer_summary", "curve_detectors"}
-    assert set(asset_fingerprints(s, "2")) == set(a) and asset_fingerprints(s, "2") != a
+    assert set(asset_fingerprints(s, "2", GRAPH)) == set(a) and asset_fingerprints(s, "2", GRAPH) != a
     s3 = dataclasses.replace(s, n_images=s.n_images + 1)
-    c = asset_fingerprints(s3, "1")
+    c = asset_fingerprints(s3, "1", GRAPH)
     assert {k for k in a if a[k] != c[k]} >= {"images", "unit_stats", "tuning", "families"}
     assert a["models"] == c["models"] and a["layers"] == c["layers"]
 
@@ -37,13 +40,13 @@ def test_a_changed_transform_sweep_recomputes_only_that_family():
     from equivar_core.activations import SweepSettings
 
     s = RunSettings(model="equivar_core.planted:planted")
-    a = asset_fingerprints(s, "1")
-    b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), "1")
+    a = asset_fingerprints(s, "1", GRAPH)
+    b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), "1", GRAPH)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
                        "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary",
                        "curve_detectors"}
-    c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1")   # points: every pass
+    c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1", GRAPH)   # points: every pass
     assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
         f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}
 
