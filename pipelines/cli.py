@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("equivar: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:                      # a full disk, a folder taken away: one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"equivar: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 def _models(args) -> int:
@@ -292,11 +296,7 @@ def _run(args) -> int:
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
-    done = {e.event_specific_data.materialization.asset_key.to_user_string()
-            for e in result.all_events if e.is_step_materialization}
-    stored = load_fingerprints(s)
-    stored.update({k: v for k, v in fingerprints.items() if k in done})
-    save_fingerprints(s, stored)
+    # each completed asset recorded its fingerprint as its output was committed (pipelines.io_manager)
     if not result.success:
         message, code = "run failed", 1
         for event in result.all_events:
@@ -324,10 +324,14 @@ def _report(args) -> int:
     from equivar_core.report import build_report
 
     out = os.path.abspath(args.out or default_out())
+    import pyarrow as pa
+
     try:
         index = build_report(out, args.model, args.featurevis, args.featurevis_steps, args.families_per_layer)
     except FileNotFoundError as exc:
         raise EquivarError(str(exc)) from None
+    except pa.ArrowException as exc:           # a damaged table file
+        raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {out}` to recompute it") from None
     print(index)
     return 0
 

@@ -440,3 +440,52 @@ def test_a_killed_run_resumes_from_the_assets_it_completed(clean, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "materializing tuning" not in r.stderr and "materializing families" in r.stderr
     assert table_hashes(out) == clean[1]
+
+
+# -- a real full disk ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (the planted run needs about 5 MB); skipped where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk):
+    """The run fails on the full disk with one line (no traceback, no SIGBUS) and leaves no temporary file;
+    with the disk made larger, a re-run completes and every table equals a clean run's."""
+    out = str(small_disk / "O")
+    r = equivar("run", "--out", out, *PLANTED)
+    assert r.returncode in (1, 2), r.returncode
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("equivar: error:") and "space" in lines[0].lower(), r.stderr
+    assert not [p for p in files_under(out) if ".tmp-" in p]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    r = equivar("run", "--out", out, *PLANTED)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert table_hashes(out) == clean[1]
+
+
+def test_report_on_a_corrupt_table_is_one_line(results):
+    _corrupt(os.path.join(results, "families", "model=planted", "layer=relu1", "data.parquet"), "garbage")
+    line = one_line_error(equivar("report", "--out", results))
+    assert "equivar run" in line
+
+
+def test_sql_during_a_run_reads_complete_tables(results):
+    """`equivar sql` while a run rewrites the tables: every query answers (old or new files, never half
+    of one)."""
+    proc = _start(results, "--seed", "1")
+    _wait_for(proc, "materializing tuning")
+    answers = []
+    while proc.poll() is None and len(answers) < 5:
+        q = equivar("sql", "select count(*) as n from tuning", "--out", results, "--format", "csv")
+        answers.append((q.returncode, q.stdout.splitlines()[1:] if q.returncode == 0 else q.stderr))
+    proc.wait(600)
+    assert answers and all(code == 0 and int(rows[0]) > 0 for code, rows in answers), answers
