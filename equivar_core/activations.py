@@ -89,9 +89,14 @@ class LayerSamples:
 @torch.inference_mode()
 def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
                        sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
-                       group: str = "identity",
+                       group: str = "identity", run_shards=None,
                        ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Stream natural images, or one group of their transformed versions, through the model.
+
+    ``run_shards(task, shards)``, when given, runs ``task(views)`` for each shard of the views (whole
+    batches, in image order) wherever it likes, e.g. as Ray tasks (see :mod:`equivar_core.shards`), and
+    returns their results in order: each shard writes its own rows of the sample files (which it must be
+    able to reach) and returns its partial sums, which are added here in shard order.
 
     Returns
     -------
@@ -102,66 +107,105 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     loaded : (N,) bool, False for images that could not be read
     """
     versions = sweep.group(group)
-    with_stats = group == "identity"
     n_views, n_versions = len(views), len(versions)
     if not versions:                                   # a group the sweep leaves out (e.g. hflip=False)
         return [], {}, np.zeros(n_views, dtype=bool)
     os.makedirs(out_dir, exist_ok=True)
-    arrays: dict[str, np.memmap] = {}
-    points: dict[str, torch.Tensor] = {}
-    acc: dict[str, dict] = {}
+    points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
+    with capture(model, layers, pre_activation=True) as cap:      # the layers' widths, from one blank input
+        widths = {name: a.shape[1] for name, a in cap.run(torch.zeros(1, 3, input_size, input_size,
+                                                                      device=device)).items()}
     tmp: dict[str, str] = {}
-    loaded = np.zeros(n_views, dtype=bool)
-    done = 0
+    for name, c in widths.items():
+        tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy"))
+        _allocated_memmap(tmp, name, (n_versions, n_views, len(points), c))     # reserved, closed
+    try:
+        if run_shards is None:
+            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group)]
+        else:
+            parts = run_shards(group, tmp, shard_views(views, batch_size))
+        loaded = np.zeros(n_views, dtype=bool)
+        for part in parts:
+            loaded[part["rows"]] = True
+        if not loaded.any():
+            raise ValueError("no readable image among the inputs")
+    except BaseException:
+        for path in tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    samples, stats = [], {}
+    for name, c in widths.items():
+        final = os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy")
+        os.replace(tmp[name], final)
+        pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
+        if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
+            save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
+        if group == "identity":
+            stats[name] = _combined_stats([part["acc"][name] for part in parts], n_views, c)
+        samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points), c))
+    return samples, stats, loaded
+
+
+def shard_views(views: list[ImageView], batch_size: int, n_shards: int | None = None,
+                images_per_shard: int | None = None) -> list[list[ImageView]]:
+    """Consecutive shards of whole batches (so every image meets the same batch as in one process)."""
+    if images_per_shard is None:
+        per = -(-len(views) // max(1, n_shards or 1))
+        images_per_shard = max(batch_size, -(-per // batch_size) * batch_size)
+    return [views[i:i + images_per_shard] for i in range(0, len(views), images_per_shard)]
+
+
+@torch.inference_mode()
+def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int, sweep: SweepSettings,
+                paths: dict[str, str], batch_size: int, device: str, group: str) -> dict:
+    """Write the samples of ``views`` (rows ``view.index``) into the sample files ``paths`` (layer -> an
+    allocated V x N x P x C ``.npy``); return the rows read and, for the identity group, partial sums
+    (``acc``: layer -> sums, squares, cross-products, count, and each read image's maximum)."""
+    versions = sweep.group(group)
+    with_stats = group == "identity"
+    arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
+    points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
+    acc: dict[str, dict] = {}
+    rows: list[int] = []
     with capture(model, layers, pre_activation=True) as cap:
         for batch in iter_batches(views, input_size, batch_size):
             x = batch.images
             x = x.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else x.to(device)
-            b = len(batch.indices)
             idx = np.asarray(batch.indices)
-            loaded[idx] = True
+            rows += batch.indices
             for v, g in enumerate(versions):
                 gx = (x if g.name == "identity" else g.images(x)).contiguous(memory_format=torch.channels_last)
                 for name, a in cap.run(gx).items():
                     a = a.float()
-                    if name not in arrays:
+                    if with_stats and name not in acc:
                         c = a.shape[1]
-                        points[name] = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
-                        tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy"))
-                        arrays[name] = _allocated_memmap(tmp, name, (n_versions, n_views, len(points[name]), c))
-                        if with_stats:
-                            acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
-                                         "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
-                                         "cross": torch.zeros(c, c, dtype=torch.float64),
-                                         "image_max": np.zeros((n_views, c), np.float32),
-                                         "image_argmax": np.zeros((n_views, c), np.int64)}
-                    vals = sample_at(a, g.points(points[name]))          # B x C x P
+                        acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
+                                     "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
+                                     "cross": torch.zeros(c, c, dtype=torch.float64), "max": {}}
+                    vals = sample_at(a, g.points(points))          # B x C x P
                     arrays[name][v, idx] = vals.transpose(1, 2).cpu().numpy().astype(np.float16)
                     if with_stats:
                         _accumulate(acc[name], a, idx)
-            done += b
-            log.info("natural activations (%s): %d/%d images x %d versions", group, done, n_views, n_versions)
-    if not arrays:
-        raise ValueError("no readable image among the inputs")
-    samples, stats = [], {}
-    for name, arr in arrays.items():
-        c = arr.shape[-1]
+            log.info("natural activations (%s): %d/%d images x %d versions", group, len(rows), len(views),
+                     len(versions))
+    for arr in arrays.values():
         arr.flush()
-        del arr
-        final = os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy")
-        os.replace(tmp[name], final)
-        pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
-        if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points[name].numpy())):
-            save_npy(pts_path, points[name].numpy())      # shared by all groups; left alone when unchanged
-        if with_stats:
-            st = acc[name]
-            mean = (st["sum"] / st["n"]).numpy()
-            std = np.sqrt(np.maximum((st["sq"] / st["n"]).numpy() - mean**2, 0.0))
-            cov = (st["cross"] / st["n"]).numpy() - np.outer(mean, mean)
-            stats[name] = {"mean": mean, "std": std, "cov": cov, "image_max": st["image_max"],
-                           "image_argmax": st["image_argmax"]}
-        samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points[name]), c))
-    return samples, stats, loaded
+    return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc}
+
+
+def _combined_stats(accs: list[dict], n_views: int, c: int) -> dict[str, np.ndarray]:
+    """Mean, std and covariance over all positions from partial sums (added in shard order), and every
+    image's maximum and its position."""
+    total = {k: sum(a[k] for a in accs) for k in ("sum", "sq", "cross", "n")}
+    mean = (total["sum"] / total["n"]).numpy()
+    std = np.sqrt(np.maximum((total["sq"] / total["n"]).numpy() - mean**2, 0.0))
+    cov = (total["cross"] / total["n"]).numpy() - np.outer(mean, mean)
+    image_max, image_argmax = np.zeros((n_views, c), np.float32), np.zeros((n_views, c), np.int64)
+    for a in accs:
+        for i, (mx, arg) in a["max"].items():
+            image_max[i], image_argmax[i] = mx, arg
+    return {"mean": mean, "std": std, "cov": cov, "image_max": image_max, "image_argmax": image_argmax}
 
 
 def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
@@ -173,7 +217,8 @@ def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
     st["cross"] += (rows.T @ rows).double().cpu()
     st["n"] += flat.shape[0] * flat.shape[2]
     mx, arg = flat.max(2)
-    st["image_max"][idx], st["image_argmax"][idx] = mx.cpu().numpy(), arg.cpu().numpy()
+    for i, m, g in zip(idx.tolist(), mx.cpu().numpy(), arg.cpu().numpy()):
+        st["max"][i] = (m, g)
 
 
 def _allocated_memmap(tmp: dict[str, str], name: str, shape: tuple[int, ...]) -> np.memmap:

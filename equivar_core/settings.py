@@ -59,6 +59,8 @@ class RunSettings:
     batch_size: int = 16
     seed: int = 0
     step: int | None = None          # training step of the checkpoint in ``weights``, when known
+    #: image shards run as Ray tasks (1: in this process); results do not depend on it
+    workers: int = 1
     sweep: SweepSettings = SweepSettings()
     tuning: TuningSettings = TuningSettings()
     families: FamilySettings = FamilySettings()

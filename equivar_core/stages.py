@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from .activations import TRANSFORM_GROUPS, sample_activations
+from .activations import TRANSFORM_GROUPS, sample_activations, sample_rows
 from .capture import layer_geometry
 from .curves import curve_detectors
 from .circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
@@ -44,6 +44,15 @@ def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
     layers = resolve_layers(model, list(settings.layers) or None)
     model.module.to(settings.resolved_device())
     return model, layers
+
+
+def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView], paths: dict[str, str],
+                 group: str) -> dict:
+    """One shard of a sweep group's forward passes (a worker's task): load the model, write the shard's
+    rows of the sample files ``paths``, return its partial sums (see :func:`activations.sample_rows`)."""
+    model, _ = load(settings)
+    return sample_rows(model.module, layers, views, model.input_size, settings.sweep, paths, settings.batch_size,
+                       settings.resolved_device(), group)
 
 
 def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:
@@ -126,7 +135,7 @@ def activations_dir(settings: RunSettings) -> str:
     return os.path.join(settings.artifacts, "activations")
 
 
-def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame
+def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame, run_shards=None
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stream the original images; returns (``unit_stats``, ``activation_samples`` manifest).
 
@@ -137,7 +146,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     out_dir = activations_dir(settings)
     samples, stats, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, out_dir,
-        settings.batch_size, settings.resolved_device(), group="identity")
+        settings.batch_size, settings.resolved_device(), group="identity", run_shards=run_shards)
     save_npy(os.path.join(out_dir, "loaded.npy"), loaded)
     rows = []
     for name, st in stats.items():
@@ -159,7 +168,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
 
 
 def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame,
-                            transform: str) -> pd.DataFrame:
+                            transform: str, run_shards=None) -> pd.DataFrame:
     """Stream one transform family's versions of the images; returns its samples manifest.
 
     The forward passes of each family are their own: families can run on
@@ -169,7 +178,8 @@ def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, laye
     model, _ = load(settings)
     samples, _, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
-        activations_dir(settings), settings.batch_size, settings.resolved_device(), group=transform)
+        activations_dir(settings), settings.batch_size, settings.resolved_device(), group=transform,
+        run_shards=run_shards)
     return _manifest(settings, samples, loaded, transform)
 
 

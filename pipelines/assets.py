@@ -36,6 +36,7 @@ from equivar_core.settings import RunSettings
 from .definitions_common import models_partitions as MODELS
 from .fingerprints import asset_fingerprints, upstream_of
 from .resources import CODE_VERSION, EquivarConfig
+from .shards import shard_runner
 
 log = logging.getLogger("equivar.pipelines")
 
@@ -132,7 +133,7 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
                         layers: pd.DataFrame):
     """One streamed pass over the natural images (their transformed versions: ``transformed_samples/*``)."""
     s = _settings(context, equivar, "natural_activations")
-    stats, manifest = stages.natural_activations(s, images, layers)
+    stats, manifest = stages.natural_activations(s, images, layers, shard_runner(s, list(layers["layer"])))
     skipped = int(manifest["n_skipped"].iloc[0]) if len(manifest) else 0
     if skipped:
         log.warning("%d unreadable image(s) skipped", skipped)
@@ -189,7 +190,8 @@ def _transform_family(transform: str):
     def transformed_samples(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
                             layers: pd.DataFrame) -> Output:
         s = _settings(context, equivar, f"transformed_samples/{transform}")
-        manifest = stages.transformed_activations(s, images, layers, transform)
+        manifest = stages.transformed_activations(s, images, layers, transform,
+                                                  shard_runner(s, list(layers["layer"])))
         return _out(context, equivar, f"transformed_samples/{transform}", manifest)
 
     @asset(key=["transform_pairs", transform], group_name="scores", **TABLE,

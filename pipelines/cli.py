@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--batch-size", type=_positive, default=16)
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="image shards as Ray tasks: the cluster at $RAY_ADDRESS, else a local one (default 1: "
+                          "in this process)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
     sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
@@ -263,7 +266,7 @@ def _run(args) -> int:
         layers = layers or list(known.layers)
     config = EquivarConfig(model=model or "efficientnet_lite0", weights=weights, name=args.name, layers=layers,
                            images=args.images, n_images=args.n_images, out=out, device=args.device,
-                           batch_size=args.batch_size, seed=args.seed)
+                           batch_size=args.batch_size, seed=args.seed, workers=args.workers)
     entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
                        layers=tuple(layers))
     _validate(config, entry)

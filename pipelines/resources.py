@@ -34,6 +34,7 @@ class EquivarConfig(ConfigurableResource):
     out: str = "equivar-data"
     device: str = "auto"
     batch_size: int = 16
+    workers: int = 1
     seed: int = 0
 
     @property
@@ -63,7 +64,7 @@ class EquivarConfig(ConfigurableResource):
         layers = e.layers or (tuple(self.layers) if e.model == self.model else ())
         return RunSettings(model=e.model, weights=e.weights, name=e.name, step=e.step, layers=layers,
                            images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
-                           device=self.device, batch_size=self.batch_size,
+                           device=self.device, batch_size=self.batch_size, workers=self.workers,
                            seed=self.seed)
 
     @classmethod

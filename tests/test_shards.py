@@ -1,0 +1,59 @@
+"""Image shards as Ray tasks (`equivar run --workers N`): results must not depend on the sharding."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from equivar_core.activations import shard_views
+from equivar_core.images import ImageView
+from tests.conftest import catalog
+from tests.test_cli import equivar
+
+RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "48", "--batch-size", "8"]
+
+
+def test_shards_are_whole_batches_in_image_order():
+    views = [ImageView(i, f"{i}.png") for i in range(50)]
+    shards = shard_views(views, 8, n_shards=3)
+    assert [len(s) for s in shards] == [24, 24, 2]
+    assert [v.index for s in shards for v in s] == list(range(50))
+    assert all(len(s) % 8 == 0 for s in shards[:-1])
+
+
+def _tables(out: str) -> dict[str, pd.DataFrame]:
+    con = catalog(os.path.join(out, "equivar.duckdb"))
+    views = [v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()]
+    tables = {v: con.execute(f'select * from "{v}" order by all').df() for v in views}
+    con.close()
+    return tables
+
+
+def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
+    """The planted model on 48 images in 8-image batches: 1 process vs 3 Ray tasks of 16 images each (every
+    sweep group: identity, rotate, hflip, hue, scale). Scores within 1e-5, every table equal (floats to 1e-6: the statistics' float64
+    sums are added in another order)."""
+    pytest.importorskip("ray")
+    outs = {}
+    for workers in (1, 3):
+        outs[workers] = str(tmp_path / f"w{workers}")
+        r = equivar("run", "--out", outs[workers], *RUN, "--workers", str(workers))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert ("identity passes: 3 shards (16 + 16 + 16 images) as Ray tasks" in r.stderr) == (workers == 3)
+    scores = os.path.join("_artifacts", "model=planted", "scores")
+    for name in sorted(os.listdir(os.path.join(outs[1], scores))):
+        with np.load(os.path.join(outs[1], scores, name)) as a, np.load(os.path.join(outs[3], scores, name)) as b:
+            assert set(a.files) == set(b.files)
+            for k in a.files:
+                assert np.allclose(a[k], b[k], atol=1e-5), (name, k)
+    one, three = _tables(outs[1]), _tables(outs[3])
+    assert set(one) == set(three)
+    for table in one:
+        a, b = one[table], three[table]
+        assert list(a.columns) == list(b.columns) and len(a) == len(b), table
+        for col in a.columns:
+            if pd.api.types.is_float_dtype(a[col]):
+                assert np.allclose(a[col], b[col], atol=1e-6, equal_nan=True), (table, col)
+            else:
+                assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), (table, col)
