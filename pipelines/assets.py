@@ -356,3 +356,5 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
 #: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI's selection and
 #: the tests' run order follow
 GRAPH = upstream_of(TABLE_ASSETS)
+#: asset -> every output of the (multi-)asset that computes it: a run selects them together
+SIBLINGS = {key.to_user_string(): [k.to_user_string() for k in a.keys] for a in TABLE_ASSETS for key in a.keys}

@@ -250,7 +250,7 @@ def _run(args) -> int:
     from equivar_core.model_index import ModelEntry, lookup
 
     from .definitions import build_definitions
-    from .assets import GRAPH
+    from .assets import GRAPH, SIBLINGS
     from .fingerprints import catalog_intact, changed_assets, load_fingerprints, run_selection, save_fingerprints
     from .partitions import add_model
     from .resources import CODE_VERSION, EquivarConfig
@@ -291,7 +291,7 @@ def _run(args) -> int:
             # forget what is about to be rewritten first: a run killed half-way must never leave tables of
             # two settings reported up to date (the next run recomputes whatever has no fingerprint)
             save_fingerprints(s, {k: v for k, v in load_fingerprints(s).items() if k not in changed})
-            selection = run_selection(changed)
+            selection = run_selection(changed, SIBLINGS)
             job = build_definitions(config).resolve_job_def("equivar")
             result = _interruptible(lambda: job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,

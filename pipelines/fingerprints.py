@@ -22,6 +22,7 @@ from dagster import AssetKey
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files, source_file
 from equivar_core.settings import RunSettings
+from equivar_core.stages import score_path
 from equivar_core.storage import CATALOG, atomic_file, table_dir
 
 #: the settings each asset reads (beyond its upstream assets)
@@ -133,9 +134,31 @@ def _exists(settings: RunSettings, asset: str) -> bool:
     try:
         for path in files:
             pq.read_metadata(path)
+        if table in ("activation_samples", "transformed_samples", "transform_pairs"):
+            _arrays_intact(settings, table, part, files)
     except Exception:                          # truncated, overwritten or unreadable: recompute the asset
         return False
     return True
+
+
+def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) -> None:
+    """Raise unless the arrays behind a samples manifest (``.npy``: header and length) or behind a
+    family's transform pairs (the score ``.npz``: its zip directory) open."""
+    import zipfile
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    if table == "transform_pairs":
+        layers = {x for f in files for x in pq.read_table(f, columns=["layer"]).column("layer").to_pylist()}
+        for layer in layers:
+            with zipfile.ZipFile(score_path(settings, layer, part[1])) as z:
+                z.namelist()
+        return
+    for path in files:
+        for row in pq.read_table(path, columns=["path", "points_path"]).to_pylist():
+            for p in (row["path"], row["points_path"]):
+                np.load(os.path.join(settings.out, p), mmap_mode="r")
 
 
 def catalog_intact(out: str) -> bool:
@@ -154,9 +177,11 @@ def catalog_intact(out: str) -> bool:
     return True
 
 
-def run_selection(changed: list[str]) -> list[AssetKey]:
-    """The assets a run materializes for these changed table assets: them, the report and the catalog."""
-    return [AssetKey.from_user_string(k) for k in changed] + [AssetKey("report"), AssetKey("duckdb_catalog")]
+def run_selection(changed: list[str], siblings: dict[str, list[str]] | None = None) -> list[AssetKey]:
+    """The assets a run materializes for these changed table assets: them, the assets computed with them
+    (``siblings``: asset -> every output of its multi-asset, which runs whole), the report and the catalog."""
+    keys = dict.fromkeys(k for c in changed for k in (siblings or {}).get(c, [c]))
+    return [AssetKey.from_user_string(k) for k in keys] + [AssetKey("report"), AssetKey("duckdb_catalog")]
 
 
 def fingerprint_path(settings: RunSettings) -> str:

@@ -15,7 +15,7 @@ from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 from equivar_core.errors import EquivarError
 
 from .definitions_common import equivar_job, models_partitions
-from .assets import GRAPH
+from .assets import GRAPH, SIBLINGS
 from .fingerprints import changed_assets, run_selection
 from .resources import CODE_VERSION, EquivarConfig
 
@@ -31,7 +31,7 @@ def stale_requests(config: EquivarConfig, partitions: list[str]) -> list[RunRequ
         except EquivarError:
             continue
         if changed:
-            requests.append(RunRequest(partition_key=key, asset_selection=run_selection(changed),
+            requests.append(RunRequest(partition_key=key, asset_selection=run_selection(changed, SIBLINGS),
                                        tags={"equivar/stale": ",".join(sorted(changed))}))
     return requests
 

@@ -269,9 +269,37 @@ def test_corrupt_table_file_is_recomputed_not_reported_current(how, clean, resul
     assert table_hashes(results) == clean[1]
 
 
+ARRAYS = {
+    "samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.samples.npy"),
+    "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
+    "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
+    "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(ARRAYS))
+def test_corrupt_array_or_record_is_recomputed_not_reported_current(what, clean, results):
+    """A truncated sample array, score archive or fingerprint record: the next run recomputes what depends on
+    it and every table equals a clean run's."""
+    _corrupt(os.path.join(results, ARRAYS[what]), "truncate")
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
+    assert table_hashes(results) == clean[1]
+
+
+def test_moved_results_folder_is_up_to_date_and_answers_from_its_files(clean, results, tmp_path):
+    moved = str(tmp_path / "moved")
+    os.rename(results, moved)
+    assert table_hashes(moved) == clean[1]
+    r = equivar("run", "--out", moved, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("how", ["garbage", "empty"])
 def test_corrupt_catalog_is_rebuilt_by_the_next_run(how, clean, results):
     _corrupt(os.path.join(results, "equivar.duckdb"), how)
+    q = equivar("sql", "select count(*) from families", "--out", results)      # sql never trusts the file
+    assert q.returncode == 0, q.stderr
     r = equivar("run", "--out", results, *PLANTED)
     assert r.returncode == 0, r.stderr
     assert table_hashes(results) == clean[1]
@@ -295,7 +323,8 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> None:
     raise AssertionError(f"the run ended before {text!r}")
 
 
-@pytest.mark.parametrize("stage", ["transform scores", "materializing families", "materializing circuit_weights"])
+@pytest.mark.parametrize("stage", ["natural activations (identity)", "natural activations (rotate)",
+                                   "transform scores", "materializing families", "materializing circuit_weights"])
 def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, results):
     """Run with seed 1, kill -9 it at ``stage``, re-run the original settings: not "nothing changed", and every
     table equals the clean run (before: 19 of 38 files from seed 1 were reported up to date)."""
@@ -308,9 +337,10 @@ def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, re
     assert table_hashes(results) == clean[1]
 
 
-def test_ctrl_c_stops_within_seconds_with_exit_130(clean, results):
+@pytest.mark.parametrize("stage", ["natural activations (hue)", "materializing tuning", "materializing families"])
+def test_ctrl_c_stops_within_seconds_with_exit_130(stage, clean, results):
     proc = _start(results, "--seed", "1")
-    _wait_for(proc, "materializing tuning")
+    _wait_for(proc, stage)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     code = proc.wait(30)
