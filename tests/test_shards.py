@@ -1,6 +1,8 @@
 """Image shards as Ray tasks (`equivar run --workers N`): results must not depend on the sharding."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -8,8 +10,7 @@ import pytest
 
 from equivar_core.activations import shard_views
 from equivar_core.images import ImageView
-from tests.conftest import catalog
-from tests.test_cli import equivar
+from tests.conftest import ROOT, catalog
 
 RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "48", "--batch-size", "8"]
 
@@ -20,6 +21,14 @@ def test_shards_are_whole_batches_in_image_order():
     assert [len(s) for s in shards] == [24, 24, 2]
     assert [v.index for s in shards for v in s] == list(range(50))
     assert all(len(s) % 8 == 0 for s in shards[:-1])
+
+
+def equivar(*args, home):
+    """The CLI with its own HOME: the local Ray cluster keeps its session token under ~/.ray, which must not
+    leak into other tests' clusters."""
+    env = dict(os.environ, PYTHONPATH=ROOT, HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=900)
 
 
 def _tables(out: str) -> dict[str, pd.DataFrame]:
@@ -38,7 +47,7 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
     outs = {}
     for workers in (1, 3):
         outs[workers] = str(tmp_path / f"w{workers}")
-        r = equivar("run", "--out", outs[workers], *RUN, "--workers", str(workers))
+        r = equivar("run", "--out", outs[workers], *RUN, "--workers", str(workers), home=tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
         assert ("identity passes: 3 shards (16 + 16 + 16 images) as Ray tasks" in r.stderr) == (workers == 3)
     scores = os.path.join("_artifacts", "model=planted", "scores")

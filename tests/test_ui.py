@@ -19,7 +19,7 @@ from tests.conftest import catalog as _catalog
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BIN = os.path.dirname(sys.executable)
-KEY = "equivar_core.planted:planted"
+KEY = "planted"          # registered from a shell: a UI partition never imports a module:callable itself
 
 
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
@@ -126,13 +126,18 @@ def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
             time.sleep(1)
         assert location, "the code location did not load"
         repo = {"repositoryLocationName": location, "repositoryName": "__repository__"}
-        # what the UI's "Add partition" does: a new model partition, typed by the user (a callable spec
-        # needs no registration; the configured model's own partition is added by the registered_models sensor)
+        # a callable spec runs code, so it is registered from a shell first (issue 12); then the UI's
+        # "Add partition" names it (already there: `models add` added it to this instance)
+        reg = subprocess.run([sys.executable, "-m", "pipelines.cli", "models", "add", KEY, "--model",
+                              "equivar_core.planted:planted"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert reg.returncode == 0, reg.stderr
         added = _graphql(port, """
             mutation($r: RepositorySelector!, $k: String!) {
               addDynamicPartition(repositorySelector: $r, partitionsDefName: "models", partitionKey: $k) {
                 __typename ... on PythonError { message } } }""", {"r": repo, "k": KEY})
-        assert added["data"]["addDynamicPartition"]["__typename"] == "AddDynamicPartitionSuccess", added
+        assert added["data"]["addDynamicPartition"]["__typename"] in (
+            "AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), added
         launch = _graphql(port, """
             mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
               __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
