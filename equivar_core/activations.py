@@ -93,10 +93,10 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                        ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Stream natural images, or one group of their transformed versions, through the model.
 
-    ``run_shards(task, shards)``, when given, runs ``task(views)`` for each shard of the views (whole
-    batches, in image order) wherever it likes, e.g. as Ray tasks (see :mod:`equivar_core.shards`), and
-    returns their results in order: each shard writes its own rows of the sample files (which it must be
-    able to reach) and returns its partial sums, which are added here in shard order.
+    ``run_shards(group, paths, views)``, when given, runs :func:`sample_rows` over shards of ``views``
+    (cut with :func:`shard_views`) wherever it likes, e.g. as Ray tasks (``pipelines.shards``), and
+    returns their results in shard order: each shard writes its own rows of the sample files ``paths``
+    (which it must be able to reach) and returns its partial sums, which are added here in that order.
 
     Returns
     -------
@@ -117,13 +117,13 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                                                                       device=device)).items()}
     tmp: dict[str, str] = {}
     for name, c in widths.items():
-        tmp[name] = atomic_path(os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy"))
+        tmp[name] = atomic_path(os.path.join(out_dir, f"{safe_value(name)}.{group}.samples.npy"))
         _allocated_memmap(tmp, name, (n_versions, n_views, len(points), c))     # reserved, closed
     try:
         if run_shards is None:
             parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group)]
         else:
-            parts = run_shards(group, tmp, shard_views(views, batch_size))
+            parts = run_shards(group, tmp, views)
         loaded = np.zeros(n_views, dtype=bool)
         for part in parts:
             loaded[part["rows"]] = True
@@ -136,9 +136,9 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         raise
     samples, stats = [], {}
     for name, c in widths.items():
-        final = os.path.join(out_dir, f"{_safe(name)}.{group}.samples.npy")
+        final = os.path.join(out_dir, f"{safe_value(name)}.{group}.samples.npy")
         os.replace(tmp[name], final)
-        pts_path = os.path.join(out_dir, f"{_safe(name)}.points.npy")
+        pts_path = os.path.join(out_dir, f"{safe_value(name)}.points.npy")
         if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
             save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
         if group == "identity":
@@ -147,13 +147,12 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     return samples, stats, loaded
 
 
-def shard_views(views: list[ImageView], batch_size: int, n_shards: int | None = None,
-                images_per_shard: int | None = None) -> list[list[ImageView]]:
-    """Consecutive shards of whole batches (so every image meets the same batch as in one process)."""
-    if images_per_shard is None:
-        per = -(-len(views) // max(1, n_shards or 1))
-        images_per_shard = max(batch_size, -(-per // batch_size) * batch_size)
-    return [views[i:i + images_per_shard] for i in range(0, len(views), images_per_shard)]
+def shard_views(views: list[ImageView], batch_size: int, n_shards: int) -> list[list[ImageView]]:
+    """At most ``n_shards`` consecutive shards of whole batches (so every image meets the same batch as in
+    one process)."""
+    per = -(-len(views) // max(1, n_shards))
+    size = max(batch_size, -(-per // batch_size) * batch_size)
+    return [views[i:i + size] for i in range(0, len(views), size)]
 
 
 @torch.inference_mode()
@@ -237,8 +236,3 @@ def _allocated_memmap(tmp: dict[str, str], name: str, shape: tuple[int, ...]) ->
         need = 2 * int(np.prod(shape)) / 1e9
         raise OSError(exc.errno, f"cannot store the activation samples ({need:.2f} GB for {name}) in "
                                  f"{os.path.dirname(tmp[name])}: {exc.strerror}") from None
-
-
-def _safe(name: str) -> str:
-    return safe_value(name)
-

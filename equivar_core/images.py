@@ -18,6 +18,7 @@ import functools
 import io
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -65,8 +66,6 @@ TAR_MEMBER = "::"
 def expand_braces(pattern: str) -> list[str]:
     """WebDataset's shard patterns: ``data-{000000..000009}.tar`` -> the ten names (zero padding kept);
     ``{a,b}`` alternatives too; a pattern without braces is itself."""
-    import re
-
     m = re.search(r"\{([^{}]*)\}", pattern)
     if not m:
         return [pattern]
@@ -164,8 +163,9 @@ def list_image_files(source: str | None) -> list[str]:
             dirs.sort()
             for f in sorted(files):
                 path = os.path.join(root, f)
-                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.realpath(path) not in seen_files:
-                    seen_files.add(os.path.realpath(path))
+                real = os.path.realpath(path)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and real not in seen_files:
+                    seen_files.add(real)
                     found.append(path)
         if not found:
             raise EquivarError(f"no images found in folder {source} (looked for {', '.join(IMAGE_EXTENSIONS)})")

@@ -428,16 +428,16 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         tuning = by_layer.get(layer, _columns(tuning_df.iloc[:0]))
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
-        for transform, stimuli, fixed in (("rotate", ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI),
-                                          ("hue", HUE_STIMULI, HUE_INVARIANT_STIMULI)):
+        for transform, stimuli, fixed, min_invariant in (
+                ("rotate", ORIENTATION_STIMULI, ROTATION_INVARIANT_STIMULI, fs.min_invariant_similarity),
+                ("hue", HUE_STIMULI, HUE_INVARIANT_STIMULI, fs.min_hue_invariant_similarity)):
             tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
             scores, identity = evidence_of(layer, transform)
             est = AngularFamilies(fs.min_similarity, fs.min_tuning_similarity, fs.min_spread, fs.tolerance,
                                   fs.min_partner_score, fs.min_gain, fs.max_plain_correlation,
-                                  fs.min_hue_invariant_similarity if transform == "hue" else fs.min_invariant_similarity,
-                                  fs.min_agreement, fs.curve_weighting).fit(
+                                  min_invariant, fs.min_agreement, fs.curve_weighting).fit(
                 _stacked_curves(tuning, layer, stimuli, c), eligible, scores, identity,
                 _stacked_curves(tuning, layer, fixed, c))
             next_id = _append_families(rows, layer, transform, est, next_id,
@@ -578,16 +578,17 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
         for transform, manifest in transformed.items():
             for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
                 versions = np.load(r.path, mmap_mode="r")
+                centred = _centred_matrices(r, samples, versions, images, score_settings, mix=q)
+                if centred:                   # what the family code reads for this transform (load_evidence)
+                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
+                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
+                    continue
+                identity[(layer, transform)] = plain
                 for v, label in enumerate(r.versions.split(";")):
                     name, amount = label.split(":")
                     scores.setdefault((layer, transform), {})[float(amount)] = version_scores(
                         samples, v, make_transform(name, float(amount)), points, settings.sweep.disc_radius, images,
                         score_settings, other=versions, mix=q)[0]
-                identity[(layer, transform)] = plain
-                centred = _centred_matrices(r, samples, versions, images, score_settings, mix=q)
-                if centred:
-                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
-                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
         log.info("basis control: %s scored in a random basis", layer)
     random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
                                lambda layer, t: (scores.get((layer, t), {}), identity.get((layer, t))))

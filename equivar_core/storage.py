@@ -236,9 +236,8 @@ def read_only_query(con, query: str):
 
 
 def view_sql(name: str, glob: str) -> str:
-    g = glob.replace("'", "''")
     return (f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
-            f"read_parquet('{g}', hive_partitioning = false, union_by_name = true)")
+            f"read_parquet('{_quoted(glob)}', hive_partitioning = false, union_by_name = true)")
 
 
 @contextmanager

@@ -13,20 +13,8 @@ import logging
 import os
 
 import pandas as pd
-from dagster import (
-    AssetExecutionContext,
-    AssetIn,
-    AssetOut,
-    Backoff,
-    DataVersion,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    Output,
-    RetryPolicy,
-    asset,
-    multi_asset,
-)
+from dagster import (AssetExecutionContext, AssetIn, AssetOut, Backoff, DataVersion, Failure, MaterializeResult,
+                     MetadataValue, Output, RetryPolicy, asset, multi_asset)
 
 from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
@@ -353,8 +341,8 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
     return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})
 
 
-#: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI's selection and
-#: the tests' run order follow
+#: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI and the schedule
+#: follow
 GRAPH = upstream_of(TABLE_ASSETS)
 #: asset -> every output of the (multi-)asset that computes it: a run selects them together
 SIBLINGS = {key.to_user_string(): [k.to_user_string() for k in a.keys] for a in TABLE_ASSETS for key in a.keys}

@@ -16,7 +16,10 @@ import functools
 import hashlib
 import json
 import os
+import zipfile
 
+import numpy as np
+import pyarrow.parquet as pq
 from dagster import AssetKey
 
 from equivar_core.activations import TRANSFORM_GROUPS
@@ -124,8 +127,6 @@ def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
 
 def _exists(settings: RunSettings, asset: str) -> bool:
     """Whether the asset's table is on disk and every Parquet file of it is intact (its footer reads)."""
-    import pyarrow.parquet as pq
-
     table, part = table_of(AssetKey.from_user_string(asset))
     folder = table_dir(settings.out, table, settings.model_name, part)
     files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f == "data.parquet"]
@@ -144,11 +145,6 @@ def _exists(settings: RunSettings, asset: str) -> bool:
 def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) -> None:
     """Raise unless the arrays behind a samples manifest (``.npy``: header and length) or behind a
     family's transform pairs (the score ``.npz``: its zip directory) open."""
-    import zipfile
-
-    import numpy as np
-    import pyarrow.parquet as pq
-
     if table == "transform_pairs":
         layers = {x for f in files for x in pq.read_table(f, columns=["layer"]).column("layer").to_pylist()}
         for layer in layers:

@@ -39,9 +39,9 @@ def shard_runner(settings: RunSettings, layers: list[str]):
     if settings.workers <= 1:
         return None
 
-    def run(group: str, paths: dict[str, str], shards):
+    def run(group: str, paths: dict[str, str], views):
         ray = _ray(settings.workers)
-        shards = shard_views([v for s in shards for v in s], settings.batch_size, n_shards=settings.workers)
+        shards = shard_views(views, settings.batch_size, settings.workers)
         task = ray.remote(num_cpus=1, num_gpus=1 if settings.resolved_device().startswith("cuda") else 0)(
             sample_shard)
         log.info("%s passes: %d shards (%s images) as Ray tasks", group, len(shards),
