@@ -35,7 +35,8 @@ from torch import nn
 
 from .capture import capture
 from .images import ImageView, iter_batches
-from .storage import atomic_path, safe_value, save_npy
+from .layout import points_file, samples_file
+from .storage import atomic_path, save_npy
 from .transforms import HFlip, HueRotate, Rotate, Scale, Transform, disc_points, sample_at
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
                                                                       device=device)).items()}
     tmp: dict[str, str] = {}
     for name, c in widths.items():
-        tmp[name] = atomic_path(os.path.join(out_dir, f"{safe_value(name)}.{group}.samples.npy"))
+        tmp[name] = atomic_path(os.path.join(out_dir, samples_file(name, group)))
         _allocated_memmap(tmp, name, (n_versions, n_views, len(points), c))     # reserved, closed
     try:
         if run_shards is None:
@@ -136,9 +137,9 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         raise
     samples, stats = [], {}
     for name, c in widths.items():
-        final = os.path.join(out_dir, f"{safe_value(name)}.{group}.samples.npy")
+        final = os.path.join(out_dir, samples_file(name, group))
         os.replace(tmp[name], final)
-        pts_path = os.path.join(out_dir, f"{safe_value(name)}.points.npy")
+        pts_path = os.path.join(out_dir, points_file(name))
         if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
             save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
         if group == "identity":

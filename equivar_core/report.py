@@ -24,7 +24,9 @@ import torch  # noqa: E402
 
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
-from .storage import artifacts_dir, atomic_file, read_table, safe_value  # noqa: E402
+from .models.registry import load_model  # noqa: E402
+from .layout import Layout, safe_value, unescape  # noqa: E402
+from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render  # noqa: E402
 from .tuning import GRIDS, ORIENTATION_STIMULI  # noqa: E402
 
@@ -36,7 +38,8 @@ class RunTables:
 
     def __init__(self, out: str, model: str):
         self.out, self.model = out, model
-        self.artifacts = artifacts_dir(out, model)
+        self.layout = Layout(out, model)
+        self.artifacts = self.layout.artifacts
         self._cache: dict[str, pd.DataFrame] = {}
 
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -71,10 +74,9 @@ def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
 
 def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: int = 3) -> np.ndarray | None:
     """The unit's ``k`` strongest natural images, each cropped around its peak (2 RF radii), side by side."""
-    act = os.path.join(run.artifacts, "activations")
     try:
-        mx = np.load(os.path.join(act, f"{layer}.image_max.npy"))
-        arg = np.load(os.path.join(act, f"{layer}.image_argmax.npy"))
+        mx = np.load(run.layout.image_max(layer))
+        arg = np.load(run.layout.image_argmax(layer))
     except OSError:
         return None
     images = run["images"].set_index("image")
@@ -119,11 +121,9 @@ def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 
     from PIL import Image
 
     from .featurevis import visualize
-    from .models.registry import load_model
-
     m = run["models"].iloc[0]
     sha = str(m.weights_sha256)[:12]
-    folder = os.path.join(run.artifacts, "featurevis")
+    folder = run.layout.featurevis
     os.makedirs(folder, exist_ok=True)
     model = None
     out = {}
@@ -192,7 +192,7 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
 def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     """Kernels W(a -> b) of a family pair on a grid ordered by param, and weight versus relative place."""
     r0 = rows.iloc[0]
-    wpath = os.path.join(run.artifacts, "circuits", f"{r0.src_layer}__{r0.dst_layer}.npz")
+    wpath = run.layout.circuit_weights(r0.src_layer, r0.dst_layer)
     if not os.path.exists(wpath):
         return None
     with np.load(wpath) as z:                                    # rows: the computed destination units
@@ -233,8 +233,6 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
 
 def first_layer_weights(run: RunTables, path: str) -> str | None:
     """The model's first convolution on RGB as an image grid, family members together, ordered by param."""
-    from .models.registry import load_model
-
     m = run["models"].iloc[0]
     try:
         model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model))
@@ -303,14 +301,14 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     """
     models_dir = os.path.join(out, "models")
     if model is None:
-        names = sorted(d.split("=", 1)[1] for d in os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+        names = sorted(unescape(d.split("=", 1)[1]) for d in os.listdir(models_dir)) if os.path.isdir(models_dir) else []
         if not names:
             raise FileNotFoundError(f"no results under {out}: run `equivar run` first")
         model = names[0]
     run = RunTables(out, model)
     if run["models"].empty:
         raise FileNotFoundError(f"no results for model {model} under {out}")
-    folder = os.path.join(out, "report", safe_value(model))
+    folder = run.layout.report
     os.makedirs(folder, exist_ok=True)
     parts = [f"<h1>equivar report: {html.escape(model)}</h1>",
              f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from .activations import SweepSettings
+from .layout import Layout
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
 
@@ -81,7 +82,10 @@ class RunSettings:
         return self.device
 
     @property
-    def artifacts(self) -> str:
-        from .storage import artifacts_dir
+    def layout(self) -> Layout:
+        """Every path of this model's results (:mod:`equivar_core.layout`)."""
+        return Layout(self.out, self.model_name)
 
-        return artifacts_dir(self.out, self.model_name)
+    @property
+    def artifacts(self) -> str:
+        return self.layout.artifacts

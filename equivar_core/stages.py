@@ -10,7 +10,6 @@ matrices, expanded weights) live under ``settings.artifacts``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 
@@ -116,7 +115,7 @@ def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) ->
     labels = ";".join(g.label for g in settings.sweep.group(group))
     cols = ["layer", "depth", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped",
             "n_points", "n_units", "versions"]
-    rel = functools.partial(os.path.relpath, start=settings.out)   # a moved or copied folder reads its own files
+    rel = settings.layout.relative         # a moved or copied folder reads its own files
     df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": rel(s.path),
                         "points_path": rel(s.points_path),
                         "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
@@ -127,12 +126,9 @@ def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) ->
 
 def located(settings: RunSettings, manifest: pd.DataFrame) -> pd.DataFrame:
     """A samples manifest with its paths (stored relative to the results folder) made absolute."""
-    return manifest.assign(path=[os.path.join(settings.out, p) for p in manifest["path"]],
-                           points_path=[os.path.join(settings.out, p) for p in manifest["points_path"]])
-
-
-def activations_dir(settings: RunSettings) -> str:
-    return os.path.join(settings.artifacts, "activations")
+    layout = settings.layout
+    return manifest.assign(path=[layout.resolve(p) for p in manifest["path"]],
+                           points_path=[layout.resolve(p) for p in manifest["points_path"]])
 
 
 def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame, run_shards=None
@@ -143,27 +139,27 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     (the baseline that transform evidence must beat; see :func:`load_identity`).
     """
     model, _ = load(settings)
-    out_dir = activations_dir(settings)
+    layout = settings.layout
     samples, stats, loaded = sample_activations(
-        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, out_dir,
+        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, layout.activations,
         settings.batch_size, settings.resolved_device(), group="identity", run_shards=run_shards)
-    save_npy(os.path.join(out_dir, "loaded.npy"), loaded)
+    save_npy(layout.loaded, loaded)
     rows = []
     for name, st in stats.items():
         c = len(st["mean"])
         rows.append(pd.DataFrame({"layer": name, "unit": np.arange(c), "mean": st["mean"], "std": st["std"],
                                   "best_image": st["image_max"][loaded].argmax(0) if loaded.any() else -1,
                                   "best_value": st["image_max"][loaded].max(0)}))
-        save_npy(os.path.join(out_dir, f"{name}.image_max.npy"), st["image_max"])
-        save_npy(os.path.join(out_dir, f"{name}.image_argmax.npy"), st["image_argmax"])
-        save_npy(cov_path(settings, name), st["cov"])
+        save_npy(layout.image_max(name), st["image_max"])
+        save_npy(layout.image_argmax(name), st["image_argmax"])
+        save_npy(layout.cov(name), st["cov"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     score_settings = ScoreSettings(device=settings.resolved_device())
     for smp in samples:
         identity, _ = version_scores(np.load(smp.path, mmap_mode="r"), 0, make_transform("rotate", 0.0),
                                      np.load(smp.points_path), settings.sweep.disc_radius, np.flatnonzero(loaded),
                                      score_settings)
-        save_npz(score_path(settings, smp.layer, "identity"), {"identity:0": identity})
+        save_npz(layout.scores(smp.layer, "identity"), {"identity:0": identity})
     return stats_df, _manifest(settings, samples, loaded, "identity")
 
 
@@ -178,7 +174,7 @@ def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, laye
     model, _ = load(settings)
     samples, _, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
-        activations_dir(settings), settings.batch_size, settings.resolved_device(), group=transform,
+        settings.layout.activations, settings.batch_size, settings.resolved_device(), group=transform,
         run_shards=run_shards)
     return _manifest(settings, samples, loaded, transform)
 
@@ -206,15 +202,10 @@ def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.Da
         g = g.sort_values("unit")
         stats[layer] = (g["mean"].to_numpy(), g["std"].to_numpy())
         q = random_orthogonal(len(g), settings.seed, layer)
-        mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(cov_path(settings, layer)), q))
+        mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(settings.layout.cov(layer)), q))
     cols, mixed = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
                                  settings.resolved_device(), mixes)
     return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
-
-
-def cov_path(settings: RunSettings, layer: str) -> str:
-    """C x C covariance of a layer's units over all positions of the natural images."""
-    return os.path.join(activations_dir(settings), f"{layer}.cov.npy")
 
 
 def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
@@ -228,11 +219,6 @@ def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 # -- transform scores -------------------------------------------------------------------------
-
-def score_path(settings: RunSettings, layer: str, group: str) -> str:
-    """The C x C score matrices of one layer and sweep group (``identity`` or a transform family)."""
-    return os.path.join(settings.artifacts, "scores", f"{layer}.{group}.scores.npz")
-
 
 def _loaded_images(manifest_row) -> np.ndarray:
     return np.flatnonzero(np.load(os.path.join(os.path.dirname(manifest_row.path), "loaded.npy")))
@@ -267,7 +253,7 @@ def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, trans
             t = top_pairs(score, null, score_settings.top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
         matrices.update(_centred_matrices(r, samples, versions, images, score_settings))
-        save_npz(score_path(settings, r.layer, r.group), matrices)
+        save_npz(settings.layout.scores(r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(df, settings)
@@ -292,7 +278,7 @@ def load_evidence(settings: RunSettings, layer: str, transform: str
     The orbit-centred scores where the transform has them (colour transforms over a full orbit),
     else the plain scores and the units' correlations on the same images.
     """
-    path = score_path(settings, layer, transform)
+    path = settings.layout.scores(layer, transform)
     if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) and os.path.exists(path):
         with np.load(path) as z:
             if f"centred-identity:{transform}" in z.files:
@@ -303,7 +289,7 @@ def load_evidence(settings: RunSettings, layer: str, transform: str
 
 def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
     """C x C correlations of a layer's units on the same images."""
-    path = score_path(settings, layer, "identity")
+    path = settings.layout.scores(layer, "identity")
     if not os.path.exists(path):
         return None
     with np.load(path) as z:
@@ -312,7 +298,7 @@ def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
 
 def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
     """amount -> C x C score matrix of one layer and transform (empty when the sweep has none)."""
-    path = score_path(settings, layer, transform)
+    path = settings.layout.scores(layer, transform)
     if transform not in TRANSFORM_GROUPS or not settings.sweep.group(transform) or not os.path.exists(path):
         return {}
     with np.load(path) as z:
@@ -481,7 +467,6 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
     model, _ = load(settings)
     views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
-    act_dir = activations_dir(settings)
     test = settings.rotation_test
     rows = []
     angular = families_df[families_df["transform"].isin(["rotate", "hue"])]
@@ -495,8 +480,8 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
         curvy = {f for (f, t) in ranked.loc[[(f, "rotate") for f in curvy]].sort_values(
             ["size", "fit"], ascending=False).head(test.max_families).index} if curvy else curvy
         st = stats_df[stats_df["layer"] == layer].sort_values("unit")
-        image_max = np.load(os.path.join(act_dir, f"{layer}.image_max.npy"))
-        image_argmax = np.load(os.path.join(act_dir, f"{layer}.image_argmax.npy"))
+        image_max = np.load(settings.layout.image_max(layer))
+        image_argmax = np.load(settings.layout.image_argmax(layer))
         for step, chosen_keys in ((test.step, largest - {(f, "rotate") for f in curvy}),
                                   (test.curve_step, {(f, "rotate") for f in curvy})):
             chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(),
@@ -663,14 +648,8 @@ def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:
     return list(zip(layers[:-1], layers[1:]))
 
 
-def weights_path(settings: RunSettings, src: str, dst: str) -> str:
-    """The expanded weights of one layer pair: ``weights`` (rows x C_src x k x k) and the ``dst_units`` of
-    the rows."""
-    return os.path.join(settings.artifacts, "circuits", f"{src}__{dst}.npz")
-
-
 def load_weights(settings: RunSettings, src: str, dst: str) -> tuple[np.ndarray, np.ndarray] | None:
-    path = weights_path(settings, src, dst)
+    path = settings.layout.circuit_weights(src, dst)
     if not os.path.exists(path):
         return None
     with np.load(path) as z:
@@ -702,7 +681,7 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
         size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
         w = expanded_weights(model.module, src, dst, size, settings.resolved_device(), settings.circuits.max_radius,
                              dst_units=computed)
-        save_npz(weights_path(settings, src, dst), {"weights": w, "dst_units": computed})
+        save_npz(settings.layout.circuit_weights(src, dst), {"weights": w, "dst_units": computed})
         k = w.shape[-1]
         row_of = {int(u): i for i, u in enumerate(computed)}
         sub = w[np.ix_([row_of[int(u)] for u in dst_units], src_units)]

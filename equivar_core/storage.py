@@ -20,8 +20,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CATALOG = "equivar.duckdb"
-
+from .layout import CATALOG, artifacts_dir, partition_dir, safe_value, table_dir, unescape  # noqa: F401
 
 def atomic_path(path: str) -> str:
     """A unique temporary name beside ``path`` (same folder, so rename is atomic)."""
@@ -59,62 +58,9 @@ def save_npz(path: str, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def artifacts_dir(root: str, model: str) -> str:
-    """``<root>/_artifacts/model=<model>``: a model's arrays, scores, previews and fingerprints."""
-    return os.path.join(root, "_artifacts", f"model={safe_value(model)}")
-
-
-#: the longest escaped name stored as a folder or file name component (file systems allow 255 bytes)
-MAX_NAME_BYTES = 200
-
-
-def safe_value(value: str) -> str:
-    """The folder-name form of a model, layer or transform name: one reversible rule (:func:`unescape`).
-
-    Letters, digits, ``_``, ``+``, ``-`` and ``.`` (not leading) stay; every other byte of the UTF-8
-    name becomes ``%XX``, so two different names never share a folder (``a/b`` -> ``a%2Fb``, ``a_b``
-    stays) and no name becomes ``.``, ``..``, a hidden folder or a path. Raises ``ValueError`` for
-    an empty name or one whose folder name would exceed ``MAX_NAME_BYTES``.
-    """
-    text = str(value)
-    if not text:
-        raise ValueError("an empty name cannot be stored")
-    out = []
-    for i, byte in enumerate(text.encode("utf-8")):
-        ch = chr(byte)
-        keep = ch.isascii() and (ch.isalnum() or ch in "_+-" or (ch == "." and i > 0))
-        out.append(ch if keep else f"%{byte:02X}")
-    name = "".join(out)
-    if len(name) > MAX_NAME_BYTES:
-        raise ValueError(f"the name {text[:40]!r}... is too long to store ({len(name)} bytes as a folder name, "
-                         f"at most {MAX_NAME_BYTES})")
-    return name
-
-
-def unescape(name: str) -> str:
-    """The name a folder name of :func:`safe_value` stands for."""
-    from urllib.parse import unquote
-
-    return unquote(name, errors="strict")
-
-
 def write_parquet(table: pa.Table, path: str) -> None:
     with atomic_file(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-def partition_dir(root: str, table: str, model: str, layer: str | None = None, key: str = "layer") -> str:
-    """``<root>/<table>/model=<model>[/<key>=<layer>]``."""
-    parts = [root, table, f"model={safe_value(model)}"]
-    if layer is not None:
-        parts.append(f"{key}={safe_value(layer)}")
-    return os.path.join(*parts)
-
-
-def table_dir(root: str, name: str, model: str, part: tuple[str, str] | None = None) -> str:
-    """``<root>/<name>/model=<model>[/<key>=<value>]`` (``part``: a finer slice of the model's table)."""
-    base = partition_dir(root, name, model)
-    return os.path.join(base, f"{part[0]}={safe_value(part[1])}") if part else base
 
 
 def write_table(root: str, name: str, table: pa.Table, model: str, partition_column: str | None,

@@ -24,9 +24,9 @@ from dagster import AssetKey
 
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files, source_file
+from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
-from equivar_core.stages import score_path
-from equivar_core.storage import CATALOG, atomic_file, table_dir
+from equivar_core.storage import CATALOG, atomic_file
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
@@ -93,15 +93,24 @@ def _image_source_hash(s: RunSettings) -> str:
     return h.hexdigest()
 
 
+def _compute(settings: RunSettings) -> dict[str, str]:
+    """Where and in what precision the numbers are computed: on CUDA, score products run in bfloat16
+    (:class:`equivar_core.scores.ScoreSettings`), so the same settings on another device are another result."""
+    device = settings.resolved_device()
+    return {"device": device.split(":")[0],
+            "precision": "bf16-products" if ScoreSettings(device=device).use_bf16() else "fp32"}
+
+
 def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[str, list[str]]
                        ) -> dict[str, str]:
     """Fingerprint of every table asset (``upstream``: asset -> the assets it reads)."""
     out: dict[str, str] = {}
+    compute = _compute(settings)
 
     def visit(name: str) -> str:
         if name not in out:
             parents = sorted(upstream.get(name, []))
-            payload = {"code": code_version, "own": OWN_INPUTS[name](settings),
+            payload = {"code": code_version, "own": OWN_INPUTS[name](settings), "compute": compute,
                        "up": [visit(p) for p in parents]}
             out[name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
         return out[name]
@@ -128,14 +137,14 @@ def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
 def _exists(settings: RunSettings, asset: str) -> bool:
     """Whether the asset's table is on disk and every Parquet file of it is intact (its footer reads)."""
     table, part = table_of(AssetKey.from_user_string(asset))
-    folder = table_dir(settings.out, table, settings.model_name, part)
+    folder = settings.layout.table_dir(table, part)
     files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f == "data.parquet"]
     if not files:
         return False
     try:
         for path in files:
             pq.read_metadata(path)
-        if table in ("activation_samples", "transformed_samples", "transform_pairs"):
+        if table in ("activation_samples", "transformed_samples", "transform_pairs", "circuit_weights"):
             _arrays_intact(settings, table, part, files)
     except Exception:                          # truncated, overwritten or unreadable: recompute the asset
         return False
@@ -143,18 +152,40 @@ def _exists(settings: RunSettings, asset: str) -> bool:
 
 
 def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) -> None:
-    """Raise unless the arrays behind a samples manifest (``.npy``: header and length) or behind a
-    family's transform pairs (the score ``.npz``: its zip directory) open."""
-    if table == "transform_pairs":
-        layers = {x for f in files for x in pq.read_table(f, columns=["layer"]).column("layer").to_pylist()}
-        for layer in layers:
-            with zipfile.ZipFile(score_path(settings, layer, part[1])) as z:
+    """Raise unless the arrays an asset wrote beside its table open: ``.npy`` files (header and length) and
+    ``.npz`` archives (their zip directory)."""
+    for path in _arrays_of(settings, table, part, files):
+        if path.endswith(".npz"):
+            with zipfile.ZipFile(path) as z:
                 z.namelist()
-        return
-    for path in files:
-        for row in pq.read_table(path, columns=["path", "points_path"]).to_pylist():
-            for p in (row["path"], row["points_path"]):
-                np.load(os.path.join(settings.out, p), mmap_mode="r")
+        else:
+            np.load(path, mmap_mode="r")
+
+
+def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> list[str]:
+    """The arrays behind an asset's table: sample arrays and their points (the manifests name them); for the
+    identity samples also each layer's per-image maxima, their positions, the covariance, the loaded-image
+    mask and the identity scores; the score archives of transform pairs; the expanded weights of circuits."""
+    layout = settings.layout
+
+    def column(name: str) -> list[str]:
+        return [x for f in files for x in pq.read_table(f, columns=[name]).column(name).to_pylist()]
+
+    if table == "transform_pairs":
+        return [layout.scores(layer, part[1]) for layer in set(column("layer"))]
+    if table == "circuit_weights":
+        pairs = set()
+        for f in files:
+            unique = pq.read_table(f, columns=["src_layer", "dst_layer"]).group_by(["src_layer", "dst_layer"])
+            pairs |= {(r["src_layer"], r["dst_layer"]) for r in unique.aggregate([]).to_pylist()}
+        return [layout.circuit_weights(s, d) for s, d in pairs]
+    paths = [layout.resolve(p) for p in column("path") + column("points_path")]
+    if table == "activation_samples":
+        paths.append(layout.loaded)
+        for layer in set(column("layer")):
+            paths += [layout.image_max(layer), layout.image_argmax(layer), layout.cov(layer),
+                      layout.scores(layer, "identity")]
+    return paths
 
 
 def catalog_intact(out: str) -> bool:
@@ -181,7 +212,7 @@ def run_selection(changed: list[str], siblings: dict[str, list[str]] | None = No
 
 
 def fingerprint_path(settings: RunSettings) -> str:
-    return os.path.join(settings.artifacts, "fingerprints.json")
+    return settings.layout.fingerprints
 
 
 def load_fingerprints(settings: RunSettings) -> dict[str, str]:
@@ -199,7 +230,7 @@ def record_fingerprint(settings: RunSettings, asset: str, fingerprint: str) -> N
     import fcntl
 
     os.makedirs(settings.artifacts, exist_ok=True)
-    with open(os.path.join(settings.artifacts, ".fingerprints.lock"), "w") as lock:
+    with open(settings.layout.fingerprints_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             stored = load_fingerprints(settings)

@@ -176,15 +176,24 @@ def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path):
 
 
 def test_read_only_results_folder_is_one_line(tmp_path):
+    """A results folder the run cannot write: by its permissions, or (for root, who ignores them) on a file
+    system mounted read-only."""
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
+    mounted = False
     try:
         if os.access(out, os.W_OK):
-            pytest.skip("running as a user that can write anywhere (root)")
+            mounted = not subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(out)],
+                                         capture_output=True).returncode
+            if not mounted:
+                pytest.skip("can write anywhere (root) and cannot mount a read-only file system here")
         line = one_line_error(equivar("run", "--out", str(out), *PLANTED))
         assert "cannot write" in line
+        assert not os.listdir(out)
     finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(out)], capture_output=True)
         out.chmod(0o700)
 
 
@@ -274,6 +283,12 @@ ARRAYS = {
     "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
     "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
     "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
+    "image_max_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.image_max.npy"),
+    "image_argmax_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.image_argmax.npy"),
+    "covariance_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.cov.npy"),
+    "loaded_mask_npy": os.path.join("_artifacts", "model=planted", "activations", "loaded.npy"),
+    "identity_scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu2.identity.scores.npz"),
+    "circuit_weights_npz": os.path.join("_artifacts", "model=planted", "circuits", "relu1", "relu2.npz"),
 }
 
 
@@ -500,6 +515,36 @@ def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk):
     r = equivar("run", "--out", out, *PLANTED)
     assert r.returncode == 0, r.stderr[-2000:]
     assert table_hashes(out) == clean[1]
+
+
+#: each kind of file a run writes, by a part of its name (tests/enospc.py fails the first such write)
+WRITES = {
+    "samples_reserved": ".samples.npy",
+    "per_image_maxima": ".image_max.npy",
+    "covariance": ".cov.npy",
+    "score_archive": ".scores.npz",
+    "parquet_table": "data.parquet",
+    "circuit_weights": "relu2.npz",
+    "fingerprint_record": "fingerprints.json",
+    "catalog": "equivar.duckdb",
+    "report_page": "index.html",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRITES))
+def test_disk_full_at_each_kind_of_write(kind, clean, results):
+    """A run with new settings meets a full disk at one kind of write: one line that says so, exit 1, no
+    temporary file; the re-run with the original settings recomputes and every table equals a clean run's."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "tests.enospc", WRITES[kind], "run", "--out", results, *PLANTED,
+                        "--seed", "1"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("equivar: error:") and "No space left" in lines[0], r.stderr
+    assert not [p for p in files_under(results) if ".tmp-" in p]
+    r = equivar("run", "--out", results, *PLANTED)
+    assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
+    assert table_hashes(results) == clean[1]
 
 
 def test_report_on_a_corrupt_table_is_one_line(results):
