@@ -1,9 +1,9 @@
 """Run the CLI with a full disk at one kind of write: ``python -m tests.enospc PATTERN ARGS...``.
 
-The first write under ``--out`` whose file name contains ``PATTERN`` fails with ENOSPC, as a full disk fails
-it: a samples array when its blocks are reserved (``posix_fallocate``), any other file when its complete
-temporary copy is committed (the rename of :func:`equivar_core.storage.atomic_file` and of the catalog).
-Every later write succeeds, so the run is left to fail or recover the way it would on a real disk.
+From the first write under ``--out`` whose file name contains ``PATTERN`` on, the disk is full: that write
+and every later one under ``--out`` fail with ENOSPC, as a full disk fails them: a samples array when its
+blocks are reserved (``posix_fallocate``), any other file when its complete temporary copy is committed (the
+rename of :func:`equivar_core.storage.atomic_file` and of the catalog). Retries meet the same full disk.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def main(pattern: str, argv: list[str]) -> int:
     replace, fallocate = os.replace, os.posix_fallocate
 
     def full(name: str) -> bool:
-        hit = not state["failed"] and os.path.abspath(name).startswith(out) and pattern in os.path.basename(name)
-        state["failed"] |= hit
-        return hit
+        inside = os.path.abspath(name).startswith(out)
+        state["failed"] |= inside and pattern in os.path.basename(name)
+        return inside and state["failed"]
 
     def failing_replace(src, dst, **kw):
         if full(str(dst)):
