@@ -37,12 +37,12 @@ from .capture import capture
 from .images import ImageView, iter_batches
 from .layout import points_file, samples_file
 from .storage import atomic_path, save_npy
-from .transforms import HFlip, HueRotate, Rotate, Scale, Transform, disc_points, sample_at
+from .transforms import IDENTITY, TRANSFORMS, Transform, disc_points, sample_at
 
 log = logging.getLogger(__name__)
 
-#: the transform families of the sweep, one group of forward passes each
-TRANSFORM_GROUPS = ("rotate", "hflip", "hue", "scale")
+#: the transform families of the sweep, one group of forward passes each (the registry's, in its order)
+TRANSFORM_GROUPS = tuple(TRANSFORMS)
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,14 @@ class SweepSettings:
 
     def group(self, name: str) -> list[Transform]:
         """The versions of one group: ``identity`` or a transform family."""
-        if name == "identity":
+        if name == IDENTITY:
             return [Transform(0.0)]
         if name not in TRANSFORM_GROUPS:
-            raise ValueError(f"unknown sweep group {name!r}; known: identity, {', '.join(TRANSFORM_GROUPS)}")
-        return {"rotate": [Rotate(a) for a in self.rotate], "hflip": [HFlip()] if self.hflip else [],
-                "hue": [HueRotate(a) for a in self.hue], "scale": [Scale(s) for s in self.scale]}[name]
+            raise ValueError(f"unknown sweep group {name!r}; known: {IDENTITY}, {', '.join(TRANSFORM_GROUPS)}")
+        amounts = getattr(self, name)                  # a field per transform: its amounts (or on/off)
+        if isinstance(amounts, bool):
+            amounts = (1.0,) if amounts else ()
+        return [TRANSFORMS[name](float(a)) for a in amounts]
 
     def group_settings(self, name: str) -> dict:
         """What one group's samples depend on (its amounts and the sample points)."""
@@ -71,7 +73,7 @@ class SweepSettings:
 
     def versions(self) -> list[Transform]:
         """Identity first, then every group of the sweep."""
-        return [v for name in ("identity", *TRANSFORM_GROUPS) for v in self.group(name)]
+        return [v for name in (IDENTITY, *TRANSFORM_GROUPS) for v in self.group(name)]
 
 
 @dataclass
@@ -90,7 +92,7 @@ class LayerSamples:
 @torch.inference_mode()
 def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
                        sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
-                       group: str = "identity", run_shards=None,
+                       group: str = IDENTITY, run_shards=None,
                        ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Stream natural images, or one group of their transformed versions, through the model.
 
@@ -142,7 +144,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         pts_path = os.path.join(out_dir, points_file(name))
         if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
             save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
-        if group == "identity":
+        if group == IDENTITY:
             stats[name] = _combined_stats([part["acc"][name] for part in parts], n_views, c)
         samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points), c))
     return samples, stats, loaded
@@ -163,7 +165,7 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
     allocated V x N x P x C ``.npy``); return the rows read and, for the identity group, partial sums
     (``acc``: layer -> sums, squares, cross-products, count, and each read image's maximum)."""
     versions = sweep.group(group)
-    with_stats = group == "identity"
+    with_stats = group == IDENTITY
     arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
     points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
     acc: dict[str, dict] = {}
@@ -175,7 +177,7 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
             idx = np.asarray(batch.indices)
             rows += batch.indices
             for v, g in enumerate(versions):
-                gx = (x if g.name == "identity" else g.images(x)).contiguous(memory_format=torch.channels_last)
+                gx = (x if g.name == IDENTITY else g.images(x)).contiguous(memory_format=torch.channels_last)
                 for name, a in cap.run(gx).items():
                     a = a.float()
                     if with_stats and name not in acc:

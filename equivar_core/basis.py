@@ -38,6 +38,8 @@ import zlib
 
 import numpy as np
 
+from .transforms import TRANSFORMS
+
 
 def random_orthogonal(n: int, seed: int, layer: str) -> np.ndarray:
     """A Haar-random n x n orthogonal matrix, drawn from the run's seed and the layer's name."""
@@ -67,15 +69,7 @@ def suggested_group(transform: str, real: bool, order: int, flips: bool) -> str:
     in the same layer; hue families suggest C_N acting on hue; flip pairs D1; scale pairs a
     scale-equivariant layer. "none" where the basis control puts the structure at chance.
     """
-    if not real:
-        return "none"
-    if transform in ("rotate", "hue"):
-        if order < 2:
-            return "none"
-        if transform == "hue":
-            return f"C{order} (hue)"
-        return f"D{order}" if flips else f"C{order}"
-    return "D1 (flip)" if transform == "hflip" else "scale"
+    return TRANSFORMS[transform].suggested_group(order, flips) if real else "none"
 
 
 def _gaps(params: np.ndarray, period: float) -> np.ndarray:

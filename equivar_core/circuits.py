@@ -36,7 +36,7 @@ from torch import nn
 
 from .capture import ACTIVATIONS, layer_modules
 from .models._layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
-from .transforms import rotation_matrix, warp
+from .transforms import TRANSFORMS
 
 
 class _StopAt(Exception):
@@ -180,15 +180,12 @@ def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, trans
     i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
     if not len(i) or not len(dst_rows):
         return np.full(len(dst_rows), np.nan)
-    t = np.mod(src_params[j] - src_params[i], period) if transform != "hflip" else np.zeros(len(i))
+    T = TRANSFORMS[transform]
+    t = T.relative(src_params[i], src_params[j], period)
     wt = torch.as_tensor(w[dst_rows]).float()                          # D x C_src x k x k
     source = wt[:, src_units[i]]                                        # D x pairs x k x k
-    if transform == "rotate":
-        k = source.shape[-1]
-        angles = torch.as_tensor(np.tile(t, len(dst_rows)))
-        source = rotate_kernels(source.reshape(-1, k, k), angles).reshape(source.shape)
-    elif transform == "hflip":
-        source = source.flip(-1)
+    k = source.shape[-1]
+    source = T.act_on_kernels(source.reshape(-1, k, k), np.tile(t, len(dst_rows))).reshape(source.shape)
     target = wt[:, src_units[j]]
     mask = disc_mask(w.shape[-1])
     x = source[..., mask].reshape(len(dst_rows), -1).double()
@@ -202,12 +199,6 @@ def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, trans
 def cancellation(w: np.ndarray) -> np.ndarray:
     """|sum W| / sum |W| per (dst, src) pair: near 0 where excitatory and inhibitory parts cancel."""
     return np.abs(w.sum((2, 3))) / np.maximum(np.abs(w).sum((2, 3)), 1e-12)
-
-
-def rotate_kernels(k: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate kernels (N x H x W) by per-kernel angles (counter-clockwise), bilinear, zero outside."""
-    inv = torch.stack([rotation_matrix(-float(d)) for d in degrees]) if len(degrees) else torch.zeros(0, 2, 2)
-    return warp(k[:, None].float(), inv, padding_mode="zeros")[:, 0]
 
 
 def disc_mask(size: int) -> torch.Tensor:
@@ -227,19 +218,17 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     """
     src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
     src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
+    T = TRANSFORMS[transform]
     quads = []   # (b, a, b2, a2, t)
     for i, a in enumerate(src_units):
         for j, a2 in enumerate(src_units):
             if i == j:
                 continue
-            if transform == "hflip":
-                t = 0.0
-            else:
-                t = float(np.mod(src_params[j] - src_params[i], period_src))
+            t = float(T.relative(src_params[i], src_params[j], period_src))
             for k, b in enumerate(dst_units):
                 if invariant:
                     m = k
-                elif transform == "hflip":
+                elif T.involution:                     # a flip pair: b's partner is the other member
                     others = [m for m in range(len(dst_units)) if m != k]
                     if not others:
                         continue
@@ -258,11 +247,7 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     b, a, b2, a2 = (q[:, i].astype(int) for i in range(4))
     t = torch.as_tensor(q[:, 4])
     wt = torch.as_tensor(w)
-    source = wt[b, a]
-    if transform == "rotate":
-        source = rotate_kernels(source, t)
-    elif transform == "hflip":
-        source = source.flip(-1)
+    source = T.act_on_kernels(wt[b, a], t)
     target = wt[b2, a2].float()
     mask = disc_mask(w.shape[-1])
     x, y = source[:, mask].flatten().double(), target[:, mask].flatten().double()

@@ -42,8 +42,8 @@ place) is reported per unit; members below ``min_agreement`` are removed
 (and families left with one member or no spread dissolved).
 
 Flip and scale families are pairs from transform scores: u and v (u != v)
-that are each other's best partner, with a score of at least ``min_score``
-whose shortfall ``1 - score`` is at most ``max_error_ratio`` times that of
+that are each other's best partner, with a score of at least ``pair_min_score``
+whose shortfall ``1 - score`` is at most ``pair_max_error_ratio`` times that of
 the better of the two units' own invariance scores (the partner explains at
 least half of what invariance leaves unexplained).
 """
@@ -141,11 +141,15 @@ def circular_distance(a, b, period):
     return np.minimum(d, period - d)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AngularFamilies:
-    """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes)."""
+    """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes).
 
-    min_similarity: float = 0.8
+    The parameters are keyword-only and are the fields of :class:`~equivar_core.settings.FamilySettings` of
+    the same names, with the same defaults (``FamilySettings.estimator_params`` hands them over).
+    """
+
+    min_similarity: float = 0.7
     min_tuning_similarity: float = 0.6
     min_spread: float = 20.0
     tolerance: float = 20.0
@@ -334,12 +338,12 @@ def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairFamilies:
-    """Flip or scale pairs from transform scores (an estimator)."""
+    """Flip or scale pairs from transform scores (an estimator; keyword parameters as in ``FamilySettings``)."""
 
-    min_score: float = 0.5
-    max_error_ratio: float = 0.5
+    pair_min_score: float = 0.5
+    pair_max_error_ratio: float = 0.5
 
     def fit(self, scores: dict[float, np.ndarray], directed: bool = False) -> "PairFamilies":
         """Pair units; each joins at most one pair (best score first).
@@ -363,7 +367,7 @@ class PairFamilies:
                 if col_best[v] != u or (not directed and u > v):
                     continue
                 score = m[u, v] if directed else (m[u, v] + m[v, u]) / 2
-                if score >= self.min_score and 1 - score <= self.max_error_ratio * (1 - max(m[u, u], m[v, v])):
+                if score >= self.pair_min_score and 1 - score <= self.pair_max_error_ratio * (1 - max(m[u, u], m[v, v])):
                     candidates.append((float(score), float(amount), u, v))
         family = 0
         for score, amount, u, v in sorted(candidates, reverse=True):

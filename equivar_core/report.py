@@ -28,7 +28,8 @@ from .models.registry import load_model  # noqa: E402
 from .layout import Layout, safe_value, unescape  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render  # noqa: E402
-from .tuning import GRIDS, ORIENTATION_STIMULI  # noqa: E402
+from .transforms import ANGULAR, PAIRED, TRANSFORMS  # noqa: E402
+from .tuning import GRIDS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _save(fig, path: str) -> str:
 
 def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
     """The stimulus whose curves vary most across the family (the one the gallery plots)."""
-    kinds = ("center_surround", "color_contrast_hue") if transform == "hue" else ORIENTATION_STIMULI
+    kinds = TRANSFORMS[transform].plotted_stimuli
     prof = run["unit_profiles"]
     sel = prof[(prof["layer"] == layer) & prof["unit"].isin(units) & prof["stimulus"].isin(kinds)]
     return sel.groupby("stimulus")["modulation"].mean().idxmax() if len(sel) else kinds[0]
@@ -148,7 +149,7 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
     transform = family["transform"].iloc[0]
     units = family["unit"].to_numpy(int)
     geom = run.geometry(layer)
-    stim = _curve_stimulus(run, layer, units, transform) if transform in ("rotate", "hue") else None
+    stim = _curve_stimulus(run, layer, units, transform) if TRANSFORMS[transform].angular else None
     featurevis = featurevis or {}
     ncol = 4 if any((layer, int(u)) in featurevis for u in units) else 3
     fig = plt.figure(figsize=(2.2 * ncol + 2.0, 2.4 * len(units)))
@@ -249,7 +250,7 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
     if len(layers) and int(layers["n_units"].iloc[0]) == w.shape[0]:
         fam = run["families"]
         fam = fam[fam["layer"] == layers["layer"].iloc[0]]
-        rank = {"rotate": 0, "hue": 1, "hflip": 2, "scale": 3}
+        rank = {name: i for i, name in enumerate(ANGULAR + PAIRED)}
         fam = fam.assign(r=fam["transform"].map(rank)).sort_values(["r", "family", "param"])
         first = list(dict.fromkeys(fam["unit"].astype(int)))
         order = first + [u for u in order if u not in first]
@@ -278,7 +279,7 @@ def _family_summary(g: pd.DataFrame) -> str:
     transform = g["transform"].iloc[0]
     size = len(g)
     line = f"{transform}, {size} units, mean fit {g['fit'].mean():.2f}"
-    if transform in ("rotate", "hue"):
+    if TRANSFORMS[transform].angular:
         period = float(g["period"].iloc[0])
         params = np.sort(g["param"].to_numpy())
         gaps = np.diff(np.r_[params, params[0] + period])
@@ -344,7 +345,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
             parts.append("<p>No families.</p>")
             continue
         ranked = lf.groupby("family").agg(size=("unit", "size"), fit=("fit", "mean"), angular=(
-            "transform", lambda t: t.iloc[0] in ("rotate", "hue"))).sort_values(["angular", "size", "fit"],
+            "transform", lambda t: TRANSFORMS[t.iloc[0]].angular)).sort_values(["angular", "size", "fit"],
                                                                               ascending=False)
         for f in ranked.index[:max_families]:
             g = lf[lf["family"] == f]

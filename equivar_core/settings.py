@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from .activations import SweepSettings
+from .errors import EquivarError
 from .layout import Layout
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
@@ -35,6 +36,14 @@ class FamilySettings:
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score
+
+    def estimator_params(self, estimator, transform=None) -> dict:
+        """The keyword parameters of a family estimator (``AngularFamilies``, ``PairFamilies``): the fields of
+        the same names; for an angular ``transform`` the invariant-curve threshold is the one it names."""
+        params = {f.name: getattr(self, f.name) for f in fields(estimator) if hasattr(self, f.name)}
+        if transform is not None and transform.angular:
+            params["min_invariant_similarity"] = getattr(self, transform.invariant_setting)
+        return params
 
 
 @dataclass(frozen=True)
@@ -89,3 +98,61 @@ class RunSettings:
     @property
     def artifacts(self) -> str:
         return self.layout.artifacts
+
+    def with_overrides(self, items) -> "RunSettings":
+        """These settings with ``SECTION.FIELD=VALUE`` items applied, e.g. ``families.min_similarity=0.8``,
+        ``tuning.stimuli.orientation_step=10``, ``sweep.rotate=45,90,135``: every setting of the sections
+        (``sweep``, ``tuning``, ``families``, ``circuits``, ``rotation_test``) is reachable this way, from the
+        CLI (``--set``) and the launchpad (``overrides``). Values are parsed as the default's type; an unknown
+        name or a bad value is one clear error."""
+        out = self
+        for item in items:
+            key, sep, text = str(item).partition("=")
+            path = key.strip().split(".")
+            if not sep or len(path) < 2:
+                raise EquivarError(f"setting {item!r}: expected SECTION.FIELD=VALUE, e.g. families.min_similarity=0.8")
+            if not is_dataclass(getattr(self, path[0], None)):
+                sections = [f.name for f in fields(self) if is_dataclass(getattr(self, f.name))]
+                raise EquivarError(f"setting {key!r}: unknown section {path[0]!r}; sections: {', '.join(sections)}")
+            out = _replaced(out, path, text.strip(), key.strip())
+        return out
+
+
+def _replaced(obj, path: list[str], text: str, key: str):
+    names = [f.name for f in fields(obj)]
+    if path[0] not in names:
+        raise EquivarError(f"unknown setting {key!r}; {type(obj).__name__} has: {', '.join(names)}")
+    current = getattr(obj, path[0])
+    if len(path) > 1:
+        if not is_dataclass(current):
+            raise EquivarError(f"unknown setting {key!r}: {path[0]} has no fields")
+        value = _replaced(current, path[1:], text, key)
+    elif is_dataclass(current):
+        raise EquivarError(f"setting {key!r} is a section; set one of its fields: "
+                           f"{', '.join(f.name for f in fields(current))}")
+    else:
+        value = _parsed(text, current, key)
+    return replace(obj, **{path[0]: value})
+
+
+def _parsed(text: str, like, key: str):
+    """``text`` as a value of the type of ``like`` (a setting's default)."""
+    try:
+        if isinstance(like, bool):
+            if text.lower() in ("true", "yes", "on", "1"):
+                return True
+            if text.lower() in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, tuple):
+            kind = type(like[0]) if like else float
+            return tuple(_parsed(t.strip(), kind(), key) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise EquivarError(f"setting {key!r}: {text!r} is not {'a list of ' if isinstance(like, tuple) else 'a '}"
+                           f"{type(like[0] if isinstance(like, tuple) and like else like).__name__}") from None
+    return text
+

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +68,20 @@ class Transform:
     name = "identity"
     #: does the transform move points (False for hue)?
     spatial = True
+    #: are amounts angles on a circle? Then families are orbits with places and a period, found from tuning
+    #: curves (:class:`~equivar_core.families.AngularFamilies`); else they are pairs found from transform
+    #: scores (:class:`~equivar_core.families.PairFamilies`).
+    angular = False
+    #: pairs only: does ``scores[a][u, v]`` (u on x, v on g.x) differ from ``scores[a][v, u]``?
+    directed = False
+    #: is the transform its own inverse (a member's partner is then the other member of its pair)?
+    involution = False
+    #: angular only: stimuli whose tuning curves shift with the transform, stimuli whose curves it leaves in
+    #: place, the ``FamilySettings`` field that says how closely the latter must match, the curves plotted
+    tuning_stimuli: tuple[str, ...] = ()
+    invariant_stimuli: tuple[str, ...] = ()
+    invariant_setting = "min_invariant_similarity"
+    plotted_stimuli: tuple[str, ...] = ()
 
     def matrix(self) -> torch.Tensor:
         """The 2 x 2 linear map A of the image plane: a point p of x lands at A p in g.x."""
@@ -118,15 +133,69 @@ class Transform:
     def label(self) -> str:
         return f"{self.name}:{self.amount:g}"
 
+    # -- what a family of this transform is -------------------------------------------------------------------
+    @classmethod
+    def family_period(cls, periods) -> float:
+        """The period of a family's params, from the periods of its rows (angular: theirs, else 360)."""
+        known = [float(p) for p in periods if p == p]
+        return known[0] if known else 360.0
+
+    @classmethod
+    def relative(cls, params_from: np.ndarray, params_to: np.ndarray, period: float) -> np.ndarray:
+        """The amounts that take members with ``params_from`` to members with ``params_to``."""
+        return np.mod(np.asarray(params_to, float) - np.asarray(params_from, float), period)
+
+    @classmethod
+    def act_on_kernels(cls, kernels: torch.Tensor, amounts) -> torch.Tensor:
+        """Each kernel of ``kernels`` (N x H x W) transformed by its own amount, as a circuit's weights between
+        two family members move: by default they stay (hue moves colours, not places)."""
+        return kernels
+
+    @classmethod
+    def suggested_group(cls, order: int, flips: bool) -> str:
+        """The symmetry to build into a layer whose largest family of this transform has ``order`` places
+        (``flips``: whether flip pairs are above chance in the same layer)."""
+        return "none"
+
+    @classmethod
+    def testing_elements(cls) -> list["Transform"]:
+        """A few elements to test the transform's actions on (tests/test_transforms.py runs every registered
+        transform through them)."""
+        return [cls(0.0)]
+
 
 @dataclass(frozen=True)
 class Rotate(Transform):
     """Rotation about the image centre by ``amount`` degrees (counter-clockwise)."""
 
     name = "rotate"
+    angular = True
+    tuning_stimuli = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+    #: centre-surround hue curves and the colour-contrast hue curve maximized over orientation (the
+    #: orientation x hue grid itself shifts along orientation under a rotation)
+    invariant_stimuli = ("center_surround", "color_contrast_hue")
+    plotted_stimuli = tuning_stimuli
 
     def matrix(self) -> torch.Tensor:
         return rotation_matrix(self.amount)
+
+    @classmethod
+    def act_on_kernels(cls, kernels: torch.Tensor, amounts) -> torch.Tensor:
+        """Rotated counter-clockwise by per-kernel angles (bilinear, zero outside)."""
+        degrees = [float(d) for d in amounts]
+        inv = torch.stack([rotation_matrix(-d) for d in degrees]) if degrees else torch.zeros(0, 2, 2)
+        return warp(kernels[:, None].float(), inv, padding_mode="zeros")[:, 0]
+
+    @classmethod
+    def suggested_group(cls, order: int, flips: bool) -> str:
+        """The cyclic group C_N, or the dihedral D_N where flip pairs are above chance too."""
+        if order < 2:
+            return "none"
+        return f"D{order}" if flips else f"C{order}"
+
+    @classmethod
+    def testing_elements(cls) -> list["Transform"]:
+        return [cls(a) for a in (0.0, 30.0, 90.0, 135.0, 270.0)]
 
     def kernels(self, w: torch.Tensor) -> torch.Tensor:
         quarter = self.amount / 90.0
@@ -141,6 +210,27 @@ class HFlip(Transform):
 
     amount: float = 1.0
     name = "hflip"
+    involution = True
+
+    @classmethod
+    def family_period(cls, periods) -> float:
+        return 2.0
+
+    @classmethod
+    def relative(cls, params_from: np.ndarray, params_to: np.ndarray, period: float) -> np.ndarray:
+        return np.zeros(np.broadcast(np.asarray(params_from), np.asarray(params_to)).shape)
+
+    @classmethod
+    def act_on_kernels(cls, kernels: torch.Tensor, amounts) -> torch.Tensor:
+        return kernels.flip(-1)
+
+    @classmethod
+    def suggested_group(cls, order: int, flips: bool) -> str:
+        return "D1 (flip)"
+
+    @classmethod
+    def testing_elements(cls) -> list["Transform"]:
+        return [cls()]
 
     def matrix(self) -> torch.Tensor:
         return torch.tensor([[-1.0, 0.0], [0.0, 1.0]])
@@ -158,6 +248,24 @@ class HueRotate(Transform):
 
     name = "hue"
     spatial = False
+    angular = True
+    #: a unit's spatial colour layout must match too: the grid gives one hue curve per orientation
+    tuning_stimuli = ("center_surround", "color_contrast_grid")
+    #: the colourless stimuli and the orientation curve of colour contrast (maximized over hue)
+    invariant_stimuli = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+    #: natural images confirm any colour unit's smooth colour (scores.orbit_centred_scores), so how the colour
+    #: is laid out in space must match more closely
+    invariant_setting = "min_hue_invariant_similarity"
+    plotted_stimuli = ("center_surround", "color_contrast_hue")
+
+    @classmethod
+    def suggested_group(cls, order: int, flips: bool) -> str:
+        """C_N acting on hue."""
+        return f"C{order} (hue)" if order >= 2 else "none"
+
+    @classmethod
+    def testing_elements(cls) -> list["Transform"]:
+        return [cls(a) for a in (0.0, 60.0, 120.0, 250.0)]
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         m = hue_matrix(self.amount).to(x)
@@ -169,12 +277,31 @@ class Scale(Transform):
     """Zoom about the centre by the factor ``amount`` (> 1 enlarges the content)."""
 
     name = "scale"
+    directed = True
 
     def matrix(self) -> torch.Tensor:
         return torch.eye(2) * self.amount
 
+    @classmethod
+    def family_period(cls, periods) -> float:
+        return float("inf")
 
+    @classmethod
+    def suggested_group(cls, order: int, flips: bool) -> str:
+        return "scale"
+
+    @classmethod
+    def testing_elements(cls) -> list["Transform"]:
+        return [cls(a) for a in (1.0, 1.5, 2.0)]
+
+
+#: the one registry: every transform equivar measures, by name
 TRANSFORMS = {"rotate": Rotate, "hflip": HFlip, "hue": HueRotate, "scale": Scale}
+#: the name of the untransformed inputs' sweep group
+IDENTITY = Transform.name
+#: transforms whose families are orbits on a circle (rotation, hue), and those whose families are pairs
+ANGULAR = tuple(name for name, t in TRANSFORMS.items() if t.angular)
+PAIRED = tuple(name for name, t in TRANSFORMS.items() if not t.angular)
 
 
 def make_transform(name: str, amount: float) -> Transform:

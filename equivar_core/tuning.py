@@ -31,26 +31,22 @@ from torch import nn
 
 from .capture import LayerGeometry, canvas_size, capture
 from .stimuli import StimulusSettings, render_all
+from .transforms import HueRotate, Rotate
 
 log = logging.getLogger(__name__)
 
 #: Stimuli whose ``param`` is an angle; ``circle`` sweeps a size instead.
 ANGULAR = {"edge", "line", "grating", "curve", "high_low", "color_contrast", "color_contrast_hue", "center_surround"}
-#: Stimuli whose curves rotate with the image (used for rotation families).
-ORIENTATION_STIMULI = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
-#: Colourless stimuli: a hue rotation leaves their curves unchanged.
+#: Colourless stimuli.
 LUMINANCE_STIMULI = ("edge", "line", "grating", "curve", "high_low")
-#: Stimuli whose curves shift with a hue rotation (used for hue families): the colour-contrast
-#: grid gives one hue curve per orientation, so a unit's spatial colour layout must match too.
-HUE_STIMULI = ("center_surround", "color_contrast_grid")
+#: What each angular transform does to the tuning curves is the transform's own knowledge
+#: (:mod:`equivar_core.transforms`); these names are kept for readers of the tuning tables.
+ORIENTATION_STIMULI = Rotate.tuning_stimuli
+ROTATION_INVARIANT_STIMULI = Rotate.invariant_stimuli
+HUE_STIMULI = HueRotate.tuning_stimuli
+HUE_INVARIANT_STIMULI = HueRotate.invariant_stimuli
 #: two-parameter tables (param2 set): summarized by their marginals in ``unit_profiles``
 GRIDS = ("color_contrast_grid", "curve_grid")
-#: Colour curves a rotation leaves in place: centre-surround hue curves and the colour-contrast hue curve
-#: maximized over orientation (the orientation x hue grid itself shifts along orientation under a rotation).
-ROTATION_INVARIANT_STIMULI = ("center_surround", "color_contrast_hue")
-#: Curves a hue rotation leaves in place: the colourless stimuli and the orientation curve of colour
-#: contrast (maximized over hue), which says how a unit's colour is laid out in space.
-HUE_INVARIANT_STIMULI = LUMINANCE_STIMULI + ("color_contrast",)
 
 
 @dataclass(frozen=True)
@@ -237,3 +233,33 @@ def _grid_preferred_hue(tuning: dict[str, np.ndarray], layer: str, n_units: int)
     out = np.full(n_units, np.nan)
     out[unit[best].astype(int)] = np.where(theta[best] >= 180, np.mod(hue[best] + 180, 360), hue[best])
     return out
+
+
+def stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72) -> np.ndarray:
+    """C x S x steps curves, each stimulus resampled circularly onto a common grid.
+
+    ``color_contrast_grid`` contributes one hue curve per orientation of the grid.
+    """
+    out = []
+    for stim in stimuli:
+        if stim == "color_contrast_grid":
+            sel = (tuning["layer"] == layer) & (tuning["stimulus"] == stim)
+            thetas = np.unique(tuning["param"][sel])
+            for theta in thetas:
+                rows = sel & (tuning["param"] == theta)
+                params, resp = curves({k: v[rows] for k, v in tuning.items()} | {"param": tuning["param2"][rows]},
+                                      layer, stim, n_units)
+                out.append(resample_circular(params, resp, steps))
+            continue
+        params, resp = curves(tuning, layer, stim, n_units)
+        if len(params):
+            out.append(resample_circular(params, resp, steps))
+    return np.stack(out, 1) if out else np.zeros((n_units, 0, steps))
+
+
+def resample_circular(params: np.ndarray, resp: np.ndarray, steps: int) -> np.ndarray:
+    """Circular linear interpolation of curves (C x T over ``params`` degrees) onto ``steps`` samples."""
+    grid = np.arange(steps) * 360.0 / steps
+    ext_p = np.concatenate([params - 360, params, params + 360])
+    ext_r = np.nan_to_num(np.concatenate([resp, resp, resp], 1))
+    return np.stack([np.interp(grid, ext_p, row) for row in ext_r])

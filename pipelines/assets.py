@@ -20,6 +20,7 @@ from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
+from equivar_core.transforms import Scale
 
 from .definitions_common import models_partitions as MODELS
 from .fingerprints import asset_fingerprints, upstream_of
@@ -209,7 +210,7 @@ def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layer
 
 
 @asset(group_name="scores", **TABLE, ins={"activation_samples": AssetIn("activation_samples"),
-                                         "scaled": AssetIn(["transformed_samples", "scale"])})
+                                         "scaled": AssetIn(["transformed_samples", Scale.name])})
 @_fails_once_on_bad_input
 def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame,
                 scaled: pd.DataFrame) -> Output:

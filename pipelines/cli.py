@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=1,
                      help="image shards as Ray tasks: the cluster at $RAY_ADDRESS, else a local one (default 1: "
                           "in this process)")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="overrides",
+                     help="any analysis setting, e.g. families.min_similarity=0.8 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
     sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
@@ -266,7 +268,8 @@ def _run(args) -> int:
         layers = layers or list(known.layers)
     config = EquivarConfig(model=model or "efficientnet_lite0", weights=weights, name=args.name, layers=layers,
                            images=args.images, n_images=args.n_images, out=out, device=args.device,
-                           batch_size=args.batch_size, seed=args.seed, workers=args.workers)
+                           batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                           overrides=list(args.overrides))
     entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
                        layers=tuple(layers))
     _validate(config, entry)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from dagster import AssetKey
 
 from equivar_core.activations import TRANSFORM_GROUPS
+from equivar_core.transforms import IDENTITY
 from equivar_core.images import list_image_files, source_file
 from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
@@ -33,8 +34,8 @@ OWN_INPUTS = {
     "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step},
     "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
     "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
-    "unit_stats": lambda s: {"sweep": s.sweep.group_settings("identity")},
-    "activation_samples": lambda s: {"sweep": s.sweep.group_settings("identity")},
+    "unit_stats": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
+    "activation_samples": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
     **{f"transformed_samples/{t}": (lambda s, t=t: {"sweep": s.sweep.group_settings(t)}) for t in TRANSFORM_GROUPS},
     **{f"transform_pairs/{t}": (lambda s: {}) for t in TRANSFORM_GROUPS},
     "tuning": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
@@ -184,7 +185,7 @@ def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> lis
         paths.append(layout.loaded)
         for layer in set(column("layer")):
             paths += [layout.image_max(layer), layout.image_argmax(layer), layout.cov(layer),
-                      layout.scores(layer, "identity")]
+                      layout.scores(layer, IDENTITY)]
     return paths
 
 

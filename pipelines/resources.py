@@ -36,6 +36,9 @@ class EquivarConfig(ConfigurableResource):
     batch_size: int = 16
     workers: int = 1
     seed: int = 0
+    #: any analysis setting as ``SECTION.FIELD=VALUE`` (``RunSettings.with_overrides``), e.g.
+    #: ``["families.min_similarity=0.8", "tuning.stimuli.orientation_step=10"]``
+    overrides: list[str] = []
 
     @property
     def default_partition(self) -> str:
@@ -65,7 +68,7 @@ class EquivarConfig(ConfigurableResource):
         return RunSettings(model=e.model, weights=e.weights, name=e.name, step=e.step, layers=layers,
                            images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
                            device=self.device, batch_size=self.batch_size, workers=self.workers,
-                           seed=self.seed)
+                           seed=self.seed).with_overrides(self.overrides)
 
     @classmethod
     def from_env(cls) -> "EquivarConfig":

@@ -195,3 +195,30 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(EquivarError, match="cannot read weights file"):
         load_model("equivar_core.planted:planted", str(bad))
+
+
+def test_a_model_is_loaded_once_per_process_and_again_when_its_weights_file_or_callable_changes(tmp_path):
+    from equivar_core import planted
+    from equivar_core.models.registry import load_model_once
+
+    spec = "equivar_core.planted:planted"
+    first = load_model_once(spec)
+    assert load_model_once(spec) is first                                  # the stages share one module
+    path = tmp_path / "w.pt"
+    torch.save(first.module.state_dict(), path)
+    a = load_model_once(spec, str(path))
+    assert load_model_once(spec, str(path)) is a
+    state = first.module.state_dict()
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, path)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    b = load_model_once(spec, str(path))
+    assert b is not a and b.weights_sha256 != a.weights_sha256             # a rewritten checkpoint is reloaded
+    other = planted.planted_model(3)[0]
+    original = planted.planted
+    try:
+        planted.planted = lambda: other                                    # a patched factory builds anew
+        assert load_model_once(spec).module is other
+    finally:
+        planted.planted = original
+    assert load_model_once(spec) is first

@@ -170,3 +170,23 @@ def test_one_transform_family_is_recomputed_alone(materialized):
     assert {t for (t,) in con.execute("select distinct transform from transform_pairs").fetchall()} == set(
         TRANSFORMS)
     con.close()
+
+
+def test_every_analysis_setting_is_reachable_by_name():
+    """``SECTION.FIELD=VALUE`` overrides (CLI ``--set``, launchpad ``overrides``) reach nested settings and parse
+    each value as its default's type; the resource applies them."""
+    from equivar_core.errors import EquivarError
+    from equivar_core.settings import RunSettings
+    from pipelines.resources import EquivarConfig
+
+    s = RunSettings().with_overrides(["families.min_similarity=0.85", "tuning.stimuli.orientation_step=10",
+                                      "sweep.rotate=45, 90", "sweep.hflip=off", "rotation_test.top_k=3",
+                                      "families.curve_weighting=amplitude"])
+    assert s.families.min_similarity == 0.85 and s.tuning.stimuli.orientation_step == 10.0
+    assert s.sweep.rotate == (45.0, 90.0) and s.sweep.hflip is False and s.rotation_test.top_k == 3
+    assert s.families.curve_weighting == "amplitude" and s.families.min_spread == RunSettings().families.min_spread
+    for bad in ("families=1", "families.min_similarity", "tuning.stimuli=3", "rotation_test.top_k=2.5"):
+        with pytest.raises(EquivarError):
+            RunSettings().with_overrides([bad])
+    config = EquivarConfig(overrides=["circuits.max_radius=6"])
+    assert config.settings().circuits.max_radius == 6

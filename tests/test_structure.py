@@ -91,3 +91,52 @@ def test_the_science_does_not_import_dagster():
             imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
             assert "dagster" not in imported and "pipelines" not in imported, name
+
+
+TRANSFORM_NAMES = {"rotate", "hue", "hflip", "scale", "identity"}
+
+
+def _compares_a_transform_name(node: ast.AST) -> bool:
+    """``x == "rotate"``, ``x in ("rotate", "hue")`` and the like."""
+    if not isinstance(node, ast.Compare):
+        return False
+    for side in [node.left, *node.comparators]:
+        if isinstance(side, ast.Constant) and side.value in TRANSFORM_NAMES:
+            return True
+        if isinstance(side, (ast.Tuple, ast.List, ast.Set)) and any(
+                isinstance(e, ast.Constant) and e.value in TRANSFORM_NAMES for e in side.elts):
+            return True
+    return False
+
+
+def test_no_transform_name_is_compared_as_a_string_outside_the_registry():
+    """What a transform is (angular, paired, directed, how it moves kernels, which curves it shifts, which group
+    it suggests) lives on its class in equivar_core.transforms; nothing else branches on its name."""
+    found = []
+    for m, path in _modules().items():
+        if m == "equivar_core.transforms":
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if _compares_a_transform_name(node):
+                found.append(f"{m}:{node.lineno}")
+    assert found == []
+    assert _compares_a_transform_name(ast.parse('t in ("rotate", "hue")').body[0].value)     # the check can fail
+
+
+def test_stages_are_modules_named_after_what_they_compute_each_readable_at_once():
+    mods = _modules()
+    stage_modules = [m for m in mods if m.startswith("equivar_core.stages.")]
+    assert len(stage_modules) >= 5
+    assert all(sum(1 for _ in open(mods[m])) <= 300 for m in stage_modules), stage_modules
+
+
+def test_family_estimators_take_the_settings_fields_as_keyword_parameters_with_their_defaults():
+    import dataclasses
+
+    from equivar_core.families import AngularFamilies, PairFamilies
+    from equivar_core.settings import FamilySettings
+
+    settings = {f.name: f.default for f in dataclasses.fields(FamilySettings)}
+    for estimator in (AngularFamilies, PairFamilies):
+        for f in dataclasses.fields(estimator):
+            assert f.kw_only and f.name in settings and f.default == settings[f.name], (estimator, f.name)

@@ -2,11 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from equivar_core.stimuli import render
-from equivar_core.transforms import HFlip, HueRotate, Rotate, Scale, disc_points, hue_color, make_transform, sample_at
+from equivar_core.transforms import (TRANSFORMS, HFlip, HueRotate, Rotate, Scale, disc_points, hue_color, make_transform,
+                                     sample_at)
 
 
 def test_rotate_kernels_by_90_is_exact_counter_clockwise():
@@ -100,3 +102,44 @@ def test_images_about_moves_the_source_to_the_target_and_turns_about_it():
     assert out[9, 12] == pytest.approx(0.5, abs=1e-5)
     moved = HueRotate(120).images_about(x.expand(1, 3, -1, -1).contiguous(), (5.5, 9.5), (12.5, 12.5))
     assert moved[0, :, 12, 12].sum() > 0.9 and moved[0, :, 12, 15].sum() > 0.4     # shifted, not turned
+
+
+# -- every registered transform, through its own testing elements ----------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_points_say_where_the_image_moves_a_dot(name):
+    """A bright dot at normalized p lands, in g.x, at g.points(p) (hue: where it was)."""
+    size = 64
+    for g in TRANSFORMS[name].testing_elements():
+        p = torch.tensor([[0.3, -0.2]])
+        x = torch.zeros(1, 3, size, size)
+        cy, cx = int((p[0, 1] + 1) / 2 * size), int((p[0, 0] + 1) / 2 * size)
+        x[..., cy - 1:cy + 1, cx - 1:cx + 1] = 1.0
+        out = g.images(x).sum(1)[0]
+        yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+        centre = torch.stack([(out * xx).sum() / out.sum(), (out * yy).sum() / out.sum()]) / size * 2 - 1
+        assert torch.allclose(centre, g.points(torch.tensor([[cx / size * 2 - 1, cy / size * 2 - 1]]))[0],
+                              atol=2.5 / size), (g, centre)
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_kernel_action_of_a_batch_is_each_elements_own(name):
+    """``act_on_kernels`` (each kernel by its own amount, as circuits use it) agrees with each element's
+    ``kernels``; hue moves no kernel. Scale is left out of circuits: its kernels stay (documented)."""
+    T = TRANSFORMS[name]
+    k = torch.zeros(7, 7)
+    k[1, 4], k[3, 5] = 1.0, -0.5
+    elements = T.testing_elements()
+    batch = T.act_on_kernels(k.expand(len(elements), 7, 7).clone(), [g.amount for g in elements])
+    for g, got in zip(elements, batch):
+        want = k if (not T.spatial or name == "scale") else g.kernels(k)
+        assert torch.allclose(got, want, atol=1e-5), (g, got, want)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(TRANSFORMS) if TRANSFORMS[n].angular])
+def test_angular_transforms_close_after_a_full_turn_and_relate_members_on_the_circle(name):
+    T = TRANSFORMS[name]
+    x = torch.rand(1, 3, 16, 16) * 0.5 + 0.25
+    assert torch.allclose(T(360.0).images(x), x, atol=1e-4)
+    assert np.allclose(T.relative(np.array([350.0, 10.0]), np.array([10.0, 350.0]), 360.0), [20.0, 340.0])
+    assert T.family_period([np.nan, 180.0]) == 180.0 and T.family_period([np.nan]) == 360.0

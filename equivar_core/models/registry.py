@@ -8,6 +8,7 @@ the SHA-256 of its weights. Checkpoints are read with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
@@ -177,13 +178,38 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
     return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None)
 
 
-def _call_user_factory(spec: str) -> nn.Module:
+def load_model_once(spec: str, weights: str | None = None, name: str | None = None) -> LoadedModel:
+    """:func:`load_model`, once per process for each spec, weights file version (size and modification time)
+    and name (and, for ``module:callable``, the function itself): the stages of a run share one module and one
+    hash of its weights. A rewritten weights file or a redefined callable is loaded again; a failed load is
+    not remembered."""
+    version = None
+    if weights:
+        try:
+            st = os.stat(weights)
+            version = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass                                # load_model gives the clear error
+    # a callable is remembered by the function object itself: a redefined or patched factory builds anew
+    factory = _user_factory(spec) if spec not in BUILTINS and ":" in spec else None
+    return _load_once(spec, weights, name, version, factory)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_once(spec: str, weights: str | None, name: str | None, version, factory) -> LoadedModel:
+    return load_model(spec, weights, name)
+
+
+def _user_factory(spec: str):
     mod_name, _, attr = spec.rpartition(":")
     try:
-        factory = getattr(importlib.import_module(mod_name), attr)
+        return getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as exc:
         raise EquivarError(f"cannot import model {spec!r}: {exc}") from None
-    module = factory()
+
+
+def _call_user_factory(spec: str) -> nn.Module:
+    module = _user_factory(spec)()
     if not isinstance(module, nn.Module):
         raise EquivarError(f"model {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     return module

@@ -1,0 +1,158 @@
+"""Expanded weights between consecutive analysed layers and the circuit tables built on them: weight
+versus relative place and circuit equivariance per family pair, and equivariant -> invariant circuits."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
+from ..settings import RunSettings
+from ..storage import save_npz
+from ..transforms import ANGULAR, TRANSFORMS
+from .common import _stack_rows, _with_model, load
+from .scoring import load_scores
+
+log = logging.getLogger(__name__)
+
+
+def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:
+    """Consecutive analysed layers (in the order given)."""
+    return list(zip(layers[:-1], layers[1:]))
+
+
+def load_weights(settings: RunSettings, src: str, dst: str) -> tuple[np.ndarray, np.ndarray] | None:
+    path = settings.layout.circuit_weights(src, dst)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return z["weights"], z["dst_units"]
+
+
+def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``circuit_weights``: expanded weights between consecutive analysed layers.
+
+    Every unit pair is kept for small layer pairs; otherwise only family members, and only the
+    destination units that the circuit tables use are computed (family members and units invariant to
+    rotation or hue, the targets of equivariant -> invariant circuits).
+    """
+    model, _ = load(settings)
+    strides = dict(zip(layers_df["layer"], layers_df["stride"]))
+    n_units = dict(zip(layers_df["layer"], layers_df["n_units"]))
+    rows = []
+    for src, dst in layer_pairs(list(layers_df["layer"])):
+        c_src, c_dst = int(n_units[src]), int(n_units[dst])
+        if c_dst * c_src <= settings.circuits.all_units_max_pairs:
+            dst_units, src_units = np.arange(c_dst), np.arange(c_src)
+            computed = dst_units
+        else:
+            src_units = np.unique(families_df.loc[families_df["layer"] == src, "unit"].to_numpy(int))
+            dst_units = np.unique(families_df.loc[families_df["layer"] == dst, "unit"].to_numpy(int))
+            targets = [invariant_units(settings, dst, t, dst_units) for t in ANGULAR]
+            computed = np.unique(np.concatenate([dst_units, *targets])).astype(int)
+        size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
+        w = expanded_weights(model.module, src, dst, size, settings.resolved_device(), settings.circuits.max_radius,
+                             dst_units=computed)
+        save_npz(settings.layout.circuit_weights(src, dst), {"weights": w, "dst_units": computed})
+        k = w.shape[-1]
+        row_of = {int(u): i for i, u in enumerate(computed)}
+        sub = w[np.ix_([row_of[int(u)] for u in dst_units], src_units)]
+        canc = cancellation(sub)
+        r = k // 2
+        b, a, dy, dx = np.meshgrid(dst_units, src_units, np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+        bi, ai = np.meshgrid(np.arange(len(dst_units)), np.arange(len(src_units)), indexing="ij")
+        rows.append(pd.DataFrame({"src_layer": src, "src_unit": a.ravel(), "dst_layer": dst, "dst_unit": b.ravel(),
+                                  "dy": dy.ravel(), "dx": dx.ravel(), "weight": sub.ravel(),
+                                  "cancellation": np.repeat(canc[bi, ai].ravel(), k * k)}))
+        log.info("circuits: %s -> %s (%d x %d of %d units, %d x %d kernels, %d px probe)", src, dst, c_src,
+                 len(computed), c_dst, k, k, size)
+    cols = ["src_layer", "src_unit", "dst_layer", "dst_unit", "dy", "dx", "weight", "cancellation"]
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
+def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, families_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``circuit_families``: weight versus relative place, and circuit equivariance, per family pair."""
+    rows = []
+    bin_ = settings.circuits.delta_bin
+    pairs = weights_df[["src_layer", "dst_layer"]].drop_duplicates().itertuples(index=False)
+    for src, dst in pairs:
+        loaded = load_weights(settings, src, dst)
+        if loaded is None:
+            continue
+        w, computed = loaded
+        row_of = np.full(int(computed.max()) + 1 if len(computed) else 0, -1)
+        row_of[computed] = np.arange(len(computed))
+        total = w.sum((2, 3))
+        fsrc = families_df[families_df["layer"] == src]
+        fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
+        for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
+            for df_id, gd in fdst[fdst["transform"] == transform].groupby("family"):
+                p_src = _family_period(gs, transform)
+                p_dst = _family_period(gd, transform)
+                eq, n = family_equivariance(w, gs["unit"], gs["param"], gd["row"], gd["param"], transform,
+                                            p_src, p_dst, settings.families.tolerance)
+                a, b = np.meshgrid(gs["unit"].to_numpy(int), gd["row"].to_numpy(int), indexing="ij")
+                pa, pb = np.meshgrid(gs["param"].to_numpy(), gd["param"].to_numpy(), indexing="ij")
+                period = max(p_src, p_dst)
+                delta = np.mod(pb - pa, period)
+                if TRANSFORMS[transform].angular:
+                    delta = np.mod(np.round(delta / bin_) * bin_, period)
+                bins, inverse = np.unique(delta.ravel(), return_inverse=True)
+                counts = np.bincount(inverse, minlength=len(bins))
+                means = np.bincount(inverse, weights=total[b.ravel(), a.ravel()], minlength=len(bins)) / counts
+                rows.append({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": int(df_id),
+                             "transform": transform, "delta": bins, "mean_weight": means, "n_pairs": counts,
+                             "equivariance": eq, "n_matched": n, "dst_unit": -1})
+        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of)
+    cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
+            "equivariance", "n_matched", "dst_unit"]
+    df = pd.DataFrame(_stack_rows(rows, cols))
+    df["dst_unit"] = df["dst_unit"].astype("Int64").where(df["dst_unit"] >= 0)
+    return _with_model(df, settings)
+
+
+def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) -> np.ndarray:
+    """Units whose mean self score over the transform's sweep is at least ``min_invariance`` (not in
+    ``exclude``): the ``circuits.max_invariant_targets`` most invariant ones, in unit order."""
+    scores = load_scores(settings, layer, transform)
+    if not scores:
+        return np.zeros(0, dtype=int)
+    self_score = np.mean([np.diag(m) for m in scores.values()], axis=0)
+    self_score[np.asarray(list(exclude), dtype=int)] = -np.inf
+    keep = np.flatnonzero(self_score >= settings.families.min_invariance)
+    keep = keep[np.argsort(-self_score[keep], kind="stable")][:settings.circuits.max_invariant_targets]
+    return np.sort(keep)
+
+
+def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of) -> list[pd.DataFrame]:
+    """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit."""
+    rows = []
+    computed = {}                               # transform -> its invariant targets with computed weights
+    for transform in ANGULAR:
+        targets = invariant_units(settings, dst, transform, fdst.loc[fdst["transform"] == transform, "unit"])
+        targets = targets[(targets < len(row_of))]
+        computed[transform] = targets[row_of[targets] >= 0]
+    for (sf, transform), gs in fsrc[fsrc["transform"].isin(ANGULAR)].groupby(["family", "transform"]):
+        targets = computed[transform]
+        if not len(targets):
+            continue
+        period = _family_period(gs, transform)
+        units, params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
+        eq = invariant_equivariance(w, units, params, row_of[targets], transform, period)
+        n = len(units) * (len(units) - 1)
+        delta = np.mod(-params, period)
+        rows += [{"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
+                  "transform": transform, "delta": delta, "mean_weight": total[row_of[c], units],
+                  "n_pairs": 1, "equivariance": e, "n_matched": n, "dst_unit": int(c)}
+                 for c, e in zip(targets, eq)]
+    return rows
+
+
+def _family_period(group: pd.DataFrame, transform: str) -> float:
+    return TRANSFORMS[transform].family_period(group["period"].to_numpy())

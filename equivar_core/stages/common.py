@@ -1,0 +1,46 @@
+"""Helpers every stage shares: the model on its device, the ``model`` column, image views and geometries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..capture import LayerGeometry
+from ..images import ImageView
+from ..models.registry import LoadedModel, load_model_once, resolve_layers
+from ..settings import RunSettings
+
+
+def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
+    """The model on its device and the resolved layer names (raises :class:`EquivarError` on bad input). The
+    model is loaded once per process (:func:`~equivar_core.models.registry.load_model_once`)."""
+    model = load_model_once(settings.model, settings.weights, settings.name)
+    layers = resolve_layers(model, list(settings.layers) or None)
+    model.module.to(settings.resolved_device())
+    return model, layers
+
+
+def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:
+    df.insert(0, "model", settings.model_name)
+    return df
+
+
+def _geometries(layers_df: pd.DataFrame) -> list[LayerGeometry]:
+    return [LayerGeometry(r.layer, int(r.n_units), int(r.height), int(r.width), float(r.stride), float(r.rf_radius),
+                          (float(r.rf_offset_y), float(r.rf_offset_x))) for r in layers_df.itertuples()]
+
+
+def _views(images_df: pd.DataFrame) -> list[ImageView]:
+    return [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
+            for r in images_df.itertuples()]
+
+
+def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: df[c].to_numpy() for c in df.columns}
+
+
+def _stack_rows(parts: list[dict], cols: list[str]) -> dict[str, np.ndarray]:
+    """Columns from row groups given as dicts of arrays (one length per group) and scalars (repeated)."""
+    lengths = [max((len(v) for v in p.values() if isinstance(v, np.ndarray)), default=1) for p in parts]
+    return {c: np.concatenate([np.broadcast_to(np.asarray(p[c], dtype=object if isinstance(p[c], str) else None), (n,))
+                               for p, n in zip(parts, lengths)]) if parts else np.zeros(0) for c in cols}

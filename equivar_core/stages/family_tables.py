@@ -1,0 +1,254 @@
+"""Families (rotation and hue orbits from tuning, flip and scale pairs from scores), the paper's rotation
+test, curve detectors, the random-basis control and the per-layer summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..activations import TRANSFORM_GROUPS
+from ..curves import curve_detectors
+from ..basis import above_chance, family_order, median_spacing, random_orthogonal, suggested_group
+from ..families import AngularFamilies, PairFamilies
+from ..scores import ScoreSettings, version_scores
+from ..settings import RunSettings
+from ..sweeps import SweptFamily, layer_sweeps, sweep_error
+from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate, Transform, make_transform
+from ..tuning import stacked_curves
+from .common import _columns, _geometries, _views, _with_model, load
+from .sampling import located
+from .scoring import _centred_matrices, _loaded_images, load_evidence, profile_table
+
+log = logging.getLogger(__name__)
+
+
+def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
+                 layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores."""
+    return layer_families(settings, tuning_df, profiles_df, layers_df,
+                          lambda layer, t: load_evidence(settings, layer, t))
+
+
+def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
+                   layers_df: pd.DataFrame, evidence_of) -> pd.DataFrame:
+    """Family rows of every layer from its tuning, profiles and transform scores.
+
+    ``evidence_of(layer, transform)`` gives amount -> C x C scores and the plain correlations they must
+    beat (see :func:`load_evidence`): the stored ones, or those of the layer in another basis (the basis
+    control).
+    """
+    fs = settings.families
+    by_layer = {layer: _columns(g) for layer, g in tuning_df.groupby("layer", sort=False)}
+    rows = []
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        tuning = by_layer.get(layer, _columns(tuning_df.iloc[:0]))
+        prof = profiles_df[profiles_df["layer"] == layer]
+        next_id = 0
+        for transform in ANGULAR:
+            T = TRANSFORMS[transform]
+            stimuli, fixed = T.tuning_stimuli, T.invariant_stimuli
+            tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
+            eligible = np.zeros(c, bool)
+            eligible[tuned["unit"].to_numpy(int)] = True
+            scores, identity = evidence_of(layer, transform)
+            est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
+                stacked_curves(tuning, layer, stimuli, c), eligible, scores, identity,
+                stacked_curves(tuning, layer, fixed, c))
+            next_id = _append_families(rows, layer, transform, est, next_id,
+                                       period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
+        for transform in PAIRED:
+            scores, _ = evidence_of(layer, transform)
+            if not scores:
+                continue
+            est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores,
+                                                                        directed=TRANSFORMS[transform].directed)
+            next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
+    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
+            "variant"]
+    df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
+    return _with_model(df.astype({"family": int, "unit": int, "size": int, "variant": int}), settings)
+
+
+def _append_families(rows, layer, transform, est, next_id, period, agreement) -> int:
+    variants = getattr(est, "variants_", np.zeros(len(est.labels_), dtype=int))
+    for f in np.unique(est.labels_[est.labels_ >= 0]):
+        members = np.flatnonzero(est.labels_ == f)
+        p = period.get(int(f), np.nan)
+        main = members[variants[members] == 0]
+        places = family_order(est.params_[main], p) if np.isfinite(p) else np.nan
+        for u in members:
+            rows.append({"layer": layer, "family": next_id, "transform": transform, "unit": int(u),
+                         "param": float(est.params_[u]), "fit": float(est.fit_[u]), "period": p,
+                         "agreement": float(agreement[u]) if agreement is not None else np.nan,
+                         "size": len(members), "places": places, "holes": places - len(main),
+                         "variant": int(variants[u])})
+        next_id += 1
+    return next_id
+
+
+def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
+                       layers_df: pd.DataFrame, stats_df: pd.DataFrame,
+                       curves_df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
+    ``rotation_test.max_families`` largest rotation and hue families of each layer (``step`` degrees apart),
+    and for as many of its largest curve families (mostly curve detectors, ``curves_df``) at ``curve_step``
+    degrees."""
+    model, _ = load(settings)
+    views = _views(images_df)
+    geoms = {g.layer: g for g in _geometries(layers_df)}
+    test = settings.rotation_test
+    rows = []
+    angular = families_df[families_df["transform"].isin(ANGULAR)]
+    for layer in layers_df["layer"]:
+        lf = angular[angular["layer"] == layer]
+        if lf.empty:
+            continue
+        ranked = lf.groupby(["family", "transform"]).agg(size=("unit", "size"), fit=("fit", "mean"))
+        largest = set(ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families).index)
+        curvy = curve_families(families_df, curves_df, layer) if curves_df is not None else set()
+        curvy = {f for (f, t) in ranked.loc[[(f, Rotate.name) for f in curvy]].sort_values(
+            ["size", "fit"], ascending=False).head(test.max_families).index} if curvy else curvy
+        st = stats_df[stats_df["layer"] == layer].sort_values("unit")
+        image_max = np.load(settings.layout.image_max(layer))
+        image_argmax = np.load(settings.layout.image_argmax(layer))
+        for step, chosen_keys in ((test.step, largest - {(f, Rotate.name) for f in curvy}),
+                                  (test.curve_step, {(f, Rotate.name) for f in curvy})):
+            chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(),
+                                  float(g["period"].iloc[0]))
+                      for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in chosen_keys]
+            if not chosen:
+                continue
+            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, image_max, image_argmax,
+                                st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
+                                dataclasses.replace(test, step=step), settings.resolved_device())
+            df = pd.DataFrame(cols)
+            periods = {f.family: f.period for f in chosen}
+            df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
+            df.insert(0, "layer", layer)
+            df["step"] = step
+            df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
+                                      df["family"].map(periods).to_numpy(float))
+            rows.append(df)
+        log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
+            (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
+    cols = ["layer", "family", "transform", "driver", "member", "angle", "response", "peak_angle",
+            "expected_angle", "error", "step"]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(out[cols] if len(out) else out, settings)
+
+
+def curve_detector_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame,
+                         families_df: pd.DataFrame) -> pd.DataFrame:
+    """``curve_detectors``: units whose best stimulus is a curve, with their radial orientation tuning (5 degree
+    steps), curvature tuning and rotation family (see :mod:`equivar_core.curves`)."""
+    rows = []
+    rotate = families_df[families_df["transform"] == Rotate.name]
+    for layer, g in tuning_df.groupby("layer", sort=False):
+        c = int(layers_df.loc[layers_df["layer"] == layer, "n_units"].iloc[0])
+        df = pd.DataFrame(curve_detectors(_columns(g), c))
+        fam = rotate[rotate["layer"] == layer].set_index("unit")
+        df["family"] = df["unit"].map(fam["family"]).fillna(-1).astype(int)
+        df["family_param"] = df["unit"].map(fam["param"])
+        df.insert(0, "layer", layer)
+        rows.append(df)
+    cols = ["layer", "unit", "orientation", "radius", "curvature", "width", "radius_selectivity", "curve_response",
+            "straight_response", "family", "family_param"]
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({k: [] for k in cols})
+    return _with_model(out.astype({"unit": int, "family": int}) if len(out) else out, settings)
+
+
+def curve_families(families_df: pd.DataFrame, curves_df: pd.DataFrame, layer: str) -> set[int]:
+    """Rotation families of a layer at least half of whose members are curve detectors."""
+    rotate = families_df[(families_df["layer"] == layer) & (families_df["transform"] == Rotate.name)]
+    curvy = set(curves_df.loc[curves_df["layer"] == layer, "unit"].astype(int)) if len(curves_df) else set()
+    return {int(f) for f, g in rotate.groupby("family") if g["unit"].isin(curvy).mean() >= 0.5}
+
+
+def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_rb_df: pd.DataFrame,
+                        families_df: pd.DataFrame, identity_df: pd.DataFrame,
+                        transformed: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``basis_control``: units and families per layer and transform, in the layer's basis and in a random one.
+
+    The random basis's family assignment is the real one's, run on the mixed tuning
+    (``tuning_random_basis``) and on transform scores of the mixed samples (recomputed here from the
+    stored samples: one GEMM pass, no forward pass); see :mod:`equivar_core.basis`.
+    ``transformed``: transform family -> its samples manifest.
+    """
+    score_settings = ScoreSettings(device=settings.resolved_device())
+    profiles_rb = profile_table(settings, tuning_rb_df, layers_df)
+    originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
+    scores: dict[tuple[str, str], dict[float, np.ndarray]] = {}
+    identity: dict[tuple[str, str], np.ndarray] = {}
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        base = originals[layer]
+        samples, points = np.load(base.path, mmap_mode="r"), np.load(base.points_path)
+        images, q = _loaded_images(base), random_orthogonal(int(c), settings.seed, layer)
+        plain = version_scores(samples, 0, Transform(0.0), points, settings.sweep.disc_radius,
+                               images, score_settings, mix=q)[0]
+        for transform, manifest in transformed.items():
+            for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
+                versions = np.load(r.path, mmap_mode="r")
+                centred = _centred_matrices(r, samples, versions, images, score_settings, mix=q)
+                if centred:                   # what the family code reads for this transform (load_evidence)
+                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
+                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
+                    continue
+                identity[(layer, transform)] = plain
+                for v, label in enumerate(r.versions.split(";")):
+                    name, amount = label.split(":")
+                    scores.setdefault((layer, transform), {})[float(amount)] = version_scores(
+                        samples, v, make_transform(name, float(amount)), points, settings.sweep.disc_radius, images,
+                        score_settings, other=versions, mix=q)[0]
+        log.info("basis control: %s scored in a random basis", layer)
+    random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
+                               lambda layer, t: (scores.get((layer, t), {}), identity.get((layer, t))))
+    rows = []
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        for transform in TRANSFORM_GROUPS:
+            real = families_df[(families_df["layer"] == layer) & (families_df["transform"] == transform)]
+            rand = random_df[(random_df["layer"] == layer) & (random_df["transform"] == transform)]
+            rows.append({"layer": layer, "transform": transform, "units": int(c),
+                         "units_in_families": real["unit"].nunique(),
+                         "units_in_families_random_basis": rand["unit"].nunique(),
+                         "families": real["family"].nunique(), "families_random_basis": rand["family"].nunique()})
+    df = pd.DataFrame(rows)
+    df["ratio"] = df["units_in_families_random_basis"] / df["units_in_families"].where(df["units_in_families"] > 0)
+    return _with_model(df, settings)
+
+
+def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame,
+                        basis_df: pd.DataFrame) -> pd.DataFrame:
+    """``layer_summary``: per layer and transform, how much of the layer is in families and what to build in.
+
+    ``median_spacing`` is the median over the layer's families of each family's median gap between
+    neighbouring members; ``period`` and the order of ``suggested_group`` are the largest family's (see
+    :func:`equivar_core.basis.suggested_group`); ``above_chance`` comes from the basis control.
+    """
+    rows = []
+    control = basis_df.set_index(["layer", "transform"])
+    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
+        fam = families_df[families_df["layer"] == layer]
+        real = {t: above_chance(int(control.loc[(layer, t), "units_in_families"]),
+                                int(control.loc[(layer, t), "units_in_families_random_basis"]))
+                for t in TRANSFORM_GROUPS if (layer, t) in control.index}
+        for transform in TRANSFORM_GROUPS:
+            f = fam[fam["transform"] == transform]
+            sizes = f.groupby("family").size().sort_values(kind="stable")
+            angular = TRANSFORMS[transform].angular and len(sizes) > 0
+            spacing = {k: median_spacing(g["param"], float(g["period"].iloc[0])) for k, g in f.groupby("family")} \
+                if angular else {}
+            largest = f[f["family"] == sizes.index[-1]] if len(sizes) else f
+            period = float(largest["period"].iloc[0]) if angular else float("nan")
+            order = family_order(largest["param"], period) if angular else 0
+            n_in = f["unit"].nunique()
+            rows.append({"layer": layer, "transform": transform, "units": int(c), "units_in_families": n_in,
+                         "fraction": n_in / int(c), "families": len(sizes),
+                         "largest_family": int(sizes.max()) if len(sizes) else 0,
+                         "median_spacing": float(np.median(list(spacing.values()))) if spacing else float("nan"),
+                         "period": period, "above_chance": bool(real.get(transform, False)),
+                         "suggested_group": suggested_group(transform, real.get(transform, False), order,
+                                                            real.get(HFlip.name, False))})
+    return _with_model(pd.DataFrame(rows), settings)

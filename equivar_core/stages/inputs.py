@@ -1,0 +1,64 @@
+"""The run's inputs as tables: the model, its analysed layers, the planned images, the reference families."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from ..capture import layer_geometry
+from ..images import plan_views
+from ..layer_info import inspect_layers
+from ..settings import RunSettings
+from .common import _with_model, load
+
+
+def model_table(settings: RunSettings) -> pd.DataFrame:
+    """``models``: one row for the model."""
+    model, _ = load(settings)
+    return pd.DataFrame({"model": [model.name], "spec": [settings.model], "weights_sha256": [model.weights_sha256],
+                         "n_params": [model.n_params], "input_size": [model.input_size],
+                         "weights": [settings.weights or "built-in"], "seed": [settings.seed],
+                         "step": pd.array([settings.step], dtype="Int64")})
+
+
+def layer_table(settings: RunSettings) -> pd.DataFrame:
+    """``layers``: shape at the input size, privileged basis, stride and effective receptive field of each
+    analysed layer (see :mod:`equivar_core.layer_info` for ``privileged``)."""
+    model, layers = load(settings)
+    geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed)
+    every = inspect_layers(model.module, model.input_size, device=settings.resolved_device())   # forward order
+    depth = {i.layer: k for k, i in enumerate(every)}
+    infos = {i.layer: i for i in every}
+    df = pd.DataFrame({"layer": [g.layer for g in geoms], "depth": [depth[g.layer] for g in geoms],
+                       "n_units": [g.n_units for g in geoms],
+                       "privileged": [infos[g.layer].privileged for g in geoms],
+                       "basis": [infos[g.layer].reason for g in geoms],
+                       "height": [g.height for g in geoms], "width": [g.width for g in geoms],
+                       "stride": [g.stride for g in geoms], "rf_radius": [g.rf_radius for g in geoms],
+                       "rf_offset_y": [g.rf_offset[0] for g in geoms], "rf_offset_x": [g.rf_offset[1] for g in geoms]})
+    return _with_model(df.sort_values("depth", kind="stable").reset_index(drop=True), settings)
+
+
+def image_table(settings: RunSettings) -> pd.DataFrame:
+    """``images``: the natural-image views of the run, in order."""
+    views = plan_views(settings.images, settings.n_images, settings.seed)
+    df = pd.DataFrame({"image": [v.index for v in views], "path": [v.path for v in views],
+                       "crop_top": [v.top for v in views], "crop_left": [v.left for v in views],
+                       "crop_size": [v.size for v in views]})
+    return _with_model(df, settings)
+
+
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "reference")
+
+
+def reference_family_table(settings: RunSettings) -> pd.DataFrame:
+    """``reference_families``: published unit lists for the run's architecture (empty if none is shipped).
+
+    Files ``equivar_core/reference/<spec>_families.csv`` (columns layer, family_name,
+    transform, unit, source) hold the lists; users add their own the same way.
+    """
+    path = os.path.join(REFERENCE_DIR, f"{settings.model}_families.csv")
+    cols = ["layer", "family_name", "transform", "unit", "source"]
+    df = pd.read_csv(path) if os.path.isfile(path) else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df.astype({"unit": int, "layer": str}), settings)

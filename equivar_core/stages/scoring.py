@@ -1,0 +1,196 @@
+"""Tuning to synthetic stimuli, and transform scores of units on natural images (the evidence families
+are built from), with the loaders of the stored score matrices."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..activations import TRANSFORM_GROUPS
+from ..basis import mixed_stats, random_orthogonal
+from ..scores import (ScoreSettings, full_orbit, linear_map_summary, orbit_centred_scores, top_pairs,
+                     version_scores)
+from ..settings import RunSettings
+from ..storage import save_npz
+from ..transforms import IDENTITY, Scale, make_transform
+from ..tuning import measure_tuning, unit_profiles
+from .common import _columns, _geometries, _with_model, load
+from .sampling import located, transformed_activations
+
+log = logging.getLogger(__name__)
+
+
+def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.DataFrame
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``tuning`` and ``tuning_random_basis``: responses (natural-image standard deviations) to every swept
+    stimulus, of the layer's units and of the same layer in a random orthogonal basis (same passes)."""
+    model, _ = load(settings)
+    stats, mixes = {}, {}
+    for layer, g in stats_df.groupby("layer"):
+        g = g.sort_values("unit")
+        stats[layer] = (g["mean"].to_numpy(), g["std"].to_numpy())
+        q = random_orthogonal(len(g), settings.seed, layer)
+        mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(settings.layout.cov(layer)), q))
+    cols, mixed = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
+                                 settings.resolved_device(), mixes)
+    return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
+
+
+def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``unit_profiles``: preferred parameter, selectivity and period per unit and stimulus."""
+    cols = unit_profiles(_columns(tuning_df), dict(zip(layers_df["layer"], layers_df["n_units"])), settings.tuning)
+    return _with_model(pd.DataFrame(cols), settings)
+
+
+def _loaded_images(manifest_row) -> np.ndarray:
+    return np.flatnonzero(np.load(os.path.join(os.path.dirname(manifest_row.path), "loaded.npy")))
+
+
+def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, transformed_df: pd.DataFrame
+                         ) -> pd.DataFrame:
+    """``transform_pairs`` of one transform family: self score and top partners per unit and amount.
+
+    ``identity_df`` and ``transformed_df`` are the sample manifests of the
+    original images and of the family's versions. The full C x C score
+    matrices are saved beside, one ``.npz`` per layer and family.
+    """
+    score_settings = ScoreSettings(device=settings.resolved_device())
+    cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
+    rows = []
+    originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
+    for r in located(settings, transformed_df).itertuples():
+        base = originals[r.layer]
+        samples = np.load(base.path, mmap_mode="r")
+        versions = np.load(r.path, mmap_mode="r")
+        points = np.load(base.points_path)
+        images = _loaded_images(base)
+        matrices = {}
+        for v, label in enumerate(r.versions.split(";")):
+            name, amount = label.split(":")
+            g = make_transform(name, float(amount))
+            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images, score_settings,
+                                         other=versions)
+            matrices[label] = score
+            matrices[label + ":null"] = null
+            t = top_pairs(score, null, score_settings.top_k)
+            rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
+        matrices.update(_centred_matrices(r, samples, versions, images, score_settings))
+        save_npz(settings.layout.scores(r.layer, r.group), matrices)
+        log.info("transform scores: %s %s done", r.layer, r.group)
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
+def _centred_matrices(manifest_row, samples, versions, images, score_settings, mix=None) -> dict[str, np.ndarray]:
+    """Orbit-centred scores of a colour transform swept over a full orbit (see
+    :func:`equivar_core.scores.orbit_centred_scores`), keyed ``NAME:AMOUNT:centred`` and
+    ``centred-identity:NAME``; nothing for other transforms."""
+    labels = [label.split(":") for label in manifest_row.versions.split(";")]
+    name, amounts = labels[0][0], [float(a) for _, a in labels]
+    if make_transform(name, 0.0).spatial or not full_orbit(amounts):
+        return {}
+    identity, centred = orbit_centred_scores(samples, versions, amounts, images, score_settings, mix=mix)
+    return {f"centred-identity:{name}": identity} | {f"{name}:{a:g}:centred": m for a, m in centred.items()}
+
+
+def load_evidence(settings: RunSettings, layer: str, transform: str
+                  ) -> tuple[dict[float, np.ndarray], np.ndarray | None]:
+    """What families test pairs against: amount -> C x C scores and the plain correlations they must beat.
+
+    The orbit-centred scores where the transform has them (colour transforms over a full orbit),
+    else the plain scores and the units' correlations on the same images.
+    """
+    path = settings.layout.scores(layer, transform)
+    if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) and os.path.exists(path):
+        with np.load(path) as z:
+            if f"centred-identity:{transform}" in z.files:
+                return ({float(k.split(":")[1]): z[k] for k in z.files if k.endswith(":centred")},
+                        z[f"centred-identity:{transform}"])
+    return load_scores(settings, layer, transform), load_identity(settings, layer)
+
+
+def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
+    """C x C correlations of a layer's units on the same images."""
+    path = settings.layout.scores(layer, IDENTITY)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return z["identity:0"]
+
+
+def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
+    """amount -> C x C score matrix of one layer and transform (empty when the sweep has none)."""
+    path = settings.layout.scores(layer, transform)
+    if transform not in TRANSFORM_GROUPS or not settings.sweep.group(transform) or not os.path.exists(path):
+        return {}
+    with np.load(path) as z:
+        return {float(k.split(":")[1]): z[k] for k in z.files
+                if k.startswith(transform + ":") and len(k.split(":")) == 2}
+
+
+def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df: pd.DataFrame) -> pd.DataFrame:
+    """``scale_pairs``: the same feature at another size in a deeper layer.
+
+    For analysed layers A (earlier) and B (later) and each zoom s of the sweep,
+    ``score(u, v) = corr(u_A(x), v_B(zoom_s x))`` at the same image points: v
+    on the enlarged image does what u does on the original, i.e. v is u at s
+    times the size. Rows: each unit of A with its three best partners in B.
+    ``identity_df`` and ``scale_df`` are the sample manifests of the original
+    images and of the scale family.
+    """
+    score_settings = ScoreSettings(device=settings.resolved_device())
+    rows = []
+    layers = list(located(settings, identity_df).itertuples())
+    zoomed = {r.layer: r for r in located(settings, scale_df).itertuples()}
+    scales = [(v, float(label.split(":")[1])) for v, label in enumerate(next(iter(zoomed.values())).versions.split(";"))
+              ] if zoomed else []
+    for i, a in enumerate(layers):
+        sa = np.load(a.path, mmap_mode="r")
+        points = np.load(a.points_path)
+        images = _loaded_images(a)
+        for b in layers[i + 1:]:
+            if b.layer not in zoomed:
+                continue
+            sb = np.load(zoomed[b.layer].path, mmap_mode="r")
+            if not np.allclose(np.load(b.points_path), points):
+                continue
+            for v, s in scales:
+                score, null = version_scores(sa, v, Scale(s), points,
+                                             settings.sweep.disc_radius, images, score_settings, other=sb)
+                t = top_pairs(score, null, score_settings.top_k, with_self=False)
+                best_for_b = score.argmax(0)
+                mutual = best_for_b[t["partner"]] == t["unit"]
+                rows.append(pd.DataFrame({"small_layer": a.layer, "small_unit": t["unit"], "large_layer": b.layer,
+                                          "large_unit": t["partner"], "scale": s, "rank": t["rank"],
+                                          "score": t["score"], "null_score": t["null_score"], "z": t["z"],
+                                          "mutual": mutual}))
+    cols = ["small_layer", "small_unit", "large_layer", "large_unit", "scale", "rank", "score", "null_score", "z",
+            "mutual"]
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
+    return _with_model(df, settings)
+
+
+def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.DataFrame:
+    """``transform_maps``: per layer and transform, how linear, permutation-like or invariant the layer is."""
+    rows = []
+    for layer in layers_df["layer"]:
+        identity = load_identity(settings, layer)
+        for transform in TRANSFORM_GROUPS:
+            for amount, score in load_scores(settings, layer, transform).items():
+                rows.append({"layer": layer, "transform": transform, "amount": amount,
+                             **linear_map_summary(identity, score), "n_units": len(identity)})
+    return _with_model(pd.DataFrame(rows), settings)
+
+
+def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame,
+                        identity_df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Every transform family's samples and ``transform_pairs``, one after the other (the pipeline runs the
+    families as separate assets); returns the concatenated pairs and each family's samples manifest."""
+    manifests, pairs = {}, []
+    for transform in TRANSFORM_GROUPS:
+        manifests[transform] = transformed_activations(settings, images_df, layers_df, transform)
+        pairs.append(transform_pair_table(settings, identity_df, manifests[transform]))
+    return pd.concat(pairs, ignore_index=True), manifests
