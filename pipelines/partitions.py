@@ -17,10 +17,11 @@ from typing import Optional
 from dagster import (Config, DagsterInstance, DefaultSensorStatus, OpExecutionContext, SensorEvaluationContext,
                      SensorResult, SkipReason, job, op, sensor)
 
-from equivar_core import model_index
+from equivar_core import model_index, stages
 from equivar_core.errors import EquivarError
 from equivar_core.model_index import ModelEntry
 from equivar_core.models.registry import file_sha256
+from equivar_core.settings import RunSettings
 from equivar_core.storage import safe_value
 
 from .definitions_common import models_partitions
@@ -29,9 +30,6 @@ from .resources import EquivarConfig
 
 def check_loads(config: EquivarConfig, entry: ModelEntry) -> None:
     """Raise :class:`EquivarError` unless ``entry`` builds a network with its weights and layers."""
-    from equivar_core import stages
-    from equivar_core.settings import RunSettings
-
     if not entry.name or entry.name != entry.name.strip() or "..." in entry.name or not entry.name.isprintable():
         raise EquivarError(f"bad model name {entry.name!r}: give a printable name without '...' or surrounding "
                            "spaces")
@@ -63,7 +61,7 @@ class AddModelConfig(Config):
     """A model to analyse: its name (the partition key and ``model`` column) and what to load."""
 
     name: str
-    model: str = "efficientnet_lite0"
+    model: str = RunSettings.model
     weights: Optional[str] = None
     step: Optional[int] = None
     layers: list[str] = []

@@ -10,7 +10,7 @@ from dagster import ConfigurableResource
 from equivar_core import model_index
 from equivar_core.errors import EquivarError
 from equivar_core.models.registry import default_name
-from equivar_core.settings import DEFAULT_N_IMAGES, RunSettings, default_out
+from equivar_core.settings import RunSettings, default_out
 
 #: bump when a change of code changes results (it enters every asset's code version and fingerprint)
 CODE_VERSION = "2"
@@ -25,17 +25,17 @@ class EquivarConfig(ConfigurableResource):
     agree.
     """
 
-    model: str = "efficientnet_lite0"
+    model: str = RunSettings.model
     weights: Optional[str] = None
     name: Optional[str] = None
     layers: list[str] = []
     images: Optional[str] = None
-    n_images: int = DEFAULT_N_IMAGES
+    n_images: int = RunSettings.n_images
     out: str = "equivar-data"
-    device: str = "auto"
-    batch_size: int = 16
-    workers: int = 1
-    seed: int = 0
+    device: str = RunSettings.device
+    batch_size: int = RunSettings.batch_size
+    workers: int = RunSettings.workers
+    seed: int = RunSettings.seed
     #: any analysis setting as ``SECTION.FIELD=VALUE`` (``RunSettings.with_overrides``), e.g.
     #: ``["families.min_similarity=0.8", "tuning.stimuli.orientation_step=10"]``
     overrides: list[str] = []
@@ -74,6 +74,6 @@ class EquivarConfig(ConfigurableResource):
     def from_env(cls) -> "EquivarConfig":
         env = os.environ.get
         layers = [x for x in env("EQUIVAR_LAYERS", "").split(",") if x]
-        return cls(model=env("EQUIVAR_MODEL", "efficientnet_lite0"), weights=env("EQUIVAR_WEIGHTS") or None,
+        return cls(model=env("EQUIVAR_MODEL", RunSettings.model), weights=env("EQUIVAR_WEIGHTS") or None,
                    layers=layers, images=env("EQUIVAR_IMAGES") or None,
-                   n_images=int(env("EQUIVAR_N_IMAGES", DEFAULT_N_IMAGES)), out=default_out())
+                   n_images=int(env("EQUIVAR_N_IMAGES", RunSettings.n_images)), out=default_out())

@@ -140,3 +140,10 @@ def test_family_estimators_take_the_settings_fields_as_keyword_parameters_with_t
     for estimator in (AngularFamilies, PairFamilies):
         for f in dataclasses.fields(estimator):
             assert f.kw_only and f.name in settings and f.default == settings[f.name], (estimator, f.name)
+
+
+def test_the_cli_is_one_small_module_per_command():
+    mods = _modules()
+    commands = {"pipelines.cli.run", "pipelines.cli.sql", "pipelines.cli.models", "pipelines.cli.report"}
+    assert commands <= set(mods)
+    assert all(sum(1 for _ in open(mods[m])) <= 200 for m in commands | {"pipelines.cli"})

@@ -1,0 +1,109 @@
+"""The ``equivar`` command line (see CONTRACT.md): one module per command (``run``, ``sql``, ``models``,
+``report``); this module parses the arguments and turns every error into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from equivar_core.errors import EquivarError
+from equivar_core.settings import DEFAULT_MODEL, DEFAULT_N_IMAGES
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``equivar: error: ...``, exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("equivar").strip()
+        self.exit(2, f"equivar: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="equivar", description="Find transformed copies of units in vision models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize every table for one model")
+    run.add_argument("--model", default=None, help="built-in name or package.module:callable (default: what --name "
+                                                     "is registered as in --out, else efficientnet_lite0)")
+    run.add_argument("--weights", default=None, help="state-dict file for the architecture")
+    run.add_argument("--name", default=None,
+                     help="value of the model column and the partition key (default: from the spec)")
+    run.add_argument("--step", type=int, default=None, help="training step of the checkpoint in --weights")
+    run.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
+    run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
+    run.add_argument("--n-images", type=_positive, default=DEFAULT_N_IMAGES, help="number of natural images")
+    run.add_argument("--out", default=None, help="output folder (default: $EQUIVAR_HOME or ./equivar-data)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--batch-size", type=_positive, default=16)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--workers", type=_positive, default=1,
+                     help="image shards as Ray tasks: the cluster at $RAY_ADDRESS, else a local one (default 1: "
+                          "in this process)")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="overrides",
+                     help="any analysis setting, e.g. families.min_similarity=0.8 (repeatable)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
+    sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
+    sql.add_argument("query")
+    sql.add_argument("--out", default=None)
+    sql.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    models = sub.add_parser("models", help="list the built-in models and the models registered in --out")
+    models.add_argument("--out", default=None)
+    models.add_argument("--layers", default=None, metavar="MODEL",
+                        help="list every addressable layer of MODEL (a spec) with channels, stride, receptive "
+                             "field and whether its basis is privileged")
+    models.add_argument("--weights", default=None, help="with --layers: a state-dict file for the architecture")
+    models_sub = models.add_subparsers(dest="action")
+    add = models_sub.add_parser("add", help="register a model or checkpoint as a partition (no run)")
+    add.add_argument("name", help="the model column value and partition key, e.g. mynet@step_1200")
+    add.add_argument("--model", default=DEFAULT_MODEL, help="built-in name or package.module:callable")
+    add.add_argument("--weights", default=None, help="state-dict file for the architecture")
+    add.add_argument("--step", type=int, default=None, help="training step of the checkpoint")
+    add.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
+    add.add_argument("--out", default=None, dest="add_out")
+    rep = sub.add_parser("report", help="write a static HTML report of a run")
+    rep.add_argument("--out", default=None)
+    rep.add_argument("--model", default=None, help="the model column value (default: the first model in --out)")
+    rep.add_argument("--featurevis", action="store_true",
+                     help="add feature visualizations of family members (cached; seconds per unit on a CPU)")
+    rep.add_argument("--featurevis-steps", type=int, default=96)
+    rep.add_argument("--families-per-layer", type=int, default=3,
+                     help="galleries of each layer's N largest families (the rest are listed)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        # each command's module is imported when it runs: `equivar sql` does not load Dagster or torch
+        return importlib.import_module(f".{args.command}", __name__).command(args)
+    except EquivarError as exc:
+        print(f"equivar: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("equivar: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:                      # a full disk, a folder taken away: one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"equivar: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+
+
+def _layers(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise EquivarError(f"--layers {text!r} names no layer (leave it out for the model's preset)")
+    return names

@@ -1,0 +1,148 @@
+"""``equivar run``: materialize one model's changed assets in-process, through the same Dagster definitions as
+the UI, with progress lines; bad input fails in one line before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+
+import torch
+
+from equivar_core.errors import EquivarError
+from equivar_core.images import plan_views, readable, source_file
+from equivar_core.model_index import ModelEntry, lookup
+from equivar_core.settings import DEFAULT_MODEL, default_out
+
+from ..assets import GRAPH, SIBLINGS
+from ..definitions import build_definitions
+from ..fingerprints import catalog_intact, changed_assets, load_fingerprints, run_selection, save_fingerprints
+from ..partitions import add_model, check_loads
+from ..resources import CODE_VERSION, EquivarConfig
+from . import _layers
+from .common import _check_writable, _instance
+
+
+def command(args) -> int:
+    out = os.path.abspath(args.out or default_out())
+    if args.name is not None and not args.name.strip():
+        raise EquivarError("bad model name: --name must not be empty")
+    model, weights, step, layers = args.model, args.weights, args.step, _layers(args.layers)
+    known = lookup(out, args.name) if args.name and model is None else None
+    if known is not None:                  # `equivar run --name X`: the model registered as X, options on top
+        model, weights = known.model, weights or known.weights
+        step = step if step is not None else known.step
+        layers = layers or list(known.layers)
+    config = EquivarConfig(model=model or DEFAULT_MODEL, weights=weights, name=args.name, layers=layers,
+                           images=args.images, n_images=args.n_images, out=out, device=args.device,
+                           batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                           overrides=list(args.overrides))
+    entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
+                       layers=tuple(layers))
+    _validate(config, entry)
+    handler = _Progress()
+    loggers = [logging.getLogger("equivar_core"), logging.getLogger("equivar")]
+    if not args.quiet:
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
+    try:
+        with _instance() as instance:
+            entry = add_model(config, entry, instance, check=False)     # its partition; checked by _validate
+            s = config.settings(entry.name)
+            changed, fingerprints = changed_assets(s, CODE_VERSION, GRAPH)
+            if args.force:
+                changed = list(fingerprints)
+            catalog = os.path.join(s.out, "equivar.duckdb")
+            if not changed and catalog_intact(s.out):
+                print(f"nothing changed: {s.model_name} is up to date in {catalog} "
+                      f"({time.time() - handler.t0:.1f}s)")
+                return 0
+            # forget what is about to be rewritten first: a run killed half-way must never leave tables of
+            # two settings reported up to date (the next run recomputes whatever has no fingerprint)
+            save_fingerprints(s, {k: v for k, v in load_fingerprints(s).items() if k not in changed})
+            selection = run_selection(changed, SIBLINGS)
+            job = build_definitions(config).resolve_job_def("equivar")
+            result = _interruptible(lambda: job.execute_in_process(
+                instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}))
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    # each completed asset recorded its fingerprint as its output was committed (pipelines.io_manager)
+    if not result.success:
+        message, code = "run failed", 1
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                ev = event.event_specific_data
+                if not ev.passed:
+                    message = (f"check {ev.check_name} failed on {ev.asset_key.to_user_string()}: "
+                               f"{ev.description or ''}").strip()
+                    break
+        for event in result.all_events if message == "run failed" else []:
+            if event.is_step_failure:
+                err = event.step_failure_data.error
+                while err.cause is not None and "EquivarError" not in err.cls_name:
+                    err = err.cause
+                code = 2 if err.cls_name == "EquivarError" else 1
+                message = f"{event.step_key}: {err.message.strip().splitlines()[-1]}"
+                break
+        print(f"equivar: error: {message}", file=sys.stderr)
+        return code
+    print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
+    return 0
+
+
+def _validate(config, entry) -> None:
+    """Fail fast on bad input, before anything is written."""
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise EquivarError("--device cuda given but no CUDA device is available")
+    check_loads(config, entry)
+    s = config.settings()
+    views = plan_views(s.images, s.n_images, s.seed)
+    if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
+        raise EquivarError(f"none of the images listed in {s.images} exists")
+    if not any(readable(v.path) for v in views):
+        raise EquivarError(f"none of the {len(views)} files chosen from {s.images or 'the default photos'} "
+                           "opens as an image")
+    _check_writable(s.out)
+
+
+class _Progress(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.t0 = time.time()
+
+    def emit(self, record):
+        print(f"[{time.time() - self.t0:6.1f}s] {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _interruptible(work):
+    """``work()`` in a worker thread, so that Ctrl-C stops the run within a moment (Dagster's in-process
+    executor captures SIGINT in the main thread and finishes the running step). On Ctrl-C: one line,
+    exit 130. Every file is written under a temporary name and renamed, and the fingerprints of the
+    assets being recomputed were cleared before the run, so the folder holds complete files and a re-run
+    recomputes what did not finish."""
+    box = {}
+
+    def run():
+        try:
+            box["result"] = work()
+        except BaseException as exc:          # handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="equivar-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        print("equivar: interrupted: finished tables are kept; a re-run recomputes the rest", file=sys.stderr,
+              flush=True)
+        os._exit(130)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
