@@ -20,7 +20,7 @@ from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
-from equivar_core.transforms import Scale
+from equivar_core.transforms import ANGULAR, Scale
 
 from .definitions_common import models_partitions as MODELS
 from .fingerprints import asset_fingerprints, upstream_of
@@ -199,6 +199,8 @@ def _transform_family(transform: str):
 TRANSFORM_FAMILIES = {t: _transform_family(t) for t in TRANSFORM_GROUPS}
 TRANSFORMED_SAMPLES = [a for a, _ in TRANSFORM_FAMILIES.values()]
 TRANSFORM_PAIRS = [p for _, p in TRANSFORM_FAMILIES.values()]
+#: the score archives of rotation and hue: circuits read them to find units invariant to each
+ANGULAR_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in ANGULAR]
 
 
 @asset(group_name="scores", **TABLE, deps=TRANSFORM_PAIRS)
@@ -281,7 +283,7 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
                 stages.family_sweep_table(s, families, images, layers, unit_stats, curve_detectors))
 
 
-@asset(group_name="circuits", **TABLE, **GPU)
+@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS)
 @_fails_once_on_bad_input
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
@@ -290,7 +292,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
     return _out(context, equivar, "circuit_weights", stages.circuit_weight_table(s, layers, families))
 
 
-@asset(group_name="circuits", **TABLE, deps=[circuit_weights])
+@asset(group_name="circuits", **TABLE, deps=[circuit_weights, *ANGULAR_PAIRS])
 @_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""

@@ -147,3 +147,11 @@ def test_the_cli_is_one_small_module_per_command():
     commands = {"pipelines.cli.run", "pipelines.cli.sql", "pipelines.cli.models", "pipelines.cli.report"}
     assert commands <= set(mods)
     assert all(sum(1 for _ in open(mods[m])) <= 200 for m in commands | {"pipelines.cli"})
+
+
+def test_the_docs_graph_is_the_declared_one():
+    """docs/graph.md is generated from the asset definitions (`python -m pipelines.graph_doc`)."""
+    from pipelines.graph_doc import render
+
+    with open(os.path.join(ROOT, "docs", "graph.md")) as f:
+        assert f.read() == render(), "docs/graph.md is stale: run `python -m pipelines.graph_doc > docs/graph.md`"
