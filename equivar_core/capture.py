@@ -96,6 +96,18 @@ class LayerGeometry:
     rf_radius: float       # effective receptive-field radius in input pixels
     rf_offset: tuple[float, float] = (0.0, 0.0)  # RF centre minus the nominal cell centre (dy, dx), pixels
 
+    def row(self) -> dict:
+        """The geometry columns of this layer's row in the ``layers`` table."""
+        return {"layer": self.layer, "n_units": self.n_units, "height": self.height, "width": self.width,
+                "stride": self.stride, "rf_radius": self.rf_radius, "rf_offset_y": self.rf_offset[0],
+                "rf_offset_x": self.rf_offset[1]}
+
+    @classmethod
+    def from_row(cls, r, layer: str | None = None) -> "LayerGeometry":
+        """The geometry in a row of the ``layers`` table (``layer``: where the row is indexed by it)."""
+        return cls(layer or r.layer, int(r.n_units), int(r.height), int(r.width), float(r.stride),
+                   float(r.rf_radius), (float(r.rf_offset_y), float(r.rf_offset_x)))
+
     def centre_cell(self, canvas: int) -> tuple[int, int]:
         """Index of the central map cell on a square canvas of ``canvas`` pixels."""
         n = int(math.ceil(canvas / self.stride))

@@ -52,6 +52,16 @@ class ImageView:
     left: float = 0.0
     size: float = 1.0  # side of the square crop as a fraction of the short side; 1 = centre square
 
+    def row(self) -> dict:
+        """This view as a row of the ``images`` table."""
+        return {"image": self.index, "path": self.path, "crop_top": self.top, "crop_left": self.left,
+                "crop_size": self.size}
+
+    @classmethod
+    def from_row(cls, r) -> "ImageView":
+        """The view of a row of the ``images`` table (a namedtuple or Series with its columns)."""
+        return cls(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
+
 
 def skimage_data_dir() -> str:
     import skimage

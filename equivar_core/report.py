@@ -51,8 +51,7 @@ class RunTables:
 
     def geometry(self, layer: str) -> LayerGeometry:
         r = self["layers"].set_index("layer").loc[layer]
-        return LayerGeometry(layer, int(r.n_units), int(r.height), int(r.width), float(r.stride),
-                             float(r.rf_radius), (float(r.rf_offset_y), float(r.rf_offset_x)))
+        return LayerGeometry.from_row(r, layer)
 
     @property
     def input_size(self) -> int:
@@ -80,13 +79,11 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
         arg = np.load(run.layout.image_argmax(layer))
     except OSError:
         return None
-    images = run["images"].set_index("image")
+    images = run["images"].set_index("image", drop=False)
     half = int(min(max(8, 2 * geom.rf_radius), run.input_size // 2))
     crops = []
     for n in np.argsort(-mx[:, unit])[:k]:
-        row = images.loc[int(n)]
-        img = load_view(ImageView(int(n), row.path, float(row.crop_top), float(row.crop_left), float(row.crop_size)),
-                        run.input_size)
+        img = load_view(ImageView.from_row(images.loc[int(n)]), run.input_size)
         if img is None:
             continue
         py, px = divmod(int(arg[n, unit]), geom.width)

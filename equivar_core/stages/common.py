@@ -26,13 +26,11 @@ def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:
 
 
 def _geometries(layers_df: pd.DataFrame) -> list[LayerGeometry]:
-    return [LayerGeometry(r.layer, int(r.n_units), int(r.height), int(r.width), float(r.stride), float(r.rf_radius),
-                          (float(r.rf_offset_y), float(r.rf_offset_x))) for r in layers_df.itertuples()]
+    return [LayerGeometry.from_row(r) for r in layers_df.itertuples()]
 
 
 def _views(images_df: pd.DataFrame) -> list[ImageView]:
-    return [ImageView(int(r.image), r.path, float(r.crop_top), float(r.crop_left), float(r.crop_size))
-            for r in images_df.itertuples()]
+    return [ImageView.from_row(r) for r in images_df.itertuples()]
 
 
 def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -30,22 +30,17 @@ def layer_table(settings: RunSettings) -> pd.DataFrame:
     every = inspect_layers(model.module, model.input_size, device=settings.resolved_device())   # forward order
     depth = {i.layer: k for k, i in enumerate(every)}
     infos = {i.layer: i for i in every}
-    df = pd.DataFrame({"layer": [g.layer for g in geoms], "depth": [depth[g.layer] for g in geoms],
-                       "n_units": [g.n_units for g in geoms],
-                       "privileged": [infos[g.layer].privileged for g in geoms],
-                       "basis": [infos[g.layer].reason for g in geoms],
-                       "height": [g.height for g in geoms], "width": [g.width for g in geoms],
-                       "stride": [g.stride for g in geoms], "rf_radius": [g.rf_radius for g in geoms],
-                       "rf_offset_y": [g.rf_offset[0] for g in geoms], "rf_offset_x": [g.rf_offset[1] for g in geoms]})
+    cols = ["layer", "depth", "n_units", "privileged", "basis", "height", "width", "stride", "rf_radius",
+            "rf_offset_y", "rf_offset_x"]
+    df = pd.DataFrame([g.row() | {"depth": depth[g.layer], "privileged": infos[g.layer].privileged,
+                                  "basis": infos[g.layer].reason} for g in geoms], columns=cols)
     return _with_model(df.sort_values("depth", kind="stable").reset_index(drop=True), settings)
 
 
 def image_table(settings: RunSettings) -> pd.DataFrame:
     """``images``: the natural-image views of the run, in order."""
     views = plan_views(settings.images, settings.n_images, settings.seed)
-    df = pd.DataFrame({"image": [v.index for v in views], "path": [v.path for v in views],
-                       "crop_top": [v.top for v in views], "crop_left": [v.left for v in views],
-                       "crop_size": [v.size for v in views]})
+    df = pd.DataFrame([v.row() for v in views], columns=["image", "path", "crop_top", "crop_left", "crop_size"])
     return _with_model(df, settings)
 
 
