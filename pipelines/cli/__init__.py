@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from equivar_core.errors import EquivarError
-from equivar_core.settings import DEFAULT_MODEL, DEFAULT_N_IMAGES
+from equivar_core.settings import RunSettings
 
 
 def _positive(text: str) -> int:
@@ -42,12 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--step", type=int, default=None, help="training step of the checkpoint in --weights")
     run.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")
     run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
-    run.add_argument("--n-images", type=_positive, default=DEFAULT_N_IMAGES, help="number of natural images")
+    run.add_argument("--n-images", type=_positive, default=RunSettings.n_images, help="number of natural images")
     run.add_argument("--out", default=None, help="output folder (default: $EQUIVAR_HOME or ./equivar-data)")
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--batch-size", type=_positive, default=16)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--workers", type=_positive, default=1,
+    run.add_argument("--device", default=RunSettings.device, choices=["auto", "cpu", "cuda"])
+    run.add_argument("--batch-size", type=_positive, default=RunSettings.batch_size)
+    run.add_argument("--seed", type=int, default=RunSettings.seed)
+    run.add_argument("--workers", type=_positive, default=RunSettings.workers,
                      help="image shards as Ray tasks: the cluster at $RAY_ADDRESS, else a local one (default 1: "
                           "in this process)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="overrides",
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="action")
     add = models_sub.add_parser("add", help="register a model or checkpoint as a partition (no run)")
     add.add_argument("name", help="the model column value and partition key, e.g. mynet@step_1200")
-    add.add_argument("--model", default=DEFAULT_MODEL, help="built-in name or package.module:callable")
+    add.add_argument("--model", default=RunSettings.model, help="built-in name or package.module:callable")
     add.add_argument("--weights", default=None, help="state-dict file for the architecture")
     add.add_argument("--step", type=int, default=None, help="training step of the checkpoint")
     add.add_argument("--layers", default=None, help="comma-separated layer names (default: the model's preset)")

@@ -73,22 +73,7 @@ def command(args) -> int:
             lg.removeHandler(handler)
     # each completed asset recorded its fingerprint as its output was committed (pipelines.io_manager)
     if not result.success:
-        message, code = "run failed", 1
-        for event in result.all_events:
-            if event.event_type_value == "ASSET_CHECK_EVALUATION":
-                ev = event.event_specific_data
-                if not ev.passed:
-                    message = (f"check {ev.check_name} failed on {ev.asset_key.to_user_string()}: "
-                               f"{ev.description or ''}").strip()
-                    break
-        for event in result.all_events if message == "run failed" else []:
-            if event.is_step_failure:
-                err = event.step_failure_data.error
-                while err.cause is not None and "EquivarError" not in err.cls_name:
-                    err = err.cause
-                code = 2 if err.cls_name == "EquivarError" else 1
-                message = f"{event.step_key}: {err.message.strip().splitlines()[-1]}"
-                break
+        message, code = _failure(result)
         print(f"equivar: error: {message}", file=sys.stderr)
         return code
     print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
@@ -146,3 +131,18 @@ def _interruptible(work):
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+def _failure(result) -> tuple[str, int]:
+    """One line and an exit code for a failed run, from Dagster's result API: a failed asset check first, else
+    the first failed step's error (exit 2 where it is an :class:`EquivarError`, bad input; else 1)."""
+    for ev in result.get_asset_check_evaluations():
+        if not ev.passed:
+            return (f"check {ev.check_name} failed on {ev.asset_key.to_user_string()}: "
+                    f"{ev.description or ''}").strip(), 1
+    for event in result.get_step_failure_events():
+        err = event.step_failure_data.error
+        while err.cause is not None and "EquivarError" not in err.cls_name:
+            err = err.cause
+        return f"{event.step_key}: {err.message.strip().splitlines()[-1]}", 2 if err.cls_name == "EquivarError" else 1
+    return "run failed", 1
