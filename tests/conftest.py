@@ -13,6 +13,12 @@ SHARED_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "imagenet-sample")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from equivar_core import stages  # noqa: E402
+from equivar_core.activations import TRANSFORM_GROUPS  # noqa: E402
+from equivar_core.settings import RunSettings  # noqa: E402
+from equivar_core.sweeps import RotationTestSettings  # noqa: E402
+from pipelines.assets import GRAPH  # noqa: E402
+
 
 PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
 
@@ -34,34 +40,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: what PlantedRun computes: (the assets, the attributes they land in, the stage call). The order of the calls
+#: is not written here: it is derived from the asset graph (``pipelines.assets.GRAPH``), the one declaration.
+PLANTED_PRODUCERS = [
+    (("layers",), ("layers",), lambda r, s: (stages.layer_table(s),)),
+    (("images",), ("images",), lambda r, s: (stages.image_table(s),)),
+    (("unit_stats", "activation_samples"), ("stats", "manifest"),
+     lambda r, s: stages.natural_activations(s, r.images, r.layers)),
+    (("tuning", "tuning_random_basis"), ("tuning", "tuning_random_basis"),
+     lambda r, s: stages.tuning_table(s, r.layers, r.stats)),
+    (("unit_profiles",), ("profiles",), lambda r, s: (stages.profile_table(s, r.tuning, r.layers),)),
+    (tuple(f"{kind}/{t}" for kind in ("transformed_samples", "transform_pairs") for t in TRANSFORM_GROUPS),
+     ("pairs", "transformed"), lambda r, s: stages.all_transform_pairs(s, r.images, r.layers, r.manifest)),
+    (("families",), ("families",), lambda r, s: (stages.family_table(s, r.tuning, r.profiles, r.layers),)),
+    (("basis_control",), ("basis_control",),
+     lambda r, s: (stages.basis_control_table(s, r.layers, r.tuning_random_basis, r.families, r.manifest,
+                                              r.transformed),)),
+    (("layer_summary",), ("layer_summary",),
+     lambda r, s: (stages.layer_summary_table(s, r.layers, r.families, r.basis_control),)),
+    (("transform_maps",), ("maps",), lambda r, s: (stages.transform_map_table(s, r.layers),)),
+    (("curve_detectors",), ("curves",),
+     lambda r, s: (stages.curve_detector_table(s, r.tuning, r.layers, r.families),)),
+    (("family_sweeps",), ("sweeps",),
+     lambda r, s: (stages.family_sweep_table(s, r.families, r.images, r.layers, r.stats, r.curves),)),
+    (("circuit_weights",), ("weights",), lambda r, s: (stages.circuit_weight_table(s, r.layers, r.families),)),
+    (("circuit_families",), ("circuits",),
+     lambda r, s: (stages.circuit_family_table(s, r.weights, r.families),)),
+]
+#: assets the fixture does not compute (their tables are not needed: the stages read the settings instead)
+NOT_COMPUTED = {"models"}
+
+
+def producer_order(graph: dict[str, list[str]]) -> list[int]:
+    """PLANTED_PRODUCERS' indices in an order where every asset's upstream assets come first."""
+    done, order = set(NOT_COMPUTED), []
+    while len(order) < len(PLANTED_PRODUCERS):
+        ready = [i for i, (assets, _, _) in enumerate(PLANTED_PRODUCERS) if i not in order and
+                 all(up in done or up in assets for a in assets for up in graph[a])]
+        assert ready, f"the fixture cannot compute {[p[0] for i, p in enumerate(PLANTED_PRODUCERS) if i not in order]}"
+        order.append(ready[0])
+        done.update(PLANTED_PRODUCERS[ready[0]][0])
+    return order
+
+
 class PlantedRun:
-    """All stage tables of one run of the planted model (see equivar_core.planted)."""
+    """All stage tables of one run of the planted model (see equivar_core.planted), in the graph's order."""
 
     def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None):
-        from equivar_core import stages
-        from equivar_core.settings import RunSettings
-
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
-        from equivar_core.sweeps import RotationTestSettings
-
         # the rotation test on every planted family (the default tests each layer's two largest)
         self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
                                         rotation_test=RotationTestSettings(max_families=4))
-        self.layers = stages.layer_table(s)
-        self.images = stages.image_table(s)
-        self.stats, self.manifest = stages.natural_activations(s, self.images, self.layers)
-        self.tuning, self.tuning_random_basis = stages.tuning_table(s, self.layers, self.stats)
-        self.profiles = stages.profile_table(s, self.tuning, self.layers)
-        self.pairs, self.transformed = stages.all_transform_pairs(s, self.images, self.layers, self.manifest)
-        self.families = stages.family_table(s, self.tuning, self.profiles, self.layers)
-        self.basis_control = stages.basis_control_table(s, self.layers, self.tuning_random_basis, self.families,
-                                                        self.manifest, self.transformed)
-        self.layer_summary = stages.layer_summary_table(s, self.layers, self.families, self.basis_control)
-        self.maps = stages.transform_map_table(s, self.layers)
-        self.curves = stages.curve_detector_table(s, self.tuning, self.layers, self.families)
-        self.sweeps = stages.family_sweep_table(s, self.families, self.images, self.layers, self.stats, self.curves)
-        self.weights = stages.circuit_weight_table(s, self.layers, self.families)
-        self.circuits = stages.circuit_family_table(s, self.weights, self.families)
+        for i in producer_order(GRAPH):
+            _, attributes, call = PLANTED_PRODUCERS[i]
+            for name, value in zip(attributes, call(self, s)):
+                setattr(self, name, value)
 
 
 @pytest.fixture(scope="session")

@@ -155,3 +155,20 @@ def test_the_docs_graph_is_the_declared_one():
 
     with open(os.path.join(ROOT, "docs", "graph.md")) as f:
         assert f.read() == render(), "docs/graph.md is stale: run `python -m pipelines.graph_doc > docs/graph.md`"
+
+
+def test_the_planted_fixture_runs_in_the_order_the_graph_gives():
+    """tests/conftest.py lists which stage computes which asset; the order of the calls comes from GRAPH."""
+    import pytest
+
+    from pipelines.assets import GRAPH
+    from tests.conftest import PLANTED_PRODUCERS, producer_order
+
+    order = producer_order(GRAPH)
+    position = {a: k for k, i in enumerate(order) for a in PLANTED_PRODUCERS[i][0]}
+    for asset, ups in GRAPH.items():
+        for up in ups:
+            if asset in position and up in position:
+                assert position[up] <= position[asset], (up, asset)
+    with pytest.raises(AssertionError):       # an input no stage of the fixture computes
+        producer_order(dict(GRAPH, families=[*GRAPH["families"], "scale_pairs"]))
