@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import EquivarError
+from .models.registry import BUILTINS
 from .storage import atomic_file, safe_value
 
 INDEX_DIR = "_models"
@@ -81,8 +82,6 @@ def registered(out: str) -> list[ModelEntry]:
 
 def resolve(out: str, name: str) -> ModelEntry:
     """What to load for the model called ``name``: the index first, then built-ins and callable specs."""
-    from .models.registry import BUILTINS
-
     entry = lookup(out, name)
     if entry is not None:
         return entry

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .models._layers import Conv2dSame
-from .transforms import hue_color
+from .transforms import _CHROMA_0, _CHROMA_90, hue_color
 
 #: RGB -> YIQ (NTSC); the I-Q plane is an opponent plane other than equivar's chroma plane
 YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -235,8 +235,6 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
 
 def chroma_hue(w: torch.Tensor) -> float:
     """The hue angle (degrees) in equivar's chroma plane of a colour centre-surround filter's centre colour."""
-    from .transforms import _CHROMA_0, _CHROMA_90
-
     axis = w[:, w.shape[1] // 2, w.shape[2] // 2]
     return float(np.mod(math.degrees(math.atan2(float(axis @ _CHROMA_90), float(axis @ _CHROMA_0))), 360.0))
 

@@ -22,7 +22,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from PIL import Image  # noqa: E402
+
 from .capture import LayerGeometry, canvas_size  # noqa: E402
+from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
 from .models.registry import load_model  # noqa: E402
 from .layout import Layout, safe_value, unescape  # noqa: E402
@@ -116,9 +119,6 @@ def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -
 def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 96, max_units: int = 32
                       ) -> dict[tuple[str, int], str]:
     """Feature visualizations of ``units`` (layer -> units), cached as PNGs under the run's artifacts."""
-    from PIL import Image
-
-    from .featurevis import visualize
     m = run["models"].iloc[0]
     sha = str(m.weights_sha256)[:12]
     folder = run.layout.featurevis

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from .activations import SweepSettings
 from .errors import EquivarError
 from .layout import Layout
+from .models.registry import default_name
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
 
@@ -82,8 +83,6 @@ class RunSettings:
 
     @property
     def model_name(self) -> str:
-        from .models.registry import default_name
-
         return self.name or default_name(self.model)
 
     def resolved_device(self) -> str:

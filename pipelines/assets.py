@@ -19,6 +19,7 @@ from dagster import (AssetExecutionContext, AssetIn, AssetOut, Backoff, DataVers
 from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.errors import EquivarError
+from equivar_core.report import build_report
 from equivar_core.settings import RunSettings
 from equivar_core.transforms import ANGULAR, Scale
 
@@ -312,8 +313,6 @@ TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLE
 @_fails_once_on_bad_input
 def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
-    from equivar_core.report import build_report
-
     s = _settings(context, equivar, "report")
     index = build_report(s.out, s.model_name)
     folder = os.path.dirname(index)

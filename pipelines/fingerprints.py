@@ -25,6 +25,7 @@ from dagster import AssetKey
 from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.transforms import IDENTITY
 from equivar_core.images import list_image_files, source_file
+from equivar_core.models.registry import BUILTINS, file_sha256
 from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
 from equivar_core.storage import CATALOG, atomic_file
@@ -62,8 +63,6 @@ def upstream_of(asset_defs) -> dict[str, list[str]]:
 
 
 def _weights_hash(s: RunSettings) -> str | None:
-    from equivar_core.models.registry import BUILTINS
-
     if s.weights:
         st = os.stat(s.weights)
         return _file_digest(s.weights, st.st_size, st.st_mtime_ns)
@@ -78,8 +77,6 @@ def _weights_hash(s: RunSettings) -> str | None:
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     """SHA-256 of a weights file, hashed once per process for each (size, mtime): every asset's data version
     needs it."""
-    from equivar_core.models.registry import file_sha256
-
     return file_sha256(path)
 
 

@@ -172,3 +172,17 @@ def test_the_planted_fixture_runs_in_the_order_the_graph_gives():
                 assert position[up] <= position[asset], (up, asset)
     with pytest.raises(AssertionError):       # an input no stage of the fixture computes
         producer_order(dict(GRAPH, families=[*GRAPH["families"], "scale_pairs"]))
+
+
+def test_project_modules_are_imported_at_module_level_only():
+    """No function-level import of a project module (such imports are how cycles hide)."""
+    found = []
+    for m, path in _modules().items():
+        tree = ast.parse(open(path).read())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PACKAGES):
+                    found.append(f"{m}:{node.lineno}")
+                elif isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names):
+                    found.append(f"{m}:{node.lineno}")
+    assert found == []
