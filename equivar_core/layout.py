@@ -13,7 +13,7 @@
     <out>/_artifacts/model=<m>/featurevis/                       cached feature visualizations
     <out>/report/<m>/index.html                                  the static report
 
-Every model, layer, transform and table name enters a path through :func:`~equivar_core.storage.safe_value`
+Every model, layer, transform and table name enters a path through :func:`safe_value`
 (one reversible escaping rule), so two different names never share a file, and no name can leave the folder.
 Paths stored in tables and in the catalog are relative to ``<out>`` (:meth:`Layout.relative`), so a moved
 or copied results folder reads its own files.
@@ -128,13 +128,6 @@ class Layout:
     @property
     def activations(self) -> str:
         return os.path.join(self.artifacts, "activations")
-
-    def samples(self, layer: str, group: str) -> str:
-        """Sampled responses of one layer to one sweep group's versions of every image."""
-        return os.path.join(self.activations, samples_file(layer, group))
-
-    def points(self, layer: str) -> str:
-        return os.path.join(self.activations, points_file(layer))
 
     def image_max(self, layer: str) -> str:
         """Each unit's largest response on each image (N x C)."""

@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass
 
 from .errors import EquivarError
+from .layout import safe_value
 from .models.registry import BUILTINS
-from .storage import atomic_file, safe_value
+from .storage import atomic_file
 
 INDEX_DIR = "_models"
 

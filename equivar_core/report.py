@@ -21,14 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-
 from PIL import Image  # noqa: E402
 
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
-from .models.registry import load_model  # noqa: E402
 from .layout import Layout, safe_value, unescape  # noqa: E402
+from .models.registry import load_model  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render  # noqa: E402
 from .transforms import ANGULAR, PAIRED, TRANSFORMS  # noqa: E402
@@ -43,7 +42,6 @@ class RunTables:
     def __init__(self, out: str, model: str):
         self.out, self.model = out, model
         self.layout = Layout(out, model)
-        self.artifacts = self.layout.artifacts
         self._cache: dict[str, pd.DataFrame] = {}
 
     def __getitem__(self, name: str) -> pd.DataFrame:

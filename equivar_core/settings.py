@@ -97,10 +97,6 @@ class RunSettings:
         """Every path of this model's results (:mod:`equivar_core.layout`)."""
         return Layout(self.out, self.model_name)
 
-    @property
-    def artifacts(self) -> str:
-        return self.layout.artifacts
-
     def with_overrides(self, items) -> "RunSettings":
         """These settings with ``SECTION.FIELD=VALUE`` items applied, e.g. ``families.min_similarity=0.8``,
         ``tuning.stimuli.orientation_step=10``, ``sweep.rotate=45,90,135``: every setting of the sections

@@ -20,7 +20,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .layout import CATALOG, artifacts_dir, partition_dir, safe_value, table_dir, unescape  # noqa: F401
+from .layout import CATALOG, partition_dir, safe_value, table_dir
+
 
 def atomic_path(path: str) -> str:
     """A unique temporary name beside ``path`` (same folder, so rename is atomic)."""

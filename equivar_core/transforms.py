@@ -60,6 +60,11 @@ def warp(x: torch.Tensor, inverse_2x2: torch.Tensor, padding_mode: str = "reflec
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+#: stimulus kinds swept over orientation: the colourless ones and colour contrast (maximized over hue). A
+#: rotation shifts their curves; a hue rotation leaves them in place.
+ORIENTED_STIMULI = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+
+
 @dataclass(frozen=True)
 class Transform:
     """Base class: a named transform with an amount (see subclasses)."""
@@ -170,7 +175,7 @@ class Rotate(Transform):
 
     name = "rotate"
     angular = True
-    tuning_stimuli = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+    tuning_stimuli = ORIENTED_STIMULI
     #: centre-surround hue curves and the colour-contrast hue curve maximized over orientation (the
     #: orientation x hue grid itself shifts along orientation under a rotation)
     invariant_stimuli = ("center_surround", "color_contrast_hue")
@@ -252,7 +257,7 @@ class HueRotate(Transform):
     #: a unit's spatial colour layout must match too: the grid gives one hue curve per orientation
     tuning_stimuli = ("center_surround", "color_contrast_grid")
     #: the colourless stimuli and the orientation curve of colour contrast (maximized over hue)
-    invariant_stimuli = ("edge", "line", "grating", "curve", "high_low", "color_contrast")
+    invariant_stimuli = ORIENTED_STIMULI
     #: natural images confirm any colour unit's smooth colour (scores.orbit_centred_scores), so how the colour
     #: is laid out in space must match more closely
     invariant_setting = "min_hue_invariant_similarity"

@@ -23,12 +23,13 @@ import pyarrow.parquet as pq
 from dagster import AssetKey
 
 from equivar_core.activations import TRANSFORM_GROUPS
-from equivar_core.transforms import IDENTITY
 from equivar_core.images import list_image_files, source_file
+from equivar_core.layout import CATALOG
 from equivar_core.models.registry import BUILTINS, file_sha256
 from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
-from equivar_core.storage import CATALOG, atomic_file
+from equivar_core.storage import atomic_file
+from equivar_core.transforms import IDENTITY
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
@@ -133,7 +134,8 @@ def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
 
 
 def _exists(settings: RunSettings, asset: str) -> bool:
-    """Whether the asset's table is on disk and every Parquet file of it is intact (its footer reads)."""
+    """Whether the asset's table is on disk and intact: every Parquet file's footer reads, and so does every
+    array the asset wrote beside it (:func:`_arrays_of`)."""
     table, part = table_of(AssetKey.from_user_string(asset))
     folder = settings.layout.table_dir(table, part)
     files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f == "data.parquet"]
@@ -227,7 +229,7 @@ def record_fingerprint(settings: RunSettings, asset: str, fingerprint: str) -> N
     the IO manager (CLI, UI, sensor, schedule, Ray), so each records what it completed, asset by asset."""
     import fcntl
 
-    os.makedirs(settings.artifacts, exist_ok=True)
+    os.makedirs(settings.layout.artifacts, exist_ok=True)
     with open(settings.layout.fingerprints_lock, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -19,10 +19,10 @@ from dagster import (Config, DagsterInstance, DefaultSensorStatus, OpExecutionCo
 
 from equivar_core import model_index, stages
 from equivar_core.errors import EquivarError
+from equivar_core.layout import safe_value
 from equivar_core.model_index import ModelEntry
 from equivar_core.models.registry import file_sha256
 from equivar_core.settings import RunSettings
-from equivar_core.storage import safe_value
 
 from .definitions_common import models_partitions
 from .resources import EquivarConfig

@@ -55,9 +55,8 @@ def command(args) -> int:
             changed, fingerprints = changed_assets(s, CODE_VERSION, GRAPH)
             if args.force:
                 changed = list(fingerprints)
-            catalog = os.path.join(s.out, "equivar.duckdb")
             if not changed and catalog_intact(s.out):
-                print(f"nothing changed: {s.model_name} is up to date in {catalog} "
+                print(f"nothing changed: {s.model_name} is up to date in {s.layout.catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
             # forget what is about to be rewritten first: a run killed half-way must never leave tables of
@@ -76,7 +75,7 @@ def command(args) -> int:
         message, code = _failure(result)
         print(f"equivar: error: {message}", file=sys.stderr)
         return code
-    print(f"done: {s.model_name} -> {os.path.join(s.out, 'equivar.duckdb')} ({time.time() - handler.t0:.1f}s)")
+    print(f"done: {s.model_name} -> {s.layout.catalog} ({time.time() - handler.t0:.1f}s)")
     return 0
 
 
