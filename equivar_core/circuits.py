@@ -219,33 +219,28 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
     src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
     T = TRANSFORMS[transform]
-    quads = []   # (b, a, b2, a2, t)
-    for i, a in enumerate(src_units):
-        for j, a2 in enumerate(src_units):
-            if i == j:
-                continue
-            t = float(T.relative(src_params[i], src_params[j], period_src))
-            for k, b in enumerate(dst_units):
-                if invariant:
-                    m = k
-                elif T.involution:                     # a flip pair: b's partner is the other member
-                    others = [m for m in range(len(dst_units)) if m != k]
-                    if not others:
-                        continue
-                    m = others[0]
-                else:
-                    target = np.mod(dst_params[k] + t, period_dst)
-                    d = np.mod(dst_params - target, period_dst)
-                    d = np.minimum(d, period_dst - d)
-                    m = int(np.argmin(d))
-                    if d[m] > tolerance:
-                        continue
-                quads.append((b, a, dst_units[m], a2, t))
-    if not quads:
+    n_src, n_dst = len(src_units), len(dst_units)
+    if n_src < 2 or n_dst == 0:
         return float("nan"), 0
-    q = np.asarray(quads)
-    b, a, b2, a2 = (q[:, i].astype(int) for i in range(4))
-    t = torch.as_tensor(q[:, 4])
+    i, j = np.nonzero(~np.eye(n_src, dtype=bool))                   # every ordered pair a -> a2 of the source
+    t = T.relative(src_params[i], src_params[j], period_src).astype(float)
+    k = np.arange(n_dst)
+    if invariant:                                                   # b' = b
+        partner = np.broadcast_to(k, (len(i), n_dst))
+    elif T.involution:                                              # a flip pair: b's partner is the other member
+        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(i), n_dst)) if n_dst > 1 else np.zeros((0, 0), int)
+    else:                                                           # the member nearest b's param moved by t
+        target = np.mod(dst_params[None, :, None] + t[:, None, None], period_dst)
+        d = np.mod(dst_params[None, None, :] - target, period_dst)
+        d = np.minimum(d, period_dst - d)                           # pairs x b x candidate
+        partner = np.where(d.min(-1) <= tolerance, d.argmin(-1), -1)
+    keep = partner >= 0
+    pair, b_idx = np.nonzero(keep)                                  # quads (b, a, b2, a2, t)
+    if not len(pair):
+        return float("nan"), 0
+    b, a = dst_units[b_idx].astype(int), src_units[i[pair]].astype(int)
+    b2, a2 = dst_units[partner[keep]].astype(int), src_units[j[pair]].astype(int)
+    t = torch.as_tensor(t[pair])
     wt = torch.as_tensor(w)
     source = T.act_on_kernels(wt[b, a], t)
     target = wt[b2, a2].float()
@@ -253,4 +248,4 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     x, y = source[:, mask].flatten().double(), target[:, mask].flatten().double()
     x, y = x - x.mean(), y - y.mean()
     denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return (float((x * y).sum()) / denom if denom > 0 else float("nan")), len(quads)
+    return (float((x * y).sum()) / denom if denom > 0 else float("nan")), len(pair)

@@ -125,3 +125,58 @@ def test_pipeline_finds_the_invariant_unit_and_its_equivariant_input(planted_run
     assert len(rows) and rows["equivariance"].iloc[0] >= 0.8
     others = inv[(inv["src_family"] == src) & (inv["dst_unit"] != truth.invariant_unit)]
     assert (others["equivariance"].fillna(0) < 0.5).all()
+
+
+def _pairs_by_loops(src_params, dst_params, transform, period_src, period_dst, tolerance, invariant):
+    """The matched member pairs (b, a, b2, a2, t) of family_equivariance, written out member by member."""
+    from equivar_core.transforms import TRANSFORMS
+    T = TRANSFORMS[transform]
+    quads = []
+    for i in range(len(src_params)):
+        for j in range(len(src_params)):
+            if i == j:
+                continue
+            t = float(T.relative(src_params[i], src_params[j], period_src))
+            for k in range(len(dst_params)):
+                if invariant:
+                    m = k
+                elif T.involution:
+                    if len(dst_params) < 2:
+                        continue
+                    m = 1 if k == 0 else 0
+                else:
+                    d = np.mod(dst_params - np.mod(dst_params[k] + t, period_dst), period_dst)
+                    d = np.minimum(d, period_dst - d)
+                    m = int(np.argmin(d))
+                    if d[m] > tolerance:
+                        continue
+                quads.append((k, i, m, j, t))
+    return quads
+
+
+@pytest.mark.parametrize("transform,invariant", [("rotate", False), ("rotate", True), ("hue", False),
+                                                 ("hflip", False), ("hflip", True)])
+def test_family_equivariance_matches_every_member_pair(transform, invariant):
+    """The broadcast pairing of members equals the member-by-member definition (irregular spacings, a missing
+    member, a single-member destination), and so does the score computed from the pairs it names."""
+    from equivar_core.circuits import disc_mask
+    from equivar_core.transforms import TRANSFORMS
+    rng = np.random.default_rng(1)
+    period = 2.0 if transform == "hflip" else 360.0
+    for n_src, n_dst in [(5, 4), (2, 1), (3, 6), (1, 3)]:
+        src_p = np.sort(rng.uniform(0, period, n_src)) if transform != "hflip" else np.arange(n_src) % 2.0
+        dst_p = np.sort(rng.uniform(0, period, n_dst)) if transform != "hflip" else np.arange(n_dst) % 2.0
+        src_u, dst_u = rng.permutation(12)[:n_src], rng.permutation(9)[:n_dst]
+        w = rng.normal(size=(9, 12, 5, 5)).astype(np.float32)
+        score, n = family_equivariance(w, src_u, src_p, dst_u, dst_p, transform, period, period, 40.0, invariant)
+        quads = _pairs_by_loops(src_p, dst_p, transform, period, period, 40.0, invariant)
+        assert n == len(quads)
+        if not quads:
+            assert np.isnan(score)
+            continue
+        k, i, m, j, t = (np.array(c) for c in zip(*quads))
+        wt = torch.as_tensor(w)
+        x = TRANSFORMS[transform].act_on_kernels(wt[dst_u[k], src_u[i]], torch.as_tensor(t))[:, disc_mask(5)]
+        y = wt[dst_u[m], src_u[j]][:, disc_mask(5)]
+        expected = np.corrcoef(x.flatten().double().numpy(), y.flatten().double().numpy())[0, 1]
+        assert score == pytest.approx(expected, abs=1e-9)
