@@ -215,12 +215,16 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family.
     With ``invariant`` the destination units are each invariant to the transform (equivariant ->
     invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
+
+    Members are matched by place on the family's circle (angular transforms) or as the other member of a
+    pair (flips). Scale pairs have no circle (their period is infinite) and matching them across layers is
+    not defined: unless ``invariant``, they give ``(nan, 0)``.
     """
     src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
     src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
     T = TRANSFORMS[transform]
     n_src, n_dst = len(src_units), len(dst_units)
-    if n_src < 2 or n_dst == 0:
+    if n_src < 2 or n_dst == 0 or not (invariant or T.angular or T.involution):
         return float("nan"), 0
     i, j = np.nonzero(~np.eye(n_src, dtype=bool))                   # every ordered pair a -> a2 of the source
     t = T.relative(src_params[i], src_params[j], period_src).astype(float)

@@ -180,3 +180,13 @@ def test_family_equivariance_matches_every_member_pair(transform, invariant):
         y = wt[dst_u[m], src_u[j]][:, disc_mask(5)]
         expected = np.corrcoef(x.flatten().double().numpy(), y.flatten().double().numpy())[0, 1]
         assert score == pytest.approx(expected, abs=1e-9)
+
+
+def test_scale_pairs_have_no_circuit_equivariance_unless_the_destination_is_invariant():
+    """Scale families have an infinite period: no place on a circle to match members by (the member-by-member
+    loop used to match NaN distances to the first member); invariant destinations are still scored."""
+    w = np.random.default_rng(0).normal(size=(4, 4, 5, 5)).astype(np.float32)
+    score, n = family_equivariance(w, [0, 1], [1.0, 2.0], [2, 3], [1.0, 2.0], "scale", np.inf, np.inf)
+    assert np.isnan(score) and n == 0
+    score, n = family_equivariance(w, [0, 1], [1.0, 2.0], [2], [0.0], "scale", np.inf, np.inf, invariant=True)
+    assert n == 2 and np.isfinite(score)
