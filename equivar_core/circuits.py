@@ -232,7 +232,9 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     if invariant:                                                   # b' = b
         partner = np.broadcast_to(k, (len(i), n_dst))
     elif T.involution:                                              # a flip pair: b's partner is the other member
-        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(i), n_dst)) if n_dst > 1 else np.zeros((0, 0), int)
+        if n_dst < 2:
+            return float("nan"), 0
+        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(i), n_dst))
     else:                                                           # the member nearest b's param moved by t
         target = np.mod(dst_params[None, :, None] + t[:, None, None], period_dst)
         d = np.mod(dst_params[None, None, :] - target, period_dst)

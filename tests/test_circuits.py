@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equivar_core.circuits import cancellation, expanded_weights, family_equivariance, linearized
+from equivar_core.circuits import cancellation, disc_mask, expanded_weights, family_equivariance, linearized
 from equivar_core.planted import planted_model
+from equivar_core.transforms import TRANSFORMS
 
 
 class ThreeConv(nn.Module):
@@ -129,7 +130,6 @@ def test_pipeline_finds_the_invariant_unit_and_its_equivariant_input(planted_run
 
 def _pairs_by_loops(src_params, dst_params, transform, period_src, period_dst, tolerance, invariant):
     """The matched member pairs (b, a, b2, a2, t) of family_equivariance, written out member by member."""
-    from equivar_core.transforms import TRANSFORMS
     T = TRANSFORMS[transform]
     quads = []
     for i in range(len(src_params)):
@@ -159,8 +159,6 @@ def _pairs_by_loops(src_params, dst_params, transform, period_src, period_dst, t
 def test_family_equivariance_matches_every_member_pair(transform, invariant):
     """The broadcast pairing of members equals the member-by-member definition (irregular spacings, a missing
     member, a single-member destination), and so does the score computed from the pairs it names."""
-    from equivar_core.circuits import disc_mask
-    from equivar_core.transforms import TRANSFORMS
     rng = np.random.default_rng(1)
     period = 2.0 if transform == "hflip" else 360.0
     for n_src, n_dst in [(5, 4), (2, 1), (3, 6), (1, 3)]:
