@@ -1,6 +1,9 @@
 """Benchmarks: each figure is a ratio of two timings taken in this same process run.
 
-    python bench/run.py [--quick] [--device cpu|cuda]
+    python bench/run.py [--quick] [--device cpu|cuda] [--scaling]
+
+``--scaling`` adds the dataset-size figures of issue 13 (whole runs on 200 and 1,000 shared ImageNet photos with
+``--keep-samples 100``, and one vs two local Ray workers): about half an hour on two cores.
 
 Prints ``name value`` lines and writes them to ``bench/results/latest.json``.
 These machines are noisy: compare figures only within one run.
@@ -158,10 +161,79 @@ def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[d
     return {k: v / total for k, v in sorted(durations.items())}, full, noop
 
 
+SHARED_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "imagenet-sample")
+
+
+def run_figures(n_images: int, keep: int, out: str, images: str | None, layers: list[str]) -> dict:
+    """One whole run in a child process (its own peak memory): wall time, peak RSS, bytes under ``--out``, and
+    seconds per image of the passes over the images (every sampling asset's time over ``n_images``)."""
+    code = (
+        "import json, resource, sys, time; sys.path.insert(0, %r)\n"
+        "sys.argv = ['run.py']\n"
+        "from bench.run import asset_durations\n"
+        "t = time.perf_counter()\n"
+        "d = asset_durations(%d, %r, %r, %r, keep_samples=%d)\n"
+        "print(json.dumps({'wall': time.perf_counter() - t, 'durations': d,\n"
+        "                  'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+        % (ROOT, n_images, out, images, layers, keep))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    found = json.loads(r.stdout.strip().splitlines()[-1])
+    disk = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
+    passes = sum(v for k, v in found["durations"].items() if "samples" in k)
+    return {"wall_s": found["wall"], "peak_rss_gb": found["maxrss_kib"] / 2**20, "disk_gb": disk / 1e9,
+            "passes_s_per_image": passes / n_images}
+
+
+def asset_durations(n_images: int, out: str, images: str | None, layers: list[str], **config) -> dict[str, float]:
+    """Seconds per asset of one run of the ``equivar`` job in this process."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+
+    config = EquivarConfig(n_images=n_images, out=out, images=images, layers=layers, **config)
+    job = build_definitions(config).resolve_job_def("equivar")
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    starts, ends = {}, {}
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", [config.default_partition])
+        result = job.execute_in_process(instance=instance, run_config=quiet, partition_key=config.default_partition)
+        for entry in instance.all_logs(result.run_id):
+            ev = entry.dagster_event
+            if ev is not None and ev.event_type == DagsterEventType.STEP_START:
+                starts[ev.step_key] = entry.timestamp
+            elif ev is not None and ev.event_type == DagsterEventType.STEP_SUCCESS:
+                ends[ev.step_key] = entry.timestamp
+    return {k: ends[k] - starts[k] for k in ends if k in starts}
+
+
+def shard_speedup(n_images: int, out: str, layers: list[str]) -> float:
+    """Time of one sweep group's passes (``rotate``) in one process over the same on two local Ray workers
+    (each second call timed: Ray already up; each task still loads the model, as it does in a run)."""
+    from dataclasses import replace
+
+    from equivar_core import stages
+    from equivar_core.settings import RunSettings
+    from pipelines.shards import shard_runner
+
+    base = RunSettings(n_images=n_images, out=out, layers=tuple(layers))
+    images_df, layers_df = stages.image_table(base), stages.layer_table(base)
+    times = {}
+    for workers in (1, 2):
+        s = replace(base, workers=workers)
+        run = shard_runner(s, layers)
+        stages.transformed_activations(s, images_df, layers_df, "rotate", run_shards=run)
+        t = time.perf_counter()
+        stages.transformed_activations(s, images_df, layers_df, "rotate", run_shards=run)
+        times[workers] = time.perf_counter() - t
+    return times[1] / times[2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run for CI")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--scaling", action="store_true", help="also the dataset-size figures (about 30 minutes)")
     args = ap.parse_args()
     quick = args.quick
     figures: dict[str, object] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -182,6 +254,21 @@ def main() -> int:
     figures["noop_rerun"] = rerun / full
     figures["default_run_breakdown"] = breakdown
     figures["family_sweeps_share"] = breakdown.get("family_sweeps", 0.0)
+    if args.scaling or quick:
+        # quick: the same measurement on a few photos and small layers (the code path, not the figure)
+        images = SHARED_IMAGES if os.path.isdir(SHARED_IMAGES) else None
+        small, large, keep = (6, 12, 4) if quick else (200, 1000, 100)
+        layers = ["_act0", "_blocks.0.depthwise"] if quick else []
+        with tempfile.TemporaryDirectory() as d:
+            a = run_figures(small, keep, os.path.join(d, "small"), images, layers)
+            b = run_figures(large, keep, os.path.join(d, "large"), images, layers)
+        figures[f"run_{small}_images"], figures[f"run_{large}_images"] = a, b
+        figures["keep_samples_disk_ratio"] = b["disk_gb"] / a["disk_gb"]
+        figures["keep_samples_peak_rss_ratio"] = b["peak_rss_gb"] / a["peak_rss_gb"]
+        figures["passes_per_image_ratio"] = b["passes_s_per_image"] / a["passes_s_per_image"]
+        with tempfile.TemporaryDirectory() as d:
+            figures["ray_2_workers_speedup"] = shard_speedup(8 if quick else 64, d,
+                                                             ["_act0", "_blocks.2.depthwise", "_blocks.4.depthwise"])
     for k, v in figures.items():
         if isinstance(v, dict):
             print(k, " ".join(f"{a}={b:.3f}" for a, b in v.items()))

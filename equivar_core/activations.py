@@ -13,9 +13,13 @@ after the deepest. For each layer we keep, per image, the activations at a
 fixed set of points p inside the central disc of radius ``disc_radius``
 (normalized coordinates) for x, and at the corresponding points ``A_g p``
 for g.x (bilinear), so that row p of every version, in every group, refers
-to the same image content. These samples are streamed batch by batch into
-one ``float16`` array per layer and group of shape V x N x P x C (version,
-image, point, unit), written to a temporary file and renamed when complete.
+to the same image content. From these, batch by batch, the moments behind
+every transform score are summed over all images (:mod:`equivar_core.moments`;
+each group's passes also run the original images, so x and g.x meet in
+memory); the samples themselves are kept only for the first ``keep`` images
+(``--keep-samples``), in one ``float16`` array per layer and group of shape
+V x K x P x C (version, kept image, point, unit), written to a temporary file
+and renamed when complete.
 
 Alongside: per-unit mean and standard deviation over all positions of the
 original images (the unit of tuning responses), the units' covariance (for
@@ -35,8 +39,10 @@ from torch import nn
 
 from .capture import capture
 from .images import ImageView, iter_batches
-from .layout import points_file, samples_file
-from .storage import atomic_path, save_npy
+from .layout import moments_file, points_file, samples_file
+from .moments import GroupMoments
+from .storage import atomic_path, save_npy, save_npz
+from .scores import ScoreSettings
 from .transforms import IDENTITY, TRANSFORMS, Transform, disc_points, sample_at
 
 log = logging.getLogger(__name__)
@@ -81,10 +87,12 @@ class LayerSamples:
     """Paths and shapes of one layer's samples (see module docstring)."""
 
     layer: str
-    path: str            # .npy, V x N x P x C float16
+    path: str            # .npy, V x K x P x C float16: the first K = min(N, keep) images
     points_path: str     # .npy, P x 2
+    moments_path: str    # .npz, the sums over all images (:class:`equivar_core.moments.LayerMoments`)
     n_versions: int
     n_images: int
+    n_kept: int
     n_points: int
     n_units: int
 
@@ -92,7 +100,7 @@ class LayerSamples:
 @torch.inference_mode()
 def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
                        sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
-                       group: str = IDENTITY, run_shards=None,
+                       group: str = IDENTITY, run_shards=None, keep: int | None = None, seed: int | None = 0,
                        ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Stream natural images, or one group of their transformed versions, through the model.
 
@@ -100,10 +108,13 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     (cut with :func:`shard_views`) wherever it likes, e.g. as Ray tasks (``pipelines.shards``), and
     returns their results in shard order: each shard writes its own rows of the sample files ``paths``
     (which it must be able to reach) and returns its partial sums, which are added here in that order.
+    ``keep``: samples are stored for the first ``keep`` images only (all when None); the moments cover all.
+    ``seed``: draws the basis control's random bases whose mixed squares the moments include (None: none).
 
     Returns
     -------
-    samples : one :class:`LayerSamples` per layer (``<layer>.<group>.samples.npy`` under ``out_dir``)
+    samples : one :class:`LayerSamples` per layer (``<layer>.<group>.samples.npy`` and
+        ``<layer>.<group>.moments.npz`` under ``out_dir``)
     stats : for the ``identity`` group, layer -> {"mean", "std": (C,), "cov": (C, C) covariance of the
         units over all positions, "image_max": (N, C), "image_argmax": (N, C) flat map index}; empty for
         the other groups
@@ -111,6 +122,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     """
     versions = sweep.group(group)
     n_views, n_versions = len(views), len(versions)
+    n_kept = n_views if keep is None else min(n_views, max(0, keep))
     if not versions:                                   # a group the sweep leaves out (e.g. hflip=False)
         return [], {}, np.zeros(n_views, dtype=bool)
     os.makedirs(out_dir, exist_ok=True)
@@ -121,10 +133,10 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     tmp: dict[str, str] = {}
     for name, c in widths.items():
         tmp[name] = atomic_path(os.path.join(out_dir, samples_file(name, group)))
-        _allocated_memmap(tmp, name, (n_versions, n_views, len(points), c))     # reserved, closed
+        _allocated_memmap(tmp, name, (n_versions, n_kept, len(points), c))     # reserved, closed
     try:
         if run_shards is None:
-            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group)]
+            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group, seed)]
         else:
             parts = run_shards(group, tmp, views)
         loaded = np.zeros(n_views, dtype=bool)
@@ -132,6 +144,9 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
             loaded[part["rows"]] = True
         if not loaded.any():
             raise ValueError("no readable image among the inputs")
+        moments = GroupMoments.total([part["moments"] for part in parts])
+        for name in widths:
+            save_npz(os.path.join(out_dir, moments_file(name, group)), moments.layers[name].arrays())
     except BaseException:
         for path in tmp.values():
             if os.path.exists(path):
@@ -146,7 +161,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
             save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
         if group == IDENTITY:
             stats[name] = _combined_stats([part["acc"][name] for part in parts], n_views, c)
-        samples.append(LayerSamples(name, final, pts_path, n_versions, n_views, len(points), c))
+        samples.append(LayerSamples(name, final, pts_path, os.path.join(out_dir, moments_file(name, group)),
+                                    n_versions, n_views, n_kept, len(points), c))
     return samples, stats, loaded
 
 
@@ -160,14 +176,19 @@ def shard_views(views: list[ImageView], batch_size: int, n_shards: int) -> list[
 
 @torch.inference_mode()
 def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int, sweep: SweepSettings,
-                paths: dict[str, str], batch_size: int, device: str, group: str) -> dict:
-    """Write the samples of ``views`` (rows ``view.index``) into the sample files ``paths`` (layer -> an
-    allocated V x N x P x C ``.npy``); return the rows read and, for the identity group, partial sums
-    (``acc``: layer -> sums, squares, cross-products, count, and each read image's maximum)."""
+                paths: dict[str, str], batch_size: int, device: str, group: str, seed: int | None = 0) -> dict:
+    """Write the samples of the kept ones of ``views`` (rows ``view.index`` below the files' length) into the
+    sample files ``paths`` (layer -> an allocated V x K x P x C ``.npy``); return the rows read, the group's
+    moments over all of ``views`` (``moments``: :class:`equivar_core.moments.GroupMoments`) and, for the
+    identity group, partial sums (``acc``: layer -> sums, squares, cross-products, count, and each read
+    image's maximum)."""
     versions = sweep.group(group)
     with_stats = group == IDENTITY
     arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
+    n_kept = next(iter(arrays.values())).shape[1] if arrays else 0
     points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
+    moments = GroupMoments(group, versions, points.to(device), sweep.disc_radius, seed,
+                           ScoreSettings(device=device).use_bf16())
     acc: dict[str, dict] = {}
     rows: list[int] = []
     with capture(model, layers, pre_activation=True) as cap:
@@ -175,7 +196,13 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
             x = batch.images
             x = x.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else x.to(device)
             idx = np.asarray(batch.indices)
+            kept = idx < n_kept
             rows += batch.indices
+            originals = None
+            if group != IDENTITY:                      # x itself, to meet g.x in the moments
+                originals = {name: sample_at(a.float(), points).transpose(1, 2) for name, a in
+                             cap.run(x.contiguous(memory_format=torch.channels_last)).items()}
+            sampled: dict[str, list[torch.Tensor]] = {}
             for v, g in enumerate(versions):
                 gx = (x if g.name == IDENTITY else g.images(x)).contiguous(memory_format=torch.channels_last)
                 for name, a in cap.run(gx).items():
@@ -185,15 +212,19 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
                         acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
                                      "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
                                      "cross": torch.zeros(c, c, dtype=torch.float64), "max": {}}
-                    vals = sample_at(a, g.points(points))          # B x C x P
-                    arrays[name][v, idx] = vals.transpose(1, 2).cpu().numpy().astype(np.float16)
+                    vals = sample_at(a, g.points(points)).transpose(1, 2)          # B x P x C
+                    sampled.setdefault(name, []).append(vals)
+                    if kept.any():
+                        arrays[name][v, idx[kept]] = vals[torch.from_numpy(kept).to(vals.device)].cpu().numpy(
+                            ).astype(np.float16)
                     if with_stats:
                         _accumulate(acc[name], a, idx)
+            moments.update(originals or {name: s[0] for name, s in sampled.items()}, sampled)
             log.info("natural activations (%s): %d/%d images x %d versions", group, len(rows), len(views),
                      len(versions))
     for arr in arrays.values():
         arr.flush()
-    return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc}
+    return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc, "moments": moments.cpu()}
 
 
 def _combined_stats(accs: list[dict], n_views: int, c: int) -> dict[str, np.ndarray]:

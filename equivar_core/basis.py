@@ -21,8 +21,10 @@ basis's count, not more.
 Nothing is re-run through the network. Everything the family assignment
 reads transforms exactly under the mix:
 
-* transform scores: the stored activation samples are mixed chunk by chunk
-  before the correlations (:func:`equivar_core.scores.version_scores`);
+* transform scores: the moments summed during the passes include the
+  squares of the mixed units, and the mixed cross-products are ``Q S Q^T``
+  of the plain ones (:mod:`equivar_core.moments`; on stored samples,
+  :func:`equivar_core.scores.version_scores` with ``mix``);
 * tuning curves: the raw responses at the 3 x 3 read-out cells are mixed
   before the maxima over jitter and nuisance parameters
   (:func:`equivar_core.tuning.measure_tuning`, in the same forward passes

@@ -5,7 +5,8 @@
     <out>/equivar.duckdb                                         the catalog (one view per table)
     <out>/<table>/model=<m>[/transform=<t>][/layer=<l>]/data.parquet            the tables
     <out>/_artifacts/model=<m>/fingerprints.json                 what each asset was computed from
-    <out>/_artifacts/model=<m>/activations/<l>.<group>.samples.npy   sampled responses (float16)
+    <out>/_artifacts/model=<m>/activations/<l>.<group>.samples.npy   sampled responses (float16), kept images
+                                          <l>.<group>.moments.npz   score moments over all images
                                           <l>.points.npy         the sampled map positions
                                           <l>.image_max.npy, <l>.image_argmax.npy, <l>.cov.npy, loaded.npy
     <out>/_artifacts/model=<m>/scores/<l>.<group>.scores.npz      unit-by-unit transform scores
@@ -76,6 +77,11 @@ def table_dir(root: str, table: str, model: str, part: tuple[str, str] | None = 
 def samples_file(layer: str, group: str) -> str:
     """File name of one layer's samples of one sweep group, in the activations folder."""
     return f"{safe_value(layer)}.{safe_value(group)}.samples.npy"
+
+
+def moments_file(layer: str, group: str) -> str:
+    """File name of one layer's score moments of one sweep group, in the activations folder."""
+    return f"{safe_value(layer)}.{safe_value(group)}.moments.npz"
 
 
 def points_file(layer: str) -> str:

@@ -15,6 +15,10 @@ Null: the same statistic with the images of g.x paired with *other* images
 (within each chunk of images, image n with image n + m/2), ``null_score``; ``z`` is the score's distance
 from the mean of all C x C null scores of that layer and version, in their
 standard deviations.
+
+A run computes these from moments summed during its forward passes
+(:mod:`equivar_core.moments`, chunks = forward batches); the functions here
+compute them from stored samples, and define them.
 """
 
 from __future__ import annotations
@@ -46,12 +50,20 @@ class CrossMoments:
     ``update(a, b, *others)`` adds rows of ``a`` paired with rows of ``b`` and,
     optionally, with rows of further matrices that are row permutations of ``b``
     (a null pairing): those share b's marginal sums and cost one more GEMM each.
+
+    With ``mix`` (a C x C orthogonal matrix Q, as in :mod:`equivar_core.basis`) the
+    squares of the mixed units ``Q a`` and ``Q b`` are summed too, so that
+    ``correlations(mixed=True)`` gives the correlations of the layer in that basis
+    without another pass: the mixed cross-products are ``Q S Q^T`` of the plain ones.
+    Sums add: :meth:`merge` combines the moments of disjoint row sets (image shards).
     """
 
-    def __init__(self, bf16: bool = False):
+    def __init__(self, bf16: bool = False, mix: torch.Tensor | None = None):
         self.n = 0
         self.sums = None
+        self.mixed_squares = None
         self.bf16 = bf16
+        self.mix = mix
 
     def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor) -> None:
         if self.bf16:
@@ -62,19 +74,65 @@ class CrossMoments:
         sums = [a.sum(0), b.sum(0), a.pow(2).sum(0), b.pow(2).sum(0), *cross]
         sums = [x.double().cpu() for x in sums]
         self.sums = sums if self.sums is None else [s + x for s, x in zip(self.sums, sums)]
+        if self.mix is not None:
+            mixed = [torch.mm(x, self.mix.T).pow(2).sum(0).double().cpu() for x in (a, b)]
+            self.mixed_squares = mixed if self.mixed_squares is None else [
+                s + x for s, x in zip(self.mixed_squares, mixed)]
         self.n += a.shape[0]
 
-    def correlations(self) -> list[np.ndarray]:
-        """One C x C' correlation matrix per paired matrix (b first)."""
+    def merge(self, other: "CrossMoments") -> "CrossMoments":
+        """These sums plus ``other``'s (the same pairing over other rows), in place."""
+        if other.sums is None:
+            return self
+        if self.sums is None:
+            self.sums, self.mixed_squares, self.n = other.sums, other.mixed_squares, other.n
+            return self
+        self.sums = [s + x for s, x in zip(self.sums, other.sums)]
+        if self.mixed_squares is not None:
+            self.mixed_squares = [s + x for s, x in zip(self.mixed_squares, other.mixed_squares)]
+        self.n += other.n
+        return self
+
+    def correlations(self, mixed: bool = False) -> list[np.ndarray]:
+        """One C x C' correlation matrix per paired matrix (b first); ``mixed``: of the units ``Q u``."""
         n = self.n
         sa, sb, saa, sbb, *cross = self.sums
         ma, mb = sa / n, sb / n
-        denom = torch.outer((saa / n - ma**2).clamp_min(0).sqrt(), (sbb / n - mb**2).clamp_min(0).sqrt())
+        va, vb = saa / n - ma**2, sbb / n - mb**2
+        q = None
+        if mixed:
+            if self.mixed_squares is None:
+                raise ValueError("these moments were summed without a mixing matrix")
+            q = self.mix.double().cpu()
+            va, vb = self.mixed_squares[0] / n - (q @ ma)**2, self.mixed_squares[1] / n - (q @ mb)**2
+        denom = torch.outer(va.clamp_min(0).sqrt(), vb.clamp_min(0).sqrt())
         out = []
         for sab in cross:
             cov = sab / n - torch.outer(ma, mb)
+            cov = cov if q is None else q @ cov @ q.T
             r = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
             out.append(r.clamp(-1, 1).numpy())
+        return out
+
+    # -- storage ------------------------------------------------------------------------------------------------
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The sums as named arrays (``np.savez``), each name starting with ``prefix``."""
+        out = {f"{prefix}|n": np.asarray(self.n)}
+        out |= {f"{prefix}|sum{i}": s.numpy() for i, s in enumerate(self.sums or [])}
+        if self.mixed_squares is not None:
+            out |= {f"{prefix}|mix": self.mix.double().cpu().numpy(),
+                    f"{prefix}|mixsq0": self.mixed_squares[0].numpy(),
+                    f"{prefix}|mixsq1": self.mixed_squares[1].numpy()}
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> "CrossMoments":
+        out = cls(mix=torch.from_numpy(arrays[f"{prefix}|mix"]) if f"{prefix}|mix" in arrays else None)
+        out.n = int(arrays[f"{prefix}|n"])
+        k = sum(1 for name in arrays if name.startswith(f"{prefix}|sum"))
+        out.sums = [torch.from_numpy(np.asarray(arrays[f"{prefix}|sum{i}"])) for i in range(k)] or None
+        if out.mix is not None:
+            out.mixed_squares = [torch.from_numpy(np.asarray(arrays[f"{prefix}|mixsq{i}"])) for i in (0, 1)]
         return out
 
 

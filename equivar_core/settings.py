@@ -75,6 +75,9 @@ class RunSettings:
     step: int | None = None          # training step of the checkpoint in ``weights``, when known
     #: image shards run as Ray tasks (1: in this process); results do not depend on it
     workers: int = 1
+    #: per-image activation samples are stored for this many images (the first); scores come from moments
+    #: summed over all images, so a run's disk does not grow with the dataset
+    keep_samples: int = 1000
     sweep: SweepSettings = SweepSettings()
     tuning: TuningSettings = TuningSettings()
     families: FamilySettings = FamilySettings()

@@ -37,8 +37,8 @@ OWN_INPUTS = {
     "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
     "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
     "unit_stats": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
-    "activation_samples": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
-    **{f"transformed_samples/{t}": (lambda s, t=t: {"sweep": s.sweep.group_settings(t)}) for t in TRANSFORM_GROUPS},
+    "activation_samples": lambda s: _sampling(s, IDENTITY),
+    **{f"transformed_samples/{t}": (lambda s, t=t: _sampling(s, t)) for t in TRANSFORM_GROUPS},
     **{f"transform_pairs/{t}": (lambda s: {}) for t in TRANSFORM_GROUPS},
     "tuning": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
     "tuning_random_basis": lambda s: {"tuning": dataclasses.asdict(s.tuning), "seed": s.seed},
@@ -55,6 +55,13 @@ OWN_INPUTS = {
     "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
                                    "families": dataclasses.asdict(s.families)},
 }
+
+def _sampling(s: RunSettings, group: str) -> dict:
+    """What a group's samples and moments read: its sweep, the kept images, the forward batch (the null pairs
+    images within it) and the seed (the basis control's random bases, whose squares the moments sum)."""
+    return {"sweep": s.sweep.group_settings(group), "keep_samples": s.keep_samples, "batch_size": s.batch_size,
+            "seed": s.seed}
+
 
 def upstream_of(asset_defs) -> dict[str, list[str]]:
     """asset -> the assets it reads, read off the asset definitions (their inputs and ``deps``): the graph is
@@ -179,7 +186,7 @@ def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> lis
             unique = pq.read_table(f, columns=["src_layer", "dst_layer"]).group_by(["src_layer", "dst_layer"])
             pairs |= {(r["src_layer"], r["dst_layer"]) for r in unique.aggregate([]).to_pylist()}
         return [layout.circuit_weights(s, d) for s, d in pairs]
-    paths = [layout.resolve(p) for p in column("path") + column("points_path")]
+    paths = [layout.resolve(p) for p in column("path") + column("points_path") + column("moments_path")]
     if table == "activation_samples":
         paths.append(layout.loaded)
         for layer in set(column("layer")):

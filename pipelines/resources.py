@@ -35,6 +35,7 @@ class EquivarConfig(ConfigurableResource):
     device: str = RunSettings.device
     batch_size: int = RunSettings.batch_size
     workers: int = RunSettings.workers
+    keep_samples: int = RunSettings.keep_samples
     seed: int = RunSettings.seed
     #: any analysis setting as ``SECTION.FIELD=VALUE`` (``RunSettings.with_overrides``), e.g.
     #: ``["families.min_similarity=0.8", "tuning.stimuli.orientation_step=10"]``
@@ -68,7 +69,7 @@ class EquivarConfig(ConfigurableResource):
         return RunSettings(model=e.model, weights=e.weights, name=e.name, step=e.step, layers=layers,
                            images=self.images, n_images=self.n_images, out=os.path.abspath(self.out),
                            device=self.device, batch_size=self.batch_size, workers=self.workers,
-                           seed=self.seed).with_overrides(self.overrides)
+                           keep_samples=self.keep_samples, seed=self.seed).with_overrides(self.overrides)
 
     @classmethod
     def from_env(cls) -> "EquivarConfig":

@@ -11,16 +11,16 @@ import pandas as pd
 
 from ..activations import TRANSFORM_GROUPS
 from ..curves import curve_detectors
-from ..basis import above_chance, family_order, median_spacing, random_orthogonal, suggested_group
+from ..basis import above_chance, family_order, median_spacing, suggested_group
 from ..families import AngularFamilies, PairFamilies
-from ..scores import ScoreSettings, version_scores
+from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..sweeps import SweptFamily, layer_sweeps, sweep_error
-from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate, Transform, make_transform
+from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
 from ..tuning import stacked_curves
 from .common import _columns, _geometries, _views, _with_model, load
 from .sampling import located
-from .scoring import _centred_matrices, _loaded_images, load_evidence, profile_table
+from .scoring import _centred_matrices, load_evidence, profile_table
 
 log = logging.getLogger(__name__)
 
@@ -173,35 +173,28 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
     """``basis_control``: units and families per layer and transform, in the layer's basis and in a random one.
 
     The random basis's family assignment is the real one's, run on the mixed tuning
-    (``tuning_random_basis``) and on transform scores of the mixed samples (recomputed here from the
-    stored samples: one GEMM pass, no forward pass); see :mod:`equivar_core.basis`.
+    (``tuning_random_basis``) and on transform scores in the random basis (from the moments, which hold
+    the mixed units' squares: no pass over the data); see :mod:`equivar_core.basis`.
     ``transformed``: transform family -> its samples manifest.
     """
-    score_settings = ScoreSettings(device=settings.resolved_device())
     profiles_rb = profile_table(settings, tuning_rb_df, layers_df)
     originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
     scores: dict[tuple[str, str], dict[float, np.ndarray]] = {}
     identity: dict[tuple[str, str], np.ndarray] = {}
-    for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
-        base = originals[layer]
-        samples, points = np.load(base.path, mmap_mode="r"), np.load(base.points_path)
-        images, q = _loaded_images(base), random_orthogonal(int(c), settings.seed, layer)
-        plain = version_scores(samples, 0, Transform(0.0), points, settings.sweep.disc_radius,
-                               images, score_settings, mix=q)[0]
+    for layer in layers_df["layer"]:
+        plain = StoredMoments(originals[layer].moments_path).scores(IDENTITY_LABEL, mixed=True)[0]
         for transform, manifest in transformed.items():
             for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
-                versions = np.load(r.path, mmap_mode="r")
-                centred = _centred_matrices(r, samples, versions, images, score_settings, mix=q)
+                moments = StoredMoments(r.moments_path)
+                centred = _centred_matrices(r, moments, mixed=True)
                 if centred:                   # what the family code reads for this transform (load_evidence)
                     identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
                     scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
                     continue
                 identity[(layer, transform)] = plain
-                for v, label in enumerate(r.versions.split(";")):
-                    name, amount = label.split(":")
-                    scores.setdefault((layer, transform), {})[float(amount)] = version_scores(
-                        samples, v, make_transform(name, float(amount)), points, settings.sweep.disc_radius, images,
-                        score_settings, other=versions, mix=q)[0]
+                for label in r.versions.split(";"):
+                    scores.setdefault((layer, transform), {})[float(label.split(":")[1])] = moments.scores(
+                        label, mixed=True)[0]
         log.info("basis control: %s scored in a random basis", layer)
     random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
                                lambda layer, t: (scores.get((layer, t), {}), identity.get((layer, t))))

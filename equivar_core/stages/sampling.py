@@ -9,10 +9,10 @@ import pandas as pd
 
 from ..activations import sample_activations, sample_rows
 from ..images import ImageView
-from ..scores import ScoreSettings, version_scores
+from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..storage import save_npy, save_npz
-from ..transforms import IDENTITY, Transform
+from ..transforms import IDENTITY
 from .common import _views, _with_model, load
 
 
@@ -22,17 +22,17 @@ def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView
     rows of the sample files ``paths``, return its partial sums (see :func:`activations.sample_rows`)."""
     model, _ = load(settings)
     return sample_rows(model.module, layers, views, model.input_size, settings.sweep, paths, settings.batch_size,
-                       settings.resolved_device(), group)
+                       settings.resolved_device(), group, settings.seed)
 
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
     labels = ";".join(g.label for g in settings.sweep.group(group))
-    cols = ["layer", "depth", "group", "path", "points_path", "n_versions", "n_images", "n_loaded", "n_skipped",
-            "n_points", "n_units", "versions"]
+    cols = ["layer", "depth", "group", "path", "points_path", "moments_path", "n_versions", "n_images", "n_kept",
+            "n_loaded", "n_skipped", "n_points", "n_units", "versions"]
     rel = settings.layout.relative         # a moved or copied folder reads its own files
     df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": rel(s.path),
-                        "points_path": rel(s.points_path),
-                        "n_versions": s.n_versions, "n_images": s.n_images, "n_loaded": int(loaded.sum()),
+                        "points_path": rel(s.points_path), "moments_path": rel(s.moments_path),
+                        "n_versions": s.n_versions, "n_images": s.n_images, "n_kept": s.n_kept, "n_loaded": int(loaded.sum()),
                         "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
                         "versions": labels} for depth, s in enumerate(samples)], columns=cols)
     return _with_model(df, settings)
@@ -42,13 +42,15 @@ def located(settings: RunSettings, manifest: pd.DataFrame) -> pd.DataFrame:
     """A samples manifest with its paths (stored relative to the results folder) made absolute."""
     layout = settings.layout
     return manifest.assign(path=[layout.resolve(p) for p in manifest["path"]],
-                           points_path=[layout.resolve(p) for p in manifest["points_path"]])
+                           points_path=[layout.resolve(p) for p in manifest["points_path"]],
+                           moments_path=[layout.resolve(p) for p in manifest["moments_path"]])
 
 
 def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame, run_shards=None
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stream the original images; returns (``unit_stats``, ``activation_samples`` manifest).
 
+    The samples are kept for the first ``settings.keep_samples`` images; the score moments cover all.
     Also saves each layer's plain unit-unit correlations on these images
     (the baseline that transform evidence must beat; see :func:`load_identity`).
     """
@@ -56,7 +58,8 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     layout = settings.layout
     samples, stats, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, layout.activations,
-        settings.batch_size, settings.resolved_device(), group=IDENTITY, run_shards=run_shards)
+        settings.batch_size, settings.resolved_device(), group=IDENTITY, run_shards=run_shards,
+        keep=settings.keep_samples, seed=settings.seed)
     save_npy(layout.loaded, loaded)
     rows = []
     for name, st in stats.items():
@@ -68,12 +71,9 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
         save_npy(layout.image_argmax(name), st["image_argmax"])
         save_npy(layout.cov(name), st["cov"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
-    score_settings = ScoreSettings(device=settings.resolved_device())
     for smp in samples:
-        identity, _ = version_scores(np.load(smp.path, mmap_mode="r"), 0, Transform(0.0),
-                                     np.load(smp.points_path), settings.sweep.disc_radius, np.flatnonzero(loaded),
-                                     score_settings)
-        save_npz(layout.scores(smp.layer, IDENTITY), {"identity:0": identity})
+        identity, _ = StoredMoments(smp.moments_path).scores(IDENTITY_LABEL)
+        save_npz(layout.scores(smp.layer, IDENTITY), {IDENTITY_LABEL: identity})
     return stats_df, _manifest(settings, samples, loaded, IDENTITY)
 
 
@@ -89,5 +89,5 @@ def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, laye
     samples, _, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
         settings.layout.activations, settings.batch_size, settings.resolved_device(), group=transform,
-        run_shards=run_shards)
+        run_shards=run_shards, keep=settings.keep_samples, seed=settings.seed)
     return _manifest(settings, samples, loaded, transform)

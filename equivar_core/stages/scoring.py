@@ -11,11 +11,11 @@ import pandas as pd
 
 from ..activations import TRANSFORM_GROUPS
 from ..basis import mixed_stats, random_orthogonal
-from ..scores import (ScoreSettings, full_orbit, linear_map_summary, orbit_centred_scores, top_pairs,
-                     version_scores)
+from ..moments import StoredMoments
+from ..scores import ScoreSettings, linear_map_summary, top_pairs
 from ..settings import RunSettings
 from ..storage import save_npz
-from ..transforms import IDENTITY, Scale, make_transform
+from ..transforms import IDENTITY
 from ..tuning import measure_tuning, unit_profiles
 from .common import _columns, _geometries, _with_model, load
 from .sampling import located, transformed_activations
@@ -53,47 +53,41 @@ def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, trans
                          ) -> pd.DataFrame:
     """``transform_pairs`` of one transform family: self score and top partners per unit and amount.
 
-    ``identity_df`` and ``transformed_df`` are the sample manifests of the
-    original images and of the family's versions. The full C x C score
-    matrices are saved beside, one ``.npz`` per layer and family.
+    ``transformed_df`` is the sample manifest of the family's versions; the scores come from its
+    moments, summed over all images during the passes (:mod:`equivar_core.moments`). The full C x C
+    score matrices are saved beside, one ``.npz`` per layer and family (with the orbit-centred ones of
+    a colour transform swept over a full orbit: ``NAME:AMOUNT:centred`` and ``centred-identity:NAME``).
     """
-    score_settings = ScoreSettings(device=settings.resolved_device())
+    top_k = ScoreSettings().top_k
     cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
     rows = []
-    originals = {r.layer: r for r in located(settings, identity_df).itertuples()}
     for r in located(settings, transformed_df).itertuples():
-        base = originals[r.layer]
-        samples = np.load(base.path, mmap_mode="r")
-        versions = np.load(r.path, mmap_mode="r")
-        points = np.load(base.points_path)
-        images = _loaded_images(base)
+        moments = StoredMoments(r.moments_path)
         matrices = {}
-        for v, label in enumerate(r.versions.split(";")):
+        for label in r.versions.split(";"):
             name, amount = label.split(":")
-            g = make_transform(name, float(amount))
-            score, null = version_scores(samples, v, g, points, settings.sweep.disc_radius, images, score_settings,
-                                         other=versions)
+            score, null = moments.scores(label)
             matrices[label] = score
             matrices[label + ":null"] = null
-            t = top_pairs(score, null, score_settings.top_k)
+            t = top_pairs(score, null, top_k)
             rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
-        matrices.update(_centred_matrices(r, samples, versions, images, score_settings))
+        matrices.update(_centred_matrices(r, moments))
         save_npz(settings.layout.scores(r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(df, settings)
 
 
-def _centred_matrices(manifest_row, samples, versions, images, score_settings, mix=None) -> dict[str, np.ndarray]:
+def _centred_matrices(manifest_row, moments: StoredMoments, mixed: bool = False) -> dict[str, np.ndarray]:
     """Orbit-centred scores of a colour transform swept over a full orbit (see
     :func:`equivar_core.scores.orbit_centred_scores`), keyed ``NAME:AMOUNT:centred`` and
-    ``centred-identity:NAME``; nothing for other transforms."""
-    labels = [label.split(":") for label in manifest_row.versions.split(";")]
-    name, amounts = labels[0][0], [float(a) for _, a in labels]
-    if make_transform(name, 0.0).spatial or not full_orbit(amounts):
+    ``centred-identity:NAME``; nothing for other transforms. ``mixed``: in the basis control's basis."""
+    centred = moments.centred(mixed)
+    if centred is None:
         return {}
-    identity, centred = orbit_centred_scores(samples, versions, amounts, images, score_settings, mix=mix)
-    return {f"centred-identity:{name}": identity} | {f"{name}:{a:g}:centred": m for a, m in centred.items()}
+    name = manifest_row.versions.split(";")[0].split(":")[0]
+    identity, by_amount = centred
+    return {f"centred-identity:{name}": identity} | {f"{name}:{a:g}:centred": m for a, m in by_amount.items()}
 
 
 def load_evidence(settings: RunSettings, layer: str, transform: str
@@ -138,35 +132,30 @@ def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df:
     ``score(u, v) = corr(u_A(x), v_B(zoom_s x))`` at the same image points: v
     on the enlarged image does what u does on the original, i.e. v is u at s
     times the size. Rows: each unit of A with its three best partners in B.
-    ``identity_df`` and ``scale_df`` are the sample manifests of the original
-    images and of the scale family.
+    The scores come from the scale family's cross-layer moments
+    (:mod:`equivar_core.moments`), summed in its passes; ``identity_df`` names the analysed layers in order.
     """
-    score_settings = ScoreSettings(device=settings.resolved_device())
+    top_k = ScoreSettings().top_k
     rows = []
-    layers = list(located(settings, identity_df).itertuples())
+    order = list(identity_df.sort_values("depth")["layer"])
     zoomed = {r.layer: r for r in located(settings, scale_df).itertuples()}
-    scales = [(v, float(label.split(":")[1])) for v, label in enumerate(next(iter(zoomed.values())).versions.split(";"))
-              ] if zoomed else []
-    for i, a in enumerate(layers):
-        sa = np.load(a.path, mmap_mode="r")
-        points = np.load(a.points_path)
-        images = _loaded_images(a)
-        for b in layers[i + 1:]:
-            if b.layer not in zoomed:
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            if b not in zoomed:
                 continue
-            sb = np.load(zoomed[b.layer].path, mmap_mode="r")
-            if not np.allclose(np.load(b.points_path), points):
-                continue
-            for v, s in scales:
-                score, null = version_scores(sa, v, Scale(s), points,
-                                             settings.sweep.disc_radius, images, score_settings, other=sb)
-                t = top_pairs(score, null, score_settings.top_k, with_self=False)
+            moments = StoredMoments(zoomed[b].moments_path)
+            for label in zoomed[b].versions.split(";"):
+                found = moments.cross(a, label)
+                if found is None:
+                    continue
+                score, null = found
+                t = top_pairs(score, null, top_k, with_self=False)
                 best_for_b = score.argmax(0)
                 mutual = best_for_b[t["partner"]] == t["unit"]
-                rows.append(pd.DataFrame({"small_layer": a.layer, "small_unit": t["unit"], "large_layer": b.layer,
-                                          "large_unit": t["partner"], "scale": s, "rank": t["rank"],
-                                          "score": t["score"], "null_score": t["null_score"], "z": t["z"],
-                                          "mutual": mutual}))
+                rows.append(pd.DataFrame({"small_layer": a, "small_unit": t["unit"], "large_layer": b,
+                                          "large_unit": t["partner"], "scale": float(label.split(":")[1]),
+                                          "rank": t["rank"], "score": t["score"], "null_score": t["null_score"],
+                                          "z": t["z"], "mutual": mutual}))
     cols = ["small_layer", "small_unit", "large_layer", "large_unit", "scale", "rank", "score", "null_score", "z",
             "mutual"]
     df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})

@@ -11,6 +11,17 @@ from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
 
 
+def _nonnegative(text: str) -> int:
+    """An argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -50,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive, default=RunSettings.workers,
                      help="image shards as Ray tasks: the cluster at $RAY_ADDRESS, else a local one (default 1: "
                           "in this process)")
+    run.add_argument("--keep-samples", type=_nonnegative, default=RunSettings.keep_samples, metavar="N",
+                     help="store per-image activation samples for the first N images (default %(default)s); "
+                          "scores come from moments over all images either way")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="overrides",
                      help="any analysis setting, e.g. families.min_similarity=0.8 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -38,7 +38,7 @@ def command(args) -> int:
     config = EquivarConfig(model=model or DEFAULT_MODEL, weights=weights, name=args.name, layers=layers,
                            images=args.images, n_images=args.n_images, out=out, device=args.device,
                            batch_size=args.batch_size, seed=args.seed, workers=args.workers,
-                           overrides=list(args.overrides))
+                           keep_samples=args.keep_samples, overrides=list(args.overrides))
     entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
                        layers=tuple(layers))
     _validate(config, entry)

@@ -1,0 +1,172 @@
+"""Scores from moments: the sums behind every transform score, added up during the forward passes.
+
+A transform score is a Pearson correlation over images n and points p
+(:mod:`equivar_core.scores`), so it needs only sums over (n, p): of each unit
+on x, of each unit on g.x, of their squares and of their products. Those are
+added batch by batch, in float64, while a batch's versions pass through the
+network, and nothing per image has to stay: a run's disk and memory grow with
+the numbers of units and versions, not with the number of images. Image
+shards (Ray tasks) return their sums, which add.
+
+Every sweep group's passes also run the batch's original images, so that x
+and g.x meet in memory. Per layer and group, for each version g (x and g.x at
+the layer's sample points, :mod:`equivar_core.activations`, restricted to the
+points that g keeps inside the disc):
+
+* ``plain|<g>``: the sums for ``corr(x, g.x)`` and for the null ``corr(x, g.x')``,
+  x' another image of the same forward batch (image i with image i + B/2: the
+  batch rolled by half its size B; a batch of one image pairs it with itself);
+* with each of those, the squares of the layer's units mixed by the basis
+  control's random orthogonal matrix Q (:mod:`equivar_core.basis`): with them
+  the scores in that basis are exact (cross-products ``Q S Q^T``), no pass and
+  no stored sample needed;
+* for a colour transform swept over a full orbit, ``centred|<g>`` and
+  ``centred|identity:0``: the same for the orbit-centred responses
+  (:func:`equivar_core.scores.orbit_centred_scores`), the orbit mean taken
+  over the batch's x and all its versions;
+* for the scale group, ``cross|<earlier layer>|<g>``: the sums between an
+  earlier layer's units on x and this layer's units on the zoomed image (scale
+  pairs); the layers share their sample points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .basis import random_orthogonal
+from .scores import CrossMoments, full_orbit
+from .transforms import Scale, Transform
+
+IDENTITY_LABEL = Transform(0.0).label
+
+
+class LayerMoments:
+    """One layer's sums for one sweep group (see the module docstring)."""
+
+    def __init__(self, versions: list[Transform], points: torch.Tensor, disc_radius: float,
+                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] = ()):
+        self.labels = [g.label for g in versions]
+        self.valid = [g.valid(points, disc_radius) for g in versions]
+        self.all_valid = [bool(v.all()) for v in self.valid]
+        amounts = [g.amount for g in versions]
+        self.centred = bool(versions) and not versions[0].spatial and versions[0].label != IDENTITY_LABEL \
+            and full_orbit(amounts)
+        self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix) for g in self.labels}
+        if self.centred:
+            self.moments |= {f"centred|{g}": CrossMoments(bf16, mix) for g in [IDENTITY_LABEL, *self.labels]}
+        self.moments |= {f"cross|{a}|{g}": CrossMoments(bf16) for a in earlier for g in self.labels}
+
+    def _at(self, x: torch.Tensor, v: int) -> torch.Tensor:
+        """Rows (image, point) of a B x P x C block at the points version ``v`` keeps."""
+        x = x if self.all_valid[v] else x[:, self.valid[v].to(x.device)]
+        return x.reshape(-1, x.shape[-1])
+
+    def update(self, x: torch.Tensor, gx: list[torch.Tensor], earlier: dict[str, torch.Tensor] = {}) -> None:
+        """Add one batch: ``x`` (B x P x C) the layer on the original images, ``gx`` the layer on each version,
+        ``earlier``: earlier layers on the original images (for ``cross``)."""
+        half = x.shape[0] // 2
+        for v, (label, y) in enumerate(zip(self.labels, gx)):
+            b = self._at(y, v)
+            null = self._at(torch.roll(y, half, 0), v)
+            self.moments[f"plain|{label}"].update(self._at(x, v), b, null)
+            for name, e in earlier.items():
+                self.moments[f"cross|{name}|{label}"].update(self._at(e, v), b, null)
+        if self.centred:
+            stack = torch.stack([x, *gx])
+            stack = stack - stack.mean(0, keepdim=True)
+            a = stack[0].reshape(-1, stack.shape[-1])
+            for label, y in zip([IDENTITY_LABEL, *self.labels], stack):
+                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]))
+
+    def merge(self, other: "LayerMoments") -> "LayerMoments":
+        for key, m in other.moments.items():
+            self.moments[key].merge(m)
+        return self
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for key, m in self.moments.items():
+            out |= m.arrays(key)
+        return out
+
+
+class GroupMoments:
+    """The sums of every requested layer for one sweep group, created on the first batch (when the layers'
+    widths are known). ``seed`` draws each layer's random basis as the basis control does."""
+
+    def __init__(self, group: str, versions: list[Transform], points: torch.Tensor, disc_radius: float,
+                 seed: int | None, bf16: bool = False):
+        self.group, self.versions, self.points, self.disc_radius = group, versions, points, disc_radius
+        self.seed, self.bf16 = seed, bf16
+        self.cross_layer = group == Scale.name
+        self.layers: dict[str, LayerMoments] = {}
+
+    def update(self, x: dict[str, torch.Tensor], gx: dict[str, list[torch.Tensor]]) -> None:
+        """One batch: layer -> B x P x C on the original images, and layer -> the same for each version."""
+        names = list(gx)
+        for i, name in enumerate(names):
+            if name not in self.layers:
+                c = gx[name][0].shape[-1]
+                mix = None if self.seed is None else torch.as_tensor(
+                    random_orthogonal(c, self.seed, name), dtype=torch.float32, device=gx[name][0].device)
+                self.layers[name] = LayerMoments(self.versions, self.points, self.disc_radius, mix, self.bf16,
+                                                 names[:i] if self.cross_layer else [])
+            self.layers[name].update(x[name], gx[name], {e: x[e] for e in names[:i]} if self.cross_layer else {})
+
+    def cpu(self) -> "GroupMoments":
+        """The same sums with every tensor in host memory (to return them from a GPU worker), in place."""
+        self.points = self.points.cpu()
+        for layer in self.layers.values():
+            for m in layer.moments.values():
+                m.mix = None if m.mix is None else m.mix.cpu()
+            layer.valid = [v.cpu() for v in layer.valid]
+        return self
+
+    @classmethod
+    def total(cls, parts: list["GroupMoments"]) -> "GroupMoments":
+        """The sums of several shards' moments, added in the order given."""
+        out = parts[0]
+        for part in parts[1:]:
+            for name, layer in part.layers.items():
+                if name in out.layers:
+                    out.layers[name].merge(layer)
+                else:
+                    out.layers[name] = layer
+        return out
+
+
+class StoredMoments:
+    """One layer's saved sums for one group (``np.load`` of :meth:`LayerMoments.arrays`), read as scores."""
+
+    def __init__(self, path: str):
+        with np.load(path) as z:
+            self._arrays = {k: z[k] for k in z.files}
+        self.keys = sorted({k.rsplit("|", 1)[0] for k in self._arrays})
+
+    def _m(self, key: str) -> CrossMoments:
+        if key not in self.keys:
+            raise KeyError(f"no moments {key!r} stored (have: {', '.join(self.keys)})")
+        return CrossMoments.from_arrays(self._arrays, key)
+
+    def scores(self, label: str, mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(score, null) of version ``label`` (in the random basis with ``mixed``)."""
+        score, null = self._m(f"plain|{label}").correlations(mixed)
+        return score, null
+
+    def centred(self, mixed: bool = False) -> tuple[np.ndarray, dict[float, np.ndarray]] | None:
+        """Orbit-centred (identity, amount -> score) where the group has them, else None."""
+        labels = [k.split("|", 1)[1] for k in self.keys if k.startswith("centred|")]
+        if not labels:
+            return None
+        identity = self._m(f"centred|{IDENTITY_LABEL}").correlations(mixed)[0]
+        return identity, {float(g.split(":")[1]): self._m(f"centred|{g}").correlations(mixed)[0]
+                          for g in labels if g != IDENTITY_LABEL}
+
+    def cross(self, earlier: str, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(score, null) of an earlier layer's units on x against this layer's on version ``label``."""
+        key = f"cross|{earlier}|{label}"
+        if key not in self.keys:
+            return None
+        score, null = self._m(key).correlations()
+        return score, null

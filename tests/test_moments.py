@@ -1,0 +1,113 @@
+"""Scores from moments summed during the passes equal the scores of the stored samples (their definition in
+:mod:`equivar_core.scores`), in the layer's basis and in the random one, for plain, orbit-centred and
+cross-layer scores; and keeping fewer samples changes no moment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from equivar_core import stages
+from equivar_core.basis import random_orthogonal
+from equivar_core.moments import IDENTITY_LABEL, StoredMoments
+from equivar_core.scores import ScoreSettings, orbit_centred_scores, version_scores
+from equivar_core.stages.sampling import located
+from equivar_core.transforms import Transform, make_transform
+
+#: the stored samples are float16, the moments sum float32 activations: scores agree to about 1e-4
+ATOL = 2e-3
+#: orbit-centred responses are differences of similar float16 values: about 3e-3
+ATOL_CENTRED = 6e-3
+
+
+def _run(planted_runs):
+    run, _ = planted_runs[0]
+    # the null pairs images within a forward batch; version_scores pairs them within a chunk of images:
+    # with chunks the size of the batches (all images read) the pairings are the same
+    assert run.settings.batch_size < run.settings.n_images
+    return run, ScoreSettings(chunk_images=run.settings.batch_size)
+
+
+def test_plain_and_null_scores_from_moments_equal_those_of_the_stored_samples(planted_runs):
+    run, score_settings = _run(planted_runs)
+    disc = run.settings.sweep.disc_radius
+    originals = {r.layer: r for r in located(run.settings, run.manifest).itertuples()}
+    checked = 0
+    for transform, manifest in run.transformed.items():
+        for r in located(run.settings, manifest).itertuples():
+            base = originals[r.layer]
+            samples, versions = np.load(base.path), np.load(r.path)
+            points, images = np.load(base.points_path), np.arange(base.n_images)
+            assert r.n_kept == r.n_images == samples.shape[1]
+            q = random_orthogonal(r.n_units, run.settings.seed, r.layer)
+            moments = StoredMoments(r.moments_path)
+            for v, label in enumerate(r.versions.split(";")):
+                g = make_transform(*label.split(":")[:1], float(label.split(":")[1]))
+                want = version_scores(samples, v, g, points, disc, images, score_settings, other=versions)
+                got = moments.scores(label)
+                for w, m in zip(want, got):
+                    np.testing.assert_allclose(m, w, atol=ATOL)
+                mixed = version_scores(samples, v, g, points, disc, images, score_settings, other=versions, mix=q)
+                np.testing.assert_allclose(moments.scores(label, mixed=True)[0], mixed[0], atol=ATOL)
+                assert not np.allclose(mixed[0], want[0], atol=0.05)         # the random basis is another one
+                checked += 1
+        identity = StoredMoments(originals[r.layer].moments_path).scores(IDENTITY_LABEL)[0]
+        np.testing.assert_allclose(identity, version_scores(np.load(originals[r.layer].path), 0, Transform(0.0),
+                                                            points, disc, images, score_settings)[0], atol=ATOL)
+    assert checked >= 2 * (11 + 1 + 11 + 2)
+
+
+def test_orbit_centred_scores_from_moments_equal_those_of_the_stored_samples(planted_runs):
+    run, score_settings = _run(planted_runs)
+    originals = {r.layer: r for r in located(run.settings, run.manifest).itertuples()}
+    for r in located(run.settings, run.transformed["hue"]).itertuples():
+        samples, versions = np.load(originals[r.layer].path), np.load(r.path)
+        amounts = [float(label.split(":")[1]) for label in r.versions.split(";")]
+        images = np.arange(r.n_images)
+        q = random_orthogonal(r.n_units, run.settings.seed, r.layer)
+        for mixed, mix in ((False, None), (True, q)):
+            moments = StoredMoments(r.moments_path)
+            identity, centred = moments.centred(mixed)
+            want_identity, want = orbit_centred_scores(samples, versions, amounts, images, score_settings, mix=mix)
+            np.testing.assert_allclose(identity, want_identity, atol=ATOL_CENTRED)
+            assert sorted(centred) == sorted(want)
+            for a in want:
+                np.testing.assert_allclose(centred[a], want[a], atol=ATOL_CENTRED)
+                # the tolerance tells centred scores from plain ones
+                assert np.abs(moments.scores(f"hue:{a:g}", mixed)[0] - want[a]).max() > 0.05
+    for r in located(run.settings, run.transformed["rotate"]).itertuples():
+        assert StoredMoments(r.moments_path).centred() is None          # spatial: no orbit centring
+
+
+def test_scale_pair_scores_from_moments_equal_cross_layer_scores_of_the_stored_samples(planted_runs):
+    run, score_settings = _run(planted_runs)
+    disc = run.settings.sweep.disc_radius
+    small, large = located(run.settings, run.manifest).sort_values("depth").itertuples()
+    zoomed = {r.layer: r for r in located(run.settings, run.transformed["scale"]).itertuples()}
+    moments = StoredMoments(zoomed[large.layer].moments_path)
+    assert moments.cross(large.layer, "scale:2") is None            # only earlier layers
+    sa, sb = np.load(small.path), np.load(zoomed[large.layer].path)
+    for v, label in enumerate(zoomed[large.layer].versions.split(";")):
+        want = version_scores(sa, v, make_transform("scale", float(label.split(":")[1])), np.load(small.points_path),
+                              disc, np.arange(small.n_images), score_settings, other=sb)
+        for w, m in zip(want, moments.cross(small.layer, label)):
+            np.testing.assert_allclose(m, w, atol=ATOL)
+
+
+@pytest.mark.parametrize("keep", [0, 5])
+def test_keeping_fewer_samples_changes_no_moment(planted_runs, tmp_path, keep):
+    run, _ = planted_runs[0]
+    settings = dataclasses.replace(run.settings, out=str(tmp_path), keep_samples=keep)
+    manifest = stages.transformed_activations(settings, run.images, run.layers, "hue")
+    full = {r.layer: r for r in located(run.settings, run.transformed["hue"]).itertuples()}
+    for r in located(settings, manifest).itertuples():
+        assert r.n_kept == keep and r.n_images == full[r.layer].n_images
+        kept, everything = np.load(r.path), np.load(full[r.layer].path)
+        assert kept.shape == (everything.shape[0], keep, *everything.shape[2:])
+        np.testing.assert_array_equal(kept, everything[:, :keep])
+        with np.load(r.moments_path) as a, np.load(full[r.layer].moments_path) as b:
+            assert sorted(a.files) == sorted(b.files)
+            for name in a.files:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
