@@ -47,6 +47,7 @@ class LayerMoments:
     def __init__(self, versions: list[Transform], points: torch.Tensor, disc_radius: float,
                  mix: torch.Tensor | None, bf16: bool, earlier: list[str] = ()):
         self.labels = [g.label for g in versions]
+        self.mix = mix
         self.valid = [g.valid(points, disc_radius) for g in versions]
         self.all_valid = [bool(v.all()) for v in self.valid]
         amounts = [g.amount for g in versions]
@@ -66,18 +67,21 @@ class LayerMoments:
         """Add one batch: ``x`` (B x P x C) the layer on the original images, ``gx`` the layer on each version,
         ``earlier``: earlier layers on the original images (for ``cross``)."""
         half = x.shape[0] // 2
+        xq = None if self.mix is None else (x @ self.mix.T).pow(2)       # x's mixed squares, once per batch
         for v, (label, y) in enumerate(zip(self.labels, gx)):
             b = self._at(y, v)
             null = self._at(torch.roll(y, half, 0), v)
-            self.moments[f"plain|{label}"].update(self._at(x, v), b, null)
+            self.moments[f"plain|{label}"].update(self._at(x, v), b, null,
+                                                  a_mixed_squares=None if xq is None else self._at(xq, v).sum(0))
             for name, e in earlier.items():
                 self.moments[f"cross|{name}|{label}"].update(self._at(e, v), b, null)
         if self.centred:
             stack = torch.stack([x, *gx])
             stack = stack - stack.mean(0, keepdim=True)
             a = stack[0].reshape(-1, stack.shape[-1])
+            aq = None if self.mix is None else (a @ self.mix.T).pow(2).sum(0)
             for label, y in zip([IDENTITY_LABEL, *self.labels], stack):
-                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]))
+                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]), a_mixed_squares=aq)
 
     def merge(self, other: "LayerMoments") -> "LayerMoments":
         for key, m in other.moments.items():

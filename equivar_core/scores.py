@@ -65,7 +65,10 @@ class CrossMoments:
         self.bf16 = bf16
         self.mix = mix
 
-    def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor) -> None:
+    def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor,
+               a_mixed_squares: torch.Tensor | None = None) -> None:
+        """Add rows; ``a_mixed_squares``: the column sums of ``(a Q^T)^2`` when the caller has them (the same
+        ``a`` paired with several ``b``)."""
         if self.bf16:
             a16 = a.to(torch.bfloat16)
             cross = [torch.mm(a16.T, x.to(torch.bfloat16)).float() for x in (b, *others)]
@@ -75,7 +78,9 @@ class CrossMoments:
         sums = [x.double().cpu() for x in sums]
         self.sums = sums if self.sums is None else [s + x for s, x in zip(self.sums, sums)]
         if self.mix is not None:
-            mixed = [torch.mm(x, self.mix.T).pow(2).sum(0).double().cpu() for x in (a, b)]
+            mixed = [torch.mm(a, self.mix.T).pow(2).sum(0) if a_mixed_squares is None else a_mixed_squares,
+                     torch.mm(b, self.mix.T).pow(2).sum(0)]
+            mixed = [x.double().cpu() for x in mixed]
             self.mixed_squares = mixed if self.mixed_squares is None else [
                 s + x for s, x in zip(self.mixed_squares, mixed)]
         self.n += a.shape[0]

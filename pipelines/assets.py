@@ -112,7 +112,8 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
                                description="Per-unit mean and std over natural images, and its best image."),
         "activation_samples": AssetOut(code_version=CODE_VERSION,
                                        description="Manifest of the activation samples of the natural images "
-                                                   "(float16 arrays on disk)."),
+                                                   "(float16 arrays of the kept images) and of their score "
+                                                   "moments over all images, on disk."),
     },
     retry_policy=RETRY,
     partitions_def=MODELS,
@@ -175,7 +176,7 @@ def _transform_family(transform: str):
     @asset(key=["transformed_samples", transform], group_name="activations", **TABLE, **GPU,
            ins={"images": AssetIn("images"), "layers": AssetIn("layers")},
            description=f"Manifest of the activation samples of the natural images' {transform} versions "
-                       "(float16 arrays on disk).")
+                       "(float16 arrays of the kept images) and of their score moments over all images.")
     @_fails_once_on_bad_input
     def transformed_samples(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
                             layers: pd.DataFrame) -> Output:
