@@ -108,6 +108,26 @@ def test_imagenet_sample_as_images(tmp_path):
     assert q.stdout.splitlines()[1] == "3"
 
 
+def test_keep_samples_bounds_the_stored_samples_not_the_scored_images(tmp_path):
+    r = equivar("run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
+                "--keep-samples", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    q = equivar("sql", "select \"group\", n_images, n_kept, n_loaded, path, moments_path from transformed_samples "
+                "union all select \"group\", n_images, n_kept, n_loaded, path, moments_path from activation_samples",
+                "--out", str(tmp_path), "--format", "json")
+    rows = json.loads(q.stdout)
+    assert len(rows) == 5
+    for row in rows:
+        assert (row["n_images"], row["n_kept"], row["n_loaded"]) == (3, 1, 3)
+        shape = np.load(os.path.join(tmp_path, row["path"]), mmap_mode="r").shape
+        assert shape[1] == 1
+        if row["group"] == "identity":          # the moments saw all three images at every point
+            with np.load(os.path.join(tmp_path, row["moments_path"])) as z:
+                assert int(z["plain|identity:0|n"]) == 3 * shape[2]
+    bad = equivar("run", "--out", str(tmp_path), "--keep-samples", "-1")
+    assert bad.returncode == 2 and "--keep-samples: must be at least 0" in bad.stderr
+
+
 def test_unchanged_rerun_recomputes_nothing(default_run):
     out, _ = default_run
     before = _digest(out)

@@ -45,10 +45,6 @@ def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.
     return _with_model(pd.DataFrame(cols), settings)
 
 
-def _loaded_images(manifest_row) -> np.ndarray:
-    return np.flatnonzero(np.load(os.path.join(os.path.dirname(manifest_row.path), "loaded.npy")))
-
-
 def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, transformed_df: pd.DataFrame
                          ) -> pd.DataFrame:
     """``transform_pairs`` of one transform family: self score and top partners per unit and amount.
