@@ -45,7 +45,7 @@ class LayerMoments:
     """One layer's sums for one sweep group (see the module docstring)."""
 
     def __init__(self, versions: list[Transform], points: torch.Tensor, disc_radius: float,
-                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] = ()):
+                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] | None = None):
         self.labels = [g.label for g in versions]
         self.mix = mix
         self.valid = [g.valid(points, disc_radius) for g in versions]
@@ -56,14 +56,15 @@ class LayerMoments:
         self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix) for g in self.labels}
         if self.centred:
             self.moments |= {f"centred|{g}": CrossMoments(bf16, mix) for g in [IDENTITY_LABEL, *self.labels]}
-        self.moments |= {f"cross|{a}|{g}": CrossMoments(bf16) for a in earlier for g in self.labels}
+        self.moments |= {f"cross|{a}|{g}": CrossMoments(bf16) for a in earlier or [] for g in self.labels}
 
     def _at(self, x: torch.Tensor, v: int) -> torch.Tensor:
         """Rows (image, point) of a B x P x C block at the points version ``v`` keeps."""
         x = x if self.all_valid[v] else x[:, self.valid[v].to(x.device)]
         return x.reshape(-1, x.shape[-1])
 
-    def update(self, x: torch.Tensor, gx: list[torch.Tensor], earlier: dict[str, torch.Tensor] = {}) -> None:
+    def update(self, x: torch.Tensor, gx: list[torch.Tensor], earlier: dict[str, torch.Tensor] | None = None
+               ) -> None:
         """Add one batch: ``x`` (B x P x C) the layer on the original images, ``gx`` the layer on each version,
         ``earlier``: earlier layers on the original images (for ``cross``)."""
         half = x.shape[0] // 2
@@ -73,7 +74,7 @@ class LayerMoments:
             null = self._at(torch.roll(y, half, 0), v)
             self.moments[f"plain|{label}"].update(self._at(x, v), b, null,
                                                   a_mixed_squares=None if xq is None else self._at(xq, v).sum(0))
-            for name, e in earlier.items():
+            for name, e in (earlier or {}).items():
                 self.moments[f"cross|{name}|{label}"].update(self._at(e, v), b, null)
         if self.centred:
             stack = torch.stack([x, *gx])
