@@ -32,6 +32,9 @@ def test_ray_executor_run_equals_in_process_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, DAGSTER_HOME=str(tmp_path / "home"), EQUIVAR_HOME=str(tmp_path / "ray"),
                EQUIVAR_MODEL="equivar_core.planted:planted", EQUIVAR_LAYERS="relu1,relu2", EQUIVAR_N_IMAGES="8",
                RAY_ADDRESS=f"http://127.0.0.1:{dash}",
+               # a throwaway cluster on loopback: without token auth, whatever token an earlier local Ray left in
+               # ~/.ray (Ray enables token auth when one is there, and the job client would not send it)
+               RAY_AUTH_MODE="disabled",
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))    # Ray jobs run `dagster api ...` from PATH
     (tmp_path / "home").mkdir()
     start = [RAY, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
