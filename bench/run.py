@@ -127,28 +127,9 @@ def peak_rss_of_run(n_images: int, out: str) -> int:
 def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[dict[str, float], float, float]:
     """Share of each asset in a whole run (``layers``: empty = the preset); then the times of a CLI run and of
     its unchanged re-run."""
-    from dagster import DagsterEventType, DagsterInstance
-
     from pipelines.cli import main as cli
-    from pipelines.definitions import build_definitions
-    from pipelines.resources import EquivarConfig
 
-    config = EquivarConfig(n_images=n_images, out=os.path.join(out, "breakdown"), layers=layers)
-    job = build_definitions(config).resolve_job_def("equivar")
-    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("models", [config.default_partition])
-        result = job.execute_in_process(instance=instance, run_config=quiet, partition_key=config.default_partition)
-        starts, ends = {}, {}
-        for entry in instance.all_logs(result.run_id):
-            ev = entry.dagster_event
-            if ev is None:
-                continue
-            if ev.event_type == DagsterEventType.STEP_START:
-                starts[ev.step_key] = entry.timestamp
-            elif ev.event_type == DagsterEventType.STEP_SUCCESS:
-                ends[ev.step_key] = entry.timestamp
-    durations = {k: ends[k] - starts[k] for k in ends if k in starts}
+    durations = asset_durations(n_images, os.path.join(out, "breakdown"), None, layers)
     total = sum(durations.values())
     args = ["run", "--out", os.path.join(out, "cli"), "--n-images", str(n_images), "--quiet"] + (
         ["--layers", ",".join(layers)] if layers else [])
