@@ -145,28 +145,52 @@ def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[d
 SHARED_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "imagenet-sample")
 
 
-def run_figures(n_images: int, keep: int, out: str, images: str | None, layers: list[str]) -> dict:
-    """One whole run in a child process (its own peak memory): wall time, peak RSS, bytes under ``--out``, and
-    seconds per image of the passes over the images (every sampling asset's time over ``n_images``)."""
+def run_figures(n_images: int, keep: int, out: str, images: str | None, layers: list[str],
+                trace: str | None = None) -> dict:
+    """One whole run in a child process (its own peak memory): wall time, peak RSS, bytes under ``--out``,
+    seconds per image of the passes over the images (every sampling asset's time over ``n_images``), and
+    the asset during which the resident memory (sampled every 0.2 s) was highest, with that peak; ``trace``:
+    a JSON file for the memory samples and each asset's start and end."""
     code = (
-        "import json, resource, sys, time; sys.path.insert(0, %r)\n"
+        "import json, resource, sys, threading, time; sys.path.insert(0, %r)\n"
         "sys.argv = ['run.py']\n"
-        "from bench.run import asset_durations\n"
+        "from bench.run import asset_durations, resident_samples\n"
+        "samples, stop = [], threading.Event()\n"
+        "threading.Thread(target=resident_samples, args=(samples, stop), daemon=True).start()\n"
         "t = time.perf_counter()\n"
-        "d = asset_durations(%d, %r, %r, %r, keep_samples=%d)\n"
-        "print(json.dumps({'wall': time.perf_counter() - t, 'durations': d,\n"
+        "spans = {}\n"
+        "d = asset_durations(%d, %r, %r, %r, spans=spans, keep_samples=%d)\n"
+        "stop.set()\n"
+        "print(json.dumps({'wall': time.perf_counter() - t, 'durations': d, 'spans': spans, 'rss': samples,\n"
         "                  'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
         % (ROOT, n_images, out, images, layers, keep))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     found = json.loads(r.stdout.strip().splitlines()[-1])
+    if trace:
+        with open(trace, "w") as f:
+            json.dump({"spans": found["spans"], "rss": found["rss"]}, f)
     disk = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
     passes = sum(v for k, v in found["durations"].items() if "samples" in k)
+    peaks = {step: max((b for t, b in found["rss"] if start <= t <= end), default=0)
+             for step, (start, end) in found["spans"].items()}
+    top = max(peaks, key=peaks.get) if peaks else ""
     return {"wall_s": found["wall"], "peak_rss_gb": found["maxrss_kib"] / 2**20, "disk_gb": disk / 1e9,
-            "passes_s_per_image": passes / n_images}
+            "passes_s_per_image": passes / n_images, "peak_step": top,
+            "peak_step_rss_gb": peaks.get(top, 0) / 2**30}
 
 
-def asset_durations(n_images: int, out: str, images: str | None, layers: list[str], **config) -> dict[str, float]:
-    """Seconds per asset of one run of the ``equivar`` job in this process."""
+def resident_samples(samples: list, stop, every: float = 0.2) -> None:
+    """Append (time, resident bytes of this process) to ``samples`` every ``every`` seconds until ``stop``."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    while not stop.wait(every):
+        with open("/proc/self/statm") as f:
+            samples.append((time.time(), int(f.read().split()[1]) * page))
+
+
+def asset_durations(n_images: int, out: str, images: str | None, layers: list[str], spans: dict | None = None,
+                    **config) -> dict[str, float]:
+    """Seconds per asset of one run of the ``equivar`` job in this process (and, into ``spans``, each step's
+    start and end times)."""
     from dagster import DagsterEventType, DagsterInstance
 
     from pipelines.definitions import build_definitions
@@ -185,6 +209,8 @@ def asset_durations(n_images: int, out: str, images: str | None, layers: list[st
                 starts[ev.step_key] = entry.timestamp
             elif ev is not None and ev.event_type == DagsterEventType.STEP_SUCCESS:
                 ends[ev.step_key] = entry.timestamp
+    if spans is not None:
+        spans.update({k: (starts[k], ends[k]) for k in ends if k in starts})
     return {k: ends[k] - starts[k] for k in ends if k in starts}
 
 
@@ -252,7 +278,7 @@ def main() -> int:
                                                              ["_act0", "_blocks.2.depthwise", "_blocks.4.depthwise"])
     for k, v in figures.items():
         if isinstance(v, dict):
-            print(k, " ".join(f"{a}={b:.3f}" for a, b in v.items()))
+            print(k, " ".join(f"{a}={b:.3f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items()))
         elif isinstance(v, float):
             print(k, f"{v:.3f}")
         else:

@@ -23,8 +23,11 @@ and renamed when complete.
 
 Alongside: per-unit mean and standard deviation over all positions of the
 original images (the unit of tuning responses), the units' covariance (for
-the basis control, :mod:`equivar_core.basis`), and each image's maximum per
-unit with its position (for top examples).
+the basis control, :mod:`equivar_core.basis`), and each unit's ``TOP_IMAGES``
+strongest images with the position of its maximum there (:class:`TopImages`,
+for the rotation test's and the report's examples), merged batch by batch, so
+that nothing kept grows with the number of images but the first ``keep``
+images' samples.
 """
 
 from __future__ import annotations
@@ -82,6 +85,49 @@ class SweepSettings:
         return [v for name in (IDENTITY, *TRANSFORM_GROUPS) for v in self.group(name)]
 
 
+#: how many strongest images are kept per unit (the rotation test uses its ``top_k``, the report 3)
+TOP_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class TopImages:
+    """Each unit's strongest images, best first: C x K arrays of the unit's maximum over the map on the image
+    (``value``), the image's index in the run (``image``, -1 in slots left empty when fewer than K images were
+    read) and the flat map index of that maximum (``position``). Equal values go to the lower image index,
+    so the result does not depend on how the images were batched or sharded."""
+
+    value: np.ndarray
+    image: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def empty(cls, n_units: int, k: int = TOP_IMAGES) -> "TopImages":
+        return cls(np.full((n_units, k), -np.inf, np.float32), np.full((n_units, k), -1, np.int64),
+                   np.zeros((n_units, k), np.int64))
+
+    def merge(self, other: "TopImages") -> "TopImages":
+        """The best K of both (``other`` may hold any number of candidates per unit, e.g. a batch's images)."""
+        value = np.concatenate([self.value, other.value], 1)
+        image = np.concatenate([self.image, other.image], 1)
+        position = np.concatenate([self.position, other.position], 1)
+        empty = image < 0                      # after every image, whatever its value
+        order = np.lexsort((np.where(empty, np.iinfo(np.int64).max, image), -value, empty), axis=1)
+        order = order[:, :self.value.shape[1]]
+        return TopImages(*(np.take_along_axis(a, order, 1) for a in (value, image, position)))
+
+    def best(self, unit: int, k: int) -> list[tuple[int, int]]:
+        """The unit's ``k`` strongest images as (image index, flat map position), best first."""
+        return [(int(n), int(p)) for n, p in zip(self.image[unit, :k], self.position[unit, :k]) if n >= 0]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"value": self.value, "image": self.image, "position": self.position}
+
+    @classmethod
+    def load(cls, path: str) -> "TopImages":
+        with np.load(path) as z:
+            return cls(z["value"], z["image"], z["position"])
+
+
 @dataclass
 class LayerSamples:
     """Paths and shapes of one layer's samples (see module docstring)."""
@@ -116,8 +162,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     samples : one :class:`LayerSamples` per layer (``<layer>.<group>.samples.npy`` and
         ``<layer>.<group>.moments.npz`` under ``out_dir``)
     stats : for the ``identity`` group, layer -> {"mean", "std": (C,), "cov": (C, C) covariance of the
-        units over all positions, "image_max": (N, C), "image_argmax": (N, C) flat map index}; empty for
-        the other groups
+        units over all positions, "top": :class:`TopImages`}; empty for the other groups
     loaded : (N,) bool, False for images that could not be read
     """
     versions = sweep.group(group)
@@ -160,7 +205,7 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
             save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
         if group == IDENTITY:
-            stats[name] = _combined_stats([part["acc"][name] for part in parts], n_views, c)
+            stats[name] = _combined_stats([part["acc"][name] for part in parts], c)
         samples.append(LayerSamples(name, final, pts_path, os.path.join(out_dir, moments_file(name, group)),
                                     n_versions, n_views, n_kept, len(points), c))
     return samples, stats, loaded
@@ -180,8 +225,8 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
     """Write the samples of the kept ones of ``views`` (rows ``view.index`` below the files' length) into the
     sample files ``paths`` (layer -> an allocated V x K x P x C ``.npy``); return the rows read, the group's
     moments over all of ``views`` (``moments``: :class:`equivar_core.moments.GroupMoments`) and, for the
-    identity group, partial sums (``acc``: layer -> sums, squares, cross-products, count, and each read
-    image's maximum)."""
+    identity group, partial sums (``acc``: layer -> sums, squares, cross-products, count, and the units'
+    strongest images so far)."""
     versions = sweep.group(group)
     with_stats = group == IDENTITY
     arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
@@ -211,7 +256,8 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
                         c = a.shape[1]
                         acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
                                      "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
-                                     "cross": torch.zeros(c, c, dtype=torch.float64), "max": {}}
+                                     "cross": torch.zeros(c, c, dtype=torch.float64),
+                                     "top": TopImages.empty(c)}
                     vals = sample_at(a, g.points(points)).transpose(1, 2)          # B x P x C
                     sampled.setdefault(name, []).append(vals)
                     if kept.any():
@@ -227,31 +273,30 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
     return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc, "moments": moments.cpu()}
 
 
-def _combined_stats(accs: list[dict], n_views: int, c: int) -> dict[str, np.ndarray]:
-    """Mean, std and covariance over all positions from partial sums (added in shard order), and every
-    image's maximum and its position."""
+def _combined_stats(accs: list[dict], c: int) -> dict:
+    """Mean, std and covariance over all positions from partial sums (added in shard order), and the units'
+    strongest images over all shards."""
     total = {k: sum(a[k] for a in accs) for k in ("sum", "sq", "cross", "n")}
     mean = (total["sum"] / total["n"]).numpy()
     std = np.sqrt(np.maximum((total["sq"] / total["n"]).numpy() - mean**2, 0.0))
     cov = (total["cross"] / total["n"]).numpy() - np.outer(mean, mean)
-    image_max, image_argmax = np.zeros((n_views, c), np.float32), np.zeros((n_views, c), np.int64)
+    top = TopImages.empty(c)
     for a in accs:
-        for i, (mx, arg) in a["max"].items():
-            image_max[i], image_argmax[i] = mx, arg
-    return {"mean": mean, "std": std, "cov": cov, "image_max": image_max, "image_argmax": image_argmax}
+        top = top.merge(a["top"])
+    return {"mean": mean, "std": std, "cov": cov, "top": top}
 
 
 def _accumulate(st: dict, a: torch.Tensor, idx: np.ndarray) -> None:
-    """Running per-unit sums over all positions, and each image's maximum and its flat position."""
+    """Running per-unit sums over all positions, and the units' strongest images so far."""
     flat = a.flatten(2)
     st["sum"] += flat.sum((0, 2)).double().cpu()
     st["sq"] += flat.pow(2).sum((0, 2)).double().cpu()
     rows = flat.transpose(1, 2).reshape(-1, flat.shape[1])
     st["cross"] += (rows.T @ rows).double().cpu()
     st["n"] += flat.shape[0] * flat.shape[2]
-    mx, arg = flat.max(2)
-    for i, m, g in zip(idx.tolist(), mx.cpu().numpy(), arg.cpu().numpy()):
-        st["max"][i] = (m, g)
+    mx, arg = flat.max(2)                                                     # B x C
+    images = np.broadcast_to(idx.astype(np.int64)[None, :], (mx.shape[1], len(idx)))
+    st["top"] = st["top"].merge(TopImages(mx.T.cpu().numpy(), images, arg.T.cpu().numpy().astype(np.int64)))
 
 
 def _allocated_memmap(tmp: dict[str, str], name: str, shape: tuple[int, ...]) -> np.memmap:

@@ -8,7 +8,7 @@
     <out>/_artifacts/model=<m>/activations/<l>.<group>.samples.npy   sampled responses (float16), kept images
                                           <l>.<group>.moments.npz   score moments over all images
                                           <l>.points.npy         the sampled map positions
-                                          <l>.image_max.npy, <l>.image_argmax.npy, <l>.cov.npy, loaded.npy
+                                          <l>.top_images.npz, <l>.cov.npy, loaded.npy
     <out>/_artifacts/model=<m>/scores/<l>.<group>.scores.npz      unit-by-unit transform scores
     <out>/_artifacts/model=<m>/circuits/<src>/<dst>.npz          expanded weights of a layer pair
     <out>/_artifacts/model=<m>/featurevis/                       cached feature visualizations
@@ -135,13 +135,10 @@ class Layout:
     def activations(self) -> str:
         return os.path.join(self.artifacts, "activations")
 
-    def image_max(self, layer: str) -> str:
-        """Each unit's largest response on each image (N x C)."""
-        return os.path.join(self.activations, f"{safe_value(layer)}.image_max.npy")
-
-    def image_argmax(self, layer: str) -> str:
-        """Where on the map (flat index) each unit's largest response on each image is (N x C)."""
-        return os.path.join(self.activations, f"{safe_value(layer)}.image_argmax.npy")
+    def top_images(self, layer: str) -> str:
+        """Each unit's strongest images, their maxima and the maxima's map positions
+        (:class:`equivar_core.activations.TopImages`, C x K each)."""
+        return os.path.join(self.activations, f"{safe_value(layer)}.top_images.npz")
 
     def cov(self, layer: str) -> str:
         """C x C covariance of a layer's units over all positions of the natural images."""

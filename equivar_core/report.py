@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .activations import TopImages  # noqa: E402
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
@@ -76,18 +77,17 @@ def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
 def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: int = 3) -> np.ndarray | None:
     """The unit's ``k`` strongest natural images, each cropped around its peak (2 RF radii), side by side."""
     try:
-        mx = np.load(run.layout.image_max(layer))
-        arg = np.load(run.layout.image_argmax(layer))
-    except OSError:
+        top = TopImages.load(run.layout.top_images(layer))
+    except (OSError, KeyError, ValueError):
         return None
     images = run["images"].set_index("image", drop=False)
     half = int(min(max(8, 2 * geom.rf_radius), run.input_size // 2))
     crops = []
-    for n in np.argsort(-mx[:, unit])[:k]:
-        img = load_view(ImageView.from_row(images.loc[int(n)]), run.input_size)
+    for n, position in top.best(unit, k):
+        img = load_view(ImageView.from_row(images.loc[n]), run.input_size)
         if img is None:
             continue
-        py, px = divmod(int(arg[n, unit]), geom.width)
+        py, px = divmod(position, geom.width)
         cy, cx = (py + 0.5) * geom.stride, (px + 0.5) * geom.stride
         y0 = int(np.clip(cy - half, 0, run.input_size - 2 * half))
         x0 = int(np.clip(cx - half, 0, run.input_size - 2 * half))

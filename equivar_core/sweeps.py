@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activations import TopImages
 from .capture import LayerGeometry, canvas_size, capture
 from .families import circular_distance
 from .images import ImageView, load_view
@@ -61,7 +62,7 @@ class SweptFamily:
 
 @torch.inference_mode()
 def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: list[ImageView],
-                 image_max: np.ndarray, image_argmax: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 top: TopImages, mean: np.ndarray, std: np.ndarray,
                  families: list[SweptFamily], settings: RotationTestSettings = RotationTestSettings(),
                  device: str = "cpu") -> dict[str, np.ndarray]:
     """Sweep responses of one layer's families; columns family, driver, member, angle, response,
@@ -75,11 +76,11 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
         for f, fam in enumerate(families):
             make = TRANSFORMS[fam.transform]
             for i, u in enumerate(fam.members):
-                for n in np.argsort(-image_max[:, u])[:settings.top_k]:
+                for n, position in top.best(u, settings.top_k):
                     img = load_view(views[n], input_size)
                     if img is None:
                         continue
-                    py, px = divmod(int(image_argmax[n, u]), geom.width)
+                    py, px = divmod(position, geom.width)
                     peak = ((py + 0.5) * geom.stride + geom.rf_offset[0],
                             (px + 0.5) * geom.stride + geom.rf_offset[1])
                     canvases = torch.cat([make(float(a)).images_about(img[None], peak, target, size) for a in angles])

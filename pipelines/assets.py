@@ -186,14 +186,13 @@ def _transform_family(transform: str):
         return _out(context, equivar, f"transformed_samples/{transform}", manifest)
 
     @asset(key=["transform_pairs", transform], group_name="scores", **TABLE,
-           ins={"identity": AssetIn("activation_samples"), "versions": AssetIn(["transformed_samples", transform])},
+           ins={"versions": AssetIn(["transformed_samples", transform])},
            description=f"Self (invariance) score and best partners of every unit under {transform}.")
     @_fails_once_on_bad_input
-    def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig, identity: pd.DataFrame,
-                        versions: pd.DataFrame) -> Output:
+    def transform_pairs(context: AssetExecutionContext, equivar: EquivarConfig, versions: pd.DataFrame) -> Output:
         s = _settings(context, equivar, f"transform_pairs/{transform}")
         return _out(context, equivar, f"transform_pairs/{transform}",
-                    stages.transform_pair_table(s, identity, versions))
+                    stages.transform_pair_table(s, versions))
 
     return transformed_samples, transform_pairs
 
@@ -203,9 +202,12 @@ TRANSFORMED_SAMPLES = [a for a, _ in TRANSFORM_FAMILIES.values()]
 TRANSFORM_PAIRS = [p for _, p in TRANSFORM_FAMILIES.values()]
 #: the score archives of rotation and hue: circuits read them to find units invariant to each
 ANGULAR_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in ANGULAR]
+#: what the score archives of the transforms are weighed against: the units' plain correlations on the same
+#: images, saved beside the identity samples (``stages.load_identity``)
+SCORE_ARCHIVES = [*TRANSFORM_PAIRS, "activation_samples"]
 
 
-@asset(group_name="scores", **TABLE, deps=TRANSFORM_PAIRS)
+@asset(group_name="scores", **TABLE, deps=SCORE_ARCHIVES)
 @_fails_once_on_bad_input
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
@@ -223,7 +225,7 @@ def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activati
     return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples, scaled))
 
 
-@asset(group_name="families", **TABLE, deps=TRANSFORM_PAIRS)
+@asset(group_name="families", **TABLE, deps=SCORE_ARCHIVES)
 @_fails_once_on_bad_input
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
              unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:

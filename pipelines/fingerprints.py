@@ -171,7 +171,7 @@ def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) ->
 
 def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> list[str]:
     """The arrays behind an asset's table: sample arrays and their points (the manifests name them); for the
-    identity samples also each layer's per-image maxima, their positions, the covariance, the loaded-image
+    identity samples also each layer's units' strongest images, the covariance, the loaded-image
     mask and the identity scores; the score archives of transform pairs; the expanded weights of circuits."""
     layout = settings.layout
 
@@ -190,7 +190,7 @@ def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> lis
     if table == "activation_samples":
         paths.append(layout.loaded)
         for layer in set(column("layer")):
-            paths += [layout.image_max(layer), layout.image_argmax(layer), layout.cov(layer),
+            paths += [layout.top_images(layer), layout.cov(layer),
                       layout.scores(layer, IDENTITY)]
     return paths
 

@@ -51,7 +51,7 @@ PLANTED_PRODUCERS = [
      lambda r, s: stages.tuning_table(s, r.layers, r.stats)),
     (("unit_profiles",), ("profiles",), lambda r, s: (stages.profile_table(s, r.tuning, r.layers),)),
     (tuple(f"{kind}/{t}" for kind in ("transformed_samples", "transform_pairs") for t in TRANSFORM_GROUPS),
-     ("pairs", "transformed"), lambda r, s: stages.all_transform_pairs(s, r.images, r.layers, r.manifest)),
+     ("pairs", "transformed"), lambda r, s: stages.all_transform_pairs(s, r.images, r.layers)),
     (("families",), ("families",), lambda r, s: (stages.family_table(s, r.tuning, r.profiles, r.layers),)),
     (("basis_control",), ("basis_control",),
      lambda r, s: (stages.basis_control_table(s, r.layers, r.tuning_random_basis, r.families, r.manifest,

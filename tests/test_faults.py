@@ -287,8 +287,7 @@ ARRAYS = {
     "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
     "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
     "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
-    "image_max_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.image_max.npy"),
-    "image_argmax_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.image_argmax.npy"),
+    "top_images_npz": os.path.join("_artifacts", "model=planted", "activations", "relu2.top_images.npz"),
     "covariance_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.cov.npy"),
     "loaded_mask_npy": os.path.join("_artifacts", "model=planted", "activations", "loaded.npy"),
     "identity_scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu2.identity.scores.npz"),
@@ -525,7 +524,7 @@ def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk):
 #: write)
 WRITES = {
     "samples_reserved": ".samples.npy",
-    "per_image_maxima": ".image_max.npy",
+    "top_images": ".top_images.npz",
     "covariance": ".cov.npy",
     "score_archive": ".scores.npz",
     "parquet_table": "data.parquet",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from equivar_core import stages
+from equivar_core.activations import TOP_IMAGES, TopImages
 from equivar_core.basis import random_orthogonal
 from equivar_core.moments import IDENTITY_LABEL, StoredMoments
 from equivar_core.scores import ScoreSettings, orbit_centred_scores, version_scores
@@ -111,3 +112,55 @@ def test_keeping_fewer_samples_changes_no_moment(planted_runs, tmp_path, keep):
             assert sorted(a.files) == sorted(b.files)
             for name in a.files:
                 np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_top_images_merged_in_any_batches_equal_the_full_ranking():
+    """Each unit's K strongest images, merged batch by batch or shard by shard in any split, equal the ranking
+    of the full N x C matrix of maxima (ties to the lower image index; empty slots when N < K)."""
+    rng = np.random.default_rng(0)
+    n, c = 50, 7
+    value = rng.integers(0, 6, (n, c)).astype(np.float32)      # many ties
+    position = rng.integers(0, 100, (n, c))
+    order = np.lexsort((np.broadcast_to(np.arange(n)[:, None], (n, c)), -value), axis=0)  # N x C, best first
+    for k, splits in ((TOP_IMAGES, (0, 3, 4, 20, 21, 50)), (5, (0, 1, 2, 50)), (TOP_IMAGES, (0, 50))):
+        top = TopImages.empty(c, k)
+        for a, b in zip(splits[:-1], splits[1:]):
+            rows = np.arange(a, b)
+            top = top.merge(TopImages(value[rows].T, np.broadcast_to(rows[None], (c, len(rows))), position[rows].T))
+        np.testing.assert_array_equal(top.image, order[:k].T)
+        np.testing.assert_array_equal(top.value, np.take_along_axis(value, order[:k], 0).T)
+        np.testing.assert_array_equal(top.position, np.take_along_axis(position, order[:k], 0).T)
+        assert top.best(3, 2) == [(int(order[0, 3]), int(position[order[0, 3], 3])),
+                                  (int(order[1, 3]), int(position[order[1, 3], 3]))]
+    few = TopImages.empty(c).merge(TopImages(value[:3].T, np.broadcast_to(np.arange(3)[None], (c, 3)),
+                                             position[:3].T))
+    assert (few.image[:, 3:] == -1).all() and len(few.best(0, TOP_IMAGES)) == 3
+
+
+def test_stored_top_images_are_each_units_strongest_maxima_over_the_whole_map(planted_runs, monkeypatch):
+    """The run's ``top_images`` against a direct pass: every image's maximum over the map, ranked."""
+    import torch
+
+    from equivar_core import planted
+    from equivar_core.capture import capture
+    from equivar_core.images import iter_batches
+    from equivar_core.stages.common import _views, load
+
+    run, _ = planted_runs[0]
+    monkeypatch.setattr(planted, "planted", lambda: planted.planted_model(0, **planted.family_sizes(0))[0])
+    model, _ = load(run.settings)
+    layers = list(run.layers["layer"])
+    maxima = {name: [] for name in layers}
+    with torch.inference_mode(), capture(model.module, layers, pre_activation=True) as cap:
+        for batch in iter_batches(_views(run.images), model.input_size, 5):
+            for name, a in cap.run(batch.images).items():
+                maxima[name].append(a.float().flatten(2).amax(2))
+    for name in layers:
+        mx = torch.cat(maxima[name]).numpy()                       # N x C
+        top = TopImages.load(run.settings.layout.top_images(name))
+        want = np.argsort(-mx, axis=0, kind="stable")[:TOP_IMAGES].T
+        np.testing.assert_allclose(top.value, np.take_along_axis(mx, want.T, 0).T, rtol=1e-5, atol=1e-5)
+        # each stored image has the stored maximum (where images differ from the ranking, maxima are tied)
+        np.testing.assert_allclose(np.take_along_axis(mx, top.image.T, 0).T, top.value, rtol=1e-5, atol=1e-5)
+        assert len({tuple(r) for r in np.sort(top.image, 1)}) > 1 and (top.image >= 0).all()
+        assert (top.image[:, 0] == run.stats[run.stats["layer"] == name].sort_values("unit")["best_image"].to_numpy()).all()

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..activations import TRANSFORM_GROUPS
+from ..activations import TRANSFORM_GROUPS, TopImages
 from ..curves import curve_detectors
 from ..basis import above_chance, family_order, median_spacing, suggested_group
 from ..families import AngularFamilies, PairFamilies
@@ -112,8 +112,7 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
         curvy = {f for (f, t) in ranked.loc[[(f, Rotate.name) for f in curvy]].sort_values(
             ["size", "fit"], ascending=False).head(test.max_families).index} if curvy else curvy
         st = stats_df[stats_df["layer"] == layer].sort_values("unit")
-        image_max = np.load(settings.layout.image_max(layer))
-        image_argmax = np.load(settings.layout.image_argmax(layer))
+        top = TopImages.load(settings.layout.top_images(layer))
         for step, chosen_keys in ((test.step, largest - {(f, Rotate.name) for f in curvy}),
                                   (test.curve_step, {(f, Rotate.name) for f in curvy})):
             chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(),
@@ -121,7 +120,7 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
                       for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in chosen_keys]
             if not chosen:
                 continue
-            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, image_max, image_argmax,
+            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, top,
                                 st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
                                 dataclasses.replace(test, step=step), settings.resolved_device())
             df = pd.DataFrame(cols)

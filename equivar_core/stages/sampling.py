@@ -65,10 +65,8 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     for name, st in stats.items():
         c = len(st["mean"])
         rows.append(pd.DataFrame({"layer": name, "unit": np.arange(c), "mean": st["mean"], "std": st["std"],
-                                  "best_image": st["image_max"][loaded].argmax(0) if loaded.any() else -1,
-                                  "best_value": st["image_max"][loaded].max(0)}))
-        save_npy(layout.image_max(name), st["image_max"])
-        save_npy(layout.image_argmax(name), st["image_argmax"])
+                                  "best_image": st["top"].image[:, 0], "best_value": st["top"].value[:, 0]}))
+        save_npz(layout.top_images(name), st["top"].arrays())
         save_npy(layout.cov(name), st["cov"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     for smp in samples:

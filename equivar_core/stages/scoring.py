@@ -45,12 +45,12 @@ def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.
     return _with_model(pd.DataFrame(cols), settings)
 
 
-def transform_pair_table(settings: RunSettings, identity_df: pd.DataFrame, transformed_df: pd.DataFrame
-                         ) -> pd.DataFrame:
+def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) -> pd.DataFrame:
     """``transform_pairs`` of one transform family: self score and top partners per unit and amount.
 
     ``transformed_df`` is the sample manifest of the family's versions; the scores come from its
-    moments, summed over all images during the passes (:mod:`equivar_core.moments`). The full C x C
+    moments, summed over all images during the passes, which also ran the original images
+    (:mod:`equivar_core.moments`): nothing of the identity group is read. The full C x C
     score matrices are saved beside, one ``.npz`` per layer and family (with the orbit-centred ones of
     a colour transform swept over a full orbit: ``NAME:AMOUNT:centred`` and ``centred-identity:NAME``).
     """
@@ -170,12 +170,12 @@ def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.Da
     return _with_model(pd.DataFrame(rows), settings)
 
 
-def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame,
-                        identity_df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame
+                        ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Every transform family's samples and ``transform_pairs``, one after the other (the pipeline runs the
     families as separate assets); returns the concatenated pairs and each family's samples manifest."""
     manifests, pairs = {}, []
     for transform in TRANSFORM_GROUPS:
         manifests[transform] = transformed_activations(settings, images_df, layers_df, transform)
-        pairs.append(transform_pair_table(settings, identity_df, manifests[transform]))
+        pairs.append(transform_pair_table(settings, manifests[transform]))
     return pd.concat(pairs, ignore_index=True), manifests
