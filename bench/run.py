@@ -154,14 +154,13 @@ def run_figures(n_images: int, keep: int, out: str, images: str | None, layers: 
     code = (
         "import json, resource, sys, threading, time; sys.path.insert(0, %r)\n"
         "sys.argv = ['run.py']\n"
-        "from bench.run import asset_durations, resident_samples\n"
+        "from bench.run import asset_spans, resident_samples\n"
         "samples, stop = [], threading.Event()\n"
         "threading.Thread(target=resident_samples, args=(samples, stop), daemon=True).start()\n"
         "t = time.perf_counter()\n"
-        "spans = {}\n"
-        "d = asset_durations(%d, %r, %r, %r, spans=spans, keep_samples=%d)\n"
+        "spans = asset_spans(%d, %r, %r, %r, keep_samples=%d)\n"
         "stop.set()\n"
-        "print(json.dumps({'wall': time.perf_counter() - t, 'durations': d, 'spans': spans, 'rss': samples,\n"
+        "print(json.dumps({'wall': time.perf_counter() - t, 'spans': spans, 'rss': samples,\n"
         "                  'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
         % (ROOT, n_images, out, images, layers, keep))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -170,7 +169,7 @@ def run_figures(n_images: int, keep: int, out: str, images: str | None, layers: 
         with open(trace, "w") as f:
             json.dump({"spans": found["spans"], "rss": found["rss"]}, f)
     disk = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
-    passes = sum(v for k, v in found["durations"].items() if "samples" in k)
+    passes = sum(end - start for k, (start, end) in found["spans"].items() if "samples" in k)
     peaks = {step: max((b for t, b in found["rss"] if start <= t <= end), default=0)
              for step, (start, end) in found["spans"].items()}
     top = max(peaks, key=peaks.get) if peaks else ""
@@ -187,10 +186,14 @@ def resident_samples(samples: list, stop, every: float = 0.2) -> None:
             samples.append((time.time(), int(f.read().split()[1]) * page))
 
 
-def asset_durations(n_images: int, out: str, images: str | None, layers: list[str], spans: dict | None = None,
-                    **config) -> dict[str, float]:
-    """Seconds per asset of one run of the ``equivar`` job in this process (and, into ``spans``, each step's
-    start and end times)."""
+def asset_durations(n_images: int, out: str, images: str | None, layers: list[str], **config) -> dict[str, float]:
+    """Seconds per asset of one run of the ``equivar`` job in this process."""
+    return {k: end - start for k, (start, end) in asset_spans(n_images, out, images, layers, **config).items()}
+
+
+def asset_spans(n_images: int, out: str, images: str | None, layers: list[str], **config
+                ) -> dict[str, tuple[float, float]]:
+    """Start and end times of each asset's step in one run of the ``equivar`` job in this process."""
     from dagster import DagsterEventType, DagsterInstance
 
     from pipelines.definitions import build_definitions
@@ -209,9 +212,7 @@ def asset_durations(n_images: int, out: str, images: str | None, layers: list[st
                 starts[ev.step_key] = entry.timestamp
             elif ev is not None and ev.event_type == DagsterEventType.STEP_SUCCESS:
                 ends[ev.step_key] = entry.timestamp
-    if spans is not None:
-        spans.update({k: (starts[k], ends[k]) for k in ends if k in starts})
-    return {k: ends[k] - starts[k] for k in ends if k in starts}
+    return {k: (starts[k], ends[k]) for k in ends if k in starts}
 
 
 def shard_speedup(n_images: int, out: str, layers: list[str]) -> float:
