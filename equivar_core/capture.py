@@ -23,6 +23,13 @@ class _Stop(Exception):
     pass
 
 
+#: On the CPU, :meth:`capture.run` passes a batch through the model in chunks whose largest activation stays
+#: under this many bytes. glibc serves blocks above 32 MiB (its largest mmap threshold) with a fresh ``mmap``
+#: and unmaps them when freed, so every forward pass of a large batch faults all their pages in again: with
+#: EfficientNet-Lite0 at 224 px, a batch of 16 spent as much time in the kernel as in the network.
+CPU_CHUNK_BYTES = 16 * 2**20
+
+
 def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every addressable layer of ``model`` by name: ``named_modules()`` plus the model's own aliases.
 
@@ -46,6 +53,7 @@ class capture:
         self.pre_activation = pre_activation
         self._handles: list = []
         self._out: dict[str, torch.Tensor] = {}
+        self._largest: dict[tuple, int] = {}
 
     def __enter__(self) -> "capture":
         for name, module in self._modules.items():
@@ -72,6 +80,35 @@ class capture:
         return hook
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The requested layers' activations for the batch ``x`` (on the CPU without gradients, computed in
+        chunks of images whose largest activation stays under ``CPU_CHUNK_BYTES``; the result is the same)."""
+        if x.device.type != "cpu" or torch.is_grad_enabled() or len(x) < 2:
+            return self._run(x)
+        chunk = max(1, CPU_CHUNK_BYTES // self._bytes_per_image(x[:1]))
+        if chunk >= len(x):
+            return self._run(x)
+        parts = [self._run(part) for part in x.split(chunk)]
+        return {n: torch.cat([p[n] for p in parts]) for n in self.layers}
+
+    def _bytes_per_image(self, x: torch.Tensor) -> int:
+        """The largest tensor a module outputs for one image of this shape, up to the last requested layer."""
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in self._largest:
+            largest = [x.numel() * x.element_size()]
+
+            def watch(module, inputs, output):
+                if isinstance(output, torch.Tensor):
+                    largest[0] = max(largest[0], output.numel() * output.element_size())
+
+            handle = nn.modules.module.register_module_forward_hook(watch)
+            try:
+                self._run(x)
+            finally:
+                handle.remove()
+            self._largest[key] = largest[0]
+        return self._largest[key]
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self._out = {}
         try:
             self.model(x)

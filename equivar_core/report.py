@@ -30,7 +30,7 @@ from .images import ImageView, load_view  # noqa: E402
 from .layout import Layout, safe_value, unescape  # noqa: E402
 from .models.registry import load_model  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
-from .stimuli import render  # noqa: E402
+from .stimuli import render_stimulus  # noqa: E402
 from .transforms import ANGULAR, PAIRED, TRANSFORMS  # noqa: E402
 from .tuning import GRIDS  # noqa: E402
 
@@ -60,8 +60,9 @@ class RunTables:
         return int(self["models"]["input_size"].iloc[0])
 
 
-def _save(fig, path: str) -> str:
-    fig.savefig(path, dpi=90, bbox_inches="tight", facecolor="white")
+def _save(fig, path: str, laid_out: bool = False) -> str:
+    """Write ``fig`` as a PNG; a figure already ``laid_out`` (tight_layout) is not measured again."""
+    fig.savefig(path, dpi=90, bbox_inches=None if laid_out else "tight", facecolor="white")
     plt.close(fig)
     return path
 
@@ -96,22 +97,17 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
     return np.concatenate(crops[:-1], 1) if crops else None
 
 
-def _best_stimulus(run: RunTables, layer: str, unit: int, geom: LayerGeometry) -> tuple[np.ndarray, str]:
-    tun = run["tuning"]
+def _best_stimulus(run: RunTables, tuning: pd.DataFrame, geom: LayerGeometry) -> tuple[np.ndarray, str]:
+    """The picture of the stimulus a unit responds to most (``tuning``: the unit's rows) and its label."""
     # the grids name both parameters; their marginals are left out
-    t = tun[(tun["layer"] == layer) & (tun["unit"] == unit) & ~tun["stimulus"].isin(["color_contrast",
-                                                                                      "color_contrast_hue", "curve"])]
+    t = tuning[~tuning["stimulus"].isin(["color_contrast", "color_contrast_hue", "curve"])]
     best = t.loc[t["response"].idxmax()]
     grid = best.stimulus in GRIDS
     kind = best.stimulus.removesuffix("_grid")
     size = canvas_size(geom, run.input_size)
-    batch = render(kind, size, geom.rf_centre(size), geom.rf_radius)
-    match = np.isclose(batch.param, best.param)
-    if grid:
-        match &= np.isclose(batch.param2, best.param2)
-    i = int(np.flatnonzero(match)[0])
+    img = render_stimulus(kind, size, geom.rf_centre(size), geom.rf_radius, best.param, best.param2 if grid else None)
     label = f"{kind} {best.param:g}" + (f"/{best.param2:.3g}" if grid else "")
-    return batch.images[i].permute(1, 2, 0).numpy(), label
+    return img.permute(1, 2, 0).numpy(), label
 
 
 def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 96, max_units: int = 32
@@ -150,10 +146,12 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
     fig = plt.figure(figsize=(2.2 * ncol + 2.0, 2.4 * len(units)))
     gs = fig.add_gridspec(len(units), ncol, width_ratios=[1, 2.2, 1, 1][:ncol])
     tun = run["tuning"]
+    tun = tun[(tun["layer"] == layer) & tun["unit"].isin(units)]
     for i, (u, p) in enumerate(zip(units, family["param"])):
+        mine = tun[tun["unit"] == u]
         if stim is not None:
             ax = fig.add_subplot(gs[i, 0], projection="polar")
-            c = tun[(tun["layer"] == layer) & (tun["unit"] == u) & (tun["stimulus"] == stim)].sort_values("param")
+            c = mine[mine["stimulus"] == stim].sort_values("param")
             theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
             r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
             ax.plot(theta, r - r.min(), color="tab:red")
@@ -169,7 +167,7 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
         if crop is not None:
             ax.imshow(crop)
             ax.set_title("strongest photos", fontsize=8)
-        img, label = _best_stimulus(run, layer, u, geom)
+        img, label = _best_stimulus(run, mine, geom)
         ax = fig.add_subplot(gs[i, 2])
         ax.axis("off")
         ax.imshow(np.clip(img, 0, 1))
@@ -182,7 +180,7 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             ax.imshow(np.asarray(Image.open(featurevis[(layer, int(u))])))
             ax.set_title("feature visualization", fontsize=8)
     fig.tight_layout(h_pad=1.5)
-    return _save(fig, path)
+    return _save(fig, path, laid_out=True)
 
 
 def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:

@@ -45,13 +45,22 @@ class StimulusSettings:
 
 @dataclass
 class StimulusBatch:
-    """Images N x 3 x S x S with, per row, the stimulus kind, its swept parameters and a nuisance index."""
+    """A sweep of N stimuli: per stimulus its kind, swept parameters, nuisance index and picture.
+
+    ``images`` holds the distinct pictures (P x 3 x S x S, P <= N); stimulus i shows ``images[picture[i]]``
+    (``picture`` is 0..N-1 unless the sweep was drawn ``distinct``).
+    """
 
     images: torch.Tensor
     stimulus: list[str] = field(default_factory=list)
     param: np.ndarray = field(default_factory=lambda: np.zeros(0))
     param2: np.ndarray = field(default_factory=lambda: np.zeros(0))   # NaN where unused
     nuisance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # phase / polarity / radius index
+    picture: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+    def image(self, i: int) -> torch.Tensor:
+        """The picture of stimulus ``i`` (3 x S x S)."""
+        return self.images[int(self.picture[i])]
 
 
 class Canvas:
@@ -87,75 +96,138 @@ def _aperture(img: torch.Tensor, canvas: Canvas, radius: float) -> torch.Tensor:
     return 0.5 + (img - 0.5) * a
 
 
-def _sweep(step: float, period: float = 360.0) -> torch.Tensor:
+def _angles(step: float, period: float = 360.0) -> torch.Tensor:
     return torch.arange(0.0, period, step)
 
 
 def render(kind: str, size: int, centre: tuple[float, float], rf: float,
-           settings: StimulusSettings = StimulusSettings()) -> StimulusBatch:
-    """Draw one stimulus kind's whole sweep for a layer with RF radius ``rf`` pixels."""
+           settings: StimulusSettings = StimulusSettings(), distinct: bool = False) -> StimulusBatch:
+    """Draw one stimulus kind's whole sweep for a layer with RF radius ``rf`` pixels.
+
+    With ``distinct``, a picture that the sweep shows twice is drawn once (see :func:`half_turn_twins`);
+    ``batch.picture`` then maps every swept stimulus to its picture.
+    """
     cv = Canvas(size, centre)
+    param, param2, nuisance, draw = _sweep(kind, cv, rf, settings)
+    n = len(param)
+    if distinct:
+        first, picture = np.unique(half_turn_twins(kind, param, param2, nuisance, settings), axis=0,
+                                   return_index=True, return_inverse=True)[1:]
+    else:
+        first, picture = np.arange(n), np.arange(n)
+    img = _aperture(draw(torch.as_tensor(first)), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)
+    p2 = np.full(n, np.nan) if param2 is None else np.asarray(param2, dtype=float)
+    nuis = np.broadcast_to(np.asarray(nuisance), (n,)).astype(int)
+    return StimulusBatch(img.contiguous(), [kind] * n, np.asarray(param, dtype=float), p2, nuis,
+                         np.asarray(picture).ravel())
+
+
+def render_stimulus(kind: str, size: int, centre: tuple[float, float], rf: float, param: float,
+                    param2: float | None = None, settings: StimulusSettings = StimulusSettings()) -> torch.Tensor:
+    """The picture (3 x S x S) of the first stimulus of ``kind``'s sweep with these parameters (nuisance 0),
+    drawn alone."""
+    cv = Canvas(size, centre)
+    params, params2, _, draw = _sweep(kind, cv, rf, settings)
+    match = np.isclose(np.asarray(params, dtype=float), param)
+    if param2 is not None and params2 is not None:
+        match &= np.isclose(np.asarray(params2, dtype=float), param2)
+    if not match.any():
+        raise ValueError(f"{kind!r} sweeps no stimulus at {param:g}" + ("" if param2 is None else f"/{param2:g}"))
+    return _aperture(draw(torch.as_tensor(np.flatnonzero(match)[:1])), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)[0]
+
+
+def half_turn_twins(kind: str, param: np.ndarray, param2, nuisance, settings: StimulusSettings) -> np.ndarray:
+    """Keys (N x 3) equal for stimuli of one sweep that draw the same picture.
+
+    A half turn about the centre negates the signed distance along theta, so a line (whose picture
+    depends on ``|along(theta)|``) at theta + 180 is the line at theta; a grating at theta + 180 with
+    phase phi is the grating at theta with phase -phi (the phases are evenly spaced, so -phi is one of
+    them); and ``color_contrast(theta + 180, hue)`` is ``color_contrast(theta, hue + 180)`` (the two colours
+    swap sides). Other kinds have no twins: an edge turned by 180 degrees has the opposite polarity.
+    """
+    param = np.asarray(param, dtype=float)
+    n = len(param)
+    turned = param >= 180.0
+    nuisance = np.broadcast_to(np.asarray(nuisance), (n,)).astype(int)
+    if kind == "line":
+        return np.stack([np.mod(param, 180.0), nuisance, np.zeros(n)], 1).round(6)
+    if kind == "grating":
+        k = settings.n_phases
+        phase = np.where(turned, np.mod(-(nuisance % k), k), nuisance % k)
+        return np.stack([np.mod(param, 180.0), nuisance // k, phase], 1).round(6)
+    if kind == "color_contrast":
+        hue = np.mod(np.where(turned, np.asarray(param2) + 180.0, param2), 360.0)
+        return np.stack([np.mod(param, 180.0), hue, np.zeros(n)], 1).round(6)
+    return np.stack([np.arange(n), np.zeros(n), np.zeros(n)], 1)
+
+
+def _sweep(kind: str, cv: Canvas, rf: float, settings: StimulusSettings):
+    """A kind's swept parameters (param, param2 or None, nuisance) and ``draw(rows)``: the pictures of those
+    rows of the sweep, before the aperture."""
     c, k = settings.contrast, settings.chroma
-    thetas = _sweep(settings.orientation_step)
-    nan = float("nan")
+    thetas = _angles(settings.orientation_step)
     if kind == "edge":
-        lum = 0.5 + c * (box(cv.along(thetas)) - 0.5)
-        return _pack(kind, _grey(lum), thetas, nan, 0, cv, rf)
+        return thetas, None, 0, lambda r: _grey(0.5 + c * (box(cv.along(thetas[r])) - 0.5))
     if kind == "line":
         width = max(1.0, rf / 4)
-        d = cv.along(thetas).abs()
-        bar = box(width / 2 - d)
-        lum = torch.cat([0.5 + c / 2 * bar, 0.5 - c / 2 * bar])
-        return _pack(kind, _grey(lum), thetas.repeat(2), nan, np.repeat([0, 1], len(thetas)), cv, rf)
+        th, sign = thetas.repeat(2), torch.repeat_interleave(torch.tensor([1.0, -1.0]), len(thetas))
+
+        def line(r):
+            bar = box(width / 2 - cv.along(th[r]).abs())
+            return _grey(0.5 + c / 2 * sign[r][:, None, None] * bar)
+        return th, None, np.repeat([0, 1], len(thetas)), line
     if kind == "grating":
         periods = [max(4.0, 0.8 * rf), max(6.0, 1.6 * rf)]   # >= 4 px: no aliasing at diagonals
-        th, per, ph = torch.meshgrid(thetas, torch.tensor(periods),
-                                     torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases), indexing="ij")
-        th, per, ph = th.flatten(), per.flatten(), ph.flatten()
-        lum = 0.5 + c / 2 * torch.cos(2 * math.pi * cv.along(th) / per[:, None, None] + ph[:, None, None])
+        th, per, ph = (a.flatten() for a in torch.meshgrid(
+            thetas, torch.tensor(periods), torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases),
+            indexing="ij"))
         nuis = np.arange(len(th)) % (len(periods) * settings.n_phases)
-        return _pack(kind, _grey(lum), th, nan, nuis, cv, rf)
+        return th, None, nuis, lambda r: _grey(
+            0.5 + c / 2 * torch.cos(2 * math.pi * cv.along(th[r]) / per[r][:, None, None] + ph[r][:, None, None]))
     if kind == "curve":
-        radii = curve_radii(rf)
         width = max(1.0, rf / 4)
-        th, rad = torch.meshgrid(thetas, torch.tensor(radii), indexing="ij")
-        th, rad = th.flatten(), rad.flatten()
-        t = torch.deg2rad(th)[:, None, None]
-        # an arc of +-60 degrees of the circle of radius rad centred at -rad * n(theta):
-        # it passes through the centre, convex towards theta
-        cx, cy = -rad[:, None, None] * torch.cos(t), rad[:, None, None] * torch.sin(t)
-        dx, dy = cv.x - cx, cv.y - cy
-        norm = (dx**2 + dy**2).sqrt()
-        on_arc = box(dx * torch.cos(t) - dy * torch.sin(t) - 0.5 * norm)
-        lum = 0.5 + c / 2 * box(width / 2 - (norm - rad[:, None, None]).abs()) * on_arc
-        return _pack(kind, _grey(lum), th, rad.numpy(), 0, cv, rf)
+        th, rad = (a.flatten() for a in torch.meshgrid(thetas, torch.tensor(curve_radii(rf)), indexing="ij"))
+
+        def curve(r):
+            t, radius = torch.deg2rad(th[r])[:, None, None], rad[r][:, None, None]
+            # an arc of +-60 degrees of the circle of radius rad centred at -rad * n(theta):
+            # it passes through the centre, convex towards theta
+            dx, dy = cv.x + radius * torch.cos(t), cv.y - radius * torch.sin(t)
+            norm = (dx**2 + dy**2).sqrt()
+            on_arc = box(dx * torch.cos(t) - dy * torch.sin(t) - 0.5 * norm)
+            return _grey(0.5 + c / 2 * box(width / 2 - (norm - radius).abs()) * on_arc)
+        return th, rad.numpy(), 0, curve
     if kind == "high_low":
         period = max(4.0, rf / 3)
-        u, v = cv.along(thetas), cv.across(thetas)
-        texture = torch.cos(2 * math.pi * u / period) * torch.cos(2 * math.pi * v / period)
-        lum = 0.5 + c / 2 * texture * box(u)
-        return _pack(kind, _grey(lum), thetas, nan, 0, cv, rf)
+
+        def high_low(r):
+            u, v = cv.along(thetas[r]), cv.across(thetas[r])
+            texture = torch.cos(2 * math.pi * u / period) * torch.cos(2 * math.pi * v / period)
+            return _grey(0.5 + c / 2 * texture * box(u))
+        return thetas, None, 0, high_low
     if kind == "color_contrast":
-        steps = _sweep(settings.color_contrast_step)
-        th, hue = torch.meshgrid(steps, steps, indexing="ij")
-        th, hue = th.flatten(), hue.flatten()
-        side = box(cv.along(th))[:, None]
-        col_a, col_b = hue_color(hue, k), hue_color(hue + 180.0, k)
-        img = side * col_a[:, :, None, None] + (1 - side) * col_b[:, :, None, None]
-        return _pack(kind, img, th, hue, 0, cv, rf)
+        steps = _angles(settings.color_contrast_step)
+        th, hue = (a.flatten() for a in torch.meshgrid(steps, steps, indexing="ij"))
+
+        def contrast(r):
+            side = box(cv.along(th[r]))[:, None]
+            col_a, col_b = hue_color(hue[r], k), hue_color(hue[r] + 180.0, k)
+            return side * col_a[:, :, None, None] + (1 - side) * col_b[:, :, None, None]
+        return th, hue.numpy(), 0, contrast
     if kind == "center_surround":
-        hues = _sweep(settings.hue_step)
+        hues = _angles(settings.hue_step)
         inner = box(max(1.0, 0.45 * rf) - cv.r)[None, None]
-        col_a, col_b = hue_color(hues, k), hue_color(hues + 180.0, k)
-        img = inner * col_a[:, :, None, None] + (1 - inner) * col_b[:, :, None, None]
-        return _pack(kind, img, hues, nan, 0, cv, rf)
+
+        def centre_surround(r):
+            col_a, col_b = hue_color(hues[r], k), hue_color(hues[r] + 180.0, k)
+            return inner * col_a[:, :, None, None] + (1 - inner) * col_b[:, :, None, None]
+        return hues, None, 0, centre_surround
     if kind == "circle":
         radii = torch.tensor(np.geomspace(max(1.5, 0.2 * rf), max(3.0, 1.5 * rf), settings.n_circle_sizes),
                              dtype=torch.float32)
         width = max(1.0, rf / 5)
-        ring = box(width / 2 - (cv.r[None] - radii[:, None, None]).abs())
-        lum = 0.5 + c / 2 * ring
-        return _pack(kind, _grey(lum), radii, nan, 0, cv, rf)
+        return radii, None, 0, lambda r: _grey(
+            0.5 + c / 2 * box(width / 2 - (cv.r[None] - radii[r][:, None, None]).abs()))
     raise ValueError(f"unknown stimulus kind {kind!r}")
 
 
@@ -164,15 +236,7 @@ def curve_radii(rf: float) -> list[float]:
     return [max(4.0, 0.75 * rf), max(5.0, 1.25 * rf), max(6.0, 2.0 * rf), max(8.0, 4.0 * rf)]
 
 
-def _pack(kind, img, param, param2, nuisance, cv: Canvas, rf: float) -> StimulusBatch:
-    img = _aperture(img, cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)
-    n = img.shape[0]
-    p2 = np.full(n, np.nan) if isinstance(param2, float) else np.asarray(param2, dtype=float)
-    nuis = np.broadcast_to(np.asarray(nuisance), (n,)).astype(int)
-    return StimulusBatch(img.contiguous(), [kind] * n, np.asarray(param, dtype=float), p2, nuis)
-
-
 def render_all(size: int, centre: tuple[float, float], rf: float,
-               settings: StimulusSettings = StimulusSettings()) -> list[StimulusBatch]:
+               settings: StimulusSettings = StimulusSettings(), distinct: bool = False) -> list[StimulusBatch]:
     """Every kind in ``settings.kinds`` for one layer."""
-    return [render(kind, size, centre, rf, settings) for kind in settings.kinds]
+    return [render(kind, size, centre, rf, settings, distinct) for kind in settings.kinds]

@@ -4,7 +4,8 @@ For each member u of a rotation (or hue) family and each of its ``top_k``
 strongest natural images, the image is resampled onto a canvas sized to the
 layer's receptive field (as for the tuning stimuli) so that u's peak
 position sits on the receptive-field centre of the canvas's central cell,
-and rotated (or hue-rotated) about that centre through the full circle in
+and rotated (or hue-rotated) about that centre through one period of the
+family (the full circle, or half of it for a 180-periodic family) in
 ``step`` degree steps, in one resampling
 (:meth:`~equivar_core.transforms.Transform.images_about`), so the feature
 stays under the read-out cell at any stride. Every family member's response
@@ -67,15 +68,21 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                  device: str = "cpu") -> dict[str, np.ndarray]:
     """Sweep responses of one layer's families; columns family, driver, member, angle, response,
     peak_angle, expected_angle."""
-    angles = np.arange(0.0, 360.0, settings.step)
     size = canvas_size(geom, input_size)
     target = geom.rf_centre(size)
     cy, cx = geom.centre_cell(size)
-    jobs, resp = [], []                       # (family index, driver index) per image, its responses
+    cols: dict[str, list] = {k: [] for k in ("family", "driver", "member", "angle", "response", "peak_angle",
+                                             "expected_angle")}
+    scale = torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
     with capture(model, [geom.layer], pre_activation=True) as cap:
-        for f, fam in enumerate(families):
+        for fam in families:
             make = TRANSFORMS[fam.transform]
+            angles = sweep_angles(fam.period, settings.step)
+            members = torch.tensor(np.asarray(fam.members), dtype=torch.long)
+            on_device = members.to(device)
+            centre = torch.as_tensor(np.asarray(mean)[fam.members], dtype=torch.float32)
             for i, u in enumerate(fam.members):
+                curves = []                       # per driver image: angles x members
                 for n, position in top.best(u, settings.top_k):
                     img = load_view(views[n], input_size)
                     if img is None:
@@ -84,34 +91,34 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                     peak = ((py + 0.5) * geom.stride + geom.rf_offset[0],
                             (px + 0.5) * geom.stride + geom.rf_offset[1])
                     canvases = torch.cat([make(float(a)).images_about(img[None], peak, target, size) for a in angles])
+                    resp = []
                     for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
                         x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
-                        acts = cap.run(x)[geom.layer].float()
+                        acts = cap.run(x)[geom.layer][:, on_device].float()
                         resp.append(acts[:, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu())
-                    jobs.append((f, i))
-    if not jobs:
-        return {k: np.zeros(0) for k in ("family", "driver", "member", "angle", "response", "peak_angle",
-                                         "expected_angle")}
-    resp = ((torch.cat(resp).numpy() - mean) / np.maximum(std, 1e-6)).reshape(len(jobs), len(angles), -1)
-    cols: dict[str, list] = {k: [] for k in ("family", "driver", "member", "angle", "response", "peak_angle",
-                                             "expected_angle")}
-    for f, fam in enumerate(families):
-        for i, u in enumerate(fam.members):
-            mine = [j for j, job in enumerate(jobs) if job == (f, i)]
-            if not mine:
-                continue
-            curve = resp[mine][:, :, fam.members].mean(0)                     # angles x members
-            peaks = angles[np.argmax(curve, 0)]
-            expected = np.mod(fam.params - fam.params[i], fam.period)
-            for j, v in enumerate(fam.members):
-                cols["family"] += [fam.family] * len(angles)
-                cols["driver"] += [int(u)] * len(angles)
-                cols["member"] += [int(v)] * len(angles)
-                cols["angle"] += angles.tolist()
-                cols["response"] += curve[:, j].tolist()
-                cols["peak_angle"] += [float(np.mod(peaks[j], fam.period))] * len(angles)
-                cols["expected_angle"] += [float(expected[j])] * len(angles)
+                    curves.append((torch.cat(resp) - centre) / scale[members])
+                if not curves:
+                    continue
+                curve = torch.stack(curves).mean(0).numpy()                        # angles x members
+                peaks = angles[np.argmax(curve, 0)]
+                expected = np.mod(fam.params - fam.params[i], fam.period)
+                for j, v in enumerate(fam.members):
+                    cols["family"] += [fam.family] * len(angles)
+                    cols["driver"] += [int(u)] * len(angles)
+                    cols["member"] += [int(v)] * len(angles)
+                    cols["angle"] += angles.tolist()
+                    cols["response"] += curve[:, j].tolist()
+                    cols["peak_angle"] += [float(np.mod(peaks[j], fam.period))] * len(angles)
+                    cols["expected_angle"] += [float(expected[j])] * len(angles)
     return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def sweep_angles(period: float, step: float) -> np.ndarray:
+    """The angles a family's test turns its images through: one period of the family (a 180-periodic
+    family's members answer a half turn of their images as they answer the images, so the second half of
+    the circle would repeat the first), in ``step`` degree steps."""
+    period = period if np.isfinite(period) and 0 < period <= 360 else 360.0
+    return np.arange(0.0, period, step)
 
 
 def sweep_error(peak: np.ndarray, expected: np.ndarray, period: np.ndarray) -> np.ndarray:

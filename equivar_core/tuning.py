@@ -55,6 +55,9 @@ class TuningSettings:
     batch_size: int = 16
     min_modulation: float = 0.3   # std units; flatter curves are "untuned"
     symmetry: float = 0.8         # correlation that makes a curve 180- or 90-periodic
+    #: pass a picture the sweep shows twice (a line or grating turned by 180 degrees, a colour-contrast
+    #: edge with its colours swapped; :func:`~equivar_core.stimuli.half_turn_twins`) through the model once
+    draw_twins_once: bool = True
 
 
 def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size: int,
@@ -87,8 +90,9 @@ def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size
         if mixes is not None and geom.layer in mixes:
             q, m_mean, m_std = (torch.tensor(a, dtype=torch.float32) for a in mixes[geom.layer])
             mix = (q, m_mean, m_std)
-        for batch in render_all(size, centre, geom.rf_radius, settings.stimuli):
-            raw = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)  # N x C x 9
+        for batch in render_all(size, centre, geom.rf_radius, settings.stimuli, settings.draw_twins_once):
+            raw = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)  # P x C x 9
+            raw = raw[torch.as_tensor(batch.picture)]                                           # N x C x 9
             resp = (raw.amax(-1) - mean) / std.clamp_min(1e-6)                                 # N x C
             _append_max_over_nuisance(cols, geom.layer, batch, resp.numpy())
             if mix is not None:

@@ -139,14 +139,23 @@ def test_pair_families_mutual_best_partners():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_rotating_best_images_makes_siblings_fire_at_their_angle(planted_runs, seed):
-    """The paper's test, on the planted edge family: peak offsets match the recovered params."""
+    """The paper's test, on the planted edge family (period 360) and line family (period 180, whose images
+    are turned through half a circle only): siblings peak at their planted angle offsets (median within 10
+    degrees), and so near the recovered params (each of which is itself an estimate, on a 5 degree grid:
+    median within 15; in seed 2 a tie between equal line and grating curves 180 degrees apart moves the
+    recovered params and this median from 10 to 12.5 while the peaks stay where they were)."""
     run, truth = planted_runs[seed]
-    units = set(truth.families["conv1"]["edges"][0])
-    sw = run.sweeps[(run.sweeps["layer"] == "relu1") & (run.sweeps["transform"] == "rotate")]
-    sw = sw[sw["driver"].isin(units) & sw["member"].isin(units)]
-    errors = sw.drop_duplicates(["driver", "member"])["error"]
-    assert len(errors) >= len(units) * (len(units) - 1)
-    assert errors.median() <= 10.0
+    for kind, period in (("edges", 360.0), ("lines", 180.0)):
+        units, angles = truth.families["conv1"][kind][:2]
+        planted_angle = dict(zip(units, angles))
+        sw = run.sweeps[(run.sweeps["layer"] == "relu1") & (run.sweeps["transform"] == "rotate")]
+        sw = sw[sw["driver"].isin(units) & sw["member"].isin(units)]
+        assert sw["angle"].max() < period, kind
+        sw = sw.drop_duplicates(["driver", "member"])
+        assert len(sw) >= len(units) * (len(units) - 1), kind
+        offset = np.array([planted_angle[v] - planted_angle[u] for u, v in zip(sw["driver"], sw["member"])])
+        assert np.median(circular_distance(sw["peak_angle"].to_numpy(), offset, period)) <= 10.0, kind
+        assert sw["error"].median() <= 15.0, kind
 
 
 def test_transform_maps_see_a_permutation_in_the_group_convolution_layer(planted_runs):

@@ -222,3 +222,29 @@ def test_a_model_is_loaded_once_per_process_and_again_when_its_weights_file_or_c
     finally:
         planted.planted = original
     assert load_model_once(spec) is first
+
+
+def test_capture_passes_large_cpu_batches_in_chunks_with_the_same_result(effnet, monkeypatch):
+    """On the CPU a batch goes through the model in chunks whose largest activation stays under
+    CPU_CHUNK_BYTES (EfficientNet-Lite0's largest, at 224 px: 96 x 112 x 112 floats, 4.8 MB per image);
+    the captured layers are those of one pass over the whole batch."""
+    from equivar_core import capture as cap_module
+
+    x = torch.rand(7, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    layers = ["_act0", "_blocks.2.depthwise"]
+    seen = []
+    hook = effnet.module._conv_stem.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    try:
+        with torch.inference_mode(), cap_module.capture(effnet.module, layers, pre_activation=True) as cap:
+            monkeypatch.setattr(cap_module, "CPU_CHUNK_BYTES", 2**60)
+            whole = cap.run(x)
+            assert seen == [1, 7]                                 # one image measures the sizes, once
+            monkeypatch.setattr(cap_module, "CPU_CHUNK_BYTES", 10 * 2**20)     # two images' largest activation
+            seen.clear()
+            chunked = cap.run(x)
+    finally:
+        hook.remove()
+    assert seen == [2, 2, 2, 1], seen
+    for name in layers:
+        assert chunked[name].shape == whole[name].shape
+        torch.testing.assert_close(chunked[name], whole[name], atol=1e-4, rtol=1e-4)

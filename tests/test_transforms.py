@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from equivar_core.stimuli import render
+from equivar_core.capture import layer_geometry
+from equivar_core.stimuli import StimulusSettings, render
+from equivar_core.tuning import TuningSettings, measure_tuning
 from equivar_core.transforms import (TRANSFORMS, HFlip, HueRotate, Rotate, Scale, disc_points, hue_color, make_transform,
                                      sample_at)
 
@@ -70,6 +72,38 @@ def test_color_contrast_orientation_plus_180_is_hue_plus_180():
     b = render("color_contrast", 48, (24.0, 24.0), 6.0)
     key = {(p, h): i for i, (p, h) in enumerate(zip(b.param, b.param2))}
     assert torch.allclose(b.images[key[(30.0, 45.0)]], b.images[key[(210.0, 225.0)]], atol=1e-5)
+
+
+@pytest.mark.parametrize("step", [5.0, 7.0])
+def test_half_turn_twins_are_drawn_once_and_are_the_same_picture(step):
+    """Every stimulus of a ``distinct`` sweep shows the picture the full sweep draws for it (the centre off
+    the pixel grid); only lines, gratings and colour contrast have twins, and only when the sweep holds
+    theta + 180 (a 7 degree step does not)."""
+    settings = StimulusSettings(orientation_step=step, color_contrast_step=3 * step)
+    halves = {"line", "grating", "color_contrast"} if step == 5.0 else set()
+    for kind in settings.kinds:
+        full = render(kind, 37, (17.3, 19.8), 6.5, settings)
+        once = render(kind, 37, (17.3, 19.8), 6.5, settings, distinct=True)
+        assert np.array_equal(once.param, full.param) and np.array_equal(once.nuisance, full.nuisance)
+        assert len(once.images) == (len(full.param) // 2 if kind in halves else len(full.param)), kind
+        assert torch.allclose(once.images[torch.as_tensor(once.picture)], full.images, atol=1e-4), kind
+        assert torch.equal(once.image(len(full.param) - 1), once.images[once.picture[-1]])
+
+
+def test_tuning_reads_each_twin_from_its_picture():
+    """Responses of a strided random network are the same whether twins pass through it once or twice."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(6, 5, 3),
+                              torch.nn.ReLU()).eval()
+    geom = layer_geometry(net, ["3"], 48)
+    stats = {"3": (np.zeros(5), np.ones(5))}
+    stim = StimulusSettings(kinds=("line", "grating", "color_contrast", "edge"))
+    a = measure_tuning(net, geom, 48, stats, TuningSettings(stimuli=stim, draw_twins_once=False))
+    b = measure_tuning(net, geom, 48, stats, TuningSettings(stimuli=stim))
+    assert all(np.array_equal(a[k], b[k]) for k in ("layer", "unit", "stimulus", "param", "nuisance")
+               if k in a)
+    assert np.ptp(a["response"]) > 0.1
+    np.testing.assert_allclose(b["response"], a["response"], atol=1e-4)
 
 
 def test_disc_points_and_valid_mask():
@@ -143,3 +177,12 @@ def test_angular_transforms_close_after_a_full_turn_and_relate_members_on_the_ci
     assert torch.allclose(T(360.0).images(x), x, atol=1e-4)
     assert np.allclose(T.relative(np.array([350.0, 10.0]), np.array([10.0, 350.0]), 360.0), [20.0, 340.0])
     assert T.family_period([np.nan, 180.0]) == 180.0 and T.family_period([np.nan]) == 360.0
+
+
+def test_rotation_test_turns_a_family_through_one_period():
+    from equivar_core.sweeps import sweep_angles
+
+    assert sweep_angles(360.0, 10.0).tolist() == list(range(0, 360, 10))
+    assert sweep_angles(180.0, 5.0).tolist() == list(range(0, 180, 5))
+    assert sweep_angles(90.0, 10.0).max() == 80.0
+    assert len(sweep_angles(float("nan"), 10.0)) == 36
