@@ -11,8 +11,9 @@
                                           <l>.top_images.npz, <l>.cov.npy, loaded.npy
     <out>/_artifacts/model=<m>/scores/<l>.<group>.scores.npz      unit-by-unit transform scores
     <out>/_artifacts/model=<m>/circuits/<src>/<dst>.npz          expanded weights of a layer pair
-    <out>/_artifacts/model=<m>/featurevis/                       cached feature visualizations
-    <out>/report/<m>/index.html                                  the static report
+    <out>/_artifacts/model=<m>/featurevis/<l>__<unit>__<sha>__s<steps>.png   cached feature visualizations
+    <out>/report/<m>/index.html                                  the static report, and its pictures:
+                     first_layer.png, family_<l>_<family>.png, circuit_<rank>.png
 
 Every model, layer, transform and table name enters a path through :func:`safe_value`
 (one reversible escaping rule), so two different names never share a file, and no name can leave the folder.
@@ -161,6 +162,26 @@ class Layout:
     def featurevis(self) -> str:
         return os.path.join(self.artifacts, "featurevis")
 
+    def featurevis_image(self, layer: str, unit: int, weights: str, steps: int) -> str:
+        """A cached feature visualization of one unit, for weights whose checksum starts with ``weights``."""
+        return os.path.join(self.featurevis, f"{safe_value(layer)}__{unit}__{safe_value(weights)}__s{steps}.png")
+
+    # -- the report ------------------------------------------------------------------------------------------
     @property
     def report(self) -> str:
         return os.path.join(self.out, "report", safe_value(self.model))
+
+    @property
+    def report_index(self) -> str:
+        return os.path.join(self.report, "index.html")
+
+    @property
+    def first_layer_picture(self) -> str:
+        return os.path.join(self.report, "first_layer.png")
+
+    def family_picture(self, layer: str, family: int) -> str:
+        return os.path.join(self.report, f"family_{safe_value(layer)}_{int(family)}.png")
+
+    def circuit_picture(self, rank: int) -> str:
+        """The diagram of the ``rank``-th most equivariant circuit (0 first)."""
+        return os.path.join(self.report, f"circuit_{int(rank)}.png")

@@ -27,7 +27,7 @@ from .activations import TopImages  # noqa: E402
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
-from .layout import Layout, safe_value, unescape  # noqa: E402
+from .layout import Layout, unescape  # noqa: E402
 from .models.registry import load_model  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render_stimulus  # noqa: E402
@@ -115,13 +115,12 @@ def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 
     """Feature visualizations of ``units`` (layer -> units), cached as PNGs under the run's artifacts."""
     m = run["models"].iloc[0]
     sha = str(m.weights_sha256)[:12]
-    folder = run.layout.featurevis
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(run.layout.featurevis, exist_ok=True)
     model = None
     out = {}
     todo = [(layer, int(u)) for layer, us in units.items() for u in us][:max_units]
     for layer, u in todo:
-        path = os.path.join(folder, f"{safe_value(layer)}__{u}__{sha}__s{steps}.png")
+        path = run.layout.featurevis_image(layer, u, sha, steps)
         if not os.path.exists(path):
             if model is None:
                 model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model)).module
@@ -302,8 +301,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     run = RunTables(out, model)
     if run["models"].empty:
         raise FileNotFoundError(f"no results for model {model} under {out}")
-    folder = run.layout.report
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(run.layout.report, exist_ok=True)
     parts = [f"<h1>equivar report: {html.escape(model)}</h1>",
              f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "
              f"{int(run['models']['n_params'].iloc[0]):,} parameters, layers "
@@ -321,7 +319,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
                      + (table[cols].to_html(index=False, float_format=lambda x: f"{x:.0f}", na_rep="")
                         if len(table) else "<p>No families in any layer.</p>"))
     pictures = []
-    flw = first_layer_weights(run, os.path.join(folder, "first_layer.png"))
+    flw = first_layer_weights(run, run.layout.first_layer_picture)
     if flw:
         pictures.append(flw)
         parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
@@ -342,7 +340,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
                                                                               ascending=False)
         for f in ranked.index[:max_families]:
             g = lf[lf["family"] == f]
-            png = family_gallery(run, layer, g, os.path.join(folder, f"family_{safe_value(layer)}_{f}.png"), fv)
+            png = family_gallery(run, layer, g, run.layout.family_picture(layer, f), fv)
             pictures.append(png)
             parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
                          f"<img src='{os.path.basename(png)}'>")
@@ -359,7 +357,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
         parts.append("<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
                      "place; red excites, blue inhibits.</p>")
         for i, (key, rows) in enumerate(_ranked_circuits(cf)[:max_circuits]):
-            png = circuit_figure(run, rows, os.path.join(folder, f"circuit_{i}.png"))
+            png = circuit_figure(run, rows, run.layout.circuit_picture(i))
             if png:
                 pictures.append(png)
                 parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
@@ -368,7 +366,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
             f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
             "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    index = os.path.join(folder, "index.html")
+    index = run.layout.report_index
     with atomic_file(index) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(page)
     log.info("report: %s (%d pictures)", index, len(pictures))
