@@ -48,6 +48,23 @@ def test_same_padding_is_tensorflows():
     assert same_padding(5, 3, 1) == (1, 1)
 
 
+@pytest.mark.parametrize("size,kernel,stride", [(224, 3, 1), (224, 3, 2), (225, 5, 2), (13, 5, 1), (12, 1, 1)])
+def test_same_conv_equals_padding_then_convolving(size, kernel, stride):
+    """Conv2dSame lets the convolution pad when TensorFlow's padding is symmetric; the result is the padded
+    copy convolved without padding, as TensorFlow computes it."""
+    from equivar_core.models._layers import Conv2dSame
+
+    torch.manual_seed(0)
+    conv = Conv2dSame(4, 6, kernel, stride=stride)
+    x = torch.randn(2, 4, size, size)
+    top, bottom = same_padding(size, kernel, stride)
+    want = F.conv2d(F.pad(x, (top, bottom, top, bottom)), conv.weight, conv.bias, stride)
+    with torch.no_grad():
+        got = conv(x)
+    assert got.shape == want.shape == (2, 6, -(-size // stride), -(-size // stride))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_local_response_norm_follows_tensorflow_formula():
     x = torch.randn(2, 13, 3, 3)
     out = LocalResponseNorm()(x)
