@@ -265,3 +265,31 @@ def test_capture_passes_large_cpu_batches_in_chunks_with_the_same_result(effnet,
     for name in layers:
         assert chunked[name].shape == whole[name].shape
         torch.testing.assert_close(chunked[name], whole[name], atol=1e-4, rtol=1e-4)
+
+
+def test_fused_batch_norms_leave_every_layer_and_the_weights_as_they_were(effnet):
+    """The loaded EfficientNet applies each batch norm inside the convolution before it: every layer (the
+    batch norms' own outputs included) and the logits match a model without the fusion, and the parameters
+    and state dict are the file's."""
+    from equivar_core.capture import capture
+    from equivar_core.models.registry import BUILTINS, load_state_into, read_state_dict
+
+    arch = BUILTINS["efficientnet_lite0"]
+    path = arch.default_weights()
+    plain = arch.build()
+    load_state_into(plain, arch.convert(read_state_dict(path)), path)
+    plain.eval()
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    layers = ["_act0", "_blocks.4._bn0", "_blocks.4.expand", "_blocks.4.depthwise", "_blocks.4._bn2", "_blocks.4",
+              "_blocks.11.depthwise"]
+    with torch.inference_mode():
+        with capture(effnet.module, layers, pre_activation=True) as a, capture(plain, layers, pre_activation=True) as b:
+            fused, ref = a.run(x), b.run(x)
+        logits, ref_logits = effnet.module(x), plain(x)
+    assert hasattr(effnet.module._blocks[4]._depthwise_conv, "_fused_weight")
+    for name in layers:
+        torch.testing.assert_close(fused[name], ref[name], atol=1e-3 * float(ref[name].abs().max()), rtol=1e-4)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-3, rtol=1e-4)
+    state = effnet.module.state_dict()
+    assert state.keys() == plain.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())

@@ -30,12 +30,31 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = (self._fused_weight, self._fused_bias) if hasattr(self, "_fused_weight") else \
+            (self.weight, self.bias)
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         if top == bottom and left == right:        # symmetric: the convolution pads, without a padded copy
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+            return F.conv2d(x, weight, bias, self.stride, (top, left), self.dilation, self.groups)
         x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+    def fuse(self, bn: nn.BatchNorm2d) -> None:
+        """For inference: apply the (eval-mode) batch norm ``bn`` that follows this convolution inside it, and
+        let ``bn`` pass its input on. Its output, and what hooks on either module see, stay the same (up to
+        rounding); the parameters and the state dict are unchanged (the fused kernel is a buffer that is
+        not saved)."""
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if self.bias is not None:
+            bias = bias + self.bias * scale
+        self.register_buffer("_fused_weight", (self.weight * scale.view(-1, 1, 1, 1)).detach(), persistent=False)
+        self.register_buffer("_fused_bias", bias.detach(), persistent=False)
+        bn.forward = _passes_input_on
+
+
+def _passes_input_on(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class MaxPool2dSame(nn.MaxPool2d):

@@ -100,6 +100,17 @@ class EfficientNetLite0(nn.Module):
         self._dropout = nn.Dropout(0.2)
         self._fc = nn.Linear(1280, num_classes)
 
+    def fuse_batch_norms(self) -> None:
+        """For inference (the loaded model is frozen in eval mode): every convolution applies the batch norm
+        that follows it (:meth:`Conv2dSame.fuse`), which saves a pass over each activation map. Every layer,
+        the batch norms included, gives what it gave; weights and state dict are unchanged."""
+        pairs = [(self._conv_stem, self._bn0), (self._conv_head, self._bn1)]
+        for b in self._blocks:
+            pairs += [(b._expand_conv, b._bn0)] if b.has_expand else []
+            pairs += [(b._depthwise_conv, b._bn1), (b._project_conv, b._bn2)]
+        for conv, bn in pairs:
+            conv.fuse(bn)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         x = self._act0(self._bn0(self._conv_stem(x)))

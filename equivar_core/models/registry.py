@@ -174,6 +174,8 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
+    if hasattr(module, "fuse_batch_norms"):      # a built-in architecture's inference shortcut
+        module.fuse_batch_norms()
     size = int(getattr(module, "input_size", 224))
     return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None)
 
