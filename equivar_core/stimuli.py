@@ -115,7 +115,7 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
                                    return_index=True, return_inverse=True)[1:]
     else:
         first, picture = np.arange(n), np.arange(n)
-    img = _aperture(draw(torch.as_tensor(first)), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)
+    img = _drawn(draw, first, cv, rf)
     p2 = np.full(n, np.nan) if param2 is None else np.asarray(param2, dtype=float)
     nuis = np.broadcast_to(np.asarray(nuisance), (n,)).astype(int)
     return StimulusBatch(img.contiguous(), [kind] * n, np.asarray(param, dtype=float), p2, nuis,
@@ -133,7 +133,12 @@ def render_stimulus(kind: str, size: int, centre: tuple[float, float], rf: float
         match &= np.isclose(np.asarray(params2, dtype=float), param2)
     if not match.any():
         raise ValueError(f"{kind!r} sweeps no stimulus at {param:g}" + ("" if param2 is None else f"/{param2:g}"))
-    return _aperture(draw(torch.as_tensor(np.flatnonzero(match)[:1])), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)[0]
+    return _drawn(draw, np.flatnonzero(match)[:1], cv, rf)[0]
+
+
+def _drawn(draw, rows, cv: Canvas, rf: float) -> torch.Tensor:
+    """The pictures of ``rows`` of a sweep inside the soft aperture of radius 2 rf, in [0, 1]."""
+    return _aperture(draw(torch.as_tensor(rows)), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)
 
 
 def half_turn_twins(kind: str, param: np.ndarray, param2, nuisance, settings: StimulusSettings) -> np.ndarray:

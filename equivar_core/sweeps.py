@@ -73,14 +73,13 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
     cy, cx = geom.centre_cell(size)
     cols: dict[str, list] = {k: [] for k in ("family", "driver", "member", "angle", "response", "peak_angle",
                                              "expected_angle")}
-    scale = torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32)
     with capture(model, [geom.layer], pre_activation=True) as cap:
         for fam in families:
             make = TRANSFORMS[fam.transform]
             angles = sweep_angles(fam.period, settings.step)
-            members = torch.tensor(np.asarray(fam.members), dtype=torch.long)
-            on_device = members.to(device)
+            on_device = torch.tensor(np.asarray(fam.members), dtype=torch.long, device=device)
             centre = torch.as_tensor(np.asarray(mean)[fam.members], dtype=torch.float32)
+            spread = torch.as_tensor(np.maximum(np.asarray(std)[fam.members], 1e-6), dtype=torch.float32)
             for i, u in enumerate(fam.members):
                 curves = []                       # per driver image: angles x members
                 for n, position in top.best(u, settings.top_k):
@@ -96,7 +95,7 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                         x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
                         acts = cap.run(x)[geom.layer][:, on_device].float()
                         resp.append(acts[:, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu())
-                    curves.append((torch.cat(resp) - centre) / scale[members])
+                    curves.append((torch.cat(resp) - centre) / spread)
                 if not curves:
                     continue
                 curve = torch.stack(curves).mean(0).numpy()                        # angles x members

@@ -90,15 +90,16 @@ def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size
         if mixes is not None and geom.layer in mixes:
             q, m_mean, m_std = (torch.tensor(a, dtype=torch.float32) for a in mixes[geom.layer])
             mix = (q, m_mean, m_std)
-        for batch in render_all(size, centre, geom.rf_radius, settings.stimuli, settings.draw_twins_once):
-            raw = _centre_responses(model, geom, batch.images, size, settings.batch_size, device)  # P x C x 9
-            raw = raw[torch.as_tensor(batch.picture)]                                           # N x C x 9
-            resp = (raw.amax(-1) - mean) / std.clamp_min(1e-6)                                 # N x C
-            _append_max_over_nuisance(cols, geom.layer, batch, resp.numpy())
-            if mix is not None:
-                q, m_mean, m_std = mix
-                resp = (torch.einsum("ij,njk->nik", q, raw).amax(-1) - m_mean) / m_std.clamp_min(1e-6)
-                _append_max_over_nuisance(mixed, geom.layer, batch, resp.numpy())
+        with capture(model, [geom.layer], pre_activation=True) as cap:
+            for batch in render_all(size, centre, geom.rf_radius, settings.stimuli, settings.draw_twins_once):
+                raw = _centre_responses(cap, geom, batch.images, size, settings.batch_size, device)  # P x C x 9
+                raw = raw[torch.as_tensor(batch.picture)]                                         # N x C x 9
+                resp = (raw.amax(-1) - mean) / std.clamp_min(1e-6)                               # N x C
+                _append_max_over_nuisance(cols, geom.layer, batch, resp.numpy())
+                if mix is not None:
+                    q, m_mean, m_std = mix
+                    resp = (torch.einsum("ij,njk->nik", q, raw).amax(-1) - m_mean) / m_std.clamp_min(1e-6)
+                    _append_max_over_nuisance(mixed, geom.layer, batch, resp.numpy())
         log.info("tuning: %s done (%d units, canvas %d px, rf %.1f px)", geom.layer, geom.n_units, size,
                  geom.rf_radius)
     out = {k: _concat(v) for k, v in cols.items()}
@@ -110,18 +111,18 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _centre_responses(model, geom: LayerGeometry, images: torch.Tensor, size: int, batch: int,
+def _centre_responses(cap: capture, geom: LayerGeometry, images: torch.Tensor, size: int, batch: int,
                       device: str) -> torch.Tensor:
-    """Responses at the central cell and its 8 neighbours, N x C x 9 (fewer cells at a map's edge)."""
+    """Responses at the central cell and its 8 neighbours, N x C x 9 (fewer cells at a map's edge);
+    ``cap`` captures ``geom.layer``."""
     cy, cx = geom.centre_cell(size)
     out = []
-    with capture(model, [geom.layer], pre_activation=True) as cap:
-        for i in range(0, len(images), batch):
-            x = images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
-            acts = cap.run(x)[geom.layer].float()
-            h, w = acts.shape[-2:]
-            y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
-            out.append(acts[:, :, y0:cy + 2, x0:cx + 2].flatten(2).cpu())
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        acts = cap.run(x)[geom.layer].float()
+        h, w = acts.shape[-2:]
+        y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
+        out.append(acts[:, :, y0:cy + 2, x0:cx + 2].flatten(2).cpu())
     return torch.cat(out)
 
 
