@@ -160,8 +160,11 @@ class AngularFamilies:
     min_agreement: float = 0.6
     curve_weighting: str = "standardized"
 
+    frequency_gap: float = 0.3
+
     def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
-            identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None) -> "AngularFamilies":
+            identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None,
+            bands: np.ndarray | None = None) -> "AngularFamilies":
         """Group units.
 
         Parameters
@@ -172,6 +175,8 @@ class AngularFamilies:
         identity : C x C correlations of the units on the same images (baseline for the evidence)
         invariant_curves : C x S' x T' curves the transform leaves in place (hue curves for rotation,
             orientation curves for hue), in natural-image standard deviations
+        bands : C values the transform leaves in place that can split a family in two, the units'
+            :func:`~equivar_core.tuning.frequency_index` (see :func:`split_bands`)
         """
         c, _, t = curves.shape
         step = 360.0 / t
@@ -236,6 +241,9 @@ class AngularFamilies:
 
             self._prune(agreement() < self.min_agreement)
             self.agreement_ = agreement()
+        if bands is not None:
+            self.labels_, self.periods_ = split_bands(self.labels_, self.params_, self.periods_, bands,
+                                                      self.frequency_gap, self.min_spread)
         full = np.ones((c, c))
         full[np.ix_(idx, idx)] = invariant
         for f, period in self.periods_.items():
@@ -258,6 +266,92 @@ class AngularFamilies:
         gone = labels < 0
         self.params_[gone], self.fit_[gone] = np.nan, np.nan
         self.labels_, self.periods_ = labels, periods
+
+
+def split_bands(labels: np.ndarray, params: np.ndarray, periods: dict[int, float], bands: np.ndarray,
+                gap: float, min_spread: float) -> tuple[np.ndarray, dict[int, float]]:
+    """Split each family whose members fall into two clearly separate bands; renumber families from 0.
+
+    Rotating a unit does not change the spatial frequency it prefers, so a family whose members' frequency
+    indices (``bands``) fall into two groups is one feature at two spatial frequencies: two families, each a
+    rotation orbit of its own. The sorted indices are cut at their largest gap when that gap is at least
+    ``gap`` and twice the range inside either side, and each side keeps two members spread over at least
+    ``min_spread`` degrees. :func:`relate_families` then names the two halves each other's siblings.
+    """
+    out, new_periods = np.full_like(labels, -1), {}
+    for f, period in periods.items():
+        members = np.flatnonzero(labels == f)
+        groups = [members]
+        b = bands[members]
+        if np.isfinite(b).all() and len(members) >= 4:
+            order = np.argsort(b)
+            steps = np.diff(b[order])
+            k = int(np.argmax(steps))
+            low, high = members[order[:k + 1]], members[order[k + 1:]]
+            spread = [circular_distance(params[g][:, None], params[g][None], period).max() if len(g) > 1 else 0.0
+                      for g in (low, high)]
+            ranges = [np.ptp(bands[g]) for g in (low, high)]
+            if steps[k] >= max(gap, 2 * max(ranges)) and min(spread) >= min_spread:
+                groups = [low, high]
+        for g in groups:
+            out[g] = len(new_periods)
+            new_periods[len(new_periods)] = period
+    return out, new_periods
+
+
+@dataclass
+class Relations:
+    """Each family's closest other family of the same transform and period (see :func:`relate_families`)."""
+
+    sibling: dict[int, int]
+    similarity: dict[int, float]
+    relation: dict[int, str]
+
+
+def relate_families(curves: np.ndarray, labels: np.ndarray, periods: dict[int, float], frequency: np.ndarray,
+                    min_ratio: float = 0.9, frequency_gap: float = 0.3, weighting: str = "standardized"
+                    ) -> Relations:
+    """Which families are one feature split in two, and by what.
+
+    Natural images must confirm the links of a family (see :class:`AngularFamilies`), so a feature can
+    come out as several families whose tuning curves match across them: each member's best match may
+    lie in another family. For families F and G of one period, with ``sim`` the shifted tuning similarity
+    of their members, ``ratio = mean_{F x G} sim / min(mean_F sim, mean_G sim)`` (off-diagonal means inside
+    a family). F's sibling is the G of largest ratio when it is at least ``min_ratio``, and the relation
+    names what tells them apart:
+
+    * ``frequency``: their members' median :func:`~equivar_core.tuning.frequency_index` differ by at least
+      ``frequency_gap``: one feature at two spatial frequencies (the paper's line and curve families come in
+      several sizes);
+    * ``fragment``: nothing the stimuli measure tells them apart: pieces of one family whose links across the
+      pieces natural images did not confirm (too few images, or a difference no stimulus shows).
+
+    Families with no sibling are absent from the result.
+    """
+    fams = sorted(periods)
+    out = Relations({}, {}, {})
+    members = np.flatnonzero(labels >= 0)
+    if len(fams) < 2:
+        return out
+    sim, _ = shifted_similarity(curves[members], weighting=weighting)
+    onehot = (labels[members][:, None] == np.asarray(fams)[None]).astype(float)      # members x families
+    n = onehot.sum(0)
+    total = onehot.T @ sim @ onehot
+    cross = total / np.outer(n, n)
+    within = (np.diag(total) - n) / np.maximum(n * (n - 1), 1)          # the diagonal (self) terms are 1
+    ratio = cross / np.maximum(np.minimum(within[:, None], within[None]), 1e-9)
+    period = np.array([periods[f] for f in fams])
+    ratio = np.where((period[:, None] == period[None]) & ~np.eye(len(fams), dtype=bool), ratio, -np.inf)
+    median_freq = np.array([np.nanmedian(frequency[labels == f]) if np.isfinite(frequency[labels == f]).any()
+                            else np.nan for f in fams])
+    for i, f in enumerate(fams):
+        j = int(np.argmax(ratio[i]))
+        if ratio[i, j] < min_ratio:
+            continue
+        gap = abs(median_freq[i] - median_freq[j])
+        out.sibling[f], out.similarity[f] = fams[j], float(ratio[i, j])
+        out.relation[f] = "frequency" if gap >= frequency_gap else "fragment"
+    return out
 
 
 def place_variants(params: np.ndarray, period: float, invariant: np.ndarray, min_gap: float) -> np.ndarray:

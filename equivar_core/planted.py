@@ -158,13 +158,16 @@ def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
 
 def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
                   n_noise: int = 8, random: bool = False, stride: int = 1,
-                  edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma"
-                  ) -> tuple[PlantedNet, GroundTruth]:
+                  edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma",
+                  n_fine_lines: int = 0) -> tuple[PlantedNet, GroundTruth]:
     """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights.
 
     ``stride`` of both convolutions (2: TF "SAME" padding, 96 px input), ``edge_rgb`` the edges' channel
     weights, ``hue_space`` the opponent plane in which the hue family is evenly spaced (``chroma`` or
     ``yiq``); the ground-truth params of a ``yiq`` family are its members' hue angles in equivar's chroma plane.
+    ``n_fine_lines`` adds a second 180-periodic line family ``fine_lines``, the same template at a finer
+    scale (sigma 0.9 against 1.5 px: its best grating period is about 4 px, the lines' about 6.7 px),
+    at angles offset by half a step from the lines: one feature at two spatial frequencies.
     """
     rng = np.random.default_rng(seed)
     k1, k2 = 9, 7
@@ -175,6 +178,9 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     for i in range(n_lines):
         filters.append(line_kernel(k1, i * 180.0 / n_lines))
         kinds.append(("lines", i * 180.0 / n_lines, "rotate"))
+    for i in range(n_fine_lines):
+        filters.append(line_kernel(k1, (i + 0.5) * 180.0 / n_fine_lines, sigma=0.9))
+        kinds.append(("fine_lines", (i + 0.5) * 180.0 / n_fine_lines, "rotate"))
     for i in range(n_hues):
         filters.append(color_center_surround(k1, i * 360.0 / n_hues, hue_space))
         kinds.append(("hues", chroma_hue(filters[-1]) if hue_space != "chroma" else i * 360.0 / n_hues, "hue"))
@@ -246,6 +252,15 @@ STRIDED = {"stride": 2, "edge_rgb": (1.0, 0.5, 0.1), "hue_space": "yiq"}
 def planted_strided(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_strided``: see the module docstring."""
     return planted_model(seed, **STRIDED)[0]
+
+
+#: the two-band variant: the line family also at a finer scale (``fine_lines``)
+TWO_BANDS = {"n_fine_lines": 6}
+
+
+def planted_two_bands(seed: int = 0) -> PlantedNet:
+    """``equivar run --model equivar_core.planted:planted_two_bands``: lines at two spatial frequencies."""
+    return planted_model(seed, **TWO_BANDS)[0]
 
 
 def family_sizes(seed: int) -> dict[str, int]:

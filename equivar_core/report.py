@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .activations import TopImages  # noqa: E402
+from .basis import median_spacing  # noqa: E402
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
@@ -100,7 +101,7 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
 def _best_stimulus(run: RunTables, tuning: pd.DataFrame, geom: LayerGeometry) -> tuple[np.ndarray, str]:
     """The picture of the stimulus a unit responds to most (``tuning``: the unit's rows) and its label."""
     # the grids name both parameters; their marginals are left out
-    t = tuning[~tuning["stimulus"].isin(["color_contrast", "color_contrast_hue", "curve"])]
+    t = tuning[~tuning["stimulus"].isin(["color_contrast", "color_contrast_hue", "curve", "grating"])]
     best = t.loc[t["response"].idxmax()]
     grid = best.stimulus in GRIDS
     kind = best.stimulus.removesuffix("_grid")
@@ -273,14 +274,14 @@ def _family_summary(g: pd.DataFrame) -> str:
     line = f"{transform}, {size} units, mean fit {g['fit'].mean():.2f}"
     if TRANSFORMS[transform].angular:
         period = float(g["period"].iloc[0])
-        params = np.sort(g["param"].to_numpy())
-        gaps = np.diff(np.r_[params, params[0] + period])
-        step = float(np.median(gaps)) if len(gaps) else period
-        holes = int(max(0, round(period / step) - size)) if step > 0 else 0
         agreement = g["agreement"].mean()
-        line += f", period {period:g}, spacing ~{step:.0f} deg, holes {holes}"
+        line += f", period {period:g}, spacing ~{median_spacing(g['param'], period):.0f} deg, " \
+                f"{g['places'].iloc[0]:.0f} places, holes {g['holes'].iloc[0]:.0f}"
         if np.isfinite(agreement):
             line += f", partner agreement {agreement:.2f}"
+        if isinstance(g["relation"].iloc[0], str):
+            kind = {"frequency": "at another spatial frequency", "fragment": "a fragment of one family"}
+            line += f"; with family {int(g['sibling'].iloc[0])}: {kind[g['relation'].iloc[0]]}"
     return line
 
 

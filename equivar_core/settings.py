@@ -39,6 +39,10 @@ class FamilySettings:
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score
+    #: two families of a layer are siblings when their members' curves agree across families at least this
+    #: share of how well they agree inside the worse family (see families.relate_families)
+    sibling_similarity: float = 0.9
+    frequency_gap: float = 0.3       # median frequency index difference that makes siblings two spatial frequencies
 
     def estimator_params(self, estimator, transform=None) -> dict:
         """The keyword parameters of a family estimator (``AngularFamilies``, ``PairFamilies``): the fields of

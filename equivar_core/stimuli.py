@@ -187,7 +187,7 @@ def _sweep(kind: str, cv: Canvas, rf: float, settings: StimulusSettings):
             thetas, torch.tensor(periods), torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases),
             indexing="ij"))
         nuis = np.arange(len(th)) % (len(periods) * settings.n_phases)
-        return th, None, nuis, lambda r: _grey(
+        return th, per.numpy(), nuis, lambda r: _grey(
             0.5 + c / 2 * torch.cos(2 * math.pi * cv.along(th[r]) / per[r][:, None, None] + ph[r][:, None, None]))
     if kind == "curve":
         width = max(1.0, rf / 4)

@@ -46,7 +46,7 @@ ROTATION_INVARIANT_STIMULI = Rotate.invariant_stimuli
 HUE_STIMULI = HueRotate.tuning_stimuli
 HUE_INVARIANT_STIMULI = HueRotate.invariant_stimuli
 #: two-parameter tables (param2 set): summarized by their marginals in ``unit_profiles``
-GRIDS = ("color_contrast_grid", "curve_grid")
+GRIDS = ("color_contrast_grid", "curve_grid", "grating_grid")
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def _append_max_over_nuisance(cols, layer: str, batch, resp: np.ndarray) -> None
         marg = np.stack([best[uniq[:, 1] == h].max(0) for h in hues])
         tables = [(kind, *_marginal(uniq[:, 0], best)), ("color_contrast_hue", hues, np.full(len(hues), np.nan), marg),
                   ("color_contrast_grid", uniq[:, 0], uniq[:, 1], best)]
-    elif kind == "curve":          # orientation (max over radius), and the orientation x radius grid
-        tables = [(kind, *_marginal(uniq[:, 0], best)), ("curve_grid", uniq[:, 0], uniq[:, 1], best)]
+    elif kind in ("curve", "grating"):   # orientation (max over radius or period), and the two-parameter grid
+        tables = [(kind, *_marginal(uniq[:, 0], best)), (f"{kind}_grid", uniq[:, 0], uniq[:, 1], best)]
     for name, param, param2, table in tables:
         n_rows, n_units = table.shape
         cols["layer"].append(np.full(n_rows * n_units, layer, dtype=object))
@@ -214,6 +214,8 @@ def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
             prof["preferred2"] = np.full(c, np.nan)
             if stim == "color_contrast":
                 prof["preferred2"] = _grid_preferred_hue(tuning_here, layer, c)
+            elif stim == "grating":
+                prof["preferred2"] = _grid_preferred_period(tuning_here, layer, c)
             out["layer"] += [layer] * c
             out["unit"] += list(range(c))
             out["stimulus"] += [stim] * c
@@ -237,6 +239,44 @@ def _grid_preferred_hue(tuning: dict[str, np.ndarray], layer: str, n_units: int)
     best = order[last]
     out = np.full(n_units, np.nan)
     out[unit[best].astype(int)] = np.where(theta[best] >= 180, np.mod(hue[best] + 180, 360), hue[best])
+    return out
+
+
+def frequency_index(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> np.ndarray:
+    """Which grating period each unit prefers, in [-1, 1]; NaN without a grating grid of two periods or more.
+
+    From ``grating_grid``: the unit's responses minus its smallest response on the grid, maximized over
+    orientation at the finest period (R_fine) and at the coarsest (R_coarse);
+    ``(R_fine - R_coarse) / (R_fine + R_coarse)`` is +1 for a unit that answers only the fine grating,
+    -1 for one that answers only the coarse one.
+    """
+    out = np.full(n_units, np.nan)
+    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == "grating_grid")
+    if not sel.any():
+        return out
+    unit, theta, period, resp = (tuning[k][sel] for k in ("unit", "param", "param2", "response"))
+    units, periods = np.unique(unit), np.unique(period)
+    if len(periods) < 2:
+        return out
+    order = np.lexsort((theta, period, unit))
+    grid = resp[order].reshape(len(units), len(periods), -1)         # unit x period x orientation
+    grid = grid - grid.min((1, 2), keepdims=True)
+    best = grid.max(-1)
+    fine, coarse = best[:, 0], best[:, -1]
+    out[units.astype(int)] = (fine - coarse) / np.maximum(fine + coarse, 1e-9)
+    return out
+
+
+def _grid_preferred_period(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> np.ndarray:
+    """The grating period (pixels) of the best (orientation, period) cell of the grating grid."""
+    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == "grating_grid")
+    out = np.full(n_units, np.nan)
+    if not sel.any():
+        return out
+    unit, period, resp = (tuning[k][sel] for k in ("unit", "param2", "response"))
+    order = np.lexsort((resp, unit))
+    best = order[np.r_[unit[order][1:] != unit[order][:-1], True]]
+    out[unit[best].astype(int)] = period[best]
     return out
 
 

@@ -141,3 +141,18 @@ def strided_runs(tmp_path_factory):
                                      spec="equivar_core.planted:planted_strided"),
                           planted.planted_model(seed, **planted.STRIDED)[1])
     return runs
+
+
+@pytest.fixture(scope="session")
+def two_band_runs(tmp_path_factory):
+    """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1)."""
+    from equivar_core import planted
+
+    runs = {}
+    for seed in (0, 1):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(planted, "planted_two_bands", lambda seed=seed: planted.planted_model(seed, **planted.TWO_BANDS)[0])
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"two_bands{seed}")), seed,
+                                     spec="equivar_core.planted:planted_two_bands"),
+                          planted.planted_model(seed, **planted.TWO_BANDS)[1])
+    return runs

@@ -10,7 +10,8 @@ shuffle, different flip templates and different noise.
 import numpy as np
 import pytest
 
-from equivar_core.families import AngularFamilies, PairFamilies, circular_distance, shifted_similarity
+from equivar_core.families import (AngularFamilies, PairFamilies, circular_distance, relate_families, shifted_similarity,
+                                   split_bands)
 
 LAYER = {"conv1": "relu1", "conv2": "relu2"}
 
@@ -210,3 +211,62 @@ def test_place_variants_keep_one_copy_per_place_and_the_best_matching_one():
     np.fill_diagonal(invariant, 1.0)
     assert place_variants(params, 360.0, invariant, 10.0).tolist() == [1, 0, 0, 0, 0, 1]
     assert place_variants(params[:4], 360.0, invariant[:4, :4], 10.0).tolist() == [0, 0, 0, 0]
+
+
+def test_one_feature_at_two_spatial_frequencies_is_two_sibling_families(two_band_runs):
+    """Lines planted at two scales, at interleaved angles (15 degrees apart), are two families, each whole,
+    named each other's ``frequency`` sibling, the finer one with the higher frequency index; without
+    the band split they are one 12-member family. The edges, one band, stay one family with no sibling."""
+    for seed, (run, truth) in two_band_runs.items():
+        found = run.families[run.families["layer"] == "relu1"]
+        ids = {}
+        for name in ("lines", "fine_lines", "edges"):
+            units, params, _ = truth.families["conv1"][name]
+            jaccard, group = _best_match(found, units, "rotate")
+            assert jaccard >= 0.9, (seed, name, jaccard)
+            assert _param_error(group, units, params) <= 10.0, (seed, name)
+            ids[name] = group
+        coarse, fine = ids["lines"], ids["fine_lines"]
+        assert (coarse["relation"] == "frequency").all() and (fine["relation"] == "frequency").all(), seed
+        assert set(coarse["sibling"]) == {int(fine["family"].iloc[0])}, seed
+        assert set(fine["sibling"]) == {int(coarse["family"].iloc[0])}, seed
+        assert fine["frequency_index"].min() > coarse["frequency_index"].max(), seed
+        assert ids["edges"]["relation"].isna().all() and (ids["edges"]["sibling"] == -1).all(), seed
+
+
+def test_split_bands_cuts_only_a_clear_gap():
+    """Two clusters of frequency index split; an even spread of the same range, a gap inside noisy sides, or a
+    side without angular spread does not."""
+    params = np.arange(8) * 22.5
+    labels, periods = np.zeros(8, int), {0: 180.0}
+    two = np.array([-0.3, 0.3] * 4) + np.linspace(0, 0.02, 8)
+    split, new = split_bands(labels, params, periods, two, 0.3, 20.0)
+    assert len(new) == 2 and set(split[::2]) != set(split[1::2])
+    for bands in (np.linspace(-0.3, 0.3, 8),                                  # a continuum
+                  np.array([-0.6, -0.2, 0.25, 0.6] * 2),                        # gap 0.45 < twice a side's range
+                  np.array([-0.3] * 7 + [0.3])):                               # one member on a side
+        split, new = split_bands(labels, params, periods, bands, 0.3, 20.0)
+        assert len(new) == 1 and (split == 0).all(), bands
+    near = np.array([-0.3, -0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3])               # the -0.3 side spans 22.5 deg
+    assert len(split_bands(labels, params, periods, near, 0.3, 30.0)[1]) == 1
+
+
+def test_relate_families_names_siblings_by_what_differs():
+    """Two families with the same curves are siblings: ``frequency`` when their bands differ, ``fragment``
+    otherwise; a family with other curves, or another period, has no sibling."""
+    rng = np.random.default_rng(0)
+    theta = np.deg2rad(np.arange(72) * 5.0)
+    line = np.cos(2 * theta) ** 8
+    blob = np.exp(np.cos(theta))
+    shifted = [np.roll(line, k) for k in range(0, 72, 6)] + [np.roll(blob, k) for k in range(0, 72, 18)]
+    curves = np.stack([np.stack([c, c ** 2]) for c in shifted]) + rng.normal(0, 0.01, (16, 2, 72))
+    labels = np.repeat([0, 1, 2], [6, 6, 4])
+    periods = {0: 180.0, 1: 180.0, 2: 360.0}
+    apart = np.repeat([-0.4, 0.4, 0.0], [6, 6, 4])
+    rel = relate_families(curves, labels, periods, apart)
+    assert rel.sibling == {0: 1, 1: 0} and rel.relation == {0: "frequency", 1: "frequency"}
+    assert min(rel.similarity.values()) >= 0.9
+    rel = relate_families(curves, labels, periods, np.zeros(16))
+    assert rel.relation == {0: "fragment", 1: "fragment"}
+    periods[2] = 180.0                                      # same period, other curves: still no sibling
+    assert 2 not in relate_families(curves, labels, periods, apart).sibling

@@ -12,12 +12,12 @@ import pandas as pd
 from ..activations import TRANSFORM_GROUPS, TopImages
 from ..curves import curve_detectors
 from ..basis import above_chance, family_order, median_spacing, suggested_group
-from ..families import AngularFamilies, PairFamilies
+from ..families import AngularFamilies, PairFamilies, Relations, relate_families
 from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..sweeps import SweptFamily, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
-from ..tuning import stacked_curves
+from ..tuning import frequency_index, stacked_curves
 from .common import _columns, _geometries, _views, _with_model, load
 from .sampling import located
 from .scoring import _centred_matrices, load_evidence, profile_table
@@ -47,6 +47,7 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         tuning = by_layer.get(layer, _columns(tuning_df.iloc[:0]))
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
+        frequency = frequency_index(tuning, layer, c)
         for transform in ANGULAR:
             T = TRANSFORMS[transform]
             stimuli, fixed = T.tuning_stimuli, T.invariant_stimuli
@@ -54,27 +55,40 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
             scores, identity = evidence_of(layer, transform)
+            curves = stacked_curves(tuning, layer, stimuli, c)
             est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
-                stacked_curves(tuning, layer, stimuli, c), eligible, scores, identity,
-                stacked_curves(tuning, layer, fixed, c))
+                curves, eligible, scores, identity, stacked_curves(tuning, layer, fixed, c),
+                frequency if T.name == Rotate.name else None)
+            relations = relate_families(curves, est.labels_, est.periods_, frequency, fs.sibling_similarity,
+                                        fs.frequency_gap, fs.curve_weighting)
             next_id = _append_families(rows, layer, transform, est, next_id,
-                                       period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_)
+                                       period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_,
+                                       frequency=frequency, relations=relations)
         for transform in PAIRED:
             scores, _ = evidence_of(layer, transform)
             if not scores:
                 continue
             est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores,
                                                                         directed=TRANSFORMS[transform].directed)
-            next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None)
+            next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None,
+                                       frequency=frequency)
     cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
-            "variant"]
+            "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
-    return _with_model(df.astype({"family": int, "unit": int, "size": int, "variant": int}), settings)
+    df = df.astype({"family": int, "unit": int, "size": int, "variant": int, "sibling": int,
+                    "sibling_similarity": float, "frequency_index": float})
+    return _with_model(df.astype({"relation": object}), settings)
 
 
-def _append_families(rows, layer, transform, est, next_id, period, agreement) -> int:
+def _append_families(rows, layer, transform, est, next_id, period, agreement, frequency=None,
+                     relations: Relations | None = None) -> int:
+    """Rows of ``est``'s families, numbered from ``next_id`` in label order (a sibling's id likewise)."""
     variants = getattr(est, "variants_", np.zeros(len(est.labels_), dtype=int))
-    for f in np.unique(est.labels_[est.labels_ >= 0]):
+    labels = np.unique(est.labels_[est.labels_ >= 0])
+    table_id = {int(f): next_id + i for i, f in enumerate(labels)}
+    relations = relations or Relations({}, {}, {})
+    for f in labels:
+        f = int(f)
         members = np.flatnonzero(est.labels_ == f)
         p = period.get(int(f), np.nan)
         main = members[variants[members] == 0]
@@ -84,7 +98,11 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement) ->
                          "param": float(est.params_[u]), "fit": float(est.fit_[u]), "period": p,
                          "agreement": float(agreement[u]) if agreement is not None else np.nan,
                          "size": len(members), "places": places, "holes": places - len(main),
-                         "variant": int(variants[u])})
+                         "variant": int(variants[u]),
+                         "frequency_index": float(frequency[u]) if frequency is not None else np.nan,
+                         "sibling": table_id.get(relations.sibling.get(f, -1), -1),
+                         "sibling_similarity": relations.similarity.get(f, np.nan),
+                         "relation": relations.relation.get(f)})
         next_id += 1
     return next_id
 
