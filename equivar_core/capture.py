@@ -57,7 +57,10 @@ class capture:
 
     def __enter__(self) -> "capture":
         for name, module in self._modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+            if self.pre_activation and isinstance(module, ACTIVATIONS):     # its input, before it runs
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
+            else:
+                self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -66,18 +69,31 @@ class capture:
         self._handles.clear()
 
     def _hook(self, name: str):
-        use_input = self.pre_activation and isinstance(self._modules[name], ACTIVATIONS)
-
+        """A module's output, copied: a later in-place operation (an in-place activation of a convolution's
+        output, a residual ``+=``) would overwrite it."""
         def hook(module, inputs, output):
-            value = inputs[0] if use_input else output
-            if not isinstance(value, torch.Tensor) or value.dim() != 4:
-                raise ValueError(f"layer {name} gives {type(value).__name__} {getattr(value, 'shape', '')}, "
-                                 "expected an N x C x H x W tensor")
-            self._out[name] = value
-            if self.stop_early and len(self._out) == len(self._modules):
-                raise _Stop
+            self._keep(name, output.clone() if isinstance(output, torch.Tensor) else output)
 
         return hook
+
+    def _pre_hook(self, name: str):
+        """The pre-activation is the activation's input before it runs: an in-place activation (``inplace=True``,
+        as EfficientNet-Lite0's ReLU6) overwrites it, so it is copied first."""
+        def hook(module, inputs):
+            value = inputs[0] if inputs else None
+            if getattr(module, "inplace", False) and isinstance(value, torch.Tensor):
+                value = value.clone()
+            self._keep(name, value)
+
+        return hook
+
+    def _keep(self, name: str, value) -> None:
+        if not isinstance(value, torch.Tensor) or value.dim() != 4:
+            raise ValueError(f"layer {name} gives {type(value).__name__} {getattr(value, 'shape', '')}, "
+                             "expected an N x C x H x W tensor")
+        self._out[name] = value
+        if self.stop_early and len(self._out) == len(self._modules):
+            raise _Stop
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The requested layers' activations for the batch ``x`` (on the CPU without gradients, computed in

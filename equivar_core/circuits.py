@@ -103,14 +103,29 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
             c_dst = state["out"].shape[1]
             hd, wd = state["out"].shape[-2:]
             wanted = torch.arange(c_dst) if dst_units is None else torch.as_tensor(np.asarray(dst_units, int))
+            # The layers below ``src`` see one zero image: ``src_hook`` puts the batch of probes in their
+            # place, and anything that mixes a tensor from below ``src`` with one from above (a residual
+            # sum) broadcasts the one image over the batch. A model that cannot (a concatenation across
+            # ``src``) gets the whole batch below ``src`` too.
+            shared_prefix = True
             for start in range(0, len(wanted), chunk):
                 units = wanted[start:start + chunk].to(device)
                 state.clear()
                 state["batch"] = len(units)
                 try:
-                    model(x.expand(len(units), -1, -1, -1))
+                    model(x if shared_prefix else x.expand(len(units), -1, -1, -1))
                 except _StopAt:
                     pass
+                except RuntimeError:
+                    if not shared_prefix:
+                        raise
+                    shared_prefix = False
+                    state.clear()
+                    state["batch"] = len(units)
+                    try:
+                        model(x.expand(len(units), -1, -1, -1))
+                    except _StopAt:
+                        pass
                 out = state["out"]
                 out[torch.arange(len(units)), units, hd // 2, wd // 2].sum().backward()
                 grads.append(state["z"].grad.detach().cpu())

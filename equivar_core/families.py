@@ -72,7 +72,7 @@ def _centre(curves: np.ndarray) -> np.ndarray:
 WEIGHTINGS = {"standardized": lambda c: np.nan_to_num(_standardize(c)), "amplitude": _centre}
 
 
-def shifted_similarity(curves: np.ndarray, chunk: int = 256, weighting: str = "standardized"
+def shifted_similarity(curves: np.ndarray, chunk: int = 128, weighting: str = "standardized"
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Best circular-shift similarity and the shift index for all unit pairs.
 
@@ -94,17 +94,17 @@ def shifted_similarity(curves: np.ndarray, chunk: int = 256, weighting: str = "s
         raise ValueError(f"unknown curve weighting {weighting!r}; known: {', '.join(WEIGHTINGS)}")
     z = WEIGHTINGS[weighting](curves)
     c, s, t = z.shape
-    spec = np.fft.rfft(z, axis=-1)                     # C x S x F
+    # one complex GEMM per frequency (in double precision: near-ties between shifts and references then
+    # resolve as they always have)
+    spec = np.ascontiguousarray(np.fft.rfft(z, axis=-1).transpose(2, 0, 1))                       # F x C x S
+    conj = np.conj(spec).transpose(0, 2, 1).copy()                                                 # F x S x C
     energy = (z**2).sum((1, 2))
     sim = np.zeros((c, c))
     shift = np.zeros((c, c), dtype=int)
     for i in range(0, c, chunk):
-        cross = np.einsum("usf,vsf->uvf", spec[i:i + chunk], np.conj(spec))
-        corr = np.fft.irfft(cross, n=t, axis=-1)       # [u, v, tau] = sum r_u(theta + tau) r_v(theta)
-        norm = np.sqrt(np.outer(energy[i:i + chunk], energy))
-        corr = corr / np.maximum(norm, 1e-12)[..., None]
-        shift[i:i + chunk] = corr.argmax(-1)
-        sim[i:i + chunk] = corr.max(-1)
+        corr = np.fft.irfft(spec[:, i:i + chunk] @ conj, n=t, axis=0)   # [tau, u, v] = sum r_u(theta + tau) r_v(theta)
+        shift[i:i + chunk] = corr.argmax(0)
+        sim[i:i + chunk] = corr.max(0) / np.maximum(np.sqrt(np.outer(energy[i:i + chunk], energy)), 1e-12)
     return np.clip(sim, -1, 1), shift
 
 

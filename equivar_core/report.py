@@ -155,7 +155,9 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
             r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
             ax.plot(theta, r - r.min(), color="tab:red")
-            ax.set_yticklabels([])
+            ax.set_yticks([])
+            ax.set_xticks(np.deg2rad([0, 90, 180, 270]))
+            ax.tick_params(labelsize=7, pad=0)
             ax.set_title(f"unit {u} @ {p:g}  ({stim})", fontsize=8)
         else:
             ax = fig.add_subplot(gs[i, 0])
@@ -179,7 +181,10 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             ax.axis("off")
             ax.imshow(np.asarray(Image.open(featurevis[(layer, int(u))])))
             ax.set_title("feature visualization", fontsize=8)
-    fig.tight_layout(h_pad=1.5)
+    # fixed margins (inches) instead of tight_layout, which measures every tick label of every axis
+    height, width = fig.get_size_inches()[::-1]
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.45 / height,
+                        hspace=0.5, wspace=0.12)
     return _save(fig, path, laid_out=True)
 
 
@@ -281,7 +286,8 @@ def _family_summary(g: pd.DataFrame) -> str:
             line += f", partner agreement {agreement:.2f}"
         if isinstance(g["relation"].iloc[0], str):
             kind = {"frequency": "at another spatial frequency", "fragment": "a fragment of one family"}
-            line += f"; with family {int(g['sibling'].iloc[0])}: {kind[g['relation'].iloc[0]]}"
+            relation = g['relation'].iloc[0]
+            line += f"; with family {int(g['sibling'].iloc[0])}: {kind.get(relation, relation)}"
     return line
 
 

@@ -92,8 +92,9 @@ def _grey(lum: torch.Tensor) -> torch.Tensor:
 
 
 def _aperture(img: torch.Tensor, canvas: Canvas, radius: float) -> torch.Tensor:
+    """``0.5 + (img - 0.5) * a`` with a the soft disc of ``radius``, clipped to [0, 1] (one new tensor)."""
     a = box(radius - canvas.r)[None, None]
-    return 0.5 + (img - 0.5) * a
+    return (img - 0.5).mul_(a).add_(0.5).clamp_(0.0, 1.0)
 
 
 def _angles(step: float, period: float = 360.0) -> torch.Tensor:
@@ -138,7 +139,7 @@ def render_stimulus(kind: str, size: int, centre: tuple[float, float], rf: float
 
 def _drawn(draw, rows, cv: Canvas, rf: float) -> torch.Tensor:
     """The pictures of ``rows`` of a sweep inside the soft aperture of radius 2 rf, in [0, 1]."""
-    return _aperture(draw(torch.as_tensor(rows)), cv, 2.0 * rf + 1.0).clamp(0.0, 1.0)
+    return _aperture(draw(torch.as_tensor(rows)), cv, 2.0 * rf + 1.0)
 
 
 def half_turn_twins(kind: str, param: np.ndarray, param2, nuisance, settings: StimulusSettings) -> np.ndarray:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .layout import CATALOG, partition_dir, safe_value, table_dir
@@ -79,9 +80,9 @@ def write_table(root: str, name: str, table: pa.Table, model: str, partition_col
         write_parquet(table, path)
         written.append(path)
     else:
-        values = table.column(partition_column).to_pylist()
-        for value in dict.fromkeys(values):
-            mask = pa.array([v == value for v in values])
+        column = table.column(partition_column)
+        for value in pc.unique(column).to_pylist():                  # in order of first appearance
+            mask = pc.is_null(column) if value is None else pc.equal(column, value)
             path = os.path.join(model_dir, f"{partition_column}={safe_value(value)}", "data.parquet")
             write_parquet(table.filter(mask), path)
             written.append(path)

@@ -57,6 +57,50 @@ def test_non_adjacent_layers_match_brute_force_impulses():
     assert np.allclose(w, ref, atol=1e-4)
 
 
+class Branches(nn.Module):
+    """Two branches concatenated after the source layer, and a residual sum across it."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.r1 = nn.ReLU()
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.r2 = nn.ReLU()
+        self.side = nn.Conv2d(3, 2, 1)
+        self.c3 = nn.Conv2d(6, 3, 3, padding=1)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g)
+
+    def forward(self, x):
+        h = self.r1(self.c1(x))
+        h = self.r2(self.c2(h)) + h                                   # residual across the source
+        return self.c3(torch.cat([h, self.side(x)], 1))               # concatenation across the source
+
+
+@pytest.mark.parametrize("src", ["r1", "r2"])
+def test_expanded_weights_through_a_concatenation_and_a_residual(src):
+    """The layers below the source see one image while the probes are a batch: a residual sum broadcasts it,
+    a concatenation cannot (the whole batch then runs below the source too); both give the brute-force
+    impulse responses."""
+    net = Branches().eval()
+    w = expanded_weights(net, src, "c3", 32, max_radius=3, mass=1.0, chunk=3)
+    r = w.shape[-1] // 2
+    ref = np.zeros_like(w)
+    with torch.no_grad():
+        for a in range(4):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    z = torch.zeros(1, 4, 32, 32)
+                    z[0, a, 16 + dy, 16 + dx] = 1.0
+                    h = F.conv2d(z, net.c2.weight, padding=1) + z if src == "r1" else z
+                    h = torch.cat([h, torch.zeros(1, 2, 32, 32)], 1)
+                    ref[:, a, r + dy, r + dx] = F.conv2d(h, net.c3.weight, padding=1)[0, :, 16, 16].numpy()
+    assert np.allclose(w, ref, atol=1e-4)
+
+
 def test_linearized_restores_the_model():
     net = ThreeConv().eval()
     x = torch.randn(1, 3, 32, 32)

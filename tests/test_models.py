@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from equivar_core.errors import EquivarError
 from equivar_core.models import inceptionv1
@@ -293,3 +294,25 @@ def test_fused_batch_norms_leave_every_layer_and_the_weights_as_they_were(effnet
     state = effnet.module.state_dict()
     assert state.keys() == plain.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
+
+
+@pytest.mark.parametrize("pre_activation", [True, False])
+def test_capture_reads_layers_that_an_in_place_activation_overwrites(pre_activation):
+    """With ``ReLU(inplace=True)`` the convolution's output and the activation's input are the tensor the
+    activation clips: capture copies them, so every layer reads as with an out-of-place ReLU."""
+    from equivar_core.capture import capture
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)]
+    plain = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU()).eval()
+    inplace = nn.Sequential(convs[0], nn.ReLU(inplace=True), convs[1], nn.ReLU(inplace=True)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    layers = ["0", "1", "2", "3"]
+    with torch.inference_mode():
+        with capture(plain, layers, pre_activation=pre_activation) as cap:
+            want = cap.run(x)
+        with capture(inplace, layers, pre_activation=pre_activation) as cap:
+            got = cap.run(x)
+    assert (want["0"] < 0).any()                      # the clip has something to overwrite
+    for name in layers:
+        assert torch.equal(want[name], got[name]), name

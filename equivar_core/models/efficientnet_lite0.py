@@ -63,8 +63,8 @@ class MBConvBlock(nn.Module):
         self._project_conv = Conv2dSame(hidden, c_out, 1, bias=False)
         self._bn2 = _bn(c_out)
         if self.has_expand:
-            self.expand = nn.ReLU6()
-        self.depthwise = nn.ReLU6()
+            self.expand = nn.ReLU6(inplace=True)
+        self.depthwise = nn.ReLU6(inplace=True)
         self.skip = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ class EfficientNetLite0(nn.Module):
         self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1), persistent=False)
         self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
-        self._act0 = nn.ReLU6()
+        self._act0 = nn.ReLU6(inplace=True)
         blocks = []
         for repeats, kernel, stride, expand, c_in, c_out in STAGES:
             for i in range(repeats):
@@ -95,7 +95,7 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
-        self._act1 = nn.ReLU6()
+        self._act1 = nn.ReLU6(inplace=True)
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(0.2)
         self._fc = nn.Linear(1280, num_classes)
