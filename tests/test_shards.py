@@ -65,4 +65,5 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
             if pd.api.types.is_float_dtype(a[col]):
                 assert np.allclose(a[col], b[col], atol=1e-6, equal_nan=True), (table, col)
             else:
-                assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), (table, col)
+                text_a, text_b = (t[col].astype(object).fillna("<null>").astype(str).tolist() for t in (a, b))
+                assert text_a == text_b, (table, col)
