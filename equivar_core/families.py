@@ -440,7 +440,7 @@ class PairFamilies:
     pair_max_error_ratio: float = 0.5
 
     def fit(self, scores: dict[float, np.ndarray], directed: bool = False) -> "PairFamilies":
-        """Pair units; each joins at most one pair (best score first).
+        """Pair units; each joins at most one pair (best score first); pairs are numbered by their lowest unit.
 
         ``scores``: amount -> C x C score matrix. For ``directed`` transforms
         (scale) ``scores[a][u, v]`` relates u on x to v on g.x, so u gets param 1
@@ -471,4 +471,11 @@ class PairFamilies:
             self.params_[[u, v]] = (1.0, amount) if directed else (0.0, 1.0)
             self.fit_[[u, v]] = score
             family += 1
+        # number the pairs by their lowest unit, not by score: near-equal scores (exact mirror copies) swap
+        # places under rounding, and the ids would with them
+        first = [np.flatnonzero(self.labels_ == f).min() for f in range(family)]
+        rank = np.empty(family, dtype=int)
+        rank[np.argsort(first)] = np.arange(family)
+        if family:
+            self.labels_ = np.where(self.labels_ >= 0, rank[np.maximum(self.labels_, 0)], -1)
         return self

@@ -63,7 +63,9 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
         assert list(a.columns) == list(b.columns) and len(a) == len(b), table
         for col in a.columns:
             if pd.api.types.is_float_dtype(a[col]):
-                assert np.allclose(a[col], b[col], atol=1e-6, equal_nan=True), (table, col)
+                # activations are float32 and a shard's batches hold other images, so convolutions may round
+                # differently: derived statistics agree to about 3e-5 (transform_maps), not to 1e-6
+                assert np.allclose(a[col], b[col], atol=1e-4, equal_nan=True), (table, col)
             else:
                 text_a, text_b = (t[col].astype(object).fillna("<null>").astype(str).tolist() for t in (a, b))
                 assert text_a == text_b, (table, col)
