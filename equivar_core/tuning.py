@@ -224,21 +224,28 @@ def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def _best_cells(tuning: dict[str, np.ndarray], layer: str, grid: str) -> tuple[np.ndarray, ...] | None:
+    """Each unit's best cell of a two-parameter grid: (unit, param, param2) arrays; None without that grid."""
+    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == grid)
+    if not sel.any():
+        return None
+    unit, param, param2, resp = (tuning[k][sel] for k in ("unit", "param", "param2", "response"))
+    order = np.lexsort((resp, unit))
+    best = order[np.r_[unit[order][1:] != unit[order][:-1], True]]
+    return unit[best].astype(int), param[best], param2[best]
+
+
 def _grid_preferred_hue(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> np.ndarray:
     """Hue at the best (orientation, hue) cell of the colour-contrast grid, folded so that orientation < 180.
 
     Colour contrast at (theta + 180, hue) is the stimulus at (theta, hue + 180); folding the
     orientation into [0, 180) makes (preferred, preferred2) a unique description of the unit.
     """
-    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == "color_contrast_grid")
-    if not sel.any():
-        return np.full(n_units, np.nan)
-    unit, theta, hue, resp = (tuning[k][sel] for k in ("unit", "param", "param2", "response"))
-    order = np.lexsort((resp, unit))
-    last = np.r_[unit[order][1:] != unit[order][:-1], True]
-    best = order[last]
     out = np.full(n_units, np.nan)
-    out[unit[best].astype(int)] = np.where(theta[best] >= 180, np.mod(hue[best] + 180, 360), hue[best])
+    cells = _best_cells(tuning, layer, "color_contrast_grid")
+    if cells is not None:
+        unit, theta, hue = cells
+        out[unit] = np.where(theta >= 180, np.mod(hue + 180, 360), hue)
     return out
 
 
@@ -269,14 +276,11 @@ def frequency_index(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> 
 
 def _grid_preferred_period(tuning: dict[str, np.ndarray], layer: str, n_units: int) -> np.ndarray:
     """The grating period (pixels) of the best (orientation, period) cell of the grating grid."""
-    sel = (tuning["layer"] == layer) & (tuning["stimulus"] == "grating_grid")
     out = np.full(n_units, np.nan)
-    if not sel.any():
-        return out
-    unit, period, resp = (tuning[k][sel] for k in ("unit", "param2", "response"))
-    order = np.lexsort((resp, unit))
-    best = order[np.r_[unit[order][1:] != unit[order][:-1], True]]
-    out[unit[best].astype(int)] = period[best]
+    cells = _best_cells(tuning, layer, "grating_grid")
+    if cells is not None:
+        unit, _, period = cells
+        out[unit] = period
     return out
 
 

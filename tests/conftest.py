@@ -128,19 +128,26 @@ def random_runs(tmp_path_factory):
 STRIDED_SEEDS = (0, 1, 2)
 
 
+def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds) -> dict:
+    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths."""
+    from equivar_core import planted
+
+    runs = {}
+    for seed in seeds:
+        with pytest.MonkeyPatch.context() as mp:      # the factory builds this seed's network during the run only
+            mp.setattr(planted, factory, lambda seed=seed: planted.planted_model(seed, **variant)[0])
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"{factory}{seed}")), seed,
+                                     spec=f"equivar_core.planted:{factory}"),
+                          planted.planted_model(seed, **variant)[1])
+    return runs
+
+
 @pytest.fixture(scope="session")
 def strided_runs(tmp_path_factory):
     """Runs of the strided planted model (stride 2 + TF padding, colour-unbalanced edges, hues spaced in YIQ)."""
     from equivar_core import planted
 
-    runs = {}
-    for seed in STRIDED_SEEDS:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(planted, "planted_strided", lambda seed=seed: planted.planted_model(seed, **planted.STRIDED)[0])
-            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"strided{seed}")), seed,
-                                     spec="equivar_core.planted:planted_strided"),
-                          planted.planted_model(seed, **planted.STRIDED)[1])
-    return runs
+    return variant_runs(tmp_path_factory, "planted_strided", planted.STRIDED, STRIDED_SEEDS)
 
 
 @pytest.fixture(scope="session")
@@ -148,11 +155,4 @@ def two_band_runs(tmp_path_factory):
     """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1)."""
     from equivar_core import planted
 
-    runs = {}
-    for seed in (0, 1):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(planted, "planted_two_bands", lambda seed=seed: planted.planted_model(seed, **planted.TWO_BANDS)[0])
-            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"two_bands{seed}")), seed,
-                                     spec="equivar_core.planted:planted_two_bands"),
-                          planted.planted_model(seed, **planted.TWO_BANDS)[1])
-    return runs
+    return variant_runs(tmp_path_factory, "planted_two_bands", planted.TWO_BANDS, (0, 1))

@@ -90,7 +90,7 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement, fr
     for f in labels:
         f = int(f)
         members = np.flatnonzero(est.labels_ == f)
-        p = period.get(int(f), np.nan)
+        p = period.get(f, np.nan)
         main = members[variants[members] == 0]
         places = family_order(est.params_[main], p) if np.isfinite(p) else np.nan
         for u in members:
