@@ -45,12 +45,20 @@ class RunTables:
         self.out, self.model = out, model
         self.layout = Layout(out, model)
         self._cache: dict[str, pd.DataFrame] = {}
+        self._views: dict[int, torch.Tensor | None] = {}
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self._cache:
             t = read_table(self.out, name, self.model)
             self._cache[name] = t.to_pandas() if t is not None else pd.DataFrame()
         return self._cache[name]
+
+    def view(self, image: int) -> torch.Tensor | None:
+        """Image ``image`` of the run as the network saw it (decoded once per report)."""
+        if image not in self._views:
+            images = self["images"].set_index("image", drop=False)
+            self._views[image] = load_view(ImageView.from_row(images.loc[image]), self.input_size)
+        return self._views[image]
 
     def geometry(self, layer: str) -> LayerGeometry:
         r = self["layers"].set_index("layer").loc[layer]
@@ -68,6 +76,30 @@ def _save(fig, path: str, laid_out: bool = False) -> str:
     return path
 
 
+def _label(ax, text: str, fontsize: float = 8) -> None:
+    """A title above ``ax``, placed without measuring the axes (``set_title`` measures every tick label)."""
+    ax.text(0.5, 1.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=fontsize)
+
+
+def _polar_curve(ax, theta_deg: np.ndarray, r: np.ndarray) -> None:
+    """A closed polar plot of ``r`` (>= 0) over ``theta_deg`` drawn on plain axes: the curve, its outer circle
+    and the 0 / 90 / 180 / 270 degree spokes (a polar projection builds and measures a tick per angle)."""
+    t = np.deg2rad(np.r_[theta_deg, theta_deg[:1]])
+    rr = np.r_[r, r[:1]]
+    top = float(rr.max()) or 1.0
+    ring = np.linspace(0, 2 * np.pi, 97)
+    ax.plot(top * np.cos(ring), top * np.sin(ring), color="0.8", lw=0.6)
+    for a in (0, 90, 180, 270):
+        c, s = np.cos(np.deg2rad(a)), np.sin(np.deg2rad(a))
+        ax.plot([0, top * c], [0, top * s], color="0.85", lw=0.5)
+        ax.text(1.15 * top * c, 1.15 * top * s, str(a), ha="center", va="center", fontsize=6, color="0.4")
+    ax.plot(rr * np.cos(t), rr * np.sin(t), color="tab:red")
+    ax.set_xlim(-1.3 * top, 1.3 * top)
+    ax.set_ylim(-1.3 * top, 1.3 * top)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
 def _curve_stimulus(run: RunTables, layer: str, units, transform: str) -> str:
     """The stimulus whose curves vary most across the family (the one the gallery plots)."""
     kinds = TRANSFORMS[transform].plotted_stimuli
@@ -82,11 +114,10 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
         top = TopImages.load(run.layout.top_images(layer))
     except (OSError, KeyError, ValueError):
         return None
-    images = run["images"].set_index("image", drop=False)
     half = int(min(max(8, 2 * geom.rf_radius), run.input_size // 2))
     crops = []
     for n, position in top.best(unit, k):
-        img = load_view(ImageView.from_row(images.loc[n]), run.input_size)
+        img = run.view(int(n))
         if img is None:
             continue
         py, px = divmod(position, geom.width)
@@ -150,15 +181,11 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
     for i, (u, p) in enumerate(zip(units, family["param"])):
         mine = tun[tun["unit"] == u]
         if stim is not None:
-            ax = fig.add_subplot(gs[i, 0], projection="polar")
+            ax = fig.add_subplot(gs[i, 0])
             c = mine[mine["stimulus"] == stim].sort_values("param")
-            theta = np.deg2rad(np.r_[c["param"].to_numpy(), c["param"].to_numpy()[:1]])
-            r = np.r_[c["response"].to_numpy(), c["response"].to_numpy()[:1]]
-            ax.plot(theta, r - r.min(), color="tab:red")
-            ax.set_yticks([])
-            ax.set_xticks(np.deg2rad([0, 90, 180, 270]))
-            ax.tick_params(labelsize=7, pad=0)
-            ax.set_title(f"unit {u} @ {p:g}  ({stim})", fontsize=8)
+            r = c["response"].to_numpy()
+            _polar_curve(ax, c["param"].to_numpy(), r - r.min())
+            _label(ax, f"unit {u} @ {p:g}  ({stim})")
         else:
             ax = fig.add_subplot(gs[i, 0])
             ax.axis("off")
@@ -168,19 +195,19 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
         ax.axis("off")
         if crop is not None:
             ax.imshow(crop)
-            ax.set_title("strongest photos", fontsize=8)
+            _label(ax, "strongest photos", fontsize=8)
         img, label = _best_stimulus(run, mine, geom)
         ax = fig.add_subplot(gs[i, 2])
         ax.axis("off")
         ax.imshow(np.clip(img, 0, 1))
-        ax.set_title(label, fontsize=8)
+        _label(ax, label, fontsize=8)
         if (layer, int(u)) in featurevis:
             from PIL import Image
 
             ax = fig.add_subplot(gs[i, 3])
             ax.axis("off")
             ax.imshow(np.asarray(Image.open(featurevis[(layer, int(u))])))
-            ax.set_title("feature visualization", fontsize=8)
+            _label(ax, "feature visualization", fontsize=8)
     # fixed margins (inches) instead of tight_layout, which measures every tick label of every axis
     height, width = fig.get_size_inches()[::-1]
     fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.3 / height, top=1 - 0.45 / height,
@@ -216,7 +243,7 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"{r0.dst_layer}:{b}\n{dst_labels[j]}", fontsize=7)
+                _label(ax, f"{r0.dst_layer}:{b}\n{dst_labels[j]}", 7)
             if j == 0:
                 ax.set_ylabel(f"{r0.src_layer}:{a}\n{src['param'].iloc[i]:g}", fontsize=7)
     prof = rows.sort_values("delta")
@@ -262,7 +289,7 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
         f = (f - f.min()) / (f.max() - f.min() + 1e-12)
         ax = axes.ravel()[k]
         ax.imshow(f, interpolation="nearest")
-        ax.set_title(str(u), fontsize=7)
+        _label(ax, str(u), 7)
     return _save(fig, path)
 
 

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -168,6 +169,19 @@ def curves(tuning: dict[str, np.ndarray], layer: str, stimulus: str, n_units: in
     return params, resp
 
 
+def _rows(table: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in table.items()}
+
+
+def _split(table: dict[str, np.ndarray], key: str) -> dict:
+    """The rows of ``table`` for each value of column ``key`` (in sorted order), found with one stable sort
+    instead of one comparison of the whole column per value."""
+    inverse, values = pd.factorize(table[key], sort=True)       # hashing: no sort of the (text) column
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(values) + 1))
+    return {v: {k: col[order[a:b]] for k, col in table.items()} for v, a, b in zip(values, bounds[:-1], bounds[1:])}
+
+
 def profile(params: np.ndarray, resp: np.ndarray, angular: bool, settings: TuningSettings = TuningSettings()
             ) -> dict[str, np.ndarray]:
     """Preferred parameter, selectivity and period of tuning curves ``resp`` (C x T)."""
@@ -205,11 +219,10 @@ def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
     keys = ("preferred", "selectivity", "period", "modulation", "preferred2")
     out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", *keys)}
     for layer, c in n_units.items():
-        here = tuning["layer"] == layer
-        tuning_here = {k: v[here] for k, v in tuning.items()}
-        stims = [s for s in dict.fromkeys(tuning_here["stimulus"]) if s not in GRIDS]
-        for stim in stims:
-            params, resp = curves(tuning_here, layer, stim, c)
+        tuning_here = _rows(tuning, tuning["layer"] == layer)
+        by_stimulus = _split(tuning_here, "stimulus")
+        for stim in [s for s in dict.fromkeys(tuning_here["stimulus"]) if s not in GRIDS]:
+            params, resp = curves(by_stimulus[stim], layer, stim, c)
             prof = profile(params, resp, stim in ANGULAR, settings)
             prof["preferred2"] = np.full(c, np.nan)
             if stim == "color_contrast":
@@ -292,12 +305,9 @@ def stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int =
     out = []
     for stim in stimuli:
         if stim == "color_contrast_grid":
-            sel = (tuning["layer"] == layer) & (tuning["stimulus"] == stim)
-            thetas = np.unique(tuning["param"][sel])
-            for theta in thetas:
-                rows = sel & (tuning["param"] == theta)
-                params, resp = curves({k: v[rows] for k, v in tuning.items()} | {"param": tuning["param2"][rows]},
-                                      layer, stim, n_units)
+            grid = _rows(tuning, (tuning["layer"] == layer) & (tuning["stimulus"] == stim))
+            for theta, rows in _split(grid, "param").items():
+                params, resp = curves(rows | {"param": rows["param2"]}, layer, stim, n_units)
                 out.append(resample_circular(params, resp, steps))
             continue
         params, resp = curves(tuning, layer, stim, n_units)

@@ -25,7 +25,7 @@ def finite_stats(unit_stats: pd.DataFrame) -> tuple[bool, str]:
 
 def finite_tuning(tuning: pd.DataFrame, layers: list[str]) -> tuple[bool, str]:
     """Every analysed layer has tuning rows, all finite."""
-    missing = sorted(set(layers) - set(tuning["layer"]))
+    missing = sorted(set(layers) - set(tuning["layer"].unique()))
     if missing:
         return False, f"layers without tuning: {', '.join(missing)}"
     bad = int((~np.isfinite(tuning["response"].to_numpy())).sum())

@@ -10,7 +10,7 @@ from torch import nn
 
 from equivar_core.errors import EquivarError
 from equivar_core.models import inceptionv1
-from equivar_core.models._layers import LocalResponseNorm, same_padding
+from equivar_core.models._layers import LocalResponseNorm, pad, same_padding
 from equivar_core.models.registry import load_model, resolve_layers
 
 
@@ -316,3 +316,17 @@ def test_capture_reads_layers_that_an_in_place_activation_overwrites(pre_activat
     assert (want["0"] < 0).any()                      # the clip has something to overwrite
     for name in layers:
         assert torch.equal(want[name], got[name]), name
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("amounts", [(0, 1, 0, 1), (1, 2, 1, 2), (2, 0, 0, 3), (0, 0, 0, 0)])
+@pytest.mark.parametrize("value", [0.0, float("-inf")])
+def test_pad_equals_torch_pad(memory_format, amounts, value):
+    x = torch.randn(2, 5, 7, 6).contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        out = pad(x, amounts, value)
+    assert torch.equal(out, F.pad(x, amounts, value=value))
+    assert out.is_contiguous(memory_format=memory_format)
+    y = x.clone().requires_grad_(True)          # with gradients it is torch's own pad
+    pad(y, amounts, value).sum().backward()
+    assert y.grad is not None
