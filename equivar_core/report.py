@@ -86,7 +86,8 @@ def _polar_curve(ax, theta_deg: np.ndarray, r: np.ndarray) -> None:
     and the 0 / 90 / 180 / 270 degree spokes (a polar projection builds and measures a tick per angle)."""
     t = np.deg2rad(np.r_[theta_deg, theta_deg[:1]])
     rr = np.r_[r, r[:1]]
-    top = float(rr.max()) or 1.0
+    top = float(np.nanmax(rr)) if np.isfinite(rr).any() else 0.0
+    top = top if top > 0 else 1.0
     ring = np.linspace(0, 2 * np.pi, 97)
     ax.plot(top * np.cos(ring), top * np.sin(ring), color="0.8", lw=0.6)
     for a in (0, 90, 180, 270):
@@ -184,7 +185,7 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             ax = fig.add_subplot(gs[i, 0])
             c = mine[mine["stimulus"] == stim].sort_values("param")
             r = c["response"].to_numpy()
-            _polar_curve(ax, c["param"].to_numpy(), r - r.min())
+            _polar_curve(ax, c["param"].to_numpy(), r - np.nanmin(r) if len(r) else r)
             _label(ax, f"unit {u} @ {p:g}  ({stim})")
         else:
             ax = fig.add_subplot(gs[i, 0])

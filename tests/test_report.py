@@ -91,3 +91,18 @@ def test_report_with_feature_visualizations(materialized):  # noqa: F811
     con = _catalog(os.path.join(out, "equivar.duckdb"))
     members = con.execute("select count(*) from (select distinct layer, unit from families)").fetchone()[0]
     assert len([f for f in os.listdir(fv) if f.endswith(".png")]) == min(32, members)   # cached, capped at 32
+
+
+@pytest.mark.parametrize("r", [np.array([]), np.array([np.nan, 1.0, 2.0, 0.5]), np.zeros(4)])
+def test_polar_curve_draws_missing_and_flat_responses(tmp_path, r):
+    """A unit without rows for the plotted stimulus, with a missing response, or with a flat curve still
+    gets its polar plot (limits are finite)."""
+    import matplotlib.pyplot as plt
+
+    from equivar_core.report import _polar_curve
+
+    fig, ax = plt.subplots()
+    _polar_curve(ax, np.arange(len(r)) * 90.0, r)
+    assert np.isfinite(ax.get_xlim()).all() and ax.get_xlim()[1] > 0
+    fig.savefig(tmp_path / "polar.png")
+    plt.close(fig)
