@@ -306,7 +306,7 @@ def stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int =
     for stim in stimuli:
         if stim == "color_contrast_grid":
             grid = _rows(tuning, (tuning["layer"] == layer) & (tuning["stimulus"] == stim))
-            for theta, rows in _split(grid, "param").items():
+            for rows in _split(grid, "param").values():          # one hue curve per orientation
                 params, resp = curves(rows | {"param": rows["param2"]}, layer, stim, n_units)
                 out.append(resample_circular(params, resp, steps))
             continue
