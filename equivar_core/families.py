@@ -103,8 +103,10 @@ def shifted_similarity(curves: np.ndarray, chunk: int = 128, weighting: str = "s
     shift = np.zeros((c, c), dtype=int)
     for i in range(0, c, chunk):
         corr = np.fft.irfft(spec[:, i:i + chunk] @ conj, n=t, axis=0)   # [tau, u, v] = sum r_u(theta + tau) r_v(theta)
-        shift[i:i + chunk] = corr.argmax(0)
-        sim[i:i + chunk] = corr.max(0) / np.maximum(np.sqrt(np.outer(energy[i:i + chunk], energy)), 1e-12)
+        best = corr.argmax(0)
+        shift[i:i + chunk] = best
+        sim[i:i + chunk] = np.take_along_axis(corr, best[None], 0)[0] / np.maximum(
+            np.sqrt(np.outer(energy[i:i + chunk], energy)), 1e-12)
     return np.clip(sim, -1, 1), shift
 
 

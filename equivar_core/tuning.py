@@ -297,23 +297,33 @@ def _grid_preferred_period(tuning: dict[str, np.ndarray], layer: str, n_units: i
     return out
 
 
-def stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72) -> np.ndarray:
+def stacked_curves(tuning: dict, layer: str, stimuli, n_units: int, steps: int = 72,
+                   by_stimulus: dict | None = None) -> np.ndarray:
     """C x S x steps curves, each stimulus resampled circularly onto a common grid.
 
-    ``color_contrast_grid`` contributes one hue curve per orientation of the grid.
+    ``color_contrast_grid`` contributes one hue curve per orientation of the grid. ``by_stimulus``: the
+    layer's rows already split by stimulus (:func:`split_by_stimulus`), for callers that stack several sets.
     """
+    by_stimulus = split_by_stimulus(tuning, layer) if by_stimulus is None else by_stimulus
     out = []
     for stim in stimuli:
+        rows = by_stimulus.get(stim)
+        if rows is None:
+            continue
         if stim == "color_contrast_grid":
-            grid = _rows(tuning, (tuning["layer"] == layer) & (tuning["stimulus"] == stim))
-            for rows in _split(grid, "param").values():          # one hue curve per orientation
-                params, resp = curves(rows | {"param": rows["param2"]}, layer, stim, n_units)
+            for part in _split(rows, "param").values():          # one hue curve per orientation
+                params, resp = curves(part | {"param": part["param2"]}, layer, stim, n_units)
                 out.append(resample_circular(params, resp, steps))
             continue
-        params, resp = curves(tuning, layer, stim, n_units)
+        params, resp = curves(rows, layer, stim, n_units)
         if len(params):
             out.append(resample_circular(params, resp, steps))
     return np.stack(out, 1) if out else np.zeros((n_units, 0, steps))
+
+
+def split_by_stimulus(tuning: dict[str, np.ndarray], layer: str) -> dict[str, dict[str, np.ndarray]]:
+    """The tuning rows of one layer, per stimulus."""
+    return _split(_rows(tuning, tuning["layer"] == layer), "stimulus")
 
 
 def resample_circular(params: np.ndarray, resp: np.ndarray, steps: int) -> np.ndarray:

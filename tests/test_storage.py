@@ -119,3 +119,21 @@ def test_moved_and_copied_results_folders_read_their_own_files(small_results, tm
     con = storage.open_catalog(str(copy))
     assert con.execute("select count(*) from families").fetchone()[0] == 2
     con.close()
+
+
+def test_stage_columns_read_text_as_to_numpy_does():
+    """Stages read a table's columns as arrays; text columns are converted value by value once, with the same
+    result as ``to_numpy`` (missing values included)."""
+    import numpy as np
+    import pandas as pd
+
+    from equivar_core.stages.common import _columns
+
+    df = pd.DataFrame({"layer": pd.array(["a", None, "b", "a"], dtype="string"), "unit": [0, 1, 2, 3],
+                       "stimulus": pd.Series(["edge", "line", None, "edge"], dtype="str")})
+    cols = _columns(df)
+    for name in df.columns:
+        expected = df[name].to_numpy()
+        assert cols[name].dtype == expected.dtype
+        assert [str(v) for v in cols[name]] == [str(v) for v in expected]
+    assert cols["layer"][1] is pd.NA and np.isnan(cols["stimulus"][2])

@@ -34,7 +34,14 @@ def _views(images_df: pd.DataFrame) -> list[ImageView]:
 
 
 def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {c: df[c].to_numpy() for c in df.columns}
+    return {c: _text(df[c]) if isinstance(df[c].dtype, pd.StringDtype) else df[c].to_numpy() for c in df.columns}
+
+
+def _text(column: pd.Series) -> np.ndarray:
+    """A text column as an object array, each distinct value converted once (a table's text columns repeat a
+    few values over millions of rows)."""
+    codes, values = pd.factorize(column, use_na_sentinel=False)
+    return np.asarray(values, dtype=object)[codes]
 
 
 def _stack_rows(parts: list[dict], cols: list[str]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..sweeps import SweptFamily, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
-from ..tuning import frequency_index, stacked_curves
+from ..tuning import frequency_index, split_by_stimulus, stacked_curves
 from .common import _columns, _geometries, _views, _with_model, load
 from .sampling import located
 from .scoring import _centred_matrices, load_evidence, profile_table
@@ -48,6 +48,7 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         prof = profiles_df[profiles_df["layer"] == layer]
         next_id = 0
         frequency = frequency_index(tuning, layer, c)
+        by_stimulus = split_by_stimulus(tuning, layer)
         for transform in ANGULAR:
             T = TRANSFORMS[transform]
             stimuli, fixed = T.tuning_stimuli, T.invariant_stimuli
@@ -55,9 +56,9 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
             eligible = np.zeros(c, bool)
             eligible[tuned["unit"].to_numpy(int)] = True
             scores, identity = evidence_of(layer, transform)
-            curves = stacked_curves(tuning, layer, stimuli, c)
+            curves = stacked_curves(tuning, layer, stimuli, c, by_stimulus=by_stimulus)
             est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
-                curves, eligible, scores, identity, stacked_curves(tuning, layer, fixed, c),
+                curves, eligible, scores, identity, stacked_curves(tuning, layer, fixed, c, by_stimulus=by_stimulus),
                 frequency if T.name == Rotate.name else None)
             relations = relate_families(curves, est.labels_, est.periods_, frequency, fs.sibling_similarity,
                                         fs.frequency_gap, fs.curve_weighting)
