@@ -245,20 +245,22 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
             rows += batch.indices
             originals = None
             if group != IDENTITY:                      # x itself, to meet g.x in the moments
-                originals = {name: sample_at(a.float(), points).transpose(1, 2) for name, a in
-                             cap.run(x.contiguous(memory_format=torch.channels_last)).items()}
+                originals = {name: a.transpose(1, 2) for name, a in
+                             cap.run(x.contiguous(memory_format=torch.channels_last), _sampler(points)).items()}
             sampled: dict[str, list[torch.Tensor]] = {}
             for v, g in enumerate(versions):
                 gx = (x if g.name == IDENTITY else g.images(x)).contiguous(memory_format=torch.channels_last)
-                for name, a in cap.run(gx).items():
-                    a = a.float()
-                    if with_stats and name not in acc:
-                        c = a.shape[1]
-                        acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
-                                     "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
-                                     "cross": torch.zeros(c, c, dtype=torch.float64),
-                                     "top": TopImages.empty(c)}
-                    vals = sample_at(a, g.points(points)).transpose(1, 2)          # B x P x C
+                # the statistics need whole maps; otherwise only the sample points are kept from the pass
+                for name, a in cap.run(gx, None if with_stats else _sampler(g.points(points))).items():
+                    if with_stats:
+                        a = a.float()
+                        if name not in acc:
+                            c = a.shape[1]
+                            acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
+                                         "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
+                                         "cross": torch.zeros(c, c, dtype=torch.float64),
+                                         "top": TopImages.empty(c)}
+                    vals = (sample_at(a, g.points(points)) if with_stats else a).transpose(1, 2)   # B x P x C
                     sampled.setdefault(name, []).append(vals)
                     if kept.any():
                         arrays[name][v, idx[kept]] = vals[torch.from_numpy(kept).to(vals.device)].cpu().numpy(
@@ -271,6 +273,13 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
     for arr in arrays.values():
         arr.flush()
     return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc, "moments": moments.cpu()}
+
+
+def _sampler(points: torch.Tensor):
+    """A :meth:`capture.run` reduction: a layer's values at ``points`` (N x C x P, :func:`sample_at`)."""
+    def at(layer: str, maps: torch.Tensor) -> torch.Tensor:
+        return sample_at(maps.float(), points)
+    return at
 
 
 def _combined_stats(accs: list[dict], c: int) -> dict:

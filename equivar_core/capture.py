@@ -6,6 +6,11 @@ removes every hook on exit. One forward pass fills all requested layers; with
 so deeper layers cost nothing. For modules that are themselves a
 nonlinearity (ReLU, ReLU6, Hardtanh...), ``pre_activation=True`` records the
 module's input: the pre-activation, where tuning is not hidden by saturation.
+
+A captured tensor is copied (a later in-place operation would overwrite it),
+unless the caller needs only part of it: ``run(x, reduce=...)`` applies the
+reduction (a few cells, sample points) inside the pass, so only the reduced
+values are kept and copied, and a batch's chunks join small tensors.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class capture:
         self._handles: list = []
         self._out: dict[str, torch.Tensor] = {}
         self._largest: dict[tuple, int] = {}
+        self._reduce = None
 
     def __enter__(self) -> "capture":
         for name, module in self._modules.items():
@@ -72,7 +78,7 @@ class capture:
         """A module's output, copied: a later in-place operation (an in-place activation of a convolution's
         output, a residual ``+=``) would overwrite it."""
         def hook(module, inputs, output):
-            self._keep(name, output.clone() if isinstance(output, torch.Tensor) else output)
+            self._keep(name, output, copy=True)
 
         return hook
 
@@ -80,31 +86,41 @@ class capture:
         """The pre-activation is the activation's input before it runs: an in-place activation (``inplace=True``,
         as EfficientNet-Lite0's ReLU6) overwrites it, so it is copied first."""
         def hook(module, inputs):
-            value = inputs[0] if inputs else None
-            if getattr(module, "inplace", False) and isinstance(value, torch.Tensor):
-                value = value.clone()
-            self._keep(name, value)
+            self._keep(name, inputs[0] if inputs else None, copy=getattr(module, "inplace", False))
 
         return hook
 
-    def _keep(self, name: str, value) -> None:
+    def _keep(self, name: str, value, copy: bool) -> None:
         if not isinstance(value, torch.Tensor) or value.dim() != 4:
             raise ValueError(f"layer {name} gives {type(value).__name__} {getattr(value, 'shape', '')}, "
                              "expected an N x C x H x W tensor")
-        self._out[name] = value
+        if self._reduce is not None:
+            kept = self._reduce(name, value)
+            # a view of the activations (a slice) is overwritten with them: copy it (it is small)
+            copy = copy and kept.untyped_storage().data_ptr() == value.untyped_storage().data_ptr()
+            value = kept
+        self._out[name] = value.clone() if copy else value
         if self.stop_early and len(self._out) == len(self._modules):
             raise _Stop
 
-    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def run(self, x: torch.Tensor, reduce=None) -> dict[str, torch.Tensor]:
         """The requested layers' activations for the batch ``x`` (on the CPU without gradients, computed in
-        chunks of images whose largest activation stays under ``CPU_CHUNK_BYTES``; the result is the same)."""
-        if x.device.type != "cpu" or torch.is_grad_enabled() or len(x) < 2:
-            return self._run(x)
-        chunk = max(1, CPU_CHUNK_BYTES // self._bytes_per_image(x[:1]))
-        if chunk >= len(x):
-            return self._run(x)
-        parts = [self._run(part) for part in x.split(chunk)]
-        return {n: torch.cat([p[n] for p in parts]) for n in self.layers}
+        chunks of images whose largest activation stays under ``CPU_CHUNK_BYTES``; the result is the same).
+
+        ``reduce(layer, activations)``: what to keep of each layer's N x C x H x W activations (a tensor whose
+        first axis is still the images, computed image by image), applied inside the pass.
+        """
+        self._reduce = reduce
+        try:
+            if x.device.type != "cpu" or torch.is_grad_enabled() or len(x) < 2:
+                return self._run(x)
+            chunk = max(1, CPU_CHUNK_BYTES // self._bytes_per_image(x[:1]))
+            if chunk >= len(x):
+                return self._run(x)
+            parts = [self._run(part) for part in x.split(chunk)]
+            return {n: torch.cat([p[n] for p in parts]) for n in self.layers}
+        finally:
+            self._reduce = None
 
     def _bytes_per_image(self, x: torch.Tensor) -> int:
         """The largest tensor a module outputs for one image of this shape, up to the last requested layer."""

@@ -78,6 +78,10 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
             make = TRANSFORMS[fam.transform]
             angles = sweep_angles(fam.period, settings.step)
             on_device = torch.tensor(np.asarray(fam.members), dtype=torch.long, device=device)
+
+            def read_out(layer: str, acts: torch.Tensor, members=on_device) -> torch.Tensor:
+                """The members' cells around the central one."""
+                return acts[:, members, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
             centre = torch.as_tensor(np.asarray(mean)[fam.members], dtype=torch.float32)
             spread = torch.as_tensor(np.maximum(np.asarray(std)[fam.members], 1e-6), dtype=torch.float32)
             for i, u in enumerate(fam.members):
@@ -93,8 +97,8 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                     resp = []
                     for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
                         x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
-                        acts = cap.run(x)[geom.layer][:, on_device].float()
-                        resp.append(acts[:, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2].amax((2, 3)).cpu())
+                        acts = cap.run(x, read_out)[geom.layer].float()
+                        resp.append(acts.amax((2, 3)).cpu())
                     curves.append((torch.cat(resp) - centre) / spread)
                 if not curves:
                     continue

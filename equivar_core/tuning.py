@@ -117,13 +117,16 @@ def _centre_responses(cap: capture, geom: LayerGeometry, images: torch.Tensor, s
     """Responses at the central cell and its 8 neighbours, N x C x 9 (fewer cells at a map's edge);
     ``cap`` captures ``geom.layer``."""
     cy, cx = geom.centre_cell(size)
+
+    def centre(layer: str, acts: torch.Tensor) -> torch.Tensor:
+        h, w = acts.shape[-2:]
+        y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
+        return acts[:, :, y0:cy + 2, x0:cx + 2]
+
     out = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)
-        acts = cap.run(x)[geom.layer].float()
-        h, w = acts.shape[-2:]
-        y0, x0 = min(max(cy - 1, 0), h - 1), min(max(cx - 1, 0), w - 1)
-        out.append(acts[:, :, y0:cy + 2, x0:cx + 2].flatten(2).cpu())
+        out.append(cap.run(x, centre)[geom.layer].float().flatten(2).cpu())
     return torch.cat(out)
 
 

@@ -318,6 +318,32 @@ def test_capture_reads_layers_that_an_in_place_activation_overwrites(pre_activat
         assert torch.equal(want[name], got[name]), name
 
 
+@pytest.mark.parametrize("pre_activation", [True, False])
+def test_capture_reduces_inside_the_pass_as_after_it(pre_activation, monkeypatch):
+    """``run(x, reduce)`` keeps only what ``reduce`` takes of each layer (here a slice: a view that the
+    in-place ReLU would overwrite, and sample points), also in CPU chunks: the same values as reducing the
+    whole captured maps."""
+    from equivar_core import capture as cap_module
+    from equivar_core.transforms import sample_at
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)]
+    inplace = nn.Sequential(convs[0], nn.ReLU(inplace=True), convs[1], nn.ReLU(inplace=True)).eval()
+    x = torch.randn(5, 3, 8, 8)
+    points = torch.tensor([[0.1, -0.3], [0.5, 0.25], [-0.7, 0.0]])
+    layers = ["0", "1", "2", "3"]
+    reductions = {"slice": lambda layer, a: a[:, 1:3, 2:5, 3:6], "points": lambda layer, a: sample_at(a, points)}
+    monkeypatch.setattr(cap_module, "CPU_CHUNK_BYTES", 2 * 4 * 8 * 8 * 4)         # two images per chunk
+    with torch.inference_mode(), cap_module.capture(inplace, layers, pre_activation=pre_activation) as cap:
+        whole = cap.run(x)
+        for how, reduce in reductions.items():
+            got = cap.run(x, reduce)
+            for name in layers:
+                assert torch.equal(got[name], reduce(name, whole[name])), (how, name)
+        assert cap.run(x)["0"].shape == whole["0"].shape         # the reduction was for that run only
+    assert (whole["0"] < 0).any()                               # the clip has something to overwrite
+
+
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize("amounts", [(0, 1, 0, 1), (1, 2, 1, 2), (2, 0, 0, 3), (0, 0, 0, 0)])
 @pytest.mark.parametrize("value", [0.0, float("-inf")])
