@@ -91,14 +91,18 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         total = w.sum((2, 3))
         fsrc = families_df[families_df["layer"] == src]
         fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
+        targets = {}                            # transform -> the destination families' (id, rows, params, period)
+        for (df_id, transform), gd in fdst.groupby(["family", "transform"]):
+            targets.setdefault(transform, []).append(
+                (df_id, gd["row"].to_numpy(int), gd["param"].to_numpy(), _family_period(gd, transform)))
         for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
-            for df_id, gd in fdst[fdst["transform"] == transform].groupby("family"):
-                p_src = _family_period(gs, transform)
-                p_dst = _family_period(gd, transform)
-                eq, n = family_equivariance(w, gs["unit"], gs["param"], gd["row"], gd["param"], transform,
+            src_units, src_params, p_src = gs["unit"].to_numpy(int), gs["param"].to_numpy(), \
+                _family_period(gs, transform)
+            for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
+                eq, n = family_equivariance(w, src_units, src_params, dst_rows, dst_params, transform,
                                             p_src, p_dst, settings.families.tolerance)
-                a, b = np.meshgrid(gs["unit"].to_numpy(int), gd["row"].to_numpy(int), indexing="ij")
-                pa, pb = np.meshgrid(gs["param"].to_numpy(), gd["param"].to_numpy(), indexing="ij")
+                a, b = np.meshgrid(src_units, dst_rows, indexing="ij")
+                pa, pb = np.meshgrid(src_params, dst_params, indexing="ij")
                 period = max(p_src, p_dst)
                 delta = np.mod(pb - pa, period)
                 if TRANSFORMS[transform].angular:
