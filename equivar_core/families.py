@@ -102,10 +102,11 @@ def shifted_similarity(curves: np.ndarray, chunk: int = 128, weighting: str = "s
     sim = np.zeros((c, c))
     shift = np.zeros((c, c), dtype=int)
     for i in range(0, c, chunk):
-        corr = np.fft.irfft(spec[:, i:i + chunk] @ conj, n=t, axis=0)   # [tau, u, v] = sum r_u(theta + tau) r_v(theta)
-        best = corr.argmax(0)
+        cross = np.ascontiguousarray((spec[:, i:i + chunk] @ conj).transpose(1, 2, 0))   # u x v x F
+        corr = np.fft.irfft(cross, n=t, axis=-1)        # [u, v, tau] = sum r_u(theta + tau) r_v(theta)
+        best = corr.argmax(-1)
         shift[i:i + chunk] = best
-        sim[i:i + chunk] = np.take_along_axis(corr, best[None], 0)[0] / np.maximum(
+        sim[i:i + chunk] = np.take_along_axis(corr, best[..., None], -1)[..., 0] / np.maximum(
             np.sqrt(np.outer(energy[i:i + chunk], energy)), 1e-12)
     return np.clip(sim, -1, 1), shift
 
