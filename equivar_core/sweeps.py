@@ -81,10 +81,10 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
             centre = torch.as_tensor(np.asarray(mean)[fam.members], dtype=torch.float32)
             spread = torch.as_tensor(np.maximum(np.asarray(std)[fam.members], 1e-6), dtype=torch.float32)
 
-            def read_out(layer: str, acts: torch.Tensor, members=on_device) -> torch.Tensor:
-                """What the test reads of a pass (a :meth:`capture.run` reduction): the members' cells around
-                the central one."""
-                return acts[:, members, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
+            def read_out(layer: str, acts: torch.Tensor) -> torch.Tensor:
+                """What the test reads of a pass (a :meth:`capture.run` reduction): the family members' cells
+                around the central one."""
+                return acts[:, on_device, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
 
             for i, u in enumerate(fam.members):
                 curves = []                       # per driver image: angles x members

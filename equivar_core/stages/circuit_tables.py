@@ -96,8 +96,8 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
             targets.setdefault(transform, []).append(
                 (df_id, gd["row"].to_numpy(int), gd["param"].to_numpy(), _family_period(gd, transform)))
         for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
-            src_units, src_params, p_src = gs["unit"].to_numpy(int), gs["param"].to_numpy(), \
-                _family_period(gs, transform)
+            src_units, src_params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
+            p_src = _family_period(gs, transform)
             for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
                 eq, n = family_equivariance(w, src_units, src_params, dst_rows, dst_params, transform,
                                             p_src, p_dst, settings.families.tolerance)
