@@ -21,7 +21,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU, nn.Sigmoid, nn.Tanh)
+from .errors import EquivarError
+
+#: elementwise nonlinearity modules: ``pre_activation`` captures their input
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Mish,
+               nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.CELU, nn.SELU, nn.PReLU)
+_activation_types: list[type] = list(ACTIVATIONS)
+
+
+def register_activation(cls: type) -> None:
+    """Count the module class ``cls`` as an elementwise nonlinearity (a library's own GELU, say)."""
+    if cls not in _activation_types:
+        _activation_types.append(cls)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether ``module`` is an elementwise nonlinearity (:data:`ACTIVATIONS` or a registered class)."""
+    return isinstance(module, tuple(_activation_types))
 
 
 class _Stop(Exception):
@@ -63,7 +79,7 @@ class capture:
 
     def __enter__(self) -> "capture":
         for name, module in self._modules.items():
-            if self.pre_activation and isinstance(module, ACTIVATIONS):     # its input, before it runs
+            if self.pre_activation and is_activation(module):     # its input, before it runs
                 self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
             else:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -189,12 +205,14 @@ class LayerGeometry:
 
 
 def layer_geometry(model: nn.Module, layers: list[str], input_size: int, device: str = "cpu",
-                   seed: int = 0) -> list[LayerGeometry]:
+                   seed: int = 0, dead_ok: bool = True) -> list[LayerGeometry]:
     """Shapes at ``input_size`` and the effective receptive field of each layer.
 
     The effective RF radius is the radius around the centre unit's position
     holding 90% of the mean |d unit / d input| (over units and three noise
-    images), measured on the pre-activation.
+    images), measured on the pre-activation. Where that gradient is zero (a
+    layer whose weights are all zero, as in some untrained networks) the
+    radius and offset are NaN, or with ``dead_ok=False`` an error is raised.
     """
     gen = torch.Generator().manual_seed(seed)
     x = (0.5 + 0.1 * torch.randn(3, 3, input_size, input_size, generator=gen)).to(device).requires_grad_(True)
@@ -207,6 +225,12 @@ def layer_geometry(model: nn.Module, layers: list[str], input_size: int, device:
             g = x.grad.abs().sum((0, 1)).cpu()
             x.grad = None
             stride = input_size / w
+            if float(g.sum()) == 0.0:         # the unit ignores the input (zero weights): no receptive field
+                if not dead_ok:
+                    raise EquivarError(f"layer {name} does not respond to the input (its gradient is zero "
+                                       "everywhere, e.g. untrained weights set to zero): nothing to analyse there")
+                out.append(LayerGeometry(name, c, h, w, stride, float("nan"), (float("nan"), float("nan"))))
+                continue
             yy, xx = torch.meshgrid(torch.arange(input_size) + 0.5, torch.arange(input_size) + 0.5, indexing="ij")
             cy, cx = float((g * yy).sum() / g.sum()), float((g * xx).sum() / g.sum())
             offset = (cy - (h // 2 + 0.5) * stride, cx - (w // 2 + 0.5) * stride)

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import ACTIVATIONS, layer_modules
+from .capture import is_activation, layer_modules
+from .errors import EquivarError
 from .models._layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
 from .transforms import TRANSFORMS
 
@@ -43,12 +44,16 @@ class _StopAt(Exception):
     pass
 
 
+class NotConnected(EquivarError):
+    """The destination layer is computed without the source layer (no path of weights between them)."""
+
+
 @contextmanager
 def linearized(model: nn.Module):
     """Temporarily replace nonlinearities by their linear stand-ins (forward patched per instance)."""
     patched = []
     for m in model.modules():
-        if isinstance(m, ACTIVATIONS) or isinstance(m, (LocalResponseNorm, nn.LocalResponseNorm, nn.Dropout)):
+        if is_activation(m) or isinstance(m, (LocalResponseNorm, nn.LocalResponseNorm, nn.Dropout)):
             new = lambda x, *a, **k: x  # noqa: E731
         elif isinstance(m, MaxPool2dSame):
             new = AvgPool2dSame(m.kernel_size, m.stride).forward
@@ -100,6 +105,10 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
                 model(x)
             except _StopAt:
                 pass
+            if "z" not in state or not state["out"].requires_grad or torch.autograd.grad(
+                    state["out"].sum(), state["z"], allow_unused=True)[0] is None:
+                raise NotConnected(f"layer {dst} does not depend on layer {src}: no weights lead from one to the "
+                                   "other (a parallel branch, or a layer before it)")
             c_dst = state["out"].shape[1]
             hd, wd = state["out"].shape[-2:]
             wanted = torch.arange(c_dst) if dst_units is None else torch.as_tensor(np.asarray(dst_units, int))

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .capture import ACTIVATIONS, layer_modules
+from .capture import is_activation, layer_modules
 from .models._layers import AvgPool2dSame, MaxPool2dSame
 
 #: modules that act on each channel alone (a per-channel affine map or a spatial pooling)
 CHANNELWISE = (nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, MaxPool2dSame, AvgPool2dSame)
 #: autograd nodes of elementwise nonlinearities
 _NONLINEAR_FN = ("Relu", "Hardtanh", "LeakyRelu", "Silu", "Gelu", "Elu", "Sigmoid", "Tanh", "Clamp", "Hardswish",
-                 "Mish", "Softplus")
+                 "Hardsigmoid", "Mish", "Softplus", "Prelu")
 #: autograd nodes that keep each channel's values in its own channel
 _CHANNELWISE_FN = ("NativeBatchNorm", "CudnnBatchNorm", "MaxPool2D", "AvgPool2D", "ConstantPadNd", "Clone",
                    "ToCopy", "MaxPool2DWithIndices", "ReflectionPad2D", "ReplicationPad2D")
@@ -71,7 +71,9 @@ def _follows_nonlinearity(fn, depth: int = 0) -> str | None:
 
 def inspect_layers(model: nn.Module, input_size: int, names: list[str] | None = None,
                    device: str = "cpu") -> list[LayerInfo]:
-    """Shape, stride and privileged basis of every addressable layer with a 4-d output (or of ``names``)."""
+    """Shape, stride and privileged basis of every addressable layer with an N x C x H x W output (or of
+    ``names``). A 4-d tensor whose last two axes differ on the square input is channels-last (N x H x W x C)
+    and left out."""
     modules = layer_modules(model)
     wanted = list(names) if names is not None else list(modules)
     events: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []    # (module, input, output) in call order
@@ -94,7 +96,7 @@ def inspect_layers(model: nn.Module, input_size: int, names: list[str] | None = 
     for module, inp, out in reversed(events):
         if inp is None:
             continue
-        if isinstance(module, ACTIVATIONS):
+        if is_activation(module):
             feeds[id(inp)] = type(module).__name__
         elif isinstance(module, CHANNELWISE) and id(out) in feeds:
             feeds[id(inp)] = feeds[id(out)]
@@ -102,7 +104,7 @@ def inspect_layers(model: nn.Module, input_size: int, names: list[str] | None = 
     for module, inp, out in events:
         if id(module) in measured:
             continue                                     # a module called twice is measured at its first call
-        if isinstance(module, ACTIVATIONS):
+        if is_activation(module):
             measured[id(module)] = (inp, f"input of {type(module).__name__}")
         elif id(out) in feeds:
             measured[id(module)] = (out, f"feeds {feeds[id(out)]}")
@@ -117,6 +119,8 @@ def inspect_layers(model: nn.Module, input_size: int, names: list[str] | None = 
             continue
         t, reason = got
         _, c, h, w = t.shape
+        if h != w:          # the input is square, so a map's height and width agree: this is N x H x W x C
+            continue        # (a channels-last MLP, as in ConvNeXt's blocks), which the pipeline would misread
         infos.append(LayerInfo(name, type(modules[name]).__name__, int(c), int(h), int(w), input_size / w,
                                not reason.startswith("linear"), reason))
     return infos

@@ -78,7 +78,7 @@ def _weights_hash(s: RunSettings) -> str | None:
         path = BUILTINS[s.model].default_weights()
         st = os.stat(path)
         return f"{path}:{st.st_size}:{st.st_mtime_ns}"
-    return None   # a callable's weights are whatever it builds: hashed by the models asset itself
+    return None   # a callable's weights are whatever it builds, timm's come from its cache: the models asset hashes them
 
 
 @functools.lru_cache(maxsize=64)

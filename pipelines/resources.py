@@ -9,7 +9,7 @@ from dagster import ConfigurableResource
 
 from equivar_core import model_index
 from equivar_core.errors import EquivarError
-from equivar_core.models.registry import default_name
+from equivar_core.models.registry import default_name, is_callable_spec
 from equivar_core.settings import RunSettings, default_out
 
 #: bump when a change of code changes results (it enters every asset's code version and fingerprint)
@@ -56,7 +56,7 @@ class EquivarConfig(ConfigurableResource):
             return found
         if key == self.default_partition:
             return model_index.ModelEntry(name=key, model=self.model, weights=self.weights)
-        if ":" in key:
+        if is_callable_spec(key):
             # importing and calling a spec runs code: only a shell may ask for that (equivar models add / run)
             raise EquivarError(f"partition {key!r} is not a registered model; a module:callable spec runs code, so "
                                f"register it from a shell first: `equivar models add NAME --model {key}`")

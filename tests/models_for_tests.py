@@ -1,5 +1,7 @@
 """Small models with one planted property each, importable as ``tests.models_for_tests:<name>``."""
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -49,3 +51,54 @@ class NaNNet(nn.Module):
 
 def nan_net() -> NaNNet:
     return NaNNet().eval()
+
+
+class ChannelsLastMLP(nn.Module):
+    """A convolution, then a pointwise MLP run channels-last (N x H x W x C), as ConvNeXt's blocks run it."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(8, 16)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        x = self.relu(self.conv(x)).permute(0, 2, 3, 1)          # N x H x W x C
+        return self.act(self.fc(x)).permute(0, 3, 1, 2)
+
+
+def channels_last_mlp() -> ChannelsLastMLP:
+    return ChannelsLastMLP().eval()
+
+
+class ZeroBranch(nn.Module):
+    """A ReLU after a convolution whose weights are all zero (as timm zero-initializes a residual block's last
+    batch norm): that layer does not respond to the input."""
+
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.dead = nn.Conv2d(4, 4, 3, padding=1)
+        self.dead_relu = nn.ReLU()
+        with torch.no_grad():
+            self.dead.weight.zero_()
+
+    def forward(self, x):
+        return self.dead_relu(self.dead(self.relu(self.conv(x))))
+
+
+def zero_branch() -> ZeroBranch:
+    return ZeroBranch().eval()
+
+
+def three_conv_chain() -> nn.Module:
+    """Convolution, ReLU, convolution, ReLU6 in a chain (``r1`` feeds ``r2``)."""
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(c1=nn.Conv2d(3, 4, 3, padding=1), r1=nn.ReLU(),
+                                     c2=nn.Conv2d(4, 5, 3, padding=1), r2=nn.ReLU6())).eval()

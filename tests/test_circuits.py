@@ -232,3 +232,25 @@ def test_scale_pairs_have_no_circuit_equivariance_unless_the_destination_is_inva
     assert np.isnan(score) and n == 0
     score, n = family_equivariance(w, [0, 1], [1.0, 2.0], [2], [0.0], "scale", np.inf, np.inf, invariant=True)
     assert n == 2 and np.isfinite(score)
+
+
+def test_layers_on_parallel_branches_have_no_circuit_and_the_table_skips_them(tmp_path, caplog):
+    """Two layers computed side by side from the input (``small`` and ``large``), or given in the wrong
+    order, have no weights between them: one clear error, and the circuit table leaves that pair out."""
+    import pandas as pd
+
+    from equivar_core import stages
+    from equivar_core.circuits import NotConnected
+    from equivar_core.settings import RunSettings
+    from tests.models_for_tests import three_conv_chain, two_scales
+
+    with pytest.raises(NotConnected, match="does not depend on layer small"):
+        expanded_weights(two_scales(), "small", "large", 96)
+    with pytest.raises(NotConnected, match="does not depend on layer r2"):
+        expanded_weights(three_conv_chain(), "r2", "r1", 32)     # the destination runs first
+    assert expanded_weights(three_conv_chain(), "r1", "r2", 32).shape[:2] == (5, 4)
+    s = RunSettings(model="tests.models_for_tests:two_scales", layers=("small", "large"), out=str(tmp_path))
+    layers = pd.DataFrame({"layer": ["small", "large"], "stride": [1.0, 1.0], "n_units": [4, 4]})
+    with caplog.at_level("WARNING"):
+        table = stages.circuit_weight_table(s, layers, pd.DataFrame({"layer": [], "unit": []}))
+    assert len(table) == 0 and "small -> large skipped" in caplog.text

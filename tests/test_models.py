@@ -1,6 +1,7 @@
 """Built-in models load their weights correctly; bad weights give one clear error."""
 
 import os
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -356,3 +357,62 @@ def test_pad_equals_torch_pad(memory_format, amounts, value):
     y = x.clone().requires_grad_(True)          # with gradients it is torch's own pad
     pad(y, amounts, value).sum().backward()
     assert y.grad is not None
+
+
+def test_a_channels_last_tensor_is_not_read_as_channels_first():
+    """ConvNeXt-style MLPs run on N x H x W x C: such a tensor is not offered as a layer (it would be read with
+    the map's rows as channels), and asking for it is one clear error."""
+    from equivar_core.layer_info import inspect_layers
+    from tests.models_for_tests import channels_last_mlp
+
+    model = channels_last_mlp()
+    infos = {i.layer: i for i in inspect_layers(model, 32)}
+    assert infos["relu"].n_units == 8 and infos["relu"].privileged
+    assert "act" not in infos and "fc" not in infos
+    m = load_model("tests.models_for_tests:channels_last_mlp")
+    assert resolve_layers(m, None) == ["relu"]
+    with pytest.raises(EquivarError, match="no N x C x H x W"):
+        resolve_layers(m, ["act"])
+
+
+def test_a_layer_that_ignores_the_input_is_listed_but_not_analysed(tmp_path):
+    from equivar_core import stages
+    from equivar_core.capture import layer_geometry
+    from equivar_core.settings import RunSettings
+    from tests.models_for_tests import zero_branch
+
+    live, dead = layer_geometry(zero_branch(), ["relu", "dead_relu"], 32)
+    assert live.rf_radius > 1 and np.isnan(dead.rf_radius)
+    s = RunSettings(model="tests.models_for_tests:zero_branch", layers=("relu", "dead_relu"), out=str(tmp_path))
+    with pytest.raises(EquivarError, match="dead_relu does not respond to the input"):
+        stages.layer_table(s)
+
+
+def test_other_libraries_activations_are_measured_at_their_input():
+    """A library's own activation module, once registered, is a nonlinearity like ``nn.ReLU``: its layer is
+    privileged and captured before it runs."""
+    from equivar_core.capture import capture, is_activation, register_activation
+    from equivar_core.layer_info import inspect_layers
+
+    class Squareplus(nn.Module):            # not a torch.nn activation
+        def forward(self, x):
+            return 0.5 * (x + torch.sqrt(x * x + 4))
+
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, padding=1), act=Squareplus())).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert not is_activation(net.act)
+    register_activation(Squareplus)
+    assert is_activation(net.act) and is_activation(nn.Hardswish())
+    with torch.inference_mode(), capture(net, ["act"], pre_activation=True) as cap:
+        assert torch.equal(cap.run(x)["act"], net.conv(x))
+    assert {i.layer: i.reason for i in inspect_layers(net, 8)}["act"] == "input of Squareplus"
+
+
+def test_timm_specs_without_timm_say_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)        # import timm fails, as where it is not installed
+    with pytest.raises(EquivarError, match="torchvision==0.29.1"):
+        load_model("timm:resnet18")
+    with pytest.raises(EquivarError, match="timm:NAME"):
+        load_model("no_such_builtin")

@@ -1,4 +1,4 @@
-"""Model specs: the built-in architectures and ``package.module:callable``.
+"""Model specs: the built-in architectures, ``timm:NAME`` (:mod:`.timm_models`) and ``package.module:callable``.
 
 ``load_model(spec, weights)`` returns a :class:`LoadedModel`: an eval-mode
 module taking RGB in [0, 1] (N x 3 x H x W), its input size, preset layers and
@@ -23,7 +23,7 @@ from torch import nn
 from ..capture import layer_modules
 from ..errors import EquivarError
 from ..layer_info import inspect_layers
-from . import efficientnet_lite0, inceptionv1
+from . import efficientnet_lite0, inceptionv1, timm_models
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class LoadedModel:
 
 
 def default_name(spec: str) -> str:
-    """The ``model`` column value for a spec: the built-in name or the callable's name."""
+    """The ``model`` column value for a spec: the built-in name, the timm name or the callable's name."""
     return spec.rsplit(":", 1)[-1] if ":" in spec else spec
 
 
@@ -148,7 +148,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
                untrained_ok: bool = False) -> LoadedModel:
     """Build the model of ``spec``, load its weights and put it in eval mode.
 
-    With ``untrained_ok`` a built-in architecture that ships no weights is returned untrained (its
+    With ``untrained_ok`` a built-in or timm architecture without weights is returned untrained (its
     ``weights_sha256`` is ``"untrained"``), for listing layers.
     """
     if spec in BUILTINS:
@@ -162,6 +162,14 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
             module = arch.build()
             load_state_into(module, arch.convert(read_state_dict(path)), path)
             sha, preset = file_sha256(path), arch.preset_layers
+    elif timm_models.is_timm_spec(spec):
+        module = timm_models.build(spec)
+        path = weights or timm_models.cached_weights(module)
+        if path is None and not untrained_ok:
+            raise EquivarError(timm_models.missing_weights_message(spec, module))
+        if path is not None:
+            load_state_into(module, read_state_dict(path), path)
+        sha, preset = (file_sha256(path) if path else "untrained"), None
     elif ":" in spec:
         module = _call_user_factory(spec)
         if weights:
@@ -169,7 +177,8 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
         sha, preset = state_dict_sha256(module), None
     else:
         raise EquivarError(
-            f"unknown model {spec!r}; built-in models: {', '.join(BUILTINS)}; or give package.module:callable"
+            f"unknown model {spec!r}; built-in models: {', '.join(BUILTINS)}; or give timm:NAME or "
+            "package.module:callable"
         )
     module.eval()
     for p in module.parameters():
@@ -193,13 +202,18 @@ def load_model_once(spec: str, weights: str | None = None, name: str | None = No
         except OSError:
             pass                                # load_model gives the clear error
     # a callable is remembered by the function object itself: a redefined or patched factory builds anew
-    factory = _user_factory(spec) if spec not in BUILTINS and ":" in spec else None
+    factory = _user_factory(spec) if is_callable_spec(spec) else None
     return _load_once(spec, weights, name, version, factory)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_once(spec: str, weights: str | None, name: str | None, version, factory) -> LoadedModel:
     return load_model(spec, weights, name)
+
+
+def is_callable_spec(spec: str) -> bool:
+    """Whether ``spec`` names user code (``package.module:callable``), which loading imports and runs."""
+    return spec not in BUILTINS and ":" in spec and not timm_models.is_timm_spec(spec)
 
 
 def _user_factory(spec: str):
@@ -218,12 +232,14 @@ def _call_user_factory(spec: str) -> nn.Module:
 
 
 def _default_user_layers(module: nn.Module, input_size: int) -> tuple[str, ...]:
-    """For a user model without a preset: up to six layers with a privileged basis, spread over the depth
-    (the model's convolutions where none is privileged)."""
-    # the nonlinearities themselves (measured at their input) and what comes out of them; a module that
-    # only feeds a nonlinearity measures the same tensor as that nonlinearity
-    names = [i.layer for i in inspect_layers(module, input_size) if i.privileged and
-             not i.reason.startswith("feeds")] or \
+    """For a user model without a preset: up to six layers with a privileged basis, spread over the depth:
+    the nonlinearities themselves (measured at their input, as the built-in presets are), else the tensors
+    that come out of one, else the model's convolutions."""
+    # maps of at least 3 x 3 cells (not a squeeze-excitation's pooled 1 x 1 gate)
+    privileged = [i for i in inspect_layers(module, input_size) if i.privileged and i.height >= 3]
+    # a module that only feeds a nonlinearity measures the same tensor as that nonlinearity
+    names = [i.layer for i in privileged if i.reason.startswith("input of")] or \
+        [i.layer for i in privileged if not i.reason.startswith("feeds")] or \
         [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and n]
     if len(names) <= 6:
         return tuple(names)

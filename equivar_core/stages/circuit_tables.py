@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..circuits import cancellation, expanded_weights, family_equivariance, invariant_equivariance, probe_size
+from ..circuits import (NotConnected, cancellation, expanded_weights, family_equivariance, invariant_equivariance,
+                        probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import ANGULAR, TRANSFORMS
@@ -55,8 +56,12 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
             targets = [invariant_units(settings, dst, t, dst_units) for t in ANGULAR]
             computed = np.unique(np.concatenate([dst_units, *targets])).astype(int)
         size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
-        w = expanded_weights(model.module, src, dst, size, settings.resolved_device(), settings.circuits.max_radius,
-                             dst_units=computed)
+        try:
+            w = expanded_weights(model.module, src, dst, size, settings.resolved_device(),
+                                 settings.circuits.max_radius, dst_units=computed)
+        except NotConnected as exc:
+            log.warning("circuits: %s -> %s skipped: %s", src, dst, exc)
+            continue
         save_npz(settings.layout.circuit_weights(src, dst), {"weights": w, "dst_units": computed})
         k = w.shape[-1]
         row_of = {int(u): i for i, u in enumerate(computed)}

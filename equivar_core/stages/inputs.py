@@ -26,7 +26,8 @@ def layer_table(settings: RunSettings) -> pd.DataFrame:
     """``layers``: shape at the input size, privileged basis, stride and effective receptive field of each
     analysed layer (see :mod:`equivar_core.layer_info` for ``privileged``)."""
     model, layers = load(settings)
-    geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed)
+    geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed,
+                           dead_ok=False)
     every = inspect_layers(model.module, model.input_size, device=settings.resolved_device())   # forward order
     depth = {i.layer: k for k, i in enumerate(every)}
     infos = {i.layer: i for i in every}
