@@ -150,7 +150,7 @@ def test_without_weights_the_local_hub_cache_is_read_and_nothing_downloaded(tmp_
     cached = _fake_hub_cache(str(tmp_path / "hub"), repo, "model.safetensors", state)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     m = load_model("timm:test_resnet")
-    assert m.weights_sha256 == file_sha256(cached)
+    assert m.weights_sha256 == file_sha256(cached) and m.found_weights == cached
     assert np.array_equal(m.module.state_dict()["fc.weight"].numpy(), state["fc.weight"].numpy())
 
 

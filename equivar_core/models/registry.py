@@ -69,6 +69,7 @@ class LoadedModel:
     weights_sha256: str
     input_size: int
     preset_layers: tuple[str, ...] | None     # None: chosen on first use (see resolve_layers)
+    found_weights: str | None = None          # the weights file equivar looked up itself (timm's cache)
 
     @property
     def n_params(self) -> int:
@@ -151,6 +152,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
     With ``untrained_ok`` a built-in or timm architecture without weights is returned untrained (its
     ``weights_sha256`` is ``"untrained"``), for listing layers.
     """
+    found = None
     if spec in BUILTINS:
         arch = BUILTINS[spec]
         path = weights or (arch.default_weights() if arch.default_weights else None)
@@ -170,6 +172,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
         if path is not None:
             load_state_into(module, read_state_dict(path), path)
         sha, preset = (file_sha256(path) if path else "untrained"), None
+        found = None if weights else path
     elif ":" in spec:
         module = _call_user_factory(spec)
         if weights:
@@ -186,7 +189,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
     if hasattr(module, "fuse_batch_norms"):      # a built-in architecture's inference shortcut
         module.fuse_batch_norms()
     size = int(getattr(module, "input_size", 224))
-    return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None)
+    return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None, found)
 
 
 def load_model_once(spec: str, weights: str | None = None, name: str | None = None) -> LoadedModel:

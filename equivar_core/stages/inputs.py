@@ -18,7 +18,7 @@ def model_table(settings: RunSettings) -> pd.DataFrame:
     model, _ = load(settings)
     return pd.DataFrame({"model": [model.name], "spec": [settings.model], "weights_sha256": [model.weights_sha256],
                          "n_params": [model.n_params], "input_size": [model.input_size],
-                         "weights": [settings.weights or "built-in"], "seed": [settings.seed],
+                         "weights": [settings.weights or model.found_weights or "built-in"], "seed": [settings.seed],
                          "step": pd.array([settings.step], dtype="Int64")})
 
 
