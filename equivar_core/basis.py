@@ -62,16 +62,18 @@ def above_chance(units_in_families: int, units_in_families_random_basis: int, ra
     return units_in_families >= max(2, ratio * units_in_families_random_basis)
 
 
-def suggested_group(transform: str, real: bool, order: int, flips: bool) -> str:
+def suggested_group(transform: str, real: bool, order: int, flips: bool, period: float = 360.0) -> str:
     """The symmetry to build into a layer, from its families (the paper's closing question).
 
     ``order`` is the number of places on the circle of the layer's largest family (:func:`family_order`:
-    8 for members 45 degrees apart over 360, 4 for 45 degrees over 180).
-    Rotation families suggest the cyclic group C_N, the dihedral D_N where flip pairs are above chance
-    in the same layer; hue families suggest C_N acting on hue; flip pairs D1; scale pairs a
-    scale-equivariant layer. "none" where the basis control puts the structure at chance.
+    its size where the members go round the whole circle, else the period over the median spacing), and
+    ``period`` that circle (360, 180 or 90 degrees). Rotation families name the rotations of the image
+    they imply: members ``period / order`` degrees apart make C_N with N = ``order * 360 / period`` (7
+    places on a 180-degree circle step by about 26 degrees: C14), the dihedral D_N where flip pairs are
+    above chance in the same layer; hue families C_N acting on hue (N places); flip pairs D1; scale pairs
+    a scale-equivariant layer. "none" where the basis control puts the structure at chance.
     """
-    return TRANSFORMS[transform].suggested_group(order, flips) if real else "none"
+    return TRANSFORMS[transform].suggested_group(order, flips, period) if real else "none"
 
 
 def _gaps(params: np.ndarray, period: float) -> np.ndarray:

@@ -22,12 +22,23 @@ rotated (or flipped) in space; ``equivariance`` is the Pearson correlation
 of the two sides over all such (a, a', b) and all kernel positions inside the
 central disc, with bilinear interpolation for angles that are not multiples
 of 90 degrees.
+
+A score needs a baseline: kernels between units of a layer can be alike for
+reasons that have nothing to do with the families (every member sends a
+similar blob; a hue transform does not move kernels at all). The null
+(:class:`CircuitNull`) keeps every transformed source kernel ``T_t(W[b, a])``
+and replaces the member it is compared with, ``b'`` (or, into an invariant
+unit, the source member ``a'``), by a random unit of the same layer whose
+kernel norm is close to that member's; ``null_mean`` and ``null_sd`` are the
+scores' mean and spread over ``draws`` such draws, and ``z`` the real score's
+distance from them in null standard deviations.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -190,34 +201,78 @@ def probe_size(input_size: int, src_stride: float, dst_stride: float, max_radius
     return int(min(input_size, step * math.ceil(need / step)))
 
 
-def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, transform: str, period: float
-                           ) -> np.ndarray:
+def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, transform: str, period: float,
+                           null: "CircuitNull | None" = None) -> np.ndarray:
     """Equivariant -> invariant circuit equivariance of one source family into each destination row.
 
     For every ordered pair of members (a, a') with t = param(a') - param(a), ``W(a' -> c)`` should equal
     ``T_t(W(a -> c))``; the Pearson correlation of the two sides over all pairs and kernel positions in
     the central disc, for each destination c at once (``family_equivariance(..., invariant=True)`` for
-    one destination, vectorized).
+    one destination, vectorized). With ``null`` the result is D x 3: the score, and the null's mean and
+    standard deviation (``a'`` replaced by random source units of similar kernel norm into c).
     """
     src_units, src_params = np.asarray(src_units, int), np.asarray(src_params, float)
     dst_rows = np.asarray(dst_rows, int)
     i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
     if not len(i) or not len(dst_rows):
-        return np.full(len(dst_rows), np.nan)
+        return np.full((len(dst_rows), 3) if null else len(dst_rows), np.nan)
     T = TRANSFORMS[transform]
     t = T.relative(src_params[i], src_params[j], period)
     wt = torch.as_tensor(w[dst_rows]).float()                          # D x C_src x k x k
     source = wt[:, src_units[i]]                                        # D x pairs x k x k
     k = source.shape[-1]
     source = T.act_on_kernels(source.reshape(-1, k, k), np.tile(t, len(dst_rows))).reshape(source.shape)
-    target = wt[:, src_units[j]]
     mask = disc_mask(w.shape[-1])
     x = source[..., mask].reshape(len(dst_rows), -1).double()
-    y = target[..., mask].reshape(len(dst_rows), -1).double()
-    x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
-    denom = torch.sqrt((x * x).sum(1) * (y * y).sum(1))
-    r = torch.where(denom > 0, (x * y).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, float("nan")))
-    return r.numpy()
+    r = _pearson(x, wt[:, src_units[j]][..., mask].reshape(len(dst_rows), -1).double())
+    if null is None:
+        return r.numpy()
+    norms = np.linalg.norm(w[dst_rows].reshape(len(dst_rows), w.shape[1], -1), axis=-1)   # D x C_src
+    pool = np.setdiff1d(np.arange(w.shape[1]), src_units)
+    out = np.empty((len(dst_rows), 3))
+    for d in range(len(dst_rows)):                     # one destination at a time: draws x pairs kernels
+        drawn = null.draw(src_units, pool, norms[d])
+        if drawn is None:
+            out[d] = r[d], np.nan, np.nan
+            continue
+        drawn = drawn[:, j]
+        y = wt[d, torch.as_tensor(drawn)][..., mask].reshape(null.draws, -1).double()
+        r_null = _pearson(x[d][None].expand(null.draws, -1), y).numpy()
+        out[d] = r[d], np.mean(r_null), np.std(r_null, ddof=1)
+    return out
+
+
+@dataclass
+class CircuitNull:
+    """How the circuit scores' null is drawn (see the module docstring): ``draws`` draws, each replacing a
+    member by a unit picked at random among the ``window`` share (at least 4) of the layer's other units
+    nearest to it in kernel norm, from ``rng``."""
+
+    draws: int
+    window: float
+    rng: np.random.Generator
+
+    def draw(self, members: np.ndarray, pool: np.ndarray, norms: np.ndarray) -> np.ndarray | None:
+        """draws x len(members) random units of ``pool``, each near its member in ``norms``; units with no
+        weights at all (``norms`` 0: not connected) are no stand-ins, and None when no unit is left."""
+        members, pool = np.asarray(members, int), np.asarray(pool, int)
+        pool = pool[norms[pool] > 0]
+        if not len(pool):
+            return None
+        order = pool[np.argsort(norms[pool], kind="stable")]
+        half = max(2, int(math.ceil(self.window * len(order) / 2)))
+        at = np.searchsorted(norms[order], norms[members])
+        lo = np.clip(at - half, 0, max(len(order) - 2 * half, 0))
+        hi = np.minimum(lo + 2 * half, len(order))
+        pick = lo[None, :] + np.floor(self.rng.random((self.draws, len(members))) * (hi - lo)[None, :]).astype(int)
+        return order[pick]
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation along the last axis (NaN where either side is constant)."""
+    x, y = x - x.mean(-1, keepdim=True), y - y.mean(-1, keepdim=True)
+    denom = torch.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+    return torch.where(denom > 0, (x * y).sum(-1) / denom.clamp_min(1e-300), torch.full_like(denom, float("nan")))
 
 
 def cancellation(w: np.ndarray) -> np.ndarray:
@@ -233,8 +288,10 @@ def disc_mask(size: int) -> torch.Tensor:
 
 def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_params, transform: str,
                         period_src: float, period_dst: float, tolerance: float = 20.0,
-                        invariant: bool = False) -> tuple[float, int]:
-    """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs.
+                        invariant: bool = False, null: CircuitNull | None = None) -> tuple:
+    """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs; with
+    ``null`` also the null's mean and standard deviation (``b'`` replaced by random destination units of
+    similar kernel norm: :class:`CircuitNull`; NaN where no other unit is connected).
 
     ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family.
     With ``invariant`` the destination units are each invariant to the transform (equivariant ->
@@ -244,12 +301,13 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     pair (flips). Scale pairs have no circle (their period is infinite) and matching them across layers is
     not defined: unless ``invariant``, they give ``(nan, 0)``.
     """
+    none = (float("nan"), 0) if null is None else (float("nan"), 0, float("nan"), float("nan"))
     src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
     src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
     T = TRANSFORMS[transform]
     n_src, n_dst = len(src_units), len(dst_units)
     if n_src < 2 or n_dst == 0 or not (invariant or T.angular or T.involution):
-        return float("nan"), 0
+        return none
     i, j = np.nonzero(~np.eye(n_src, dtype=bool))                   # every ordered pair a -> a2 of the source
     t = T.relative(src_params[i], src_params[j], period_src).astype(float)
     k = np.arange(n_dst)
@@ -257,7 +315,7 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
         partner = np.broadcast_to(k, (len(i), n_dst))
     elif T.involution:                                              # a flip pair: b's partner is the other member
         if n_dst < 2:
-            return float("nan"), 0
+            return none
         partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(i), n_dst))
     else:                                                           # the member nearest b's param moved by t
         target = np.mod(dst_params[None, :, None] + t[:, None, None], period_dst)
@@ -267,15 +325,22 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     keep = partner >= 0
     pair, b_idx = np.nonzero(keep)                                  # quads (b, a, b2, a2, t)
     if not len(pair):
-        return float("nan"), 0
+        return none
     b, a = dst_units[b_idx].astype(int), src_units[i[pair]].astype(int)
     b2, a2 = dst_units[partner[keep]].astype(int), src_units[j[pair]].astype(int)
-    t = torch.as_tensor(t[pair])
     wt = torch.as_tensor(w)
-    source = T.act_on_kernels(wt[b, a], t)
-    target = wt[b2, a2].float()
     mask = disc_mask(w.shape[-1])
-    x, y = source[:, mask].flatten().double(), target[:, mask].flatten().double()
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return (float((x * y).sum()) / denom if denom > 0 else float("nan")), len(pair)
+    x = T.act_on_kernels(wt[b, a], torch.as_tensor(t[pair]))[:, mask].flatten().double()
+    score = float(_pearson(x, wt[b2, a2].float()[:, mask].flatten().double()))
+    if null is None:
+        return score, len(pair)
+    # the null: each b2 replaced by a random unit of similar kernel norm (over the source members)
+    norms = np.linalg.norm(w[:, src_units.astype(int)].reshape(len(w), -1), axis=1)
+    pool = np.setdiff1d(np.arange(len(w)), dst_units.astype(int))
+    drawn = null.draw(dst_units.astype(int), pool, norms)
+    if drawn is None:
+        return score, len(pair), float("nan"), float("nan")
+    drawn = drawn[:, partner[keep]]                                                  # draws x quads
+    y = wt[torch.as_tensor(drawn), torch.as_tensor(a2)[None]].float()[..., mask].reshape(null.draws, -1).double()
+    r_null = _pearson(x[None].expand(null.draws, -1), y).numpy()
+    return score, len(pair), float(np.mean(r_null)), float(np.std(r_null, ddof=1))

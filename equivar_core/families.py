@@ -311,6 +311,40 @@ class Relations:
     relation: dict[int, str]
 
 
+def flip_relations(pairs: "PairFamilies", labels: np.ndarray, params: np.ndarray, periods: dict[int, float],
+                   rotation_scores: dict[float, np.ndarray], tolerance: float = 20.0, margin: float = 0.05
+                   ) -> dict[int, str]:
+    """Whether each flip pair is explained by rotation: pair label -> ``rotation`` or ``mirror``.
+
+    A left-right mirror takes a feature whose orientation is theta to one at 180 - theta, so a line at
+    30 degrees and its partner at 150 are a flip pair and also rotated copies of each other. A pair (u, v)
+    is ``rotation`` when both units are in one rotation family (``labels``, ``params``, ``periods``: the
+    layer's rotation families) and the rotation its params imply explains the pair about as well as the
+    mirror does: the natural-image rotation score at a = param(v) - param(u) (the best of
+    ``score_x(u, v)`` and ``score_{-x}(v, u)`` over the sweep amounts x within ``tolerance`` of a: params
+    and sweep amounts both sit on coarse grids) is at least the pair's flip score less ``margin``. Every other pair is ``mirror``: mirror images that
+    rotation does not explain (the paper's left- and right-facing dog heads). A chiral feature (a
+    colour "L") and its mirror image can land in one two-member rotation family, since their tuning
+    curves are mirror images and natural images link them loosely; the score comparison tells them apart.
+    """
+    out = {}
+    amounts = np.array(sorted(rotation_scores), dtype=float)
+    for f in np.unique(pairs.labels_[pairs.labels_ >= 0]):
+        u, v = np.flatnonzero(pairs.labels_ == f)[:2]
+        out[int(f)] = "mirror"
+        if labels[u] < 0 or labels[u] != labels[v] or not len(amounts):
+            continue
+        a = np.mod(params[v] - params[u], periods.get(int(labels[u]), 360.0))
+        forward = amounts[circular_distance(amounts, a, 360.0) <= tolerance]
+        backward = amounts[circular_distance(amounts, -a, 360.0) <= tolerance]
+        if not len(forward) and not len(backward):
+            continue
+        rotated = max([rotation_scores[x][u, v] for x in forward] + [rotation_scores[x][v, u] for x in backward])
+        if rotated >= pairs.fit_[u] - margin:
+            out[int(f)] = "rotation"
+    return out
+
+
 def relate_families(curves: np.ndarray, labels: np.ndarray, periods: dict[int, float], frequency: np.ndarray,
                     min_ratio: float = 0.9, frequency_gap: float = 0.3, weighting: str = "standardized"
                     ) -> Relations:

@@ -136,6 +136,20 @@ def asymmetric_color(size: int, rng: np.random.Generator, mirror: bool) -> torch
     return w / w.norm()
 
 
+def chiral_color(size: int, rng: np.random.Generator, mirror: bool) -> torch.Tensor:
+    """Two blobs of opposite colours at right angles around the centre (a colour "L"): its mirror image
+    puts the second colour on the other side of the first, which no rotation does (chiral)."""
+    u, v = _coords(size, 0.0)
+    phi = rng.uniform(0, 2 * math.pi)
+    col = torch.tensor(rng.normal(size=3), dtype=torch.float32)
+    w = torch.zeros(3, size, size)
+    for sign, angle in ((1.0, phi), (-1.0, phi + math.pi / 2)):
+        cx, cy = 2.5 * math.cos(angle), 2.5 * math.sin(angle)
+        w += sign * col[:, None, None] * torch.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * 1.2**2))[None]
+    w = w.flip(-1) if mirror else w
+    return w / w.norm()
+
+
 def smooth_noise(size: int, rng: np.random.Generator) -> torch.Tensor:
     """A random filter smoothed by a Gaussian (no planted structure)."""
     noise = torch.tensor(rng.normal(size=(3, size + 6, size + 6)), dtype=torch.float32)
@@ -159,7 +173,7 @@ def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
 def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
                   n_noise: int = 8, random: bool = False, stride: int = 1,
                   edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma",
-                  n_fine_lines: int = 0) -> tuple[PlantedNet, GroundTruth]:
+                  n_fine_lines: int = 0, chiral_flips: bool = False) -> tuple[PlantedNet, GroundTruth]:
     """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights.
 
     ``stride`` of both convolutions (2: TF "SAME" padding, 96 px input), ``edge_rgb`` the edges' channel
@@ -168,6 +182,8 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     ``n_fine_lines`` adds a second 180-periodic line family ``fine_lines``, the same template at a finer
     scale (sigma 0.9 against 1.5 px: its best grating period is about 4 px, the lines' about 6.7 px),
     at angles offset by half a step from the lines: one feature at two spatial frequencies.
+    ``chiral_flips`` makes the flip pairs colour "L"s (:func:`chiral_color`), whose mirror images no
+    rotation gives (the default blobs right of centre can be near a rotation of their mirror image).
     """
     rng = np.random.default_rng(seed)
     k1, k2 = 9, 7
@@ -186,9 +202,10 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
         kinds.append(("hues", chroma_hue(filters[-1]) if hue_space != "chroma" else i * 360.0 / n_hues, "hue"))
     for p in range(n_flip_pairs):
         state = rng.bit_generator.state
-        filters.append(asymmetric_color(k1, rng, False))
+        template = chiral_color if chiral_flips else asymmetric_color
+        filters.append(template(k1, rng, False))
         rng.bit_generator.state = state
-        filters.append(asymmetric_color(k1, rng, True))
+        filters.append(template(k1, rng, True))
         kinds += [(f"flip{p}", 0.0, "hflip"), (f"flip{p}", 1.0, "hflip")]
     for _ in range(n_noise):
         filters.append(smooth_noise(k1, rng))
@@ -261,6 +278,15 @@ TWO_BANDS = {"n_fine_lines": 6}
 def planted_two_bands(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_two_bands``: lines at two spatial frequencies."""
     return planted_model(seed, **TWO_BANDS)[0]
+
+
+#: the chiral variant: flip pairs that no rotation explains
+CHIRAL = {"chiral_flips": True}
+
+
+def planted_chiral(seed: int = 0) -> PlantedNet:
+    """``equivar run --model equivar_core.planted:planted_chiral``: flip pairs of chiral colour templates."""
+    return planted_model(seed, **CHIRAL)[0]
 
 
 def family_sizes(seed: int) -> dict[str, int]:

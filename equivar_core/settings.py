@@ -39,6 +39,9 @@ class FamilySettings:
     min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
     pair_min_score: float = 0.5      # flip and scale pairs
     pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score
+    #: a flip pair inside one rotation family is explained by rotation when the rotation its params imply
+    #: scores at least its flip score less this (families.flip_relations)
+    mirror_margin: float = 0.05
     #: two families of a layer are siblings when their members' curves agree across families at least this
     #: share of how well they agree inside the worse family (see families.relate_families)
     sibling_similarity: float = 0.9
@@ -59,6 +62,8 @@ class CircuitSettings:
     all_units_max_pairs: int = 128 * 128   # store every unit pair up to this many, else family members only
     delta_bin: float = 15.0          # degrees, for the weight-vs-relative-place profile
     max_invariant_targets: int = 16  # most invariant units of a layer that equivariant -> invariant circuits test
+    null_draws: int = 32             # draws of the circuit scores' null (circuits.CircuitNull)
+    null_window: float = 0.1         # ... each from this share of the layer's units nearest in kernel norm
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,18 @@ If the family is real, member v peaks at the angle ``param(v) - param(u)``:
 the peak offsets are evidence independent of the tuning curves and of the
 transform scores.
 
+Two baselines come with every family (``role``). A driver's own row
+(``self``: v = u, expected angle 0) peaks at 0 by construction, since its
+best photos were chosen unturned; summaries leave it out. ``control`` rows
+run the same test on as many units of the layer that are in no family of the
+transform, each matched on tuning selectivity to a member
+(:func:`control_units`), with the family's params handed out to them at
+random: units with no shared feature peak where chance puts them. ``chance``
+is that probability for a peak that falls on a uniformly random sweep angle:
+the share of the sweep's angles within ``tolerance`` of the expected one
+(:func:`chance_within`; 3 in 18 for 10 degree steps over 180 degrees and a
+15 degree tolerance).
+
 Each photo's angles go through the network in a few large batches (memory
 stays at one photo's canvases). Only the ``max_families`` largest families of
 each layer are tested (the test costs a forward pass per driver, photo and
@@ -48,6 +60,8 @@ class RotationTestSettings:
     top_k: int = 2
     max_families: int = 2
     batch_size: int = 64
+    tolerance: float = 15.0          # degrees: a peak this close to the expected angle passes (``chance``)
+    controls: bool = True            # also test matched units outside the family (``role = control``)
 
 
 @dataclass
@@ -59,6 +73,7 @@ class SweptFamily:
     members: np.ndarray
     params: np.ndarray
     period: float
+    role: str = "member"             # "member": a real family; "control": matched units outside any family
 
 
 @torch.inference_mode()
@@ -66,13 +81,13 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                  top: TopImages, mean: np.ndarray, std: np.ndarray,
                  families: list[SweptFamily], settings: RotationTestSettings = RotationTestSettings(),
                  device: str = "cpu") -> dict[str, np.ndarray]:
-    """Sweep responses of one layer's families; columns family, driver, member, angle, response,
-    peak_angle, expected_angle."""
+    """Sweep responses of one layer's families; columns family, role, driver, member, angle, response,
+    peak_angle, expected_angle (``role``: the family's, and ``self`` where the member is the driver)."""
     size = canvas_size(geom, input_size)
     target = geom.rf_centre(size)
     cy, cx = geom.centre_cell(size)
-    cols: dict[str, list] = {k: [] for k in ("family", "driver", "member", "angle", "response", "peak_angle",
-                                             "expected_angle")}
+    cols: dict[str, list] = {k: [] for k in ("family", "role", "driver", "member", "angle", "response",
+                                             "peak_angle", "expected_angle")}
     with capture(model, [geom.layer], pre_activation=True) as cap:
         for fam in families:
             make = TRANSFORMS[fam.transform]
@@ -109,6 +124,7 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                 expected = np.mod(fam.params - fam.params[i], fam.period)
                 for j, v in enumerate(fam.members):
                     cols["family"] += [fam.family] * len(angles)
+                    cols["role"] += ["self" if v == u else fam.role] * len(angles)
                     cols["driver"] += [int(u)] * len(angles)
                     cols["member"] += [int(v)] * len(angles)
                     cols["angle"] += angles.tolist()
@@ -124,6 +140,40 @@ def sweep_angles(period: float, step: float) -> np.ndarray:
     the circle would repeat the first), in ``step`` degree steps."""
     period = period if np.isfinite(period) and 0 < period <= 360 else 360.0
     return np.arange(0.0, period, step)
+
+
+def chance_within(expected: np.ndarray, period: np.ndarray, step: np.ndarray, tolerance: float) -> np.ndarray:
+    """The probability that a peak on a uniformly random sweep angle lands within ``tolerance`` of
+    ``expected``: the share of :func:`sweep_angles` (one period in ``step`` degree steps) that do."""
+    expected, period, step = np.broadcast_arrays(np.asarray(expected, float), np.asarray(period, float),
+                                                 np.asarray(step, float))
+    keys = np.stack([expected.ravel(), period.ravel(), step.ravel()], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    share = np.empty(len(uniq))
+    for i, (e, p, st) in enumerate(uniq):
+        angles = sweep_angles(p, st)
+        circle = p if np.isfinite(p) and 0 < p <= 360 else 360.0
+        share[i] = np.mean(circular_distance(angles, e, circle) <= tolerance)
+    out = share[inverse.ravel()].reshape(expected.shape)
+    return out
+
+
+def control_units(members: np.ndarray, candidates: np.ndarray, selectivity: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Units to stand in for a family's ``members`` in the control test: for each member (most selective
+    first) the not yet chosen ``candidate`` of nearest ``selectivity`` (ties broken at random); fewer when
+    candidates run out."""
+    candidates = rng.permutation(np.asarray(candidates, int))
+    free = np.ones(len(candidates), bool)
+    chosen = []
+    for u in sorted(np.asarray(members, int), key=lambda m: -selectivity[m]):
+        if not free.any():
+            break
+        gap = np.where(free, np.abs(selectivity[candidates] - selectivity[u]), np.inf)
+        j = int(np.argmin(gap))
+        free[j] = False
+        chosen.append(int(candidates[j]))
+    return np.asarray(chosen, int)
 
 
 def sweep_error(peak: np.ndarray, expected: np.ndarray, period: np.ndarray) -> np.ndarray:

@@ -157,9 +157,9 @@ class Transform:
         return kernels
 
     @classmethod
-    def suggested_group(cls, order: int, flips: bool) -> str:
-        """The symmetry to build into a layer whose largest family of this transform has ``order`` places
-        (``flips``: whether flip pairs are above chance in the same layer)."""
+    def suggested_group(cls, order: int, flips: bool, period: float = 360.0) -> str:
+        """The symmetry to build into a layer whose largest family of this transform has ``order`` places on
+        a circle of ``period`` degrees (``flips``: whether flip pairs are above chance in the same layer)."""
         return "none"
 
     @classmethod
@@ -187,16 +187,21 @@ class Rotate(Transform):
     @classmethod
     def act_on_kernels(cls, kernels: torch.Tensor, amounts) -> torch.Tensor:
         """Rotated counter-clockwise by per-kernel angles (bilinear, zero outside)."""
-        degrees = [float(d) for d in amounts]
-        inv = torch.stack([rotation_matrix(-d) for d in degrees]) if degrees else torch.zeros(0, 2, 2)
+        t = np.radians(-np.asarray(amounts, dtype=float).reshape(-1))       # rotation_matrix(-d), vectorized
+        c, s = np.cos(t), np.sin(t)
+        inv = torch.as_tensor(np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], 1), dtype=torch.float32)
         return warp(kernels[:, None].float(), inv, padding_mode="zeros")[:, 0]
 
     @classmethod
-    def suggested_group(cls, order: int, flips: bool) -> str:
-        """The cyclic group C_N, or the dihedral D_N where flip pairs are above chance too."""
+    def suggested_group(cls, order: int, flips: bool, period: float = 360.0) -> str:
+        """The rotations of the image that the family implies: its members are ``period / order`` degrees
+        apart, so the group is C_N with N = 360 / that step = ``order * 360 / period`` (a 180-periodic
+        family of 7 places steps by about 26 degrees: C14, each member fixed by the half turn), or the
+        dihedral D_N where flip pairs are above chance too."""
         if order < 2:
             return "none"
-        return f"D{order}" if flips else f"C{order}"
+        n = int(round(order * 360.0 / period)) if np.isfinite(period) and period > 0 else order
+        return f"D{n}" if flips else f"C{n}"
 
     @classmethod
     def testing_elements(cls) -> list["Transform"]:
@@ -230,7 +235,7 @@ class HFlip(Transform):
         return kernels.flip(-1)
 
     @classmethod
-    def suggested_group(cls, order: int, flips: bool) -> str:
+    def suggested_group(cls, order: int, flips: bool, period: float = 360.0) -> str:
         return "D1 (flip)"
 
     @classmethod
@@ -264,8 +269,8 @@ class HueRotate(Transform):
     plotted_stimuli = ("center_surround", "color_contrast_hue")
 
     @classmethod
-    def suggested_group(cls, order: int, flips: bool) -> str:
-        """C_N acting on hue."""
+    def suggested_group(cls, order: int, flips: bool, period: float = 360.0) -> str:
+        """C_N acting on hue (N places on the hue circle)."""
         return f"C{order} (hue)" if order >= 2 else "none"
 
     @classmethod
@@ -292,7 +297,7 @@ class Scale(Transform):
         return float("inf")
 
     @classmethod
-    def suggested_group(cls, order: int, flips: bool) -> str:
+    def suggested_group(cls, order: int, flips: bool, period: float = 360.0) -> str:
         return "scale"
 
     @classmethod

@@ -279,12 +279,13 @@ def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuni
 @asset(group_name="families", **TABLE, **GPU)
 @_fails_once_on_bad_input
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
-                  images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame,
+                  images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame, unit_profiles: pd.DataFrame,
                   curve_detectors: pd.DataFrame) -> Output:
-    """Family members' responses while a member's best natural images are rotated or hue-shifted."""
+    """Family members' responses while a member's best natural images are rotated or hue-shifted, beside
+    matched control units and the chance level."""
     s = _settings(context, equivar, "family_sweeps")
     return _out(context, equivar, "family_sweeps",
-                stages.family_sweep_table(s, families, images, layers, unit_stats, curve_detectors))
+                stages.family_sweep_table(s, families, images, layers, unit_stats, unit_profiles, curve_detectors))
 
 
 @asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS)

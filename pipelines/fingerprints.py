@@ -50,10 +50,10 @@ OWN_INPUTS = {
     "basis_control": lambda s: {"families": dataclasses.asdict(s.families), "seed": s.seed},
     "layer_summary": lambda s: {},
     "curve_detectors": lambda s: {},
-    "family_sweeps": lambda s: {"rotation_test": dataclasses.asdict(s.rotation_test)},
+    "family_sweeps": lambda s: {"rotation_test": dataclasses.asdict(s.rotation_test), "seed": s.seed},
     "circuit_weights": lambda s: {"circuits": dataclasses.asdict(s.circuits)},
     "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
-                                   "families": dataclasses.asdict(s.families)},
+                                   "families": dataclasses.asdict(s.families), "seed": s.seed},
 }
 
 def _sampling(s: RunSettings, group: str) -> dict:

@@ -62,7 +62,7 @@ PLANTED_PRODUCERS = [
     (("curve_detectors",), ("curves",),
      lambda r, s: (stages.curve_detector_table(s, r.tuning, r.layers, r.families),)),
     (("family_sweeps",), ("sweeps",),
-     lambda r, s: (stages.family_sweep_table(s, r.families, r.images, r.layers, r.stats, r.curves),)),
+     lambda r, s: (stages.family_sweep_table(s, r.families, r.images, r.layers, r.stats, r.profiles, r.curves),)),
     (("circuit_weights",), ("weights",), lambda r, s: (stages.circuit_weight_table(s, r.layers, r.families),)),
     (("circuit_families",), ("circuits",),
      lambda r, s: (stages.circuit_family_table(s, r.weights, r.families),)),

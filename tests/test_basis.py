@@ -110,3 +110,7 @@ def test_suggested_group_and_spacing_helpers():
     assert suggested_group("hue", True, 6, False) == "C6 (hue)"
     assert suggested_group("rotate", False, 8, True) == "none"
     assert suggested_group("hflip", True, 0, True) == "D1 (flip)"
+    # the rotations of the image a family implies: 7 places on a 180-degree circle step by 180 / 7 degrees
+    assert suggested_group("rotate", True, 7, True, 180.0) == "D14"
+    assert suggested_group("rotate", True, 4, False, 90.0) == "C16"
+    assert suggested_group("hue", True, 6, False, 360.0) == "C6 (hue)"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 
 import numpy as np
 import pandas as pd
 
-from ..circuits import (NotConnected, cancellation, expanded_weights, family_equivariance, invariant_equivariance,
-                        probe_size)
+from ..circuits import (CircuitNull, NotConnected, cancellation, expanded_weights, family_equivariance,
+                        invariant_equivariance, probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import ANGULAR, TRANSFORMS
@@ -82,7 +83,8 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
 
 def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, families_df: pd.DataFrame
                          ) -> pd.DataFrame:
-    """``circuit_families``: weight versus relative place, and circuit equivariance, per family pair."""
+    """``circuit_families``: weight versus relative place, and circuit equivariance beside its null
+    (:class:`~equivar_core.circuits.CircuitNull`, seeded by the run and the layer pair), per family pair."""
     rows = []
     bin_ = settings.circuits.delta_bin
     pairs = weights_df[["src_layer", "dst_layer"]].drop_duplicates().itertuples(index=False)
@@ -91,6 +93,8 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         if loaded is None:
             continue
         w, computed = loaded
+        null = CircuitNull(settings.circuits.null_draws, settings.circuits.null_window, np.random.default_rng(
+            [settings.seed, zlib.crc32(f"{src}->{dst}".encode())]))
         row_of = np.full(int(computed.max()) + 1 if len(computed) else 0, -1)
         row_of[computed] = np.arange(len(computed))
         total = w.sum((2, 3))
@@ -104,8 +108,9 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
             src_units, src_params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
             p_src = _family_period(gs, transform)
             for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
-                eq, n = family_equivariance(w, src_units, src_params, dst_rows, dst_params, transform,
-                                            p_src, p_dst, settings.families.tolerance)
+                eq, n, null_mean, null_sd = family_equivariance(w, src_units, src_params, dst_rows, dst_params,
+                                                                transform, p_src, p_dst, settings.families.tolerance,
+                                                                null=null)
                 a, b = np.meshgrid(src_units, dst_rows, indexing="ij")
                 pa, pb = np.meshgrid(src_params, dst_params, indexing="ij")
                 period = max(p_src, p_dst)
@@ -117,11 +122,14 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
                 means = np.bincount(inverse, weights=total[b.ravel(), a.ravel()], minlength=len(bins)) / counts
                 rows.append({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": int(df_id),
                              "transform": transform, "delta": bins, "mean_weight": means, "n_pairs": counts,
-                             "equivariance": eq, "n_matched": n, "dst_unit": -1})
-        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of)
+                             "equivariance": eq, "n_matched": n, "null_mean": null_mean, "null_sd": null_sd,
+                             "dst_unit": -1})
+        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null)
     cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
-            "equivariance", "n_matched", "dst_unit"]
+            "equivariance", "n_matched", "null_mean", "null_sd", "dst_unit"]
     df = pd.DataFrame(_stack_rows(rows, cols))
+    df.insert(cols.index("null_sd") + 1, "z", (df["equivariance"] - df["null_mean"]) / df["null_sd"].where(
+        df["null_sd"] > 0))
     df["dst_unit"] = df["dst_unit"].astype("Int64").where(df["dst_unit"] >= 0)
     return _with_model(df, settings)
 
@@ -139,7 +147,7 @@ def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) 
     return np.sort(keep)
 
 
-def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of) -> list[pd.DataFrame]:
+def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null) -> list[pd.DataFrame]:
     """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit."""
     rows = []
     computed = {}                               # transform -> its invariant targets with computed weights
@@ -153,13 +161,13 @@ def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of) -> list
             continue
         period = _family_period(gs, transform)
         units, params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
-        eq = invariant_equivariance(w, units, params, row_of[targets], transform, period)
+        scored = invariant_equivariance(w, units, params, row_of[targets], transform, period, null)
         n = len(units) * (len(units) - 1)
         delta = np.mod(-params, period)
         rows += [{"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
                   "transform": transform, "delta": delta, "mean_weight": total[row_of[c], units],
-                  "n_pairs": 1, "equivariance": e, "n_matched": n, "dst_unit": int(c)}
-                 for c, e in zip(targets, eq)]
+                  "n_pairs": 1, "equivariance": e, "n_matched": n, "null_mean": m, "null_sd": sd, "dst_unit": int(c)}
+                 for c, (e, m, sd) in zip(targets, scored)]
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -12,10 +13,10 @@ import pandas as pd
 from ..activations import TRANSFORM_GROUPS, TopImages
 from ..curves import curve_detectors
 from ..basis import above_chance, family_order, median_spacing, suggested_group
-from ..families import AngularFamilies, PairFamilies, Relations, relate_families
+from ..families import AngularFamilies, PairFamilies, Relations, flip_relations, relate_families
 from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
-from ..sweeps import SweptFamily, layer_sweeps, sweep_error
+from ..sweeps import SweptFamily, chance_within, control_units, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
 from ..tuning import frequency_index, split_by_stimulus, stacked_curves
 from .common import _columns, _geometries, _views, _with_model, load
@@ -49,6 +50,7 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         next_id = 0
         frequency = frequency_index(tuning, layer, c)
         by_stimulus = split_by_stimulus(tuning, layer)
+        rotation = np.full(c, -1), np.full(c, np.nan), {}, {}    # the layer's rotation families and scores
         for transform in ANGULAR:
             T = TRANSFORMS[transform]
             stimuli, fixed = T.tuning_stimuli, T.invariant_stimuli
@@ -62,6 +64,8 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
                 frequency if T.name == Rotate.name else None)
             relations = relate_families(curves, est.labels_, est.periods_, frequency, fs.sibling_similarity,
                                         fs.frequency_gap, fs.curve_weighting)
+            if transform == Rotate.name:
+                rotation = est.labels_, est.params_, est.periods_, scores
             next_id = _append_families(rows, layer, transform, est, next_id,
                                        period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_,
                                        frequency=frequency, relations=relations)
@@ -71,8 +75,10 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
                 continue
             est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores,
                                                                         directed=TRANSFORMS[transform].directed)
+            mirrors = Relations({}, {}, flip_relations(est, *rotation, fs.tolerance, fs.mirror_margin)) \
+                if transform == HFlip.name else None
             next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None,
-                                       frequency=frequency)
+                                       frequency=frequency, relations=mirrors)
     cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
             "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
@@ -109,12 +115,13 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement, fr
 
 
 def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
-                       layers_df: pd.DataFrame, stats_df: pd.DataFrame,
+                       layers_df: pd.DataFrame, stats_df: pd.DataFrame, profiles_df: pd.DataFrame,
                        curves_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
     ``rotation_test.max_families`` largest rotation and hue families of each layer (``step`` degrees apart),
     and for as many of its largest curve families (mostly curve detectors, ``curves_df``) at ``curve_step``
-    degrees."""
+    degrees; each family beside its control (``role = control``: matched units outside the transform's
+    families, see :mod:`equivar_core.sweeps`), with the ``chance`` that a random peak passes."""
     model, _ = load(settings)
     views = _views(images_df)
     geoms = {g.layer: g for g in _geometries(layers_df)}
@@ -139,6 +146,8 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
                       for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in chosen_keys]
             if not chosen:
                 continue
+            if test.controls:
+                chosen += sweep_controls(settings, layer, chosen, lf, profiles_df, len(st))
             cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, top,
                                 st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
                                 dataclasses.replace(test, step=step), settings.resolved_device())
@@ -147,15 +156,42 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
             df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
             df.insert(0, "layer", layer)
             df["step"] = step
-            df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(),
-                                      df["family"].map(periods).to_numpy(float))
+            period = df["family"].map(periods).to_numpy(float)
+            df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(), period)
+            df["chance"] = chance_within(df["expected_angle"].to_numpy(), period, step, test.tolerance)
             rows.append(df)
         log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
             (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
-    cols = ["layer", "family", "transform", "driver", "member", "angle", "response", "peak_angle",
-            "expected_angle", "error", "step"]
+    cols = ["layer", "family", "transform", "role", "driver", "member", "angle", "response", "peak_angle",
+            "expected_angle", "error", "chance", "step"]
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(out[cols] if len(out) else out, settings)
+
+
+def sweep_controls(settings: RunSettings, layer: str, tested: list[SweptFamily], layer_families: pd.DataFrame,
+                   profiles_df: pd.DataFrame, n_units: int) -> list[SweptFamily]:
+    """The control of each tested family: as many units of the layer in no family of its transform, matched
+    on their tuning selectivity to the members (:func:`~equivar_core.sweeps.control_units`), given the
+    family's params in a random order (seeded by the run, layer and family)."""
+    prof = profiles_df[profiles_df["layer"] == layer]
+    out = []
+    for fam in tested:
+        T = TRANSFORMS[fam.transform]
+        selectivity = np.full(n_units, np.nan)
+        sel = prof[prof["stimulus"].isin(T.tuning_stimuli)].groupby("unit")["selectivity"].max()
+        selectivity[sel.index.to_numpy(int)] = sel.to_numpy(float)
+        in_families = layer_families.loc[layer_families["transform"] == fam.transform, "unit"].to_numpy(int)
+        outside = np.setdiff1d(np.flatnonzero(np.isfinite(selectivity)), in_families)
+        rng = np.random.default_rng([settings.seed, zlib.crc32(layer.encode()), fam.family,
+                                     list(TRANSFORMS).index(fam.transform)])
+        units = control_units(fam.members, outside, selectivity, rng)
+        if len(units) < 2:
+            log.info("family sweeps: %s family %d has no control (%d units outside families)", layer, fam.family,
+                     len(outside))
+            continue
+        params = rng.permutation(fam.params)[:len(units)]
+        out.append(dataclasses.replace(fam, members=units, params=params, role="control"))
+    return out
 
 
 def curve_detector_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame,
@@ -236,7 +272,9 @@ def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families
 
     ``median_spacing`` is the median over the layer's families of each family's median gap between
     neighbouring members; ``period`` and the order of ``suggested_group`` are the largest family's (see
-    :func:`equivar_core.basis.suggested_group`); ``above_chance`` comes from the basis control.
+    :func:`equivar_core.basis.suggested_group`), ``group_step`` the degrees between its places (on the image
+    for rotation, on the hue circle for hue); ``mirror_pairs`` counts the flip pairs that rotation does not
+    explain (:func:`~equivar_core.families.flip_relations`); ``above_chance`` comes from the basis control.
     """
     rows = []
     control = basis_df.set_index(["layer", "transform"])
@@ -255,11 +293,14 @@ def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families
             period = float(largest["period"].iloc[0]) if angular else float("nan")
             order = family_order(largest["param"], period) if angular else 0
             n_in = f["unit"].nunique()
+            mirror_pairs = f.loc[f["relation"] == "mirror", "family"].nunique() if transform == HFlip.name else np.nan
             rows.append({"layer": layer, "transform": transform, "units": int(c), "units_in_families": n_in,
                          "fraction": n_in / int(c), "families": len(sizes),
                          "largest_family": int(sizes.max()) if len(sizes) else 0,
                          "median_spacing": float(np.median(list(spacing.values()))) if spacing else float("nan"),
-                         "period": period, "above_chance": bool(real.get(transform, False)),
+                         "period": period, "mirror_pairs": mirror_pairs,
+                         "above_chance": bool(real.get(transform, False)),
+                         "group_step": period / order if angular and order else float("nan"),
                          "suggested_group": suggested_group(transform, real.get(transform, False), order,
-                                                            real.get(HFlip.name, False))})
+                                                            real.get(HFlip.name, False), period)})
     return _with_model(pd.DataFrame(rows), settings)
