@@ -201,24 +201,28 @@ def writer_lock(root: str) -> Iterator[None]:
 
 
 def build_catalog(root: str) -> tuple[str, list[str]]:
-    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views."""
+    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views.
+
+    DuckDB builds it in a private temporary folder and the file is then copied in under a temporary name and
+    renamed: DuckDB misreads a database path with a ``?`` in it (its write-ahead log goes to another folder).
+    """
+    import tempfile
+
     import duckdb
 
     tables = list_tables(root)
     path = os.path.join(root, CATALOG)
-    with writer_lock(root):
-        tmp = atomic_path(path)
+    with writer_lock(root), tempfile.TemporaryDirectory(prefix="equivar-catalog-") as scratch:
+        built = os.path.join(scratch, CATALOG)
+        con = duckdb.connect(built)
         try:
-            con = duckdb.connect(tmp)
             con.execute(f"SET file_search_path = '{_quoted(os.path.abspath(root))}'")
             for name, glob in tables.items():
                 con.execute(view_sql(name, glob))
-            con.close()
-            os.replace(tmp, path)
         finally:
-            for p in (tmp, tmp + ".wal"):
-                if os.path.exists(p):
-                    os.remove(p)
+            con.close()
+        with atomic_file(path) as tmp:
+            shutil.copyfile(built, tmp)
     return path, list(tables)
 
 
