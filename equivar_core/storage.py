@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -132,34 +132,81 @@ def list_tables(root: str) -> dict[str, str]:
     return out
 
 
+def table_files(root: str) -> dict[str, list[str]]:
+    """Table name -> its Parquet files (absolute paths, sorted), for every table with at least one file."""
+    root = os.path.abspath(root)
+    return {name: sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, name))
+                         for f in fs if f == "data.parquet")
+            for name in list_tables(root)}
+
+
 def _quoted(text: str) -> str:
     return text.replace("'", "''")
 
 
-#: statement types ``equivar sql`` runs (DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB)
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+#: statement types ``equivar sql`` runs (DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB); an EXPLAIN only of
+#: a SELECT
 READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+#: the query nodes of a read, in DuckDB's serialized parse tree (json_serialize_sql); anything else, such as a
+#: COPY, INSERT, UPDATE or DELETE inside a WITH clause (DuckDB parses ``WITH x AS (COPY ...) SELECT 1`` as a
+#: SELECT statement and runs the COPY), is refused
+READ_QUERY_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
+#: the options an ``EXPLAIN (...)`` may have
+_EXPLAIN_OPTIONS = ("analyze", "analyse", "format")
+_ALLOWED = "only read-only queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) are allowed"
+
+
+def _dataset(files: list[str]):
+    """The Parquet ``files`` of one table as one Arrow dataset: columns united by name (a column a file lacks
+    is null there), dictionary columns as their values (as DuckDB's ``read_parquet`` reads them)."""
+    import pyarrow.dataset as ds
+
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    schema = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                        for f in schema])
+    return ds.dataset(files, schema=schema, format="parquet")
 
 
 def open_catalog(root: str):
-    """A read-only DuckDB connection to the tables of ``root`` that can read nothing outside ``root``.
+    """A DuckDB connection to the tables of ``root`` that can neither read nor write any file.
+
+    DuckDB itself is left no file access at all: external access off with no allowed path or directory, no
+    temporary directory (a query that does not fit in memory fails instead of spilling), no extension
+    installed or loaded, no Python variables as tables, and its configuration locked, so that no statement
+    can give any of it back. (An allowed directory would not do: DuckDB lets a query write where it may
+    read, ``COPY ... TO`` included.) Each table comes in as an Arrow dataset over the table's Parquet files,
+    listed one by one (so no character of ``root`` is read as a glob), which pyarrow opens for reading only.
 
     The catalog file's views hold paths relative to ``root`` (a moved or copied folder reads its own
-    files; the DuckDB shell resolves them from the current directory, so run it inside the folder).
-    Here the same views are made in memory over ``root``'s absolute path, then external access is
-    turned off with ``root`` as the only allowed directory, extensions are neither installed nor
-    loaded, and the configuration is locked so that no statement can give any of it back.
+    files; the DuckDB shell resolves them from the current directory, so run it inside the folder); here
+    the tables are made from the folder itself, and the catalog file only has to exist.
     """
     import duckdb
 
     root = os.path.abspath(root)
     if not os.path.isfile(os.path.join(root, CATALOG)):
         raise FileNotFoundError(f"no catalog at {os.path.join(root, CATALOG)}")
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False})
+    con = duckdb.connect(":memory:", config={"temp_directory": "", "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False, "python_enable_replacements": False})
     try:
-        for name, glob in list_tables(root).items():
-            con.execute(view_sql(name, os.path.join(root, glob)))
-        con.execute(f"SET allowed_directories = ['{_quoted(root + os.sep)}']")
+        for name, files in table_files(root).items():
+            try:
+                con.register(name, _dataset(files))
+            except (OSError, pa.ArrowException) as exc:      # a corrupt or unreadable file: only this table fails
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                message = (f"table {name} has an unreadable file ({reason}): "
+                           f"run `equivar run --out {root}` to rebuild it")
+                error = f"error('{_quoted(message)}')"      # raised by any query that reads the table
+                con.execute(f"CREATE VIEW {_identifier(name)} AS SELECT {error} AS error FROM range(1) "
+                            f"WHERE {error} IS NULL")
+        # Turned off here, not in the configuration above: given there, DuckDB allows the database's own
+        # paths (<cwd>/:memory:, <cwd>/:memory:.wal, ...) and its temporary folder (<cwd>/.tmp/) for reading
+        # and writing.
+        con.execute("SET enable_progress_bar = false")     # it would print into the query's output
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except Exception:
@@ -168,19 +215,141 @@ def open_catalog(root: str):
     return con
 
 
-def read_only_query(con, query: str):
-    """Run exactly one SELECT (or EXPLAIN) statement on ``con``; returns a DataFrame.
+class ReadQuery(NamedTuple):
+    """A query :func:`check_read_only` accepted: its statement type and its text without a final ``;``."""
+    kind: str
+    text: str
 
-    Raises ``ValueError`` for anything else: several statements, COPY, ATTACH, SET, PRAGMA, INSTALL, DDL.
+
+def _tokens(text: str) -> list[tuple[str, str, int]]:
+    """DuckDB's tokens of ``text`` but comments: (text, kind, offset in ``text``'s UTF-8 bytes)."""
+    import duckdb
+
+    data = text.encode("utf-8")
+    raw = duckdb.tokenize(text)
+    out = []
+    for i, (start, kind) in enumerate(raw):
+        end = raw[i + 1][0] if i + 1 < len(raw) else len(data)
+        if kind.name != "comment":
+            out.append((data[start:end].decode("utf-8", "replace").strip(), kind.name, start))
+    return out
+
+
+def _without_final_semicolon(text: str) -> str:
+    tokens = _tokens(text)
+    if tokens and tokens[-1][0] == ";":
+        return text.encode("utf-8")[:tokens[-1][2]].decode("utf-8")
+    return text
+
+
+def _explained(text: str) -> str:
+    """The statement an EXPLAIN explains: ``text`` after ``EXPLAIN [ANALYZE] [(option, ...)]``.
+
+    Options are skipped only when every one is ANALYZE or FORMAT with a plain value; otherwise the
+    parenthesis is left in front of the statement (which then does not parse as a SELECT, and is refused).
     """
-    statements = con.extract_statements(query)
+    tokens = _tokens(text)
+    i = 1                                                   # tokens[0] is EXPLAIN
+    if i < len(tokens) and tokens[i][0].lower() in ("analyze", "analyse"):
+        i += 1
+    if i < len(tokens) and tokens[i][0] == "(":
+        j, options, expect_name = i + 1, True, True
+        while j < len(tokens) and tokens[j][0] != ")":
+            word, kind, _ = tokens[j]
+            if word == ",":
+                expect_name = True
+            elif kind not in ("keyword", "identifier", "string_const", "numeric_const") or (
+                    expect_name and word.lower() not in _EXPLAIN_OPTIONS):
+                options = False
+                break
+            else:
+                expect_name = False
+            j += 1
+        if options and j < len(tokens):
+            i = j + 1
+    if i >= len(tokens):
+        return ""
+    return text.encode("utf-8")[tokens[i][2]:].decode("utf-8")
+
+
+def _query_nodes(tree) -> set[str]:
+    """Every query node type in a serialized parse tree (a dict with a ``cte_map`` or a ``..._NODE`` type)."""
+    found = set()
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if isinstance(kind, str) and ("cte_map" in item or kind.endswith("_NODE")):
+                found.add(kind)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _check_select(con, text: str) -> None:
+    """Raise ``ValueError`` unless every query node of the SELECT statement ``text`` is a read."""
+    import json
+
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0])
+    if tree.get("error"):
+        raise ValueError(f"{_ALLOWED}; this one could not be checked ({tree.get('error_message')})")
+    bad = sorted(_query_nodes(tree) - READ_QUERY_NODES)
+    if bad:
+        names = ", ".join(b.removesuffix("_NODE").removesuffix("_QUERY") for b in bad)
+        raise ValueError(f"{_ALLOWED}, not {names} inside a query")
+
+
+def _statements(con, text: str) -> list[tuple[str, str]]:
+    """(type, text) of each statement DuckDB's parser finds in ``text``."""
+    out = []
+    for statement in con.extract_statements(text):
+        try:
+            kind = statement.type.name
+        except ValueError:                                  # a type the Python module has no name for
+            kind = "this statement"
+        out.append((kind, statement.query))
+    return out
+
+
+def check_read_only(con, query: str) -> ReadQuery:
+    """Accept only what DuckDB's own parser says is one read: a SELECT (WITH, DESCRIBE, SHOW and SUMMARIZE
+    are SELECTs to DuckDB) whose every query node is a read, or an EXPLAIN [ANALYZE] of one.
+
+    Raises ``ValueError`` for anything else: several statements, COPY, ATTACH, SET, PRAGMA, INSTALL, CALL,
+    PREPARE, EXECUTE, DDL, a COPY or INSERT inside a WITH clause, EXPLAIN ANALYZE of any of them (DuckDB's
+    ``duckdb.Error`` for what does not parse). The connection of :func:`open_catalog` could not write a
+    file even if a statement slipped through.
+    """
+    import duckdb
+
+    statements = _statements(con, query)
     if len(statements) != 1:
         raise ValueError(f"exactly one statement is allowed, got {len(statements)}")
-    kind = statements[0].type.name
+    kind, text = statements[0]
     if kind not in READ_ONLY_STATEMENTS:
-        raise ValueError(f"only read-only queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) are allowed, "
-                         f"not {kind}")
-    return con.execute(query).df()
+        raise ValueError(f"{_ALLOWED}, not {kind}")
+    text = _without_final_semicolon(text)
+    if kind == "EXPLAIN":
+        inner = _explained(text)
+        try:
+            kinds = [k for k, _ in _statements(con, inner)]
+        except duckdb.Error as exc:                         # what follows EXPLAIN (and its options) does not parse
+            kinds = [f"what does not parse alone ({str(exc).strip().splitlines()[0]})"]
+        if kinds != ["SELECT"]:
+            what = "nothing" if not kinds else kinds[0] if len(kinds) == 1 else f"{len(kinds)} statements"
+            raise ValueError(f"EXPLAIN is allowed only of a read-only query (SELECT, WITH, DESCRIBE, SHOW, "
+                             f"SUMMARIZE), not of {what}")
+        _check_select(con, inner)
+    else:
+        _check_select(con, text)
+    return ReadQuery(kind, text)
+
+
+def read_only_query(con, query: str):
+    """Run exactly one read-only query (see :func:`check_read_only`) on ``con``; returns a DataFrame."""
+    return con.execute(check_read_only(con, query).text).df()
 
 
 def view_sql(name: str, glob: str) -> str:
@@ -201,24 +370,28 @@ def writer_lock(root: str) -> Iterator[None]:
 
 
 def build_catalog(root: str) -> tuple[str, list[str]]:
-    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views."""
+    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views.
+
+    DuckDB builds it in a private temporary folder and the file is then copied in under a temporary name and
+    renamed: DuckDB misreads a database path with a ``?`` in it (its write-ahead log goes to another folder).
+    """
+    import tempfile
+
     import duckdb
 
     tables = list_tables(root)
     path = os.path.join(root, CATALOG)
-    with writer_lock(root):
-        tmp = atomic_path(path)
+    with writer_lock(root), tempfile.TemporaryDirectory(prefix="equivar-catalog-") as scratch:
+        built = os.path.join(scratch, CATALOG)
+        con = duckdb.connect(built)
         try:
-            con = duckdb.connect(tmp)
             con.execute(f"SET file_search_path = '{_quoted(os.path.abspath(root))}'")
             for name, glob in tables.items():
                 con.execute(view_sql(name, glob))
-            con.close()
-            os.replace(tmp, path)
         finally:
-            for p in (tmp, tmp + ".wal"):
-                if os.path.exists(p):
-                    os.remove(p)
+            con.close()
+        with atomic_file(path) as tmp:
+            shutil.copyfile(built, tmp)
     return path, list(tables)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from equivar_core.errors import EquivarError
@@ -95,17 +96,35 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         # each command's module is imported when it runs: `equivar sql` does not load Dagster or torch
-        return importlib.import_module(f".{args.command}", __name__).command(args)
+        code = importlib.import_module(f".{args.command}", __name__).command(args)
+        sys.stdout.flush()                      # a closed pipe shows here, not at exit
+        return code
     except EquivarError as exc:
         print(f"equivar: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("equivar: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                     # `equivar sql ... | head -1`: stop quietly, as `seq` does
+        _drop_stdout()
+        return 141
+    except MemoryError:
+        print("equivar: error: out of memory", file=sys.stderr)
+        return 1
     except OSError as exc:                      # a full disk, a folder taken away: one line, not a traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"equivar: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):               # stdout is not a file (tests capture it)
+        pass
 
 
 def _layers(text: str | None) -> list[str]:
