@@ -233,11 +233,15 @@ def _rgb8(im: Image.Image) -> np.ndarray:
 
 
 def readable(path: str) -> bool:
-    """Whether ``path`` opens as an image (its header only: cheap, no decoding)."""
+    """Whether ``path`` decodes as an image, as :func:`load_view` decodes it (a truncated file whose header
+    reads is not readable). The pre-run check stops at the first readable file, so it decodes one image."""
     try:
         with open_image(path) as im:
-            return im.size[0] > 0 and im.size[1] > 0
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            if im.size[0] < 1 or im.size[1] < 1:
+                return False
+            im.load()
+            return True
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError):
         return False
 
 

@@ -80,12 +80,12 @@ def command(args) -> int:
 
 
 def _validate(config, entry) -> None:
-    """Fail fast on bad input, before anything is written."""
+    """Fail fast on bad input, before anything is written: the settings first (cheap, no model loaded)."""
+    s = config.settings()                      # every setting within its declared range (RunSettings.validate)
     if config.device == "cuda":
         if not torch.cuda.is_available():
             raise EquivarError("--device cuda given but no CUDA device is available")
     check_loads(config, entry)
-    s = config.settings()
     views = plan_views(s.images, s.n_images, s.seed)
     if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
         raise EquivarError(f"none of the images listed in {s.images} exists")
