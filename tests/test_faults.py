@@ -353,6 +353,7 @@ def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, re
     r = equivar("run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
+    assert not [p for p in files_under(results) if ".tmp-" in p]      # the killed run's are removed
 
 
 @pytest.mark.parametrize("stage", ["natural activations (hue)", "materializing tuning", "materializing families"])
@@ -570,3 +571,95 @@ def test_sql_during_a_run_reads_complete_tables(results):
         answers.append((q.returncode, q.stdout.splitlines()[1:] if q.returncode == 0 else q.stderr))
     proc.wait(600)
     assert answers and all(code == 0 and int(rows[0]) > 0 for code, rows in answers), answers
+
+
+# -- one run per model, what killed runs and killed catalog writers leave ----------------------------------------
+
+def _run_in_process(out: str, capsys, *extra: str) -> tuple[int, str, str]:
+    from pipelines.cli import main
+
+    code = main(["run", "--out", out, *PLANTED, *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_second_run_of_the_model_is_refused_naming_the_first(results, capsys):
+    """While a run of a model holds its lock, another run of it in the same folder is refused in one line
+    naming the first's pid, exit 75, and writes nothing (before: both ran and one replaced the other)."""
+    from equivar_core.layout import Layout
+    from equivar_core.runlock import run_lock
+
+    before, hashes = files_under(results), table_hashes(results)
+    with run_lock(Layout(results, "planted").run_lock, "planted"):
+        code, _, err = _run_in_process(results, capsys)
+    lines = err.strip().splitlines()
+    assert code == 75 and len(lines) == 1 and f"pid {os.getpid()}" in lines[0], err
+    assert files_under(results) == before and table_hashes(results) == hashes
+    code, out, _ = _run_in_process(results, capsys)             # released on exit: the next run goes ahead
+    assert code == 0 and "nothing changed" in out
+
+
+def test_a_lock_whose_holder_was_killed_is_taken(tmp_path):
+    """The kernel drops a flock when its holder dies: a lock file left by kill -9 is never stale."""
+    from equivar_core.runlock import RunLocked, run_lock
+
+    path = str(tmp_path / "_locks" / "m.lock")
+    code = ("import sys, time; from equivar_core.runlock import run_lock\n"
+            "with run_lock(sys.argv[1], 'm'):\n    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"pid {proc.pid} "):
+            with run_lock(path, "m"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait(30)
+    with run_lock(path, "m") as locked:
+        assert locked and f"pid {os.getpid()} " in open(path).read()
+    assert open(path).read() == ""
+
+
+def test_leftover_temporary_files_of_the_model_are_removed_and_no_others(results, capsys):
+    """Temporary files a killed run of this model left (samples, table parts, its index entry, a catalog being
+    built) go at the start of its next run, under its lock; another model's stay (its run may be live)."""
+    mine = [os.path.join(results, "_artifacts", "model=planted", "activations", ".relu1.identity.samples.npy.tmp-0a1b2c3d"),
+            os.path.join(results, "tuning", "model=planted", "layer=relu1", ".data.parquet.tmp-0a1b2c3d"),
+            os.path.join(results, "_models", ".planted.json.tmp-0a1b2c3d"),
+            os.path.join(results, ".equivar.duckdb.tmp-0a1b2c3d"),
+            os.path.join(results, ".equivar.duckdb.tmp-0a1b2c3d.wal")]
+    others = [os.path.join(results, "_artifacts", "model=other", ".x.samples.npy.tmp-0a1b2c3d"),
+              os.path.join(results, "_models", ".other.json.tmp-0a1b2c3d")]
+    for p in mine + others:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        open(p, "wb").write(b"partial")
+    os.remove(os.path.join(results, "equivar.duckdb"))          # the catalog is rebuilt: its temporaries go too
+    code, _, err = _run_in_process(results, capsys)
+    assert code == 0, err
+    assert not [p for p in mine if os.path.exists(p)] and all(os.path.exists(p) for p in others)
+
+
+def test_a_stale_write_ahead_log_is_rebuilt_and_the_run_says_so(clean, results, capsys):
+    """A process that opened the catalog read-write and died leaves `equivar.duckdb.wal`, which DuckDB would
+    replay into the catalog: the next run rebuilds it from the tables, removes the log and says so; the run
+    after that has nothing to do (before: every run rebuilt it and said "done")."""
+    import duckdb
+
+    catalog = os.path.join(results, "equivar.duckdb")
+    other = str(results) + "-writer.duckdb"
+    shutil.copy(catalog, other)
+    con = duckdb.connect(other)
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("create or replace view families as select 42 as planted")
+    con.close()
+    os.replace(other + ".wal", catalog + ".wal")
+    code, _, err = _run_in_process(results, capsys)
+    assert code == 0 and "stale write-ahead log" in err and "rebuilding" in err, err
+    assert not os.path.exists(catalog + ".wal")
+    con = duckdb.connect(catalog, read_only=True)
+    assert "42" not in con.execute("select sql from duckdb_views() where view_name = 'families'").fetchone()[0]
+    con.close()
+    assert table_hashes(results) == clean[1]
+    code, out, _ = _run_in_process(results, capsys)
+    assert code == 0 and "nothing changed" in out
