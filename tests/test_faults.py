@@ -437,6 +437,60 @@ def test_unregistered_callable_partition_is_refused_without_importing(tmp_path):
     assert "tests.models_for_tests" not in sys.modules
 
 
+def test_an_index_entry_naming_code_is_run_only_when_its_user_signed_it(tmp_path, capsys, monkeypatch):
+    """`_models/<name>.json` is data anyone who can write the folder can write: an entry naming a callable that
+    this user's key did not sign (written by hand, or signed and then edited) is refused in one line by
+    `equivar run --name` and by the UI's partitions, without importing it; a built-in entry needs no signature."""
+    import json
+
+    from equivar_core import model_index, signing
+    from equivar_core.errors import EquivarError
+    from pipelines.cli import main
+    from pipelines.resources import EquivarConfig
+
+    out = str(tmp_path / "O")
+    model_index.register(out, model_index.ModelEntry(name="mine", model="equivar_core.planted:planted"))
+    assert model_index.lookup(out, "mine").model == "equivar_core.planted:planted"
+    signed = json.load(open(os.path.join(out, "_models", "mine.json")))
+    forged = {"by-hand": {"name": "by-hand", "model": "tests.models_for_tests:nan_net"},
+              "edited": {**signed, "name": "edited", "model": "tests.models_for_tests:nan_net"}}
+    for name, record in forged.items():
+        json.dump(record, open(os.path.join(out, "_models", f"{name}.json"), "w"))
+    json.dump({"name": "builtin", "model": "efficientnet_lite0"}, open(os.path.join(out, "_models", "builtin.json"), "w"))
+    assert model_index.lookup(out, "builtin").model == "efficientnet_lite0"
+    sys.modules.pop("tests.models_for_tests", None)
+    for name in forged:
+        code = main(["run", "--name", name, "--out", out, "--quiet"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and f"refusing model {name!r}" in lines[0], lines
+        with pytest.raises(EquivarError, match="register it again"):
+            EquivarConfig(out=out).entry(name)
+    assert "tests.models_for_tests" not in sys.modules
+    assert main(["models", "--out", out]) == 0
+    listing = capsys.readouterr().out
+    assert "by-hand  model=tests.models_for_tests:nan_net  (not signed" in listing
+    assert "mine  model=equivar_core.planted:planted\n" in listing
+    monkeypatch.setenv("EQUIVAR_CONFIG", str(tmp_path / "another-user"))       # another user: no key yet
+    with pytest.raises(EquivarError, match="refusing model 'mine'.*cannot be checked.*no model index signing key"):
+        model_index.lookup(out, "mine")
+    signing.signing_key()                                                       # ... then a key of their own
+    with pytest.raises(EquivarError, match="refusing model 'mine'.*key did not make"):
+        model_index.lookup(out, "mine")
+
+
+def test_the_signing_key_is_private(tmp_path, monkeypatch):
+    from equivar_core import signing
+    from equivar_core.errors import EquivarError
+
+    monkeypatch.setenv("EQUIVAR_CONFIG", str(tmp_path / "cfg"))
+    key = signing.signing_key()
+    assert len(key) == 64 and os.stat(signing.key_path()).st_mode & 0o777 == 0o600
+    assert signing.signing_key() == key                                         # made once
+    os.chmod(signing.key_path(), 0o644)
+    with pytest.raises(EquivarError, match="open to other users"):
+        signing.signing_key()
+
+
 def test_permanent_errors_are_not_retried(tmp_path):
     """An unknown partition fails once; the retry policy is for transient errors."""
     from dagster import DagsterInstance, materialize
