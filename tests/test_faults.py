@@ -179,6 +179,48 @@ def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path):
     assert not (tmp_path / "PAYLOAD-RAN").exists()
 
 
+#: bad input that used to end in a traceback or in silence, run in-process: (arguments, message fragment)
+ONE_LINE = {
+    "model_class_needing_arguments": (["run", *PLANTED[2:], "--model", "torch.nn:Conv2d"], "failed when called"),
+    "model_callable_that_exits": (["run", *PLANTED[2:], "--model", "builtins:exit"], "exited"),
+    "model_that_is_no_callable": (["run", *PLANTED[2:], "--model", "os:sep"], "not a callable"),
+    "brace_pattern_of_a_billion_shards": (["run", *PLANTED, "--images", "x-{000000000..999999999}.tar"],
+                                          "more than 100,000 shards"),
+    "workers_without_ray": (["run", *PLANTED, "--workers", "2"], ".[ray]"),
+    "report_model_name_too_long": (["report", "--model", "m" * 300], "too long"),
+    "report_models_folder_holding_a_stray_file": (["report"], "no results"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_LINE))
+def test_bad_input_that_was_a_traceback_is_one_line(case, tmp_path, capsys, monkeypatch):
+    from pipelines.cli import main
+
+    args, fragment = ONE_LINE[case]
+    out = tmp_path / "O"
+    if case == "workers_without_ray":
+        monkeypatch.setitem(sys.modules, "ray", None)          # as if the extra were not installed
+    if case.startswith("report_"):
+        (out / "models").mkdir(parents=True)
+        (out / "models" / "notes.txt").write_text("a stray file")
+    before = files_under(str(out)) if out.exists() else set()
+    code = main([*args, "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("equivar: error: "), (code, lines)
+    assert fragment in lines[0], lines[0]
+    assert (files_under(str(out)) if out.exists() else set()) == before
+
+
+def test_report_pictures_are_linked_by_url_quoted_names():
+    """Escaped names hold `%XX` (layer `a/b` -> `family_a%2Fb_0.png`): the link quotes it so a browser
+    asks for that file, not for `family_a/b_0.png`."""
+    from equivar_core.layout import Layout
+    from equivar_core.report import _src
+
+    png = Layout("/r", "m").family_picture("a/b", 0)
+    assert os.path.basename(png) == "family_a%2Fb_0.png" and _src(png) == "family_a%252Fb_0.png"
+
+
 def test_read_only_results_folder_is_one_line(tmp_path):
     """A results folder the run cannot write: by its permissions, or (for root, who ignores them) on a file
     system mounted read-only."""

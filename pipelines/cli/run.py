@@ -24,6 +24,7 @@ from ..definitions import build_definitions
 from ..fingerprints import catalog_problem, changed_assets, load_fingerprints, run_selection, save_fingerprints
 from ..partitions import add_model, check_loads
 from ..resources import CODE_VERSION, EquivarConfig
+from ..shards import require_ray
 from . import _layers
 from .common import _check_writable, _instance
 
@@ -105,6 +106,7 @@ def _validate(config, entry) -> None:
     if config.device == "cuda":
         if not torch.cuda.is_available():
             raise EquivarError("--device cuda given but no CUDA device is available")
+    require_ray(s.workers)
     check_loads(config, entry)
     views = plan_views(s.images, s.n_images, s.seed)
     if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
