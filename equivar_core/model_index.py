@@ -50,7 +50,10 @@ class ModelEntry:
 
 
 def _path(out: str, name: str) -> str:
-    return os.path.join(out, INDEX_DIR, safe_value(name) + ".json")
+    try:
+        return os.path.join(out, INDEX_DIR, safe_value(name) + ".json")
+    except ValueError as exc:                         # empty, or too long to be a file name
+        raise EquivarError(f"bad model name: {exc}") from None
 
 
 #: the key of an entry file that holds its signature (not a field of :class:`ModelEntry`)
