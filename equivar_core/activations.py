@@ -42,6 +42,7 @@ from torch import nn
 
 from .capture import capture
 from .images import ImageView, iter_batches
+from .limits import setting
 from .layout import moments_file, points_file, samples_file
 from .moments import GroupMoments
 from .storage import atomic_path, save_npy, save_npz
@@ -58,12 +59,15 @@ TRANSFORM_GROUPS = tuple(TRANSFORMS)
 class SweepSettings:
     """The transformed versions of every natural image."""
 
-    rotate: tuple[float, ...] = tuple(float(a) for a in range(30, 360, 30))
-    hflip: bool = True
-    hue: tuple[float, ...] = tuple(float(a) for a in range(30, 360, 30))
-    scale: tuple[float, ...] = (1.5, 2.0)
-    disc_radius: float = 0.6
-    grid: int = 20          # sample points: centres of a grid x grid partition of the image inside the disc
+    rotate: tuple[float, ...] = setting(tuple(float(a) for a in range(30, 360, 30)),   # degrees
+                                        low=0, high=360, low_open=True, high_open=True, nonempty=True)
+    hflip: bool = setting(True)
+    hue: tuple[float, ...] = setting(tuple(float(a) for a in range(30, 360, 30)),      # degrees of hue
+                                     low=0, high=360, low_open=True, high_open=True, nonempty=True)
+    scale: tuple[float, ...] = setting((1.5, 2.0), low=0, high=8, low_open=True, nonempty=True)
+    disc_radius: float = setting(0.6, low=0, high=1, low_open=True)   # of the half-width of the image
+    #: sample points: centres of a grid x grid partition of the image inside the disc
+    grid: int = setting(20, low=1, high=128)
 
     def group(self, name: str) -> list[Transform]:
         """The versions of one group: ``identity`` or a transform family."""

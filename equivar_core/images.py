@@ -73,21 +73,38 @@ def skimage_data_dir() -> str:
 TAR_MEMBER = "::"
 
 
-def expand_braces(pattern: str) -> list[str]:
+#: the most shard names a brace pattern may expand to (checked before any list is built)
+MAX_SHARDS = 100_000
+
+
+def expand_braces(pattern: str, limit: int = MAX_SHARDS) -> list[str]:
     """WebDataset's shard patterns: ``data-{000000..000009}.tar`` -> the ten names (zero padding kept);
-    ``{a,b}`` alternatives too; a pattern without braces is itself."""
+    ``{a,b}`` alternatives too; a pattern without braces is itself. A pattern that names more than ``limit``
+    shards is refused (:class:`EquivarError`) before their names are made."""
+    return _expand(pattern, pattern, limit)
+
+
+def _expand(pattern: str, original: str, limit: int) -> list[str]:
     m = re.search(r"\{([^{}]*)\}", pattern)
     if not m:
         return [pattern]
     head, tail, body = pattern[:m.start()], pattern[m.end():], m.group(1)
     span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    too_many = EquivarError(f"the shard pattern {original!r} names more than {limit:,} shards")
     if span:
         a, b = span.groups()
+        if int(b) - int(a) + 1 > limit:
+            raise too_many
         width = len(a) if a.startswith("0") else 0
         items = [str(i).zfill(width) for i in range(int(a), int(b) + 1)]
     else:
         items = body.split(",")
-    return [name for item in items for name in expand_braces(head + item + tail)]
+    names: list[str] = []
+    for item in items:
+        names += _expand(head + item + tail, original, limit)
+        if len(names) > limit:
+            raise too_many
+    return names
 
 
 def tar_shards(source: str) -> list[str] | None:
@@ -132,11 +149,25 @@ def _tar_members(shard: str) -> list[str]:
     return [f"{shard}{TAR_MEMBER}{name}" for name in _index_of(shard)]
 
 
+def _split_member(path: str) -> tuple[str, str] | None:
+    """``(shard, member)`` when ``path`` is ``SHARD::MEMBER`` (the part before a ``::`` is a file: the
+    shard), else None: a folder or file whose own name holds ``::`` is an ordinary path."""
+    if TAR_MEMBER not in path or os.path.exists(path):
+        return None
+    at = path.find(TAR_MEMBER)
+    while at >= 0:
+        if os.path.isfile(path[:at]):
+            return path[:at], path[at + len(TAR_MEMBER):]
+        at = path.find(TAR_MEMBER, at + 1)
+    return None
+
+
 def open_image(path: str):
     """``Image.open`` of a file, or of a tar member ``SHARD::MEMBER`` read from the shard in place."""
-    if TAR_MEMBER not in path:
+    split = _split_member(path)
+    if split is None:
         return Image.open(path)
-    shard, member = path.split(TAR_MEMBER, 1)
+    shard, member = split
     try:
         offset, size = _index_of(shard)[member]
     except (KeyError, EquivarError) as exc:
@@ -148,7 +179,8 @@ def open_image(path: str):
 
 def source_file(path: str) -> str:
     """The file on disk that holds an image path (the shard of a tar member)."""
-    return path.split(TAR_MEMBER, 1)[0]
+    split = _split_member(path)
+    return path if split is None else split[0]
 
 
 def list_image_files(source: str | None) -> list[str]:
@@ -233,11 +265,15 @@ def _rgb8(im: Image.Image) -> np.ndarray:
 
 
 def readable(path: str) -> bool:
-    """Whether ``path`` opens as an image (its header only: cheap, no decoding)."""
+    """Whether ``path`` decodes as an image, as :func:`load_view` decodes it (a truncated file whose header
+    reads is not readable). The pre-run check stops at the first readable file, so it decodes one image."""
     try:
         with open_image(path) as im:
-            return im.size[0] > 0 and im.size[1] > 0
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            if im.size[0] < 1 or im.size[1] < 1:
+                return False
+            im.load()
+            return True
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError):
         return False
 
 

@@ -14,6 +14,7 @@
     <out>/_artifacts/model=<m>/featurevis/<l>__<unit>__<sha>__s<steps>.png   cached feature visualizations
     <out>/report/<m>/index.html                                  the static report, and its pictures:
                      first_layer.png, family_<l>_<family>.png, circuit_<rank>.png
+    <out>/_locks/<m>.lock                                        held by the run of <m> in progress (its pid)
 
 Every model, layer, transform and table name enters a path through :func:`safe_value`
 (one reversible escaping rule), so two different names never share a file, and no name can leave the folder.
@@ -29,6 +30,8 @@ from urllib.parse import unquote
 
 #: the catalog's file name in a results folder
 CATALOG = "equivar.duckdb"
+#: the folder of run locks, one per model (:mod:`equivar_core.runlock`)
+LOCKS_DIR = "_locks"
 #: the longest escaped name stored as a folder or file name component (file systems allow 255 bytes)
 MAX_NAME_BYTES = 200
 
@@ -118,6 +121,23 @@ class Layout:
     def resolve(self, stored: str) -> str:
         """A path as a table stores it, resolved in this folder."""
         return os.path.join(self.out, stored)
+
+    @property
+    def run_lock(self) -> str:
+        """The lock a run of this model holds (:func:`equivar_core.runlock.run_lock`)."""
+        return os.path.join(self.out, LOCKS_DIR, f"{safe_value(self.model)}.lock")
+
+    def own_dirs(self) -> list[str]:
+        """Every folder that holds only this model's files and exists: its part of each table
+        (``<out>/<table>/model=<m>``), its artifacts and its report."""
+        mine = f"model={safe_value(self.model)}"
+        found = []
+        if os.path.isdir(self.out):
+            for name in sorted(os.listdir(self.out)):
+                d = os.path.join(self.out, name, mine)
+                if not name.startswith(".") and os.path.isdir(d):
+                    found.append(d)
+        return found + ([self.report] if os.path.isdir(self.report) else [])
 
     # -- one model's artifacts -------------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from urllib.parse import quote
 
 import matplotlib
 
@@ -28,7 +29,8 @@ from .basis import median_spacing  # noqa: E402
 from .capture import LayerGeometry, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
-from .layout import Layout, unescape  # noqa: E402
+from .errors import EquivarError  # noqa: E402
+from .layout import Layout, safe_value, unescape  # noqa: E402
 from .models.registry import load_model  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render_stimulus  # noqa: E402
@@ -319,6 +321,12 @@ def _family_summary(g: pd.DataFrame) -> str:
     return line
 
 
+def _src(path: str) -> str:
+    """A picture's file name as a link from index.html: URL-quoted, since escaped names hold ``%XX``
+    (a layer ``a/b`` is ``family_a%2Fb_0.png`` on disk, which a browser would read as ``a/b``)."""
+    return quote(os.path.basename(path))
+
+
 def build_report(out: str, model: str | None = None, featurevis: bool = False, featurevis_steps: int = 96,
                  max_families: int = 3, max_circuits: int = 10) -> str:
     """Write the report of ``model`` (default: the only or first model in ``out``); returns index.html's path.
@@ -329,10 +337,17 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     """
     models_dir = os.path.join(out, "models")
     if model is None:
-        names = sorted(unescape(d.split("=", 1)[1]) for d in os.listdir(models_dir)) if os.path.isdir(models_dir) else []
+        # the model folders of the models table (a stray file or folder beside them is no model)
+        found = os.listdir(models_dir) if os.path.isdir(models_dir) else []
+        names = sorted(unescape(d.split("=", 1)[1]) for d in found
+                       if d.startswith("model=") and os.path.isdir(os.path.join(models_dir, d)))
         if not names:
             raise FileNotFoundError(f"no results under {out}: run `equivar run` first")
         model = names[0]
+    try:
+        safe_value(model)
+    except ValueError as exc:
+        raise EquivarError(f"bad --model: {exc}") from None
     run = RunTables(out, model)
     if run["models"].empty:
         raise FileNotFoundError(f"no results for model {model} under {out}")
@@ -358,7 +373,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     if flw:
         pictures.append(flw)
         parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
-                     f"<img src='{os.path.basename(flw)}'>")
+                     f"<img src='{_src(flw)}'>")
     fam = run["families"]
     fv = {}
     if featurevis and len(fam):
@@ -378,7 +393,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
             png = family_gallery(run, layer, g, run.layout.family_picture(layer, f), fv)
             pictures.append(png)
             parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
-                         f"<img src='{os.path.basename(png)}'>")
+                         f"<img src='{_src(png)}'>")
         if len(ranked) > max_families:
             rest = ", ".join(f"{f} ({int(r.size)} {lf.loc[lf['family'] == f, 'transform'].iloc[0]})"
                              for f, r in ranked.iloc[max_families:].iterrows())
@@ -396,7 +411,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
             if png:
                 pictures.append(png)
                 parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
-                             f"<img src='{os.path.basename(png)}'>")
+                             f"<img src='{_src(png)}'>")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
             f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
             "img{max-width:100%;border:1px solid #ddd}</style></head><body>"

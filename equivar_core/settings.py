@@ -7,7 +7,9 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from .activations import SweepSettings
 from .errors import EquivarError
+from .families import WEIGHTINGS
 from .layout import Layout
+from .limits import check, setting
 from .models.registry import default_name
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
@@ -23,29 +25,33 @@ def default_out() -> str:
 
 @dataclass(frozen=True)
 class FamilySettings:
-    min_similarity: float = 0.7      # mean of shifted tuning similarity and transform score, for clustering
-    min_tuning_similarity: float = 0.6   # shifted tuning similarity a link needs on its own
-    min_spread: float = 20.0         # degrees; members closer than this are duplicates, not copies
-    tolerance: float = 20.0          # degrees, when matching a member to an expected place
-    min_partner_score: float = 0.4   # natural-image transform score needed to link two units
-    min_gain: float = 0.05           # ... and by how much it must beat their plain correlation
-    max_plain_correlation: float = 0.9   # above it natural images cannot test a link
-    min_invariant_similarity: float = 0.5   # curves the transform leaves in place must match
+    #: correlation-like thresholds lie in [-1, 1]; angles in degrees; shares in [0, 1]
+    min_similarity: float = setting(0.7, low=-1, high=1)   # mean of shifted tuning similarity and transform score
+    min_tuning_similarity: float = setting(0.6, low=-1, high=1)   # shifted tuning similarity a link needs alone
+    min_spread: float = setting(20.0, low=0, high=180)   # degrees; members closer than this are duplicates
+    tolerance: float = setting(20.0, low=0, high=180, low_open=True)   # degrees, matching a member to its place
+    min_partner_score: float = setting(0.4, low=-1, high=1)   # natural-image transform score to link two units
+    min_gain: float = setting(0.05, low=-1, high=1)   # ... and by how much it must beat their plain correlation
+    max_plain_correlation: float = setting(0.9, low=-1, high=1)   # above it natural images cannot test a link
+    min_invariant_similarity: float = setting(0.5, low=-1, high=1)   # curves the transform leaves in place
     #: ... for hue families: natural images confirm any colour unit's smooth colour (see
     #: scores.orbit_centred_scores), so how the colour is laid out in space must match more closely
-    min_hue_invariant_similarity: float = 0.75
-    min_agreement: float = 0.6       # share of sweep amounts where a member's best partner is the expected sibling
-    curve_weighting: str = "standardized"   # or "amplitude" (see families.shifted_similarity)
-    min_invariance: float = 0.8      # mean self score that makes a unit invariant (circuit targets)
-    pair_min_score: float = 0.5      # flip and scale pairs
-    pair_max_error_ratio: float = 0.5  # 1 - pair score must be at most this times 1 - self score
+    min_hue_invariant_similarity: float = setting(0.75, low=-1, high=1)
+    #: share of sweep amounts where a member's best partner is the expected sibling
+    min_agreement: float = setting(0.6, low=0, high=1)
+    curve_weighting: str = setting("standardized", choices=tuple(WEIGHTINGS))   # see families.shifted_similarity
+    min_invariance: float = setting(0.8, low=-1, high=1)   # mean self score that makes a unit invariant
+    pair_min_score: float = setting(0.5, low=-1, high=1)   # flip and scale pairs
+    #: 1 - pair score must be at most this times 1 - self score
+    pair_max_error_ratio: float = setting(0.5, low=0)
     #: a flip pair inside one rotation family is explained by rotation when the rotation its params imply
     #: scores at least its flip score less this (families.flip_relations)
-    mirror_margin: float = 0.05
+    mirror_margin: float = setting(0.05, low=0, high=2)
     #: two families of a layer are siblings when their members' curves agree across families at least this
     #: share of how well they agree inside the worse family (see families.relate_families)
-    sibling_similarity: float = 0.9
-    frequency_gap: float = 0.3       # median frequency index difference that makes siblings two spatial frequencies
+    sibling_similarity: float = setting(0.9, low=0, high=1)
+    #: median frequency index difference that makes siblings two spatial frequencies
+    frequency_gap: float = setting(0.3, low=0)
 
     def estimator_params(self, estimator, transform=None) -> dict:
         """The keyword parameters of a family estimator (``AngularFamilies``, ``PairFamilies``): the fields of
@@ -58,12 +64,15 @@ class FamilySettings:
 
 @dataclass(frozen=True)
 class CircuitSettings:
-    max_radius: int = 12             # source cells around the destination centre
-    all_units_max_pairs: int = 128 * 128   # store every unit pair up to this many, else family members only
-    delta_bin: float = 15.0          # degrees, for the weight-vs-relative-place profile
-    max_invariant_targets: int = 16  # most invariant units of a layer that equivariant -> invariant circuits test
-    null_draws: int = 32             # draws of the circuit scores' null (circuits.CircuitNull)
-    null_window: float = 0.1         # ... each from this share of the layer's units nearest in kernel norm
+    max_radius: int = setting(12, low=0, high=64)   # source cells around the destination centre
+    #: store every unit pair up to this many, else family members only
+    all_units_max_pairs: int = setting(128 * 128, low=0)
+    delta_bin: float = setting(15.0, low=1, high=180)   # degrees, for the weight-vs-relative-place profile
+    #: most invariant units of a layer that equivariant -> invariant circuits test
+    max_invariant_targets: int = setting(16, low=0)
+    null_draws: int = setting(32, low=2, high=1000)   # draws of the circuit scores' null (circuits.CircuitNull)
+    #: ... each from this share of the layer's units nearest in kernel norm
+    null_window: float = setting(0.1, low=0, high=1, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -76,17 +85,17 @@ class RunSettings:
     name: str | None = None
     layers: tuple[str, ...] = ()
     images: str | None = None
-    n_images: int = DEFAULT_N_IMAGES
+    n_images: int = setting(DEFAULT_N_IMAGES, low=1)
     out: str = field(default_factory=default_out)
     device: str = "auto"
-    batch_size: int = 16
-    seed: int = 0
+    batch_size: int = setting(16, low=1, high=4096)
+    seed: int = setting(0, low=0)
     step: int | None = None          # training step of the checkpoint in ``weights``, when known
     #: image shards run as Ray tasks (1: in this process); results do not depend on it
-    workers: int = 1
+    workers: int = setting(1, low=1)
     #: per-image activation samples are stored for this many images (the first); scores come from moments
     #: summed over all images, so a run's disk does not grow with the dataset
-    keep_samples: int = 1000
+    keep_samples: int = setting(1000, low=0)
     sweep: SweepSettings = SweepSettings()
     tuning: TuningSettings = TuningSettings()
     families: FamilySettings = FamilySettings()
@@ -125,7 +134,13 @@ class RunSettings:
                 sections = [f.name for f in fields(self) if is_dataclass(getattr(self, f.name))]
                 raise EquivarError(f"setting {key!r}: unknown section {path[0]!r}; sections: {', '.join(sections)}")
             out = _replaced(out, path, text.strip(), key.strip())
-        return out
+        return out.validate()
+
+    def validate(self) -> "RunSettings":
+        """These settings, if every field keeps the range, choices or non-emptiness declared beside its
+        default (:mod:`equivar_core.limits`); else one :class:`EquivarError` naming the field."""
+        check(self)
+        return self
 
 
 def _replaced(obj, path: list[str], text: str, key: str):
@@ -162,7 +177,9 @@ def _parsed(text: str, like, key: str):
             kind = type(like[0]) if like else float
             return tuple(_parsed(t.strip(), kind(), key) for t in text.split(",") if t.strip())
     except ValueError:
+        kind = type(like[0] if isinstance(like, tuple) and like else like).__name__
+        kind = {"int": "whole number", "bool": "true or false"}.get(kind, kind)
         raise EquivarError(f"setting {key!r}: {text!r} is not {'a list of ' if isinstance(like, tuple) else 'a '}"
-                           f"{type(like[0] if isinstance(like, tuple) and like else like).__name__}") from None
+                           f"{kind}") from None
     return text
 

@@ -25,22 +25,26 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .limits import setting
 from .transforms import hue_color
+
+#: every stimulus kind the renderer draws (:func:`_sweep`)
+KINDS = ("edge", "line", "grating", "curve", "high_low", "color_contrast", "center_surround", "circle")
 
 
 @dataclass(frozen=True)
 class StimulusSettings:
     """What to draw: sweep steps (degrees) and contrasts."""
 
-    orientation_step: float = 5.0
-    hue_step: float = 5.0
-    color_contrast_step: float = 15.0
-    contrast: float = 0.5        # Michelson contrast of luminance stimuli
-    chroma: float = 0.2          # distance from grey of coloured stimuli (RGB units)
-    n_phases: int = 4
-    n_circle_sizes: int = 8
-    kinds: tuple[str, ...] = ("edge", "line", "grating", "curve", "high_low",
-                              "color_contrast", "center_surround", "circle")
+    #: sweep steps divide the full turn: tuning curves are read as evenly spaced around it
+    orientation_step: float = setting(5.0, low=1, high=90, divides=360)
+    hue_step: float = setting(5.0, low=1, high=90, divides=360)
+    color_contrast_step: float = setting(15.0, low=1, high=90, divides=360)
+    contrast: float = setting(0.5, low=0, high=1, low_open=True)   # Michelson contrast of luminance stimuli
+    chroma: float = setting(0.2, low=0, high=0.5, low_open=True)   # distance from grey of coloured stimuli (RGB)
+    n_phases: int = setting(4, low=1, high=64)
+    n_circle_sizes: int = setting(8, low=1, high=64)
+    kinds: tuple[str, ...] = setting(KINDS, choices=KINDS, nonempty=True)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -28,6 +29,34 @@ def atomic_path(path: str) -> str:
     """A unique temporary name beside ``path`` (same folder, so rename is atomic)."""
     d, base = os.path.split(path)
     return os.path.join(d, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+#: the names :func:`atomic_path` makes (and DuckDB's write-ahead log of a temporary catalog)
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{8}(\.wal)?")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporary names."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def remove_temporaries(folders: list[str], prefix: str = "", recursive: bool = True) -> list[str]:
+    """Remove the temporary files (:func:`is_temporary`) in ``folders`` (and below, if ``recursive``) whose
+    names start with ``"." + prefix``: files that a killed writer left. Only call it while no live writer can
+    be using them (a run holds its model's run lock). Returns the files removed."""
+    removed = []
+    for folder in folders:
+        for d, subdirs, files in os.walk(folder):
+            if not recursive:
+                subdirs[:] = []
+            for f in files:
+                if is_temporary(f) and f.startswith("." + prefix):
+                    try:
+                        os.remove(os.path.join(d, f))
+                        removed.append(os.path.join(d, f))
+                    except FileNotFoundError:
+                        pass
+    return removed
 
 
 @contextmanager
@@ -372,9 +401,12 @@ def writer_lock(root: str) -> Iterator[None]:
 def build_catalog(root: str) -> tuple[str, list[str]]:
     """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views.
 
-    DuckDB builds it in a private temporary folder and the file is then copied in under a temporary name and
-    renamed: DuckDB misreads a database path with a ``?`` in it (its write-ahead log goes to another folder).
-    """
+    DuckDB builds it in a private temporary folder (it misreads a database path with a ``?`` in it: its
+    write-ahead log goes to another folder); the file is then copied in under a temporary name and renamed
+    over the old one. A write-ahead log beside the old one (``equivar.duckdb.wal``, left by a process that
+    opened it read-write and died) is removed first: it belongs to the old file, and beside the new one
+    DuckDB would replay it or refuse to open. Temporary catalogs of killed builders are removed too (under
+    the writer lock no live builder has one)."""
     import tempfile
 
     import duckdb
@@ -382,6 +414,7 @@ def build_catalog(root: str) -> tuple[str, list[str]]:
     tables = list_tables(root)
     path = os.path.join(root, CATALOG)
     with writer_lock(root), tempfile.TemporaryDirectory(prefix="equivar-catalog-") as scratch:
+        remove_temporaries([root], CATALOG, recursive=False)
         built = os.path.join(scratch, CATALOG)
         con = duckdb.connect(built)
         try:
@@ -392,6 +425,8 @@ def build_catalog(root: str) -> tuple[str, list[str]]:
             con.close()
         with atomic_file(path) as tmp:
             shutil.copyfile(built, tmp)
+            if os.path.exists(path + ".wal"):
+                os.remove(path + ".wal")
     return path, list(tables)
 
 

@@ -42,10 +42,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import TopImages
+from .activations import TOP_IMAGES, TopImages
 from .capture import LayerGeometry, canvas_size, capture
 from .families import circular_distance
 from .images import ImageView, load_view
+from .limits import setting
 from .transforms import TRANSFORMS
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ log = logging.getLogger(__name__)
 class RotationTestSettings:
     """The rotation test's sweep: angle step, images per driver, families per layer, forward batch."""
 
-    step: float = 10.0
-    curve_step: float = 5.0          # curve families: the Curve Detectors article's fine steps
-    top_k: int = 2
-    max_families: int = 2
-    batch_size: int = 64
-    tolerance: float = 15.0          # degrees: a peak this close to the expected angle passes (``chance``)
-    controls: bool = True            # also test matched units outside the family (``role = control``)
+    step: float = setting(10.0, low=1, high=90)          # degrees
+    curve_step: float = setting(5.0, low=1, high=90)     # curve families: the Curve Detectors article's fine steps
+    top_k: int = setting(2, low=1, high=TOP_IMAGES)      # a unit's strongest images kept (activations.TOP_IMAGES)
+    max_families: int = setting(2, low=1)
+    batch_size: int = setting(64, low=1, high=4096)
+    #: degrees: a peak this close to the expected angle passes (``chance``)
+    tolerance: float = setting(15.0, low=0, high=180)
+    controls: bool = setting(True)   # also test matched units outside the family (``role = control``)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .capture import LayerGeometry, canvas_size, capture
+from .limits import setting
 from .stimuli import StimulusSettings, render_all
 from .transforms import HueRotate, Rotate
 
@@ -53,12 +54,12 @@ GRIDS = ("color_contrast_grid", "curve_grid", "grating_grid")
 @dataclass(frozen=True)
 class TuningSettings:
     stimuli: StimulusSettings = StimulusSettings()
-    batch_size: int = 16
-    min_modulation: float = 0.3   # std units; flatter curves are "untuned"
-    symmetry: float = 0.8         # correlation that makes a curve 180- or 90-periodic
+    batch_size: int = setting(16, low=1, high=4096)
+    min_modulation: float = setting(0.3, low=0)   # std units; flatter curves are "untuned"
+    symmetry: float = setting(0.8, low=-1, high=1)   # correlation that makes a curve 180- or 90-periodic
     #: pass a picture the sweep shows twice (a line or grating turned by 180 degrees, a colour-contrast
     #: edge with its colours swapped; :func:`~equivar_core.stimuli.half_turn_twins`) through the model once
-    draw_twins_once: bool = True
+    draw_twins_once: bool = setting(True)
 
 
 def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size: int,

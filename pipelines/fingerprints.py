@@ -197,18 +197,32 @@ def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> lis
 
 def catalog_intact(out: str) -> bool:
     """Whether ``<out>/equivar.duckdb`` opens and lists its views."""
+    return catalog_problem(out) is None
+
+
+def catalog_problem(out: str) -> str | None:
+    """Why ``<out>/equivar.duckdb`` cannot be trusted (one line), or None when it opens and lists its views.
+
+    A write-ahead log beside it (``equivar.duckdb.wal``) is a problem of its own: equivar writes catalogs
+    under temporary names, so the log was left by another process that opened the catalog read-write and
+    did not close it, and DuckDB would replay it into whatever catalog now has that name (even a rebuilt
+    one)."""
     import duckdb
 
     path = os.path.join(out, CATALOG)
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.exists(path + ".wal"):
+        return f"a stale write-ahead log {CATALOG}.wal, left by a process that opened it read-write"
     try:
         con = duckdb.connect(path, read_only=True)
         try:
             con.execute("select count(*) from duckdb_views()").fetchone()
         finally:
             con.close()
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return None
 
 
 def run_selection(changed: list[str], siblings: dict[str, list[str]] | None = None) -> list[AssetKey]:

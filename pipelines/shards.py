@@ -12,17 +12,28 @@ with ``workers`` CPUs.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 
 from equivar_core.activations import shard_views
+from equivar_core.errors import EquivarError
 from equivar_core.settings import RunSettings
 from equivar_core.stages import sample_shard
 
 log = logging.getLogger("equivar_core.shards")
 
 
+def require_ray(workers: int) -> None:
+    """Raise :class:`EquivarError` naming the extra to install when ``workers`` > 1 needs Ray and it is
+    missing (found without importing it)."""
+    if workers > 1 and importlib.util.find_spec("ray") is None:
+        raise EquivarError(f"--workers {workers} runs image shards as Ray tasks, and Ray is not installed: "
+                           "pip install -e '.[ray]' (or run with --workers 1)")
+
+
 def _ray(workers: int):
+    require_ray(workers)
     import ray
 
     if not ray.is_initialized():

@@ -97,6 +97,19 @@ class PlantedRun:
                 setattr(self, name, value)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def equivar_config(tmp_path_factory):
+    """A private $EQUIVAR_CONFIG (the key that signs model index entries, equivar_core.signing) for the whole
+    session and the subprocesses it starts: tests never read or create the user's own key."""
+    old = os.environ.get("EQUIVAR_CONFIG")
+    os.environ["EQUIVAR_CONFIG"] = str(tmp_path_factory.mktemp("equivar-config"))
+    yield os.environ["EQUIVAR_CONFIG"]
+    if old is None:
+        os.environ.pop("EQUIVAR_CONFIG", None)
+    else:
+        os.environ["EQUIVAR_CONFIG"] = old
+
+
 @pytest.fixture(scope="session")
 def planted_runs(tmp_path_factory):
     """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members)."""

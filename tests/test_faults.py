@@ -179,6 +179,48 @@ def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path):
     assert not (tmp_path / "PAYLOAD-RAN").exists()
 
 
+#: bad input that used to end in a traceback or in silence, run in-process: (arguments, message fragment)
+ONE_LINE = {
+    "model_class_needing_arguments": (["run", *PLANTED[2:], "--model", "torch.nn:Conv2d"], "failed when called"),
+    "model_callable_that_exits": (["run", *PLANTED[2:], "--model", "builtins:exit"], "exited"),
+    "model_that_is_no_callable": (["run", *PLANTED[2:], "--model", "os:sep"], "not a callable"),
+    "brace_pattern_of_a_billion_shards": (["run", *PLANTED, "--images", "x-{000000000..999999999}.tar"],
+                                          "more than 100,000 shards"),
+    "workers_without_ray": (["run", *PLANTED, "--workers", "2"], ".[ray]"),
+    "report_model_name_too_long": (["report", "--model", "m" * 300], "too long"),
+    "report_models_folder_holding_a_stray_file": (["report"], "no results"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_LINE))
+def test_bad_input_that_was_a_traceback_is_one_line(case, tmp_path, capsys, monkeypatch):
+    from pipelines.cli import main
+
+    args, fragment = ONE_LINE[case]
+    out = tmp_path / "O"
+    if case == "workers_without_ray":
+        monkeypatch.setitem(sys.modules, "ray", None)          # as if the extra were not installed
+    if case.startswith("report_"):
+        (out / "models").mkdir(parents=True)
+        (out / "models" / "notes.txt").write_text("a stray file")
+    before = files_under(str(out)) if out.exists() else set()
+    code = main([*args, "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("equivar: error: "), (code, lines)
+    assert fragment in lines[0], lines[0]
+    assert (files_under(str(out)) if out.exists() else set()) == before
+
+
+def test_report_pictures_are_linked_by_url_quoted_names():
+    """Escaped names hold `%XX` (layer `a/b` -> `family_a%2Fb_0.png`): the link quotes it so a browser
+    asks for that file, not for `family_a/b_0.png`."""
+    from equivar_core.layout import Layout
+    from equivar_core.report import _src
+
+    png = Layout("/r", "m").family_picture("a/b", 0)
+    assert os.path.basename(png) == "family_a%2Fb_0.png" and _src(png) == "family_a%252Fb_0.png"
+
+
 def test_read_only_results_folder_is_one_line(tmp_path):
     """A results folder the run cannot write: by its permissions, or (for root, who ignores them) on a file
     system mounted read-only."""
@@ -353,6 +395,7 @@ def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, re
     r = equivar("run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
+    assert not [p for p in files_under(results) if ".tmp-" in p]      # the killed run's are removed
 
 
 @pytest.mark.parametrize("stage", ["natural activations (hue)", "materializing tuning", "materializing families"])
@@ -434,6 +477,60 @@ def test_unregistered_callable_partition_is_refused_without_importing(tmp_path):
     with pytest.raises(EquivarError, match="register it from a shell"):
         config.entry("tests.models_for_tests:nan_net")
     assert "tests.models_for_tests" not in sys.modules
+
+
+def test_an_index_entry_naming_code_is_run_only_when_its_user_signed_it(tmp_path, capsys, monkeypatch):
+    """`_models/<name>.json` is data anyone who can write the folder can write: an entry naming a callable that
+    this user's key did not sign (written by hand, or signed and then edited) is refused in one line by
+    `equivar run --name` and by the UI's partitions, without importing it; a built-in entry needs no signature."""
+    import json
+
+    from equivar_core import model_index, signing
+    from equivar_core.errors import EquivarError
+    from pipelines.cli import main
+    from pipelines.resources import EquivarConfig
+
+    out = str(tmp_path / "O")
+    model_index.register(out, model_index.ModelEntry(name="mine", model="equivar_core.planted:planted"))
+    assert model_index.lookup(out, "mine").model == "equivar_core.planted:planted"
+    signed = json.load(open(os.path.join(out, "_models", "mine.json")))
+    forged = {"by-hand": {"name": "by-hand", "model": "tests.models_for_tests:nan_net"},
+              "edited": {**signed, "name": "edited", "model": "tests.models_for_tests:nan_net"}}
+    for name, record in forged.items():
+        json.dump(record, open(os.path.join(out, "_models", f"{name}.json"), "w"))
+    json.dump({"name": "builtin", "model": "efficientnet_lite0"}, open(os.path.join(out, "_models", "builtin.json"), "w"))
+    assert model_index.lookup(out, "builtin").model == "efficientnet_lite0"
+    sys.modules.pop("tests.models_for_tests", None)
+    for name in forged:
+        code = main(["run", "--name", name, "--out", out, "--quiet"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and f"refusing model {name!r}" in lines[0], lines
+        with pytest.raises(EquivarError, match="register it again"):
+            EquivarConfig(out=out).entry(name)
+    assert "tests.models_for_tests" not in sys.modules
+    assert main(["models", "--out", out]) == 0
+    listing = capsys.readouterr().out
+    assert "by-hand  model=tests.models_for_tests:nan_net  (not signed" in listing
+    assert "mine  model=equivar_core.planted:planted\n" in listing
+    monkeypatch.setenv("EQUIVAR_CONFIG", str(tmp_path / "another-user"))       # another user: no key yet
+    with pytest.raises(EquivarError, match="refusing model 'mine'.*cannot be checked.*no model index signing key"):
+        model_index.lookup(out, "mine")
+    signing.signing_key()                                                       # ... then a key of their own
+    with pytest.raises(EquivarError, match="refusing model 'mine'.*key did not make"):
+        model_index.lookup(out, "mine")
+
+
+def test_the_signing_key_is_private(tmp_path, monkeypatch):
+    from equivar_core import signing
+    from equivar_core.errors import EquivarError
+
+    monkeypatch.setenv("EQUIVAR_CONFIG", str(tmp_path / "cfg"))
+    key = signing.signing_key()
+    assert len(key) == 64 and os.stat(signing.key_path()).st_mode & 0o777 == 0o600
+    assert signing.signing_key() == key                                         # made once
+    os.chmod(signing.key_path(), 0o644)
+    with pytest.raises(EquivarError, match="open to other users"):
+        signing.signing_key()
 
 
 def test_permanent_errors_are_not_retried(tmp_path):
@@ -570,3 +667,95 @@ def test_sql_during_a_run_reads_complete_tables(results):
         answers.append((q.returncode, q.stdout.splitlines()[1:] if q.returncode == 0 else q.stderr))
     proc.wait(600)
     assert answers and all(code == 0 and int(rows[0]) > 0 for code, rows in answers), answers
+
+
+# -- one run per model, what killed runs and killed catalog writers leave ----------------------------------------
+
+def _run_in_process(out: str, capsys, *extra: str) -> tuple[int, str, str]:
+    from pipelines.cli import main
+
+    code = main(["run", "--out", out, *PLANTED, *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_second_run_of_the_model_is_refused_naming_the_first(results, capsys):
+    """While a run of a model holds its lock, another run of it in the same folder is refused in one line
+    naming the first's pid, exit 75, and writes nothing (before: both ran and one replaced the other)."""
+    from equivar_core.layout import Layout
+    from equivar_core.runlock import run_lock
+
+    before, hashes = files_under(results), table_hashes(results)
+    with run_lock(Layout(results, "planted").run_lock, "planted"):
+        code, _, err = _run_in_process(results, capsys)
+    lines = err.strip().splitlines()
+    assert code == 75 and len(lines) == 1 and f"pid {os.getpid()}" in lines[0], err
+    assert files_under(results) == before and table_hashes(results) == hashes
+    code, out, _ = _run_in_process(results, capsys)             # released on exit: the next run goes ahead
+    assert code == 0 and "nothing changed" in out
+
+
+def test_a_lock_whose_holder_was_killed_is_taken(tmp_path):
+    """The kernel drops a flock when its holder dies: a lock file left by kill -9 is never stale."""
+    from equivar_core.runlock import RunLocked, run_lock
+
+    path = str(tmp_path / "_locks" / "m.lock")
+    code = ("import sys, time; from equivar_core.runlock import run_lock\n"
+            "with run_lock(sys.argv[1], 'm'):\n    print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"pid {proc.pid} "):
+            with run_lock(path, "m"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait(30)
+    with run_lock(path, "m") as locked:
+        assert locked and f"pid {os.getpid()} " in open(path).read()
+    assert open(path).read() == ""
+
+
+def test_leftover_temporary_files_of_the_model_are_removed_and_no_others(results, capsys):
+    """Temporary files a killed run of this model left (samples, table parts, its index entry, a catalog being
+    built) go at the start of its next run, under its lock; another model's stay (its run may be live)."""
+    mine = [os.path.join(results, "_artifacts", "model=planted", "activations", ".relu1.identity.samples.npy.tmp-0a1b2c3d"),
+            os.path.join(results, "tuning", "model=planted", "layer=relu1", ".data.parquet.tmp-0a1b2c3d"),
+            os.path.join(results, "_models", ".planted.json.tmp-0a1b2c3d"),
+            os.path.join(results, ".equivar.duckdb.tmp-0a1b2c3d"),
+            os.path.join(results, ".equivar.duckdb.tmp-0a1b2c3d.wal")]
+    others = [os.path.join(results, "_artifacts", "model=other", ".x.samples.npy.tmp-0a1b2c3d"),
+              os.path.join(results, "_models", ".other.json.tmp-0a1b2c3d")]
+    for p in mine + others:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        open(p, "wb").write(b"partial")
+    os.remove(os.path.join(results, "equivar.duckdb"))          # the catalog is rebuilt: its temporaries go too
+    code, _, err = _run_in_process(results, capsys)
+    assert code == 0, err
+    assert not [p for p in mine if os.path.exists(p)] and all(os.path.exists(p) for p in others)
+
+
+def test_a_stale_write_ahead_log_is_rebuilt_and_the_run_says_so(clean, results, capsys):
+    """A process that opened the catalog read-write and died leaves `equivar.duckdb.wal`, which DuckDB would
+    replay into the catalog: the next run rebuilds it from the tables, removes the log and says so; the run
+    after that has nothing to do (before: every run rebuilt it and said "done")."""
+    import duckdb
+
+    catalog = os.path.join(results, "equivar.duckdb")
+    other = str(results) + "-writer.duckdb"
+    shutil.copy(catalog, other)
+    con = duckdb.connect(other)
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("create or replace view families as select 42 as planted")
+    con.close()
+    os.replace(other + ".wal", catalog + ".wal")
+    code, _, err = _run_in_process(results, capsys)
+    assert code == 0 and "stale write-ahead log" in err and "rebuilding" in err, err
+    assert not os.path.exists(catalog + ".wal")
+    con = duckdb.connect(catalog, read_only=True)
+    assert "42" not in con.execute("select sql from duckdb_views() where view_name = 'families'").fetchone()[0]
+    con.close()
+    assert table_hashes(results) == clean[1]
+    code, out, _ = _run_in_process(results, capsys)
+    assert code == 0 and "nothing changed" in out

@@ -112,6 +112,48 @@ def test_brace_patterns_expand_like_webdataset():
     assert expand_braces("plain.tar") == ["plain.tar"]
 
 
+def test_a_huge_brace_pattern_is_refused_before_its_names_are_made():
+    import time
+
+    from equivar_core.images import expand_braces
+
+    t0 = time.time()
+    for pattern in ("x-{000000000..999999999}.tar", "x-{0..999}-{0..999}.tar"):
+        with pytest.raises(EquivarError, match="more than 100,000 shards"):
+            expand_braces(pattern)
+    assert time.time() - t0 < 5
+
+
+def test_a_folder_whose_name_holds_double_colons_is_a_folder(tmp_path):
+    """`::` marks a tar member only after a file (the shard): a folder `co::lon` holds ordinary images, and a
+    shard in it still lists its members."""
+    import tarfile
+
+    from equivar_core.images import readable, source_file
+
+    folder = tmp_path / "co::lon"
+    folder.mkdir()
+    _write(folder / "a.png")
+    files = list_image_files(str(folder))
+    assert files == [str(folder / "a.png")] and source_file(files[0]) == files[0] and readable(files[0])
+    assert load_view(ImageView(0, files[0]), 16) is not None
+    shard = folder / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(str(folder / "a.png"), arcname="b::c.png")
+    members = list_image_files(str(shard))
+    assert members == [f"{shard}::b::c.png"] and source_file(members[0]) == str(shard) and readable(members[0])
+
+
+def test_a_truncated_jpeg_is_not_readable(tmp_path):
+    from equivar_core.images import readable
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "t.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert not readable(str(tmp_path / "t.jpg"))
+    assert load_view(ImageView(0, str(tmp_path / "t.jpg")), 16) is None
+
+
 def test_tar_shards_are_read_in_place_and_equal_the_files(tmp_path):
     """A folder of shards, a brace pattern and one shard list the same members; each member loads exactly
     as the file it was made from, and nothing is unpacked."""

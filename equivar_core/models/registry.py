@@ -225,10 +225,31 @@ def _user_factory(spec: str):
         return getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as exc:
         raise EquivarError(f"cannot import model {spec!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:      # the module's own code failed (or exited) as it was imported
+        raise EquivarError(f"cannot import model {spec!r}: importing {mod_name} raised {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _call_user_factory(spec: str) -> nn.Module:
-    module = _user_factory(spec)()
+    """Call the no-argument callable ``spec`` names; whatever it raises, or an exit it asks for (e.g.
+    ``builtins:exit``), is one :class:`EquivarError`."""
+    factory = _user_factory(spec)
+    if not callable(factory):
+        raise EquivarError(f"model {spec!r} is a {type(factory).__name__}, not a callable that returns a "
+                           "torch.nn.Module")
+    try:
+        module = factory()
+    except EquivarError:
+        raise
+    except SystemExit as exc:
+        raise EquivarError(f"model {spec!r} exited (code {exc.code}) when called instead of returning a "
+                           "torch.nn.Module") from None
+    except Exception as exc:
+        raise EquivarError(f"model {spec!r} failed when called with no arguments: {_one_line(exc)}") from None
     if not isinstance(module, nn.Module):
         raise EquivarError(f"model {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     return module

@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         code = importlib.import_module(f".{args.command}", __name__).command(args)
         sys.stdout.flush()                      # a closed pipe shows here, not at exit
         return code
-    except EquivarError as exc:
+    except EquivarError as exc:                 # bad input: exit 2 (a busy model: 75, see equivar_core.runlock)
         print(f"equivar: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("equivar: interrupted", file=sys.stderr)
         return 130

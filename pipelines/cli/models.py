@@ -7,7 +7,7 @@ import os
 
 from equivar_core.capture import layer_geometry
 from equivar_core.layer_info import inspect_layers
-from equivar_core.model_index import ModelEntry, registered
+from equivar_core.model_index import ModelEntry, registered_trust
 from equivar_core.models.registry import BUILTINS, load_model
 from equivar_core.settings import default_out
 
@@ -32,11 +32,13 @@ def _models(args) -> int:
     print("timm:NAME\n  any timm architecture (needs timm); weights from --weights PATH or timm's local cache")
     print("package.module:callable\n  any torch.nn.Module returned by a no-argument callable")
     out = os.path.abspath(args.out or default_out())
-    entries = registered(out)
+    entries = registered_trust(out)
     if entries:
         print(f"\nregistered in {out}:")
-        for e in entries:
+        for e, ok in entries:
             extra = (f" weights={e.weights}" if e.weights else "") + (f" step={e.step}" if e.step is not None else "")
+            if not ok:
+                extra += "  (not signed by your key: refused; `equivar models add` it again if you trust it)"
             print(f"{e.name}  model={e.model}{extra}")
     return 0
 

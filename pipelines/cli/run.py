@@ -13,14 +13,18 @@ import torch
 
 from equivar_core.errors import EquivarError
 from equivar_core.images import plan_views, readable, source_file
-from equivar_core.model_index import ModelEntry, lookup
+from equivar_core.layout import Layout, safe_value
+from equivar_core.model_index import INDEX_DIR, ModelEntry, lookup
+from equivar_core.runlock import run_lock
 from equivar_core.settings import DEFAULT_MODEL, default_out
+from equivar_core.storage import remove_temporaries
 
 from ..assets import GRAPH, SIBLINGS
 from ..definitions import build_definitions
-from ..fingerprints import catalog_intact, changed_assets, load_fingerprints, run_selection, save_fingerprints
+from ..fingerprints import catalog_problem, changed_assets, load_fingerprints, run_selection, save_fingerprints
 from ..partitions import add_model, check_loads
 from ..resources import CODE_VERSION, EquivarConfig
+from ..shards import require_ray
 from . import _layers
 from .common import _check_writable, _instance
 
@@ -42,7 +46,19 @@ def command(args) -> int:
     entry = ModelEntry(name=config.default_partition, model=config.model, weights=weights, step=step,
                        layers=tuple(layers))
     _validate(config, entry)
+    layout = Layout(out, entry.name)
+    with run_lock(layout.run_lock, f"{entry.name} in {out}") as locked:
+        return _locked_run(args, config, entry, layout, locked)
+
+
+def _locked_run(args, config, entry, layout, locked: bool) -> int:
+    """The run, holding the model's run lock (``locked``: False where the file system has no locks)."""
     handler = _Progress()
+    if locked:                             # no live writer of this model: what a killed run left can go
+        left = remove_temporaries(layout.own_dirs()) + remove_temporaries(
+            [os.path.join(layout.out, INDEX_DIR)], safe_value(entry.name) + ".json", recursive=False)
+        if left and not args.quiet:
+            print(f"removed {len(left)} temporary file(s) an interrupted run of {entry.name} left", file=sys.stderr)
     loggers = [logging.getLogger("equivar_core"), logging.getLogger("equivar")]
     if not args.quiet:
         for lg in loggers:
@@ -55,10 +71,15 @@ def command(args) -> int:
             changed, fingerprints = changed_assets(s, CODE_VERSION, GRAPH)
             if args.force:
                 changed = list(fingerprints)
-            if not changed and catalog_intact(s.out):
+            problem = catalog_problem(s.out)
+            if not changed and problem is None:
                 print(f"nothing changed: {s.model_name} is up to date in {s.layout.catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
+            if problem is not None and problem != "missing":
+                # said even with --quiet: the user may have had it open, or seen it fail to open
+                print(f"equivar: the catalog {s.layout.catalog} cannot be used ({problem}): rebuilding it from "
+                      "the tables", file=sys.stderr)
             # forget what is about to be rewritten first: a run killed half-way must never leave tables of
             # two settings reported up to date (the next run recomputes whatever has no fingerprint)
             save_fingerprints(s, {k: v for k, v in load_fingerprints(s).items() if k not in changed})
@@ -80,12 +101,13 @@ def command(args) -> int:
 
 
 def _validate(config, entry) -> None:
-    """Fail fast on bad input, before anything is written."""
+    """Fail fast on bad input, before anything is written: the settings first (cheap, no model loaded)."""
+    s = config.settings()                      # every setting within its declared range (RunSettings.validate)
     if config.device == "cuda":
         if not torch.cuda.is_available():
             raise EquivarError("--device cuda given but no CUDA device is available")
+    require_ray(s.workers)
     check_loads(config, entry)
-    s = config.settings()
     views = plan_views(s.images, s.n_images, s.seed)
     if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
         raise EquivarError(f"none of the images listed in {s.images} exists")
