@@ -26,12 +26,13 @@ of 90 degrees.
 A score needs a baseline: kernels between units of a layer can be alike for
 reasons that have nothing to do with the families (every member sends a
 similar blob; a hue transform does not move kernels at all). The null
-(:class:`CircuitNull`) keeps every transformed source kernel ``T_t(W[b, a])``
-and replaces the member it is compared with, ``b'`` (or, into an invariant
-unit, the source member ``a'``), by a random unit of the same layer whose
-kernel norm is close to that member's; ``null_mean`` and ``null_sd`` are the
-scores' mean and spread over ``draws`` such draws, and ``z`` the real score's
-distance from them in null standard deviations.
+(:class:`CircuitNull`) scores the same source family, with the same member
+pairs and amounts, into stand-ins for the destination members: each member
+(or the invariant unit) is replaced by a random unit of the destination
+layer whose kernel norm is close to its own, on both sides of the
+comparison (``T_t(W[s(b), a])`` against ``W[s(b'), a']``); ``null_mean`` and
+``null_sd`` are the scores' mean and spread over ``draws`` such draws, and
+``z`` the real score's distance from them in null standard deviations.
 """
 
 from __future__ import annotations
@@ -202,51 +203,62 @@ def probe_size(input_size: int, src_stride: float, dst_stride: float, max_radius
 
 
 def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, transform: str, period: float,
-                           null: "CircuitNull | None" = None) -> np.ndarray:
+                           null: "CircuitNull | None" = None, kernels: "SourceKernels | None" = None
+                           ) -> np.ndarray:
     """Equivariant -> invariant circuit equivariance of one source family into each destination row.
 
     For every ordered pair of members (a, a') with t = param(a') - param(a), ``W(a' -> c)`` should equal
     ``T_t(W(a -> c))``; the Pearson correlation of the two sides over all pairs and kernel positions in
-    the central disc, for each destination c at once (``family_equivariance(..., invariant=True)`` for
-    one destination, vectorized). With ``null`` the result is D x 3: the score, and the null's mean and
-    standard deviation (``a'`` replaced by random source units of similar kernel norm into c).
+    the central disc, for each destination c (``family_equivariance(..., invariant=True)`` per row, from
+    one :class:`SourceKernels`). With ``null`` the result is D x 3: the score, and the null's mean and
+    standard deviation (c replaced by random destination units of similar kernel norm).
     """
-    src_units, src_params = np.asarray(src_units, int), np.asarray(src_params, float)
     dst_rows = np.asarray(dst_rows, int)
-    i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
-    if not len(i) or not len(dst_rows):
+    if len(src_units) < 2 or not len(dst_rows):
         return np.full((len(dst_rows), 3) if null else len(dst_rows), np.nan)
-    T = TRANSFORMS[transform]
-    t = T.relative(src_params[i], src_params[j], period)
-    wt = torch.as_tensor(w[dst_rows]).float()                          # D x C_src x k x k
-    source = wt[:, src_units[i]]                                        # D x pairs x k x k
-    k = source.shape[-1]
-    source = T.act_on_kernels(source.reshape(-1, k, k), np.tile(t, len(dst_rows))).reshape(source.shape)
-    mask = disc_mask(w.shape[-1])
-    x = source[..., mask].reshape(len(dst_rows), -1).double()
-    r = _pearson(x, wt[:, src_units[j]][..., mask].reshape(len(dst_rows), -1).double())
+    kernels = kernels or SourceKernels.of(w, src_units, src_params, transform, period)
+    out = [family_equivariance(w, src_units, src_params, [c], [0.0], transform, period, period, invariant=True,
+                               null=null, kernels=kernels) for c in dst_rows]
     if null is None:
-        return r.numpy()
-    norms = np.linalg.norm(w[dst_rows].reshape(len(dst_rows), w.shape[1], -1), axis=-1)   # D x C_src
-    pool = np.setdiff1d(np.arange(w.shape[1]), src_units)
-    out = np.empty((len(dst_rows), 3))
-    for d in range(len(dst_rows)):                     # one destination at a time: draws x pairs kernels
-        drawn = null.draw(src_units, pool, norms[d])
-        if drawn is None:
-            out[d] = r[d], np.nan, np.nan
-            continue
-        drawn = drawn[:, j]
-        y = wt[d, torch.as_tensor(drawn)][..., mask].reshape(null.draws, -1).double()
-        r_null = _pearson(x[d][None].expand(null.draws, -1), y).numpy()
-        out[d] = r[d], np.mean(r_null), np.std(r_null, ddof=1)
-    return out
+        return np.array([o[0] for o in out])
+    return np.array([(o[0], o[2], o[3]) for o in out])
+
+
+@dataclass
+class SourceKernels:
+    """One source family's kernels into every destination row of ``w``, inside the central disc, for each
+    ordered pair p = (a_i, a_j) of its members: ``x[r, p] = T_t(W[r, a_i])`` (t = param(a_j) - param(a_i))
+    and ``y[r, p] = W[r, a_j]``. Every score of the family (into each destination family, each invariant
+    unit, and the null's stand-ins) gathers from these, so each kernel is transformed once."""
+
+    i: np.ndarray                   # P: index of a_i among the members
+    j: np.ndarray                   # P: index of a_j
+    t: np.ndarray                   # P: the amounts
+    x: torch.Tensor                 # R x P x m
+    y: torch.Tensor                 # R x P x m
+    norms: np.ndarray               # R: each row's kernel norm over the family's members
+
+    @classmethod
+    def of(cls, w: np.ndarray, src_units, src_params, transform: str, period: float) -> "SourceKernels":
+        src_units, src_params = np.asarray(src_units, int), np.asarray(src_params, float)
+        T = TRANSFORMS[transform]
+        i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
+        t = T.relative(src_params[i], src_params[j], period).astype(float)
+        wt = torch.as_tensor(w).float()
+        rows, k = wt.shape[0], wt.shape[-1]
+        mask = disc_mask(k)
+        source = T.act_on_kernels(wt[:, src_units[i]].reshape(-1, k, k), np.tile(t, rows))
+        x = source.reshape(rows, len(i), k, k)[..., mask]
+        y = wt[:, src_units[j]][..., mask]
+        norms = np.linalg.norm(w[:, src_units].reshape(rows, -1), axis=1)
+        return cls(i, j, t, x, y, norms)
 
 
 @dataclass
 class CircuitNull:
-    """How the circuit scores' null is drawn (see the module docstring): ``draws`` draws, each replacing a
-    member by a unit picked at random among the ``window`` share (at least 4) of the layer's other units
-    nearest to it in kernel norm, from ``rng``."""
+    """How the circuit scores' null is drawn (see the module docstring): ``draws`` draws, each replacing every
+    destination member by a unit picked at random among the ``window`` share (at least 4) of the layer's
+    other units nearest to it in kernel norm, from ``rng``."""
 
     draws: int
     window: float
@@ -269,7 +281,8 @@ class CircuitNull:
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last axis (NaN where either side is constant)."""
+    """Pearson correlation along the last axis, in float64 (NaN where either side is constant)."""
+    x, y = x.double(), y.double()
     x, y = x - x.mean(-1, keepdim=True), y - y.mean(-1, keepdim=True)
     denom = torch.sqrt((x * x).sum(-1) * (y * y).sum(-1))
     return torch.where(denom > 0, (x * y).sum(-1) / denom.clamp_min(1e-300), torch.full_like(denom, float("nan")))
@@ -288,35 +301,37 @@ def disc_mask(size: int) -> torch.Tensor:
 
 def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_params, transform: str,
                         period_src: float, period_dst: float, tolerance: float = 20.0,
-                        invariant: bool = False, null: CircuitNull | None = None) -> tuple:
+                        invariant: bool = False, null: CircuitNull | None = None,
+                        kernels: SourceKernels | None = None) -> tuple:
     """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs; with
-    ``null`` also the null's mean and standard deviation (``b'`` replaced by random destination units of
-    similar kernel norm: :class:`CircuitNull`; NaN where no other unit is connected).
+    ``null`` also the null's mean and standard deviation (every destination member replaced by a random
+    destination unit of similar kernel norm, :class:`CircuitNull`; NaN where no other unit is connected).
 
-    ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family.
-    With ``invariant`` the destination units are each invariant to the transform (equivariant ->
-    invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
+    ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family
+    (destination units are rows of ``w``). With ``invariant`` the destination units are each invariant to
+    the transform (equivariant -> invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
+    ``kernels``: the source family's :class:`SourceKernels` when the caller scores it against many families.
 
     Members are matched by place on the family's circle (angular transforms) or as the other member of a
     pair (flips). Scale pairs have no circle (their period is infinite) and matching them across layers is
     not defined: unless ``invariant``, they give ``(nan, 0)``.
     """
     none = (float("nan"), 0) if null is None else (float("nan"), 0, float("nan"), float("nan"))
-    src_units, dst_units = np.asarray(src_units), np.asarray(dst_units)
-    src_params, dst_params = np.asarray(src_params, float), np.asarray(dst_params, float)
+    dst_units = np.asarray(dst_units, int)
+    dst_params = np.asarray(dst_params, float)
     T = TRANSFORMS[transform]
     n_src, n_dst = len(src_units), len(dst_units)
     if n_src < 2 or n_dst == 0 or not (invariant or T.angular or T.involution):
         return none
-    i, j = np.nonzero(~np.eye(n_src, dtype=bool))                   # every ordered pair a -> a2 of the source
-    t = T.relative(src_params[i], src_params[j], period_src).astype(float)
+    kernels = kernels or SourceKernels.of(w, src_units, src_params, transform, period_src)
+    t = kernels.t
     k = np.arange(n_dst)
     if invariant:                                                   # b' = b
-        partner = np.broadcast_to(k, (len(i), n_dst))
+        partner = np.broadcast_to(k, (len(t), n_dst))
     elif T.involution:                                              # a flip pair: b's partner is the other member
         if n_dst < 2:
             return none
-        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(i), n_dst))
+        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(t), n_dst))
     else:                                                           # the member nearest b's param moved by t
         target = np.mod(dst_params[None, :, None] + t[:, None, None], period_dst)
         d = np.mod(dst_params[None, None, :] - target, period_dst)
@@ -326,21 +341,16 @@ def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_par
     pair, b_idx = np.nonzero(keep)                                  # quads (b, a, b2, a2, t)
     if not len(pair):
         return none
-    b, a = dst_units[b_idx].astype(int), src_units[i[pair]].astype(int)
-    b2, a2 = dst_units[partner[keep]].astype(int), src_units[j[pair]].astype(int)
-    wt = torch.as_tensor(w)
-    mask = disc_mask(w.shape[-1])
-    x = T.act_on_kernels(wt[b, a], torch.as_tensor(t[pair]))[:, mask].flatten().double()
-    score = float(_pearson(x, wt[b2, a2].float()[:, mask].flatten().double()))
+    b2_idx = partner[keep]
+    score = float(_pearson(kernels.x[dst_units[b_idx], pair].flatten(),
+                           kernels.y[dst_units[b2_idx], pair].flatten()))
     if null is None:
         return score, len(pair)
-    # the null: each b2 replaced by a random unit of similar kernel norm (over the source members)
-    norms = np.linalg.norm(w[:, src_units.astype(int)].reshape(len(w), -1), axis=1)
-    pool = np.setdiff1d(np.arange(len(w)), dst_units.astype(int))
-    drawn = null.draw(dst_units.astype(int), pool, norms)
+    pool = np.setdiff1d(np.arange(len(kernels.norms)), dst_units)
+    drawn = null.draw(dst_units, pool, kernels.norms)               # draws x members
     if drawn is None:
         return score, len(pair), float("nan"), float("nan")
-    drawn = drawn[:, partner[keep]]                                                  # draws x quads
-    y = wt[torch.as_tensor(drawn), torch.as_tensor(a2)[None]].float()[..., mask].reshape(null.draws, -1).double()
-    r_null = _pearson(x[None].expand(null.draws, -1), y).numpy()
-    return score, len(pair), float(np.mean(r_null)), float(np.std(r_null, ddof=1))
+    x = kernels.x[torch.as_tensor(drawn[:, b_idx]), torch.as_tensor(pair)[None]].flatten(1)
+    y = kernels.y[torch.as_tensor(drawn[:, b2_idx]), torch.as_tensor(pair)[None]].flatten(1)
+    r_null = _pearson(x, y).numpy()
+    return score, len(pair), float(np.nanmean(r_null)), float(np.nanstd(r_null, ddof=1))

@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from ..circuits import (CircuitNull, NotConnected, cancellation, expanded_weights, family_equivariance,
-                        invariant_equivariance, probe_size)
+from ..circuits import (CircuitNull, NotConnected, SourceKernels, cancellation, expanded_weights,
+                        family_equivariance, invariant_equivariance, probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import ANGULAR, TRANSFORMS
@@ -101,16 +101,21 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         fsrc = families_df[families_df["layer"] == src]
         fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
         targets = {}                            # transform -> the destination families' (id, rows, params, period)
+        shared = {}                             # (source family, transform) -> its SourceKernels
         for (df_id, transform), gd in fdst.groupby(["family", "transform"]):
             targets.setdefault(transform, []).append(
                 (df_id, gd["row"].to_numpy(int), gd["param"].to_numpy(), _family_period(gd, transform)))
         for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
             src_units, src_params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
             p_src = _family_period(gs, transform)
+            T = TRANSFORMS[transform]
+            kernels = SourceKernels.of(w, src_units, src_params, transform, p_src) \
+                if len(src_units) >= 2 and (T.angular or T.involution) else None
+            shared[(sf, transform)] = kernels
             for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
                 eq, n, null_mean, null_sd = family_equivariance(w, src_units, src_params, dst_rows, dst_params,
                                                                 transform, p_src, p_dst, settings.families.tolerance,
-                                                                null=null)
+                                                                null=null, kernels=kernels)
                 a, b = np.meshgrid(src_units, dst_rows, indexing="ij")
                 pa, pb = np.meshgrid(src_params, dst_params, indexing="ij")
                 period = max(p_src, p_dst)
@@ -124,7 +129,7 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
                              "transform": transform, "delta": bins, "mean_weight": means, "n_pairs": counts,
                              "equivariance": eq, "n_matched": n, "null_mean": null_mean, "null_sd": null_sd,
                              "dst_unit": -1})
-        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null)
+        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null, shared)
     cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
             "equivariance", "n_matched", "null_mean", "null_sd", "dst_unit"]
     df = pd.DataFrame(_stack_rows(rows, cols))
@@ -147,8 +152,9 @@ def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) 
     return np.sort(keep)
 
 
-def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null) -> list[pd.DataFrame]:
-    """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit."""
+def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null, shared) -> list[pd.DataFrame]:
+    """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit
+    (``shared``: the source families' :class:`SourceKernels`, made for the family-to-family rows)."""
     rows = []
     computed = {}                               # transform -> its invariant targets with computed weights
     for transform in ANGULAR:
@@ -161,7 +167,8 @@ def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null) -
             continue
         period = _family_period(gs, transform)
         units, params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
-        scored = invariant_equivariance(w, units, params, row_of[targets], transform, period, null)
+        scored = invariant_equivariance(w, units, params, row_of[targets], transform, period, null,
+                                        shared.get((sf, transform)))
         n = len(units) * (len(units) - 1)
         delta = np.mod(-params, period)
         rows += [{"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,
