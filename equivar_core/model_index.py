@@ -8,7 +8,9 @@ given on the command line all lead to the same network. The index holds one
 small JSON file per name under ``<out>/_models/``, written atomically.
 
 A name that is not in the index still resolves when it is a built-in model
-(``efficientnet_lite0``) or a ``package.module:callable`` spec.
+(``efficientnet_lite0``), the default name of an untrained control
+(``untrained_efficientnet_lite0``, ``untrained_efficientnet_lite0_seed2``) or a
+``package.module:callable`` spec.
 
 Entries are data, and anyone who can write the folder can write one, so an entry
 is signed by whoever registers it (:mod:`equivar_core.signing`: an HMAC with a
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from . import signing
 from .errors import EquivarError
 from .layout import safe_value
-from .models.registry import BUILTINS, is_callable_spec
+from .models.registry import BUILTINS, is_callable_spec, untrained_spec_of_name
 from .storage import atomic_file
 
 INDEX_DIR = "_models"
@@ -39,7 +41,7 @@ class ModelEntry:
     """What the name ``name`` stands for."""
 
     name: str
-    model: str                       # built-in name or package.module:callable
+    model: str                       # the spec: built-in name, untrained:NAME, timm:NAME or module:callable
     weights: str | None = None       # a state-dict file; None: the built-in or callable's own weights
     step: int | None = None          # training step of the checkpoint, when known
     sha256: str | None = None        # content hash of ``weights`` when it was registered
@@ -154,8 +156,12 @@ def resolve(out: str, name: str) -> ModelEntry:
         return entry
     if name in BUILTINS or ":" in name:
         return ModelEntry(name=name, model=name)
+    spec = untrained_spec_of_name(name)
+    if spec is not None:
+        return ModelEntry(name=name, model=spec)
     known = ", ".join(e.name for e in registered(out)) or "none"
     raise EquivarError(
-        f"unknown model {name!r}: not a built-in ({', '.join(BUILTINS)}), not a package.module:callable spec and "
+        f"unknown model {name!r}: not a built-in ({', '.join(BUILTINS)}) or its untrained_ control, not a "
+        f"package.module:callable spec and "
         f"not registered in {out} (registered: {known}); add it with `equivar models add {name} --model SPEC "
         f"[--weights PATH]`")

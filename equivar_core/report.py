@@ -55,6 +55,11 @@ class RunTables:
             self._cache[name] = t.to_pandas() if t is not None else pd.DataFrame()
         return self._cache[name]
 
+    def calibration(self) -> list[ImageView] | None:
+        """The run's views, which set an ``untrained:`` model's batch-norm statistics (other models ignore them)."""
+        images = self["images"]
+        return [ImageView.from_row(r) for r in images.itertuples()] if len(images) else None
+
     def view(self, image: int) -> torch.Tensor | None:
         """Image ``image`` of the run as the network saw it (decoded once per report)."""
         if image not in self._views:
@@ -158,7 +163,8 @@ def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 
         path = run.layout.featurevis_image(layer, u, sha, steps)
         if not os.path.exists(path):
             if model is None:
-                model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model)).module
+                model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model),
+                                   calibration=run.calibration()).module
             img, _ = visualize(model, run.geometry(layer), u, run.input_size, steps=steps)
             with atomic_file(path) as tmp:
                 Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
@@ -264,7 +270,8 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
     """The model's first convolution on RGB as an image grid, family members together, ordered by param."""
     m = run["models"].iloc[0]
     try:
-        model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model))
+        model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model),
+                           calibration=run.calibration())
     except Exception as exc:  # the report still renders without this picture
         log.warning("first-layer weights skipped: %s", exc)
         return None

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import learned_control
 from .layout import CATALOG, partition_dir, safe_value, table_dir
 
 
@@ -210,6 +211,9 @@ def open_catalog(root: str):
     read, ``COPY ... TO`` included.) Each table comes in as an Arrow dataset over the table's Parquet files,
     listed one by one (so no character of ``root`` is read as a glob), which pyarrow opens for reading only.
 
+    The views derived from the tables (:mod:`equivar_core.learned_control`) are made over them, from the same
+    SQL as in the catalog file.
+
     The catalog file's views hold paths relative to ``root`` (a moved or copied folder reads its own
     files; the DuckDB shell resolves them from the current directory, so run it inside the folder); here
     the tables are made from the folder itself, and the catalog file only has to exist.
@@ -222,7 +226,8 @@ def open_catalog(root: str):
     con = duckdb.connect(":memory:", config={"temp_directory": "", "autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False, "python_enable_replacements": False})
     try:
-        for name, files in table_files(root).items():
+        tables = table_files(root)
+        for name, files in tables.items():
             try:
                 con.register(name, _dataset(files))
             except (OSError, pa.ArrowException) as exc:      # a corrupt or unreadable file: only this table fails
@@ -232,6 +237,7 @@ def open_catalog(root: str):
                 error = f"error('{_quoted(message)}')"      # raised by any query that reads the table
                 con.execute(f"CREATE VIEW {_identifier(name)} AS SELECT {error} AS error FROM range(1) "
                             f"WHERE {error} IS NULL")
+        learned_control.create(con, tables, temporary=True)     # views over the tables above
         # Turned off here, not in the configuration above: given there, DuckDB allows the database's own
         # paths (<cwd>/:memory:, <cwd>/:memory:.wal, ...) and its temporary folder (<cwd>/.tmp/) for reading
         # and writing.
@@ -399,7 +405,8 @@ def writer_lock(root: str) -> Iterator[None]:
 
 
 def build_catalog(root: str) -> tuple[str, list[str]]:
-    """(Re)build ``<root>/equivar.duckdb`` with a view per table; returns its path and the views.
+    """(Re)build ``<root>/equivar.duckdb`` with a view per table, and the views derived from them
+    (:mod:`equivar_core.learned_control`, where its tables are there); returns its path and the views.
 
     DuckDB builds it in a private temporary folder (it misreads a database path with a ``?`` in it: its
     write-ahead log goes to another folder); the file is then copied in under a temporary name and renamed
@@ -421,13 +428,14 @@ def build_catalog(root: str) -> tuple[str, list[str]]:
             con.execute(f"SET file_search_path = '{_quoted(os.path.abspath(root))}'")
             for name, glob in tables.items():
                 con.execute(view_sql(name, glob))
+            views = list(tables) + ([learned_control.NAME] if learned_control.create(con, tables) else [])
         finally:
             con.close()
         with atomic_file(path) as tmp:
             shutil.copyfile(built, tmp)
             if os.path.exists(path + ".wal"):
                 os.remove(path + ".wal")
-    return path, list(tables)
+    return path, views
 
 
 def remove_tree(path: str) -> None:

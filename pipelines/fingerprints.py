@@ -26,6 +26,7 @@ from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.images import list_image_files, source_file
 from equivar_core.layout import CATALOG
 from equivar_core.models.registry import BUILTINS, file_sha256
+from equivar_core.models.untrained import is_untrained_spec
 from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
 from equivar_core.storage import atomic_file
@@ -33,7 +34,8 @@ from equivar_core.transforms import IDENTITY
 
 #: the settings each asset reads (beyond its upstream assets)
 OWN_INPUTS = {
-    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step},
+    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step,
+                         **_calibration(s)},
     "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
     "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
     "unit_stats": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
@@ -55,6 +57,14 @@ OWN_INPUTS = {
     "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
                                    "families": dataclasses.asdict(s.families), "seed": s.seed},
 }
+
+def _calibration(s: RunSettings) -> dict:
+    """An ``untrained:`` model's weights depend on the run's photos too (its batch-norm statistics): the image
+    source, how many and the seed that picks them. Nothing for other specs."""
+    if not is_untrained_spec(s.model):
+        return {}
+    return {"calibration": {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed}}
+
 
 def _sampling(s: RunSettings, group: str) -> dict:
     """What a group's samples and moments read: its sweep, the kept images, the forward batch (the null pairs
@@ -78,7 +88,9 @@ def _weights_hash(s: RunSettings) -> str | None:
         path = BUILTINS[s.model].default_weights()
         st = os.stat(path)
         return f"{path}:{st.st_size}:{st.st_mtime_ns}"
-    return None   # a callable's weights are whatever it builds, timm's come from its cache: the models asset hashes them
+    # a callable's weights are whatever it builds, timm's come from its cache, an untrained: model's from its spec
+    # and photos (_calibration): the models asset hashes them
+    return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,9 +1,11 @@
 """How a model becomes a partition: from the CLI, from the UI, from the checkpoint sensor.
 
 A partition key is a model name. What the name loads is kept in the model
-index of the results folder (:mod:`equivar_core.model_index`); built-in names
-and ``package.module:callable`` specs need no entry, so in the UI one can add
-``efficientnet_lite0`` as a partition and materialize it. A checkpoint (a
+index of the results folder (:mod:`equivar_core.model_index`); built-in names,
+their untrained controls (``untrained_efficientnet_lite0``) and
+``package.module:callable`` specs need no entry, so in the UI one can add
+``efficientnet_lite0`` or ``untrained_efficientnet_lite0`` as a partition and
+materialize it. A checkpoint (a
 weights file) needs an entry: the ``add_model`` job (launchpad config: name,
 model, weights, step, layers), ``equivar models add`` and the checkpoint
 sensor write it and add the partition. The ``registered_models`` sensor adds
@@ -40,7 +42,9 @@ def check_loads(config: EquivarConfig, entry: ModelEntry) -> None:
     if entry.weights is not None and not os.path.isfile(entry.weights):
         raise EquivarError(f"weights file not found: {entry.weights}")
     layers = entry.layers or (tuple(config.layers) if entry.model == config.model else ())
-    stages.load(RunSettings(model=entry.model, weights=entry.weights, name=entry.name, layers=layers, device="cpu"))
+    # the run's photos too: an untrained: model's batch norms are computed on them (and the load is remembered)
+    stages.load(RunSettings(model=entry.model, weights=entry.weights, name=entry.name, layers=layers, device="cpu",
+                            images=config.images, n_images=config.n_images, seed=config.seed))
 
 
 def add_model(config: EquivarConfig, entry: ModelEntry, instance: DagsterInstance | None = None,

@@ -1,4 +1,5 @@
-"""Model specs: the built-in architectures, ``timm:NAME`` (:mod:`.timm_models`) and ``package.module:callable``.
+"""Model specs: the built-in architectures, ``untrained:NAME`` (:mod:`.untrained`), ``timm:NAME``
+(:mod:`.timm_models`) and ``package.module:callable``.
 
 ``load_model(spec, weights)`` returns a :class:`LoadedModel`: an eval-mode
 module taking RGB in [0, 1] (N x 3 x H x W), its input size, preset layers and
@@ -15,15 +16,16 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..capture import layer_modules
 from ..errors import EquivarError
+from ..images import ImageView, source_file
 from ..layer_info import inspect_layers
-from . import efficientnet_lite0, inceptionv1, timm_models
+from . import efficientnet_lite0, inceptionv1, timm_models, untrained
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Architecture:
     preset_layers: tuple[str, ...]
     default_weights: Callable[[], str] | None
     convert: Callable[[dict], dict] = lambda sd: sd
+    #: how ``untrained:NAME`` draws its weights (:func:`.untrained.initialize`): ``fan_out`` or ``fan_in``
+    init: str = "fan_out"
 
 
 BUILTINS: dict[str, Architecture] = {
@@ -55,6 +59,7 @@ BUILTINS: dict[str, Architecture] = {
         inceptionv1.PRESET_LAYERS,
         None,
         inceptionv1.convert_state_dict,
+        init="fan_in",
     ),
 }
 
@@ -77,8 +82,16 @@ class LoadedModel:
 
 
 def default_name(spec: str) -> str:
-    """The ``model`` column value for a spec: the built-in name, the timm name or the callable's name."""
+    """The ``model`` column value for a spec: the built-in name, the timm name or the callable's name;
+    ``untrained_NAME[_seedN]`` for ``untrained:NAME[@seed=N]``."""
+    if untrained.is_untrained_spec(spec):
+        return untrained.default_name(spec)
     return spec.rsplit(":", 1)[-1] if ":" in spec else spec
+
+
+def untrained_spec_of_name(name: str) -> str | None:
+    """The ``untrained:`` spec whose default name is ``name``, or None."""
+    return untrained.spec_of_name(name, list(BUILTINS))
 
 
 def file_sha256(path: str) -> str:
@@ -146,14 +159,21 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], path: str
 
 
 def load_model(spec: str, weights: str | None = None, name: str | None = None,
-               untrained_ok: bool = False) -> LoadedModel:
+               untrained_ok: bool = False, calibration: Sequence[ImageView] | None = None) -> LoadedModel:
     """Build the model of ``spec``, load its weights and put it in eval mode.
 
     With ``untrained_ok`` a built-in or timm architecture without weights is returned untrained (its
     ``weights_sha256`` is ``"untrained"``), for listing layers.
+
+    ``calibration``: the photos (the run's views) that set the batch-norm statistics of an ``untrained:``
+    spec (:mod:`.untrained`; at most ``CALIBRATION_IMAGES`` of them, spread over the list, are used); other
+    specs ignore it. An untrained architecture with batch norms needs them, except with ``untrained_ok``
+    (its batch norms then keep mean 0 and variance 1).
     """
     found = None
-    if spec in BUILTINS:
+    if untrained.is_untrained_spec(spec):
+        module, sha, preset = _untrained(spec, weights, untrained_ok, calibration)
+    elif spec in BUILTINS:
         arch = BUILTINS[spec]
         path = weights or (arch.default_weights() if arch.default_weights else None)
         if path is None and untrained_ok:
@@ -180,8 +200,8 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
         sha, preset = state_dict_sha256(module), None
     else:
         raise EquivarError(
-            f"unknown model {spec!r}; built-in models: {', '.join(BUILTINS)}; or give timm:NAME or "
-            "package.module:callable"
+            f"unknown model {spec!r}; built-in models: {', '.join(BUILTINS)}; or give untrained:NAME, timm:NAME "
+            "or package.module:callable"
         )
     module.eval()
     for p in module.parameters():
@@ -192,11 +212,35 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
     return LoadedModel(module, spec, name or default_name(spec), sha, size, tuple(preset) if preset else None, found)
 
 
-def load_model_once(spec: str, weights: str | None = None, name: str | None = None) -> LoadedModel:
+def _untrained(spec: str, weights: str | None, untrained_ok: bool, calibration: Sequence[ImageView] | None
+               ) -> tuple[nn.Module, str, tuple[str, ...]]:
+    """The module of ``untrained:NAME[@seed=N]``: seeded weights, batch-norm statistics of the photos (not
+    yet folded), the hash of its state dict and the architecture's preset layers."""
+    base, seed = untrained.parse(spec, list(BUILTINS))
+    if weights:
+        raise EquivarError(f"model {spec} draws its own random weights: give no --weights (for trained weights "
+                           f"use --model {base})")
+    arch = BUILTINS[base]
+    module = arch.build()
+    untrained.initialize(module, seed, arch.init)
+    if untrained.batch_norms(module):
+        if calibration:
+            size = int(getattr(module, "input_size", 224))
+            batch = untrained.calibration_batch(untrained.calibration_subset(calibration), size)
+            untrained.calibrate_batch_norms(module, batch)
+        elif not untrained_ok:
+            raise EquivarError(f"model {spec}: its batch-norm statistics are computed on the run's photos, and "
+                               "none were given")
+    module.eval()
+    return module, state_dict_sha256(module), arch.preset_layers
+
+
+def load_model_once(spec: str, weights: str | None = None, name: str | None = None,
+                    calibration: Sequence[ImageView] | None = None) -> LoadedModel:
     """:func:`load_model`, once per process for each spec, weights file version (size and modification time)
-    and name (and, for ``module:callable``, the function itself): the stages of a run share one module and one
-    hash of its weights. A rewritten weights file or a redefined callable is loaded again; a failed load is
-    not remembered."""
+    and name (and, for ``module:callable``, the function itself; for ``untrained:`` the calibration photos
+    and their files' versions): the stages of a run share one module and one hash of its weights. A
+    rewritten weights file or a redefined callable is loaded again; a failed load is not remembered."""
     version = None
     if weights:
         try:
@@ -206,17 +250,30 @@ def load_model_once(spec: str, weights: str | None = None, name: str | None = No
             pass                                # load_model gives the clear error
     # a callable is remembered by the function object itself: a redefined or patched factory builds anew
     factory = _user_factory(spec) if is_callable_spec(spec) else None
-    return _load_once(spec, weights, name, version, factory)
+    photos = None
+    if untrained.is_untrained_spec(spec) and calibration:
+        photos = tuple(untrained.calibration_subset(calibration))
+        version = (version, tuple(_file_version(v.path) for v in photos))
+    return _load_once(spec, weights, name, version, factory, photos)
+
+
+def _file_version(path: str):
+    try:
+        st = os.stat(source_file(path))
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=4)
-def _load_once(spec: str, weights: str | None, name: str | None, version, factory) -> LoadedModel:
-    return load_model(spec, weights, name)
+def _load_once(spec: str, weights: str | None, name: str | None, version, factory, photos) -> LoadedModel:
+    return load_model(spec, weights, name, calibration=photos)
 
 
 def is_callable_spec(spec: str) -> bool:
     """Whether ``spec`` names user code (``package.module:callable``), which loading imports and runs."""
-    return spec not in BUILTINS and ":" in spec and not timm_models.is_timm_spec(spec)
+    return (spec not in BUILTINS and ":" in spec and not timm_models.is_timm_spec(spec)
+            and not untrained.is_untrained_spec(spec))
 
 
 def _user_factory(spec: str):

@@ -6,18 +6,28 @@ import numpy as np
 import pandas as pd
 
 from ..capture import LayerGeometry
-from ..images import ImageView
+from ..images import ImageView, plan_views
 from ..models.registry import LoadedModel, load_model_once, resolve_layers
+from ..models.untrained import is_untrained_spec
 from ..settings import RunSettings
 
 
 def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
     """The model on its device and the resolved layer names (raises :class:`EquivarError` on bad input). The
-    model is loaded once per process (:func:`~equivar_core.models.registry.load_model_once`)."""
-    model = load_model_once(settings.model, settings.weights, settings.name)
+    model is loaded once per process (:func:`~equivar_core.models.registry.load_model_once`); an
+    ``untrained:`` model's batch norms are calibrated on the run's own views (:func:`calibration_views`)."""
+    model = load_model_once(settings.model, settings.weights, settings.name, calibration_views(settings))
     layers = resolve_layers(model, list(settings.layers) or None)
     model.module.to(settings.resolved_device())
     return model, layers
+
+
+def calibration_views(settings: RunSettings) -> list[ImageView] | None:
+    """The run's views (the ``images`` table), for an ``untrained:`` spec's batch-norm statistics; None for any
+    other spec."""
+    if not is_untrained_spec(settings.model):
+        return None
+    return plan_views(settings.images, settings.n_images, settings.seed)
 
 
 def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:

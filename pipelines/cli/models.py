@@ -29,6 +29,8 @@ def _models(args) -> int:
 
     for arch in BUILTINS.values():
         print(f"{arch.name}\n  {arch.description}\n  default layers: {', '.join(arch.preset_layers)}")
+    print("untrained:NAME[@seed=N]\n  a built-in architecture with seeded random weights and batch-norm statistics "
+          "of the run's photos (the untrained control; named untrained_NAME[_seedN])")
     print("timm:NAME\n  any timm architecture (needs timm); weights from --weights PATH or timm's local cache")
     print("package.module:callable\n  any torch.nn.Module returned by a no-argument callable")
     out = os.path.abspath(args.out or default_out())
