@@ -14,17 +14,17 @@ One module per concern, in the order of the graph:
   ``transformed_samples``);
 * :mod:`.scoring`: ``tuning``, ``unit_profiles``, ``transform_pairs``, ``scale_pairs``, ``transform_maps``
   and the loaders of stored score matrices;
-* :mod:`.family_tables`: ``families``, ``family_sweeps``, ``curve_detectors``, ``basis_control``,
-  ``layer_summary``;
+* :mod:`.family_tables`: ``families``, ``basis_control``, ``layer_summary``;
+* :mod:`.sweep_tables`: ``family_sweeps`` (the rotation test) and ``curve_detectors``;
 * :mod:`.circuit_tables`: ``circuit_weights``, ``circuit_families``.
 """
 
 from .circuit_tables import circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
 from .common import load
-from .family_tables import (basis_control_table, curve_detector_table, curve_families, family_sweep_table,
-                            family_table, layer_families, layer_summary_table)
+from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
 from .inputs import REFERENCE_DIR, image_table, layer_table, model_table, reference_family_table
 from .sampling import located, natural_activations, sample_shard, transformed_activations
+from .sweep_tables import curve_detector_table, curve_families, family_sweep_table
 from .scoring import (all_transform_pairs, load_evidence, load_identity, load_scores, profile_table, scale_pair_table,
                       transform_map_table, transform_pair_table, tuning_table)
 

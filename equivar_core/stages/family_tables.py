@@ -1,25 +1,21 @@
-"""Families (rotation and hue orbits from tuning, flip and scale pairs from scores), the paper's rotation
-test, curve detectors, the random-basis control and the per-layer summary."""
+"""Families (rotation and hue orbits from tuning, flip and scale pairs from scores), the random-basis control
+and the per-layer summary."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import zlib
 
 import numpy as np
 import pandas as pd
 
-from ..activations import TRANSFORM_GROUPS, TopImages
-from ..curves import curve_detectors
+from ..activations import TRANSFORM_GROUPS
 from ..basis import above_chance, family_order, median_spacing, suggested_group
 from ..families import AngularFamilies, PairFamilies, Relations, flip_relations, relate_families
 from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
-from ..sweeps import SweptFamily, chance_within, control_units, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
 from ..tuning import frequency_index, split_by_stimulus, stacked_curves
-from .common import _columns, _geometries, _views, _with_model, load
+from .common import _columns, _with_model
 from .sampling import located
 from .scoring import _centred_matrices, load_evidence, profile_table
 
@@ -112,113 +108,6 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement, fr
                          "relation": relations.relation.get(f)})
         next_id += 1
     return next_id
-
-
-def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_df: pd.DataFrame,
-                       layers_df: pd.DataFrame, stats_df: pd.DataFrame, profiles_df: pd.DataFrame,
-                       curves_df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``family_sweeps``: members' responses as a member's best images are rotated (or hue-shifted), for the
-    ``rotation_test.max_families`` largest rotation and hue families of each layer (``step`` degrees apart),
-    and for as many of its largest curve families (mostly curve detectors, ``curves_df``) at ``curve_step``
-    degrees; each family beside its control (``role = control``: matched units outside the transform's
-    families, see :mod:`equivar_core.sweeps`), with the ``chance`` that a random peak passes."""
-    model, _ = load(settings)
-    views = _views(images_df)
-    geoms = {g.layer: g for g in _geometries(layers_df)}
-    test = settings.rotation_test
-    rows = []
-    angular = families_df[families_df["transform"].isin(ANGULAR)]
-    for layer in layers_df["layer"]:
-        lf = angular[angular["layer"] == layer]
-        if lf.empty:
-            continue
-        ranked = lf.groupby(["family", "transform"]).agg(size=("unit", "size"), fit=("fit", "mean"))
-        largest = set(ranked.sort_values(["size", "fit"], ascending=False).head(test.max_families).index)
-        curvy = curve_families(families_df, curves_df, layer) if curves_df is not None else set()
-        curvy = {f for (f, t) in ranked.loc[[(f, Rotate.name) for f in curvy]].sort_values(
-            ["size", "fit"], ascending=False).head(test.max_families).index} if curvy else curvy
-        st = stats_df[stats_df["layer"] == layer].sort_values("unit")
-        top = TopImages.load(settings.layout.top_images(layer))
-        for step, chosen_keys in ((test.step, largest - {(f, Rotate.name) for f in curvy}),
-                                  (test.curve_step, {(f, Rotate.name) for f in curvy})):
-            chosen = [SweptFamily(int(f), t, g["unit"].to_numpy(int), g["param"].to_numpy(),
-                                  float(g["period"].iloc[0]))
-                      for (f, t), g in lf.groupby(["family", "transform"]) if (f, t) in chosen_keys]
-            if not chosen:
-                continue
-            if test.controls:
-                chosen += sweep_controls(settings, layer, chosen, lf, profiles_df, len(st))
-            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, top,
-                                st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
-                                dataclasses.replace(test, step=step), settings.resolved_device())
-            df = pd.DataFrame(cols)
-            periods = {f.family: f.period for f in chosen}
-            df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
-            df.insert(0, "layer", layer)
-            df["step"] = step
-            period = df["family"].map(periods).to_numpy(float)
-            df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(), period)
-            df["chance"] = chance_within(df["expected_angle"].to_numpy(), period, step, test.tolerance)
-            rows.append(df)
-        log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
-            (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
-    cols = ["layer", "family", "transform", "role", "driver", "member", "angle", "response", "peak_angle",
-            "expected_angle", "error", "chance", "step"]
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(out[cols] if len(out) else out, settings)
-
-
-def sweep_controls(settings: RunSettings, layer: str, tested: list[SweptFamily], layer_families: pd.DataFrame,
-                   profiles_df: pd.DataFrame, n_units: int) -> list[SweptFamily]:
-    """The control of each tested family: as many units of the layer in no family of its transform, matched
-    on their tuning selectivity to the members (:func:`~equivar_core.sweeps.control_units`), given the
-    family's params in a random order (seeded by the run, layer and family)."""
-    prof = profiles_df[profiles_df["layer"] == layer]
-    out = []
-    for fam in tested:
-        T = TRANSFORMS[fam.transform]
-        selectivity = np.full(n_units, np.nan)
-        sel = prof[prof["stimulus"].isin(T.tuning_stimuli)].groupby("unit")["selectivity"].max()
-        selectivity[sel.index.to_numpy(int)] = sel.to_numpy(float)
-        in_families = layer_families.loc[layer_families["transform"] == fam.transform, "unit"].to_numpy(int)
-        outside = np.setdiff1d(np.flatnonzero(np.isfinite(selectivity)), in_families)
-        rng = np.random.default_rng([settings.seed, zlib.crc32(layer.encode()), fam.family,
-                                     list(TRANSFORMS).index(fam.transform)])
-        units = control_units(fam.members, outside, selectivity, rng)
-        if len(units) < 2:
-            log.info("family sweeps: %s family %d has no control (%d units outside families)", layer, fam.family,
-                     len(outside))
-            continue
-        params = rng.permutation(fam.params)[:len(units)]
-        out.append(dataclasses.replace(fam, members=units, params=params, role="control"))
-    return out
-
-
-def curve_detector_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame,
-                         families_df: pd.DataFrame) -> pd.DataFrame:
-    """``curve_detectors``: units whose best stimulus is a curve, with their radial orientation tuning (5 degree
-    steps), curvature tuning and rotation family (see :mod:`equivar_core.curves`)."""
-    rows = []
-    rotate = families_df[families_df["transform"] == Rotate.name]
-    for layer, g in tuning_df.groupby("layer", sort=False):
-        c = int(layers_df.loc[layers_df["layer"] == layer, "n_units"].iloc[0])
-        df = pd.DataFrame(curve_detectors(_columns(g), c))
-        fam = rotate[rotate["layer"] == layer].set_index("unit")
-        df["family"] = df["unit"].map(fam["family"]).fillna(-1).astype(int)
-        df["family_param"] = df["unit"].map(fam["param"])
-        df.insert(0, "layer", layer)
-        rows.append(df)
-    cols = ["layer", "unit", "orientation", "radius", "curvature", "width", "radius_selectivity", "curve_response",
-            "straight_response", "family", "family_param"]
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({k: [] for k in cols})
-    return _with_model(out.astype({"unit": int, "family": int}) if len(out) else out, settings)
-
-
-def curve_families(families_df: pd.DataFrame, curves_df: pd.DataFrame, layer: str) -> set[int]:
-    """Rotation families of a layer at least half of whose members are curve detectors."""
-    rotate = families_df[(families_df["layer"] == layer) & (families_df["transform"] == Rotate.name)]
-    curvy = set(curves_df.loc[curves_df["layer"] == layer, "unit"].astype(int)) if len(curves_df) else set()
-    return {int(f) for f, g in rotate.groupby("family") if g["unit"].isin(curvy).mean() >= 0.5}
 
 
 def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_rb_df: pd.DataFrame,
