@@ -27,7 +27,7 @@ from tests.test_cli import equivar
 
 PLANTED = ["--model", "equivar_core.planted:planted", "--n-images", "6", "--layers", "relu1,relu2", "--quiet"]
 TABLES = ("images", "layers", "unit_stats", "tuning", "unit_profiles", "families", "basis_control", "layer_summary",
-          "family_sweeps", "circuit_weights", "circuit_families")
+          "family_stability", "sensitivity", "family_sweeps", "circuit_weights", "circuit_families")
 
 
 def table_hashes(out: str) -> dict[str, str]:
