@@ -228,8 +228,7 @@ class AngularFamilies:
                                                                   identity)
         # the links and their clustering tree read these thresholds (the cut, min_similarity, does not)
         key = ("links", self.curve_weighting, self.min_invariant_similarity, self.tolerance,
-               self.max_plain_correlation, self.min_partner_score, self.min_gain, self.min_tuning_similarity,
-               bool(pair_scores))
+               self.max_plain_correlation, self.min_partner_score, self.min_gain, self.min_tuning_similarity)
         if key not in memo:
             memo[key] = self._links(memo, invariant, pair_scores)
         sim, supported, tree = memo[key]
@@ -286,7 +285,8 @@ class AngularFamilies:
                                                      self.min_spread / 2)
         return self
 
-    def _links(self, memo: dict, invariant: np.ndarray | None, pair_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _links(self, memo: dict, invariant: np.ndarray | None, pair_scores
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(similarity used for clustering, links natural images confirm, the average-linkage tree) of the
         eligible units, from the fit's memo (see :meth:`fit`)."""
         sim, _ = memo["similarity", self.curve_weighting]

@@ -62,7 +62,7 @@ class LayerMoments:
         self.centred = bool(versions) and not versions[0].spatial and versions[0].label != IDENTITY_LABEL \
             and full_orbit(amounts)
         self.folds = folds
-        plain_folds = 0 if self.centred else folds            # families read the centred sums where there are
+        plain_folds = 0 if self.centred else folds          # families read the centred sums where the group has them
         self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix, plain_folds)
                                                  for g in self.labels}
         if self.centred:

@@ -119,7 +119,8 @@ def test_pair_families_at_a_higher_score_are_a_subset():
         pairs = []
         for t in (0.3, 0.5, 0.7):
             est = PairFamilies(pair_min_score=t, pair_max_error_ratio=5.0).fit(scores)
-            pairs.append({frozenset(np.flatnonzero(est.labels_ == f)) for f in np.unique(est.labels_[est.labels_ >= 0])})
+            labels = est.labels_
+            pairs.append({frozenset(np.flatnonzero(labels == f)) for f in np.unique(labels[labels >= 0])})
         assert pairs[2] <= pairs[1] <= pairs[0]
 
 
