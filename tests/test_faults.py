@@ -328,6 +328,7 @@ ARRAYS = {
     "samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.samples.npy"),
     "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
     "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
+    "fold_scores_npz": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.folds.npz"),
     "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
     "top_images_npz": os.path.join("_artifacts", "model=planted", "activations", "relu2.top_images.npz"),
     "covariance_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.cov.npy"),
