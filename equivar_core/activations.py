@@ -43,7 +43,7 @@ from torch import nn
 from .capture import capture
 from .images import ImageView, iter_batches
 from .limits import setting
-from .layout import moments_file, points_file, samples_file
+from .layout import folds_file, moments_file, points_file, samples_file
 from .moments import GroupMoments
 from .storage import atomic_path, save_npy, save_npz
 from .scores import ScoreSettings
@@ -151,7 +151,7 @@ class LayerSamples:
 def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
                        sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
                        group: str = IDENTITY, run_shards=None, keep: int | None = None, seed: int | None = 0,
-                       ) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
+                       folds: int = 0) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Stream natural images, or one group of their transformed versions, through the model.
 
     ``run_shards(group, paths, views)``, when given, runs :func:`sample_rows` over shards of ``views``
@@ -160,6 +160,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
     (which it must be able to reach) and returns its partial sums, which are added here in that order.
     ``keep``: samples are stored for the first ``keep`` images only (all when None); the moments cover all.
     ``seed``: draws the basis control's random bases whose mixed squares the moments include (None: none).
+    ``folds``: K > 0 also keeps the moments of K disjoint folds of the images (image i in fold i mod K) and
+    saves their scores (:meth:`equivar_core.moments.LayerMoments.fold_scores`, ``<layer>.<group>.folds.npz``).
 
     Returns
     -------
@@ -185,7 +187,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         _allocated_memmap(tmp, name, (n_versions, n_kept, len(points), c))     # reserved, closed
     try:
         if run_shards is None:
-            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group, seed)]
+            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group, seed,
+                                 folds)]
         else:
             parts = run_shards(group, tmp, views)
         loaded = np.zeros(n_views, dtype=bool)
@@ -196,6 +199,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         moments = GroupMoments.total([part["moments"] for part in parts])
         for name in widths:
             save_npz(os.path.join(out_dir, moments_file(name, group)), moments.layers[name].arrays())
+            if folds:
+                save_npz(os.path.join(out_dir, folds_file(name, group)), moments.layers[name].fold_scores())
     except BaseException:
         for path in tmp.values():
             if os.path.exists(path):
@@ -225,19 +230,20 @@ def shard_views(views: list[ImageView], batch_size: int, n_shards: int) -> list[
 
 @torch.inference_mode()
 def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int, sweep: SweepSettings,
-                paths: dict[str, str], batch_size: int, device: str, group: str, seed: int | None = 0) -> dict:
+                paths: dict[str, str], batch_size: int, device: str, group: str, seed: int | None = 0,
+                folds: int = 0) -> dict:
     """Write the samples of the kept ones of ``views`` (rows ``view.index`` below the files' length) into the
     sample files ``paths`` (layer -> an allocated V x K x P x C ``.npy``); return the rows read, the group's
     moments over all of ``views`` (``moments``: :class:`equivar_core.moments.GroupMoments`) and, for the
     identity group, partial sums (``acc``: layer -> sums, squares, cross-products, count, and the units'
-    strongest images so far)."""
+    strongest images so far); ``folds`` as in :func:`sample_activations`."""
     versions = sweep.group(group)
     with_stats = group == IDENTITY
     arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
     n_kept = next(iter(arrays.values())).shape[1] if arrays else 0
     points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
     moments = GroupMoments(group, versions, points.to(device), sweep.disc_radius, seed,
-                           ScoreSettings(device=device).use_bf16())
+                           ScoreSettings(device=device).use_bf16(), folds)
     acc: dict[str, dict] = {}
     rows: list[int] = []
     with capture(model, layers, pre_activation=True) as cap:
@@ -271,7 +277,7 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
                             ).astype(np.float16)
                     if with_stats:
                         _accumulate(acc[name], a, idx)
-            moments.update(originals or {name: s[0] for name, s in sampled.items()}, sampled)
+            moments.update(originals or {name: s[0] for name, s in sampled.items()}, sampled, idx)
             log.info("natural activations (%s): %d/%d images x %d versions", group, len(rows), len(views),
                      len(versions))
     for arr in arrays.values():

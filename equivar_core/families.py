@@ -144,6 +144,23 @@ def circular_distance(a, b, period):
     return np.minimum(d, period - d)
 
 
+def curve_memo(curves: np.ndarray, eligible: np.ndarray, invariant_curves: np.ndarray | None = None,
+               weighting: str = "standardized") -> dict:
+    """What :meth:`AngularFamilies.fit` computes from the tuning curves alone, as the ``memo`` it reads: the
+    eligible units' shifted similarity (``("similarity", weighting)``: sim, shift), the unshifted
+    similarity of their invariant curves (``"invariant"``), the standardized curves and room for the units'
+    periods. Fits of the same curves with other thresholds or other natural-image evidence can all start
+    from a (shallow) copy of it."""
+    idx = np.flatnonzero(eligible)
+    if len(idx) < 2:
+        return {}
+    memo = {("similarity", weighting): shifted_similarity(curves[idx], weighting=weighting),
+            "standardized": np.nan_to_num(_standardize(curves)), "periods": {}}
+    if invariant_curves is not None and invariant_curves.shape[1]:
+        memo["invariant"] = unshifted_similarity(invariant_curves[idx])
+    return memo
+
+
 @dataclass(kw_only=True)
 class AngularFamilies:
     """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes).
@@ -167,7 +184,7 @@ class AngularFamilies:
 
     def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
             identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None,
-            bands: np.ndarray | None = None) -> "AngularFamilies":
+            bands: np.ndarray | None = None, memo: dict | None = None) -> "AngularFamilies":
         """Group units.
 
         Parameters
@@ -180,6 +197,11 @@ class AngularFamilies:
             orientation curves for hue), in natural-image standard deviations
         bands : C values the transform leaves in place that can split a family in two, the units'
             :func:`~equivar_core.tuning.frequency_index` (see :func:`split_bands`)
+        memo : a dict where the fit keeps what it computes from its inputs alone, whatever its thresholds
+            (the shifted and unshifted similarities of the curves, most of its time, each unit's period, the
+            natural-image evidence at each ``tolerance``, each unit's best partners, and the links and their
+            clustering tree at each setting of the thresholds they read), for a refit of the same inputs with
+            other thresholds; refits with other ``pair_scores`` start from a copy of :func:`curve_memo`
         """
         c, _, t = curves.shape
         step = 360.0 / t
@@ -192,38 +214,43 @@ class AngularFamilies:
         idx = np.flatnonzero(eligible)
         if len(idx) < 2:
             return self
-        sim, shift = shifted_similarity(curves[idx], weighting=self.curve_weighting)
-        invariant = np.ones((len(idx), len(idx)))
+        memo = {} if memo is None else memo
+        if ("similarity", self.curve_weighting) not in memo:
+            memo["similarity", self.curve_weighting] = shifted_similarity(curves[idx], weighting=self.curve_weighting)
+        _, shift = memo["similarity", self.curve_weighting]
+        invariant = None
         if invariant_curves is not None and invariant_curves.shape[1]:
-            invariant = unshifted_similarity(invariant_curves[idx])
-            sim = np.where(invariant >= self.min_invariant_similarity, sim, 0.0)
-        supported = np.ones_like(sim, dtype=bool)
-        if pair_scores:
-            evidence, gain = transform_evidence(shift * step, idx, pair_scores, self.tolerance, identity)
-            # natural images cannot tell apart units that already correlate this much: no test
-            # ... nor when the transformed pair scores well but no better than the plain pair
-            untested = np.isnan(evidence) | (evidence - gain >= self.max_plain_correlation) | \
-                ((evidence >= self.min_partner_score) & (gain < self.min_gain))
-            ok = ~untested & (evidence >= self.min_partner_score) & (gain >= self.min_gain) & \
-                (sim >= self.min_tuning_similarity)
-            combined = np.where(untested, sim, (sim + np.nan_to_num(evidence)) / 2)
-            sim = np.where(untested | ok, combined, 0.0)
-            supported = ok
+            if "invariant" not in memo:
+                memo["invariant"] = unshifted_similarity(invariant_curves[idx])
+            invariant = memo["invariant"]
+        if pair_scores and ("evidence", self.tolerance) not in memo:
+            memo["evidence", self.tolerance] = transform_evidence(shift * step, idx, pair_scores, self.tolerance,
+                                                                  identity)
+        # the links and their clustering tree read these thresholds (the cut, min_similarity, does not)
+        key = ("links", self.curve_weighting, self.min_invariant_similarity, self.tolerance,
+               self.max_plain_correlation, self.min_partner_score, self.min_gain, self.min_tuning_similarity)
+        if key not in memo:
+            memo[key] = self._links(memo, invariant, pair_scores)
+        sim, supported, tree = memo[key]
+        invariant = np.ones((len(idx), len(idx))) if invariant is None else invariant
         self.similarity_ = sim
-        dist = np.clip(1 - (sim + sim.T) / 2, 0, None)
-        np.fill_diagonal(dist, 0)
-        groups = fcluster(linkage(squareform(dist, checks=False), "average"), 1 - self.min_similarity,
-                          "distance")
-        z = np.nan_to_num(_standardize(curves))
+        groups = fcluster(tree, 1 - self.min_similarity, "distance")
+        if "standardized" not in memo:
+            memo["standardized"] = np.nan_to_num(_standardize(curves))
+        z = memo["standardized"]
         family = 0
-        for g in np.unique(groups):
+        for g in np.flatnonzero(np.bincount(groups) >= 2):          # in order; a lone unit is no family
             members = np.flatnonzero(groups == g)
             # every member needs one link that natural images confirm
             members = members[supported[np.ix_(members, members)].any(1)]
             if len(members) < 2:
                 continue
             ref = members[np.argmax(sim[np.ix_(members, members)].mean(1))]
-            period = _period_of(_centre(curves[idx[ref]]))    # strong curves decide, not flat noisy ones
+            # the reference's period: strong curves decide, not flat noisy ones
+            periods = memo.setdefault("periods", {})
+            if ref not in periods:
+                periods[ref] = _period_of(_centre(curves[idx[ref]]))
+            period = periods[ref]
             template = z[idx[ref]].mean(0)
             smooth = (np.roll(template, 1) + 2 * template + np.roll(template, -1)) / 4
             ref_param = np.argmax(smooth) * step
@@ -238,9 +265,12 @@ class AngularFamilies:
             self.periods_[family] = period
             family += 1
         if pair_scores:
+            if "best" not in memo:
+                memo["best"] = {a: np.argmax(m, axis=1) for a, m in pair_scores.items()}
+
             def agreement():
                 return partner_agreement(self.labels_, self.params_, self.periods_, pair_scores, self.tolerance,
-                                         identity, self.max_plain_correlation)
+                                         identity, self.max_plain_correlation, best=memo["best"])
 
             self._prune(agreement() < self.min_agreement)
             self.agreement_ = agreement()
@@ -254,6 +284,29 @@ class AngularFamilies:
             self.variants_[members] = place_variants(self.params_[members], period, full[np.ix_(members, members)],
                                                      self.min_spread / 2)
         return self
+
+    def _links(self, memo: dict, invariant: np.ndarray | None, pair_scores
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(similarity used for clustering, links natural images confirm, the average-linkage tree) of the
+        eligible units, from the fit's memo (see :meth:`fit`)."""
+        sim, _ = memo["similarity", self.curve_weighting]
+        if invariant is not None:
+            sim = np.where(invariant >= self.min_invariant_similarity, sim, 0.0)
+        supported = np.ones_like(sim, dtype=bool)
+        if pair_scores:
+            evidence, gain = memo["evidence", self.tolerance]
+            # natural images cannot tell apart units that already correlate this much: no test
+            # ... nor when the transformed pair scores well but no better than the plain pair
+            untested = np.isnan(evidence) | (evidence - gain >= self.max_plain_correlation) | \
+                ((evidence >= self.min_partner_score) & (gain < self.min_gain))
+            ok = ~untested & (evidence >= self.min_partner_score) & (gain >= self.min_gain) & \
+                (sim >= self.min_tuning_similarity)
+            combined = np.where(untested, sim, (sim + np.nan_to_num(evidence)) / 2)
+            sim = np.where(untested | ok, combined, 0.0)
+            supported = ok
+        dist = np.clip(1 - (sim + sim.T) / 2, 0, None)
+        np.fill_diagonal(dist, 0)
+        return sim, supported, linkage(squareform(dist, checks=False), "average")
 
     def _prune(self, drop: np.ndarray) -> None:
         """Remove members, then families left with one member or no spread; renumber families from 0."""
@@ -346,8 +399,8 @@ def flip_relations(pairs: "PairFamilies", labels: np.ndarray, params: np.ndarray
 
 
 def relate_families(curves: np.ndarray, labels: np.ndarray, periods: dict[int, float], frequency: np.ndarray,
-                    min_ratio: float = 0.9, frequency_gap: float = 0.3, weighting: str = "standardized"
-                    ) -> Relations:
+                    min_ratio: float = 0.9, frequency_gap: float = 0.3, weighting: str = "standardized",
+                    similarity: np.ndarray | None = None) -> Relations:
     """Which families are one feature split in two, and by what.
 
     Natural images must confirm the links of a family (see :class:`AngularFamilies`), so a feature can
@@ -363,14 +416,16 @@ def relate_families(curves: np.ndarray, labels: np.ndarray, periods: dict[int, f
     * ``fragment``: nothing the stimuli measure tells them apart: pieces of one family whose links across the
       pieces natural images did not confirm (too few images, or a difference no stimulus shows).
 
-    Families with no sibling are absent from the result.
+    Families with no sibling are absent from the result. ``similarity``: C x C shifted similarities of the
+    units (at least of the members), when the caller has them.
     """
     fams = sorted(periods)
     out = Relations({}, {}, {})
     members = np.flatnonzero(labels >= 0)
     if len(fams) < 2:
         return out
-    sim, _ = shifted_similarity(curves[members], weighting=weighting)
+    sim = shifted_similarity(curves[members], weighting=weighting)[0] if similarity is None else \
+        similarity[np.ix_(members, members)]
     onehot = (labels[members][:, None] == np.asarray(fams)[None]).astype(float)      # members x families
     n = onehot.sum(0)
     total = onehot.T @ sim @ onehot
@@ -428,10 +483,11 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
     ``tolerance`` (near-zero shifts: duplicates).
     """
     amounts = np.array(sorted(pair_scores))
-    a = np.mod(-shift_deg, 360.0)
-    d = np.abs(np.mod(a[..., None] - amounts + 180.0, 360.0) - 180.0)
-    nearest = d.argmin(-1)
-    close = d.min(-1) <= tolerance
+    # the shifts take the few values of the curves' grid: find the nearest amount once per value
+    a, where = np.unique(np.mod(-shift_deg, 360.0).ravel(), return_inverse=True)
+    d = np.abs(np.mod(a[:, None] - amounts + 180.0, 360.0) - 180.0)
+    nearest = d.argmin(-1)[where].reshape(shift_deg.shape)
+    close = (d.min(-1) <= tolerance)[where].reshape(shift_deg.shape)
     back = np.mod(360.0 - amounts, 360.0)
     back_idx = np.array([np.argmin(np.abs(np.mod(amounts - b + 180.0, 360.0) - 180.0)) for b in back])
     stack = np.stack([pair_scores[x][np.ix_(idx, idx)] for x in amounts])      # A x n x n
@@ -444,28 +500,31 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
 
 
 def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=None,
-                      max_plain_correlation: float = 1.0, score_tie: float = 0.02) -> np.ndarray:
+                      max_plain_correlation: float = 1.0, score_tie: float = 0.02,
+                      best: dict[float, np.ndarray] | None = None) -> np.ndarray:
     """Fraction of transform amounts where a member's best partner is the member expected there.
 
     The expected member counts as the best partner when its score is within ``score_tie`` of the
     best, or when natural images cannot tell it apart from the best (their plain correlation in
-    ``identity`` is at least ``max_plain_correlation``).
+    ``identity`` is at least ``max_plain_correlation``). ``best``: amount -> each unit's best partner
+    (``argmax`` of its row of the scores), when the caller has it.
     """
     c = len(labels)
     hits, counts = np.zeros(c), np.zeros(c)
+    families = [(np.flatnonzero(labels == f), period) for f, period in periods.items()]
     for amount, score in pair_scores.items():
-        best = np.argmax(score, axis=1)
-        for f, period in periods.items():
-            members = np.flatnonzero(labels == f)
-            for u in members:
-                target = np.mod(params[u] + amount, period)
-                d = circular_distance(params[members], target, period)
-                if d.min() > tolerance:
-                    continue
-                counts[u] += 1
-                expected = members[np.argmin(d)]
-                hits[u] += score[u, expected] >= score[u, best[u]] - score_tie or (
-                    identity is not None and identity[best[u], expected] >= max_plain_correlation)
+        top = np.argmax(score, axis=1) if best is None else best[amount]
+        for members, period in families:
+            # d[i, j]: how far member j sits from where member i's partner at this amount should be
+            d = circular_distance(params[members][None, :], np.mod(params[members] + amount, period)[:, None],
+                                  period)
+            expected, partner = members[np.argmin(d, 1)], top[members]
+            hit = score[members, expected] >= score[members, partner] - score_tie
+            if identity is not None:
+                hit |= identity[partner, expected] >= max_plain_correlation
+            near = d.min(1) <= tolerance
+            counts[members] += near
+            hits[members] += near & hit
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 

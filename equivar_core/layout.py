@@ -7,6 +7,7 @@
     <out>/_artifacts/model=<m>/fingerprints.json                 what each asset was computed from
     <out>/_artifacts/model=<m>/activations/<l>.<group>.samples.npy   sampled responses (float16), kept images
                                           <l>.<group>.moments.npz   score moments over all images
+                                          <l>.<group>.folds.npz     scores of each fold of the images
                                           <l>.points.npy         the sampled map positions
                                           <l>.top_images.npz, <l>.cov.npy, loaded.npy
     <out>/_artifacts/model=<m>/scores/<l>.<group>.scores.npz      unit-by-unit transform scores
@@ -88,6 +89,12 @@ def moments_file(layer: str, group: str) -> str:
     return f"{safe_value(layer)}.{safe_value(group)}.moments.npz"
 
 
+def folds_file(layer: str, group: str) -> str:
+    """File name of one layer's scores in each fold of the images, of one sweep group, in the activations
+    folder (:meth:`equivar_core.moments.LayerMoments.fold_scores`)."""
+    return f"{safe_value(layer)}.{safe_value(group)}.folds.npz"
+
+
 def points_file(layer: str) -> str:
     """File name of one layer's sampled map positions, in the activations folder."""
     return f"{safe_value(layer)}.points.npy"
@@ -160,6 +167,10 @@ class Layout:
         """Each unit's strongest images, their maxima and the maxima's map positions
         (:class:`equivar_core.activations.TopImages`, C x K each)."""
         return os.path.join(self.activations, f"{safe_value(layer)}.top_images.npz")
+
+    def fold_scores(self, layer: str, group: str) -> str:
+        """Each fold's scores of one layer and sweep group (key -> K x C x C, see :func:`folds_file`)."""
+        return os.path.join(self.activations, folds_file(layer, group))
 
     def cov(self, layer: str) -> str:
         """C x C covariance of a layer's units over all positions of the natural images."""

@@ -27,6 +27,14 @@ points that g keeps inside the disc):
 * for the scale group, ``cross|<earlier layer>|<g>``: the sums between an
   earlier layer's units on x and this layer's units on the zoomed image (scale
   pairs); the layers share their sample points.
+
+With K folds (``stability.folds``), the sums that families read (``centred|*``
+where the group has them, else ``plain|*``) are also kept for each fold of the
+images (image i in fold i mod K), without the null or the random basis: each
+batch's images are sorted by fold and each fold's rows multiplied alone, and
+the whole set's sums are the folds' added up, so no product is computed twice
+(:class:`~equivar_core.scores.CrossMoments`). They are stored as the folds'
+scores (:meth:`LayerMoments.fold_scores`).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ class LayerMoments:
     """One layer's sums for one sweep group (see the module docstring)."""
 
     def __init__(self, versions: list[Transform], points: torch.Tensor, disc_radius: float,
-                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] | None = None):
+                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] | None = None, folds: int = 0):
         self.labels = [g.label for g in versions]
         self.mix = mix
         self.valid = [g.valid(points, disc_radius) for g in versions]
@@ -53,9 +61,12 @@ class LayerMoments:
         amounts = [g.amount for g in versions]
         self.centred = bool(versions) and not versions[0].spatial and versions[0].label != IDENTITY_LABEL \
             and full_orbit(amounts)
-        self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix) for g in self.labels}
+        self.folds = folds
+        plain_folds = 0 if self.centred else folds          # families read the centred sums where the group has them
+        self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix, plain_folds)
+                                                 for g in self.labels}
         if self.centred:
-            self.moments |= {f"centred|{g}": CrossMoments(bf16, mix) for g in [IDENTITY_LABEL, *self.labels]}
+            self.moments |= {f"centred|{g}": CrossMoments(bf16, mix, folds) for g in [IDENTITY_LABEL, *self.labels]}
         self.moments |= {f"cross|{a}|{g}": CrossMoments(bf16) for a in earlier or [] for g in self.labels}
 
     def _at(self, x: torch.Tensor, v: int) -> torch.Tensor:
@@ -63,26 +74,44 @@ class LayerMoments:
         x = x if self.all_valid[v] else x[:, self.valid[v].to(x.device)]
         return x.reshape(-1, x.shape[-1])
 
-    def update(self, x: torch.Tensor, gx: list[torch.Tensor], earlier: dict[str, torch.Tensor] | None = None
-               ) -> None:
+    def _rows(self, per_fold: list[int], v: int | None) -> list[tuple[int, int]] | None:
+        """Each fold's rows of an image-major block sorted by fold (``per_fold`` images each), at the points
+        version ``v`` keeps (all points for None)."""
+        if not self.folds:
+            return None
+        points = len(self.valid[0]) if v is None else int(self.valid[v].sum())
+        ends = np.cumsum(per_fold) * points
+        return [(int(e - n * points), int(e)) for n, e in zip(per_fold, ends)]
+
+    def update(self, x: torch.Tensor, gx: list[torch.Tensor], earlier: dict[str, torch.Tensor] | None = None,
+               images: np.ndarray | None = None) -> None:
         """Add one batch: ``x`` (B x P x C) the layer on the original images, ``gx`` the layer on each version,
-        ``earlier``: earlier layers on the original images (for ``cross``)."""
+        ``earlier``: earlier layers on the original images (for ``cross``), ``images``: the batch's image
+        indices (B, for the folds)."""
         half = x.shape[0] // 2
+        order, per_fold = slice(None), []
+        if self.folds:
+            fold = np.asarray(images) % self.folds
+            order = torch.as_tensor(np.argsort(fold, kind="stable"), device=x.device)
+            per_fold = np.bincount(fold, minlength=self.folds).tolist()
+        xs = x[order]                                   # the batch's images sorted by fold
         xq = None if self.mix is None else (x @ self.mix.T).pow(2)       # x's mixed squares, once per batch
         for v, (label, y) in enumerate(zip(self.labels, gx)):
-            b = self._at(y, v)
-            null = self._at(torch.roll(y, half, 0), v)
-            self.moments[f"plain|{label}"].update(self._at(x, v), b, null,
-                                                  a_mixed_squares=None if xq is None else self._at(xq, v).sum(0))
+            b = self._at(y[order], v)
+            null = self._at(torch.roll(y, half, 0)[order], v)       # image i with i + B/2 of the batch
+            self.moments[f"plain|{label}"].update(self._at(xs, v), b, null,
+                                                  a_mixed_squares=None if xq is None else self._at(xq, v).sum(0),
+                                                  fold_rows=self._rows(per_fold, v))
             for name, e in (earlier or {}).items():
-                self.moments[f"cross|{name}|{label}"].update(self._at(e, v), b, null)
+                self.moments[f"cross|{name}|{label}"].update(self._at(e[order], v), b, null)
         if self.centred:
-            stack = torch.stack([x, *gx])
+            stack = torch.stack([x, *gx])[:, order]
             stack = stack - stack.mean(0, keepdim=True)
             a = stack[0].reshape(-1, stack.shape[-1])
             aq = None if self.mix is None else (a @ self.mix.T).pow(2).sum(0)
             for label, y in zip([IDENTITY_LABEL, *self.labels], stack):
-                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]), a_mixed_squares=aq)
+                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]), a_mixed_squares=aq,
+                                                        fold_rows=self._rows(per_fold, None))
 
     def merge(self, other: "LayerMoments") -> "LayerMoments":
         for key, m in other.moments.items():
@@ -95,20 +124,33 @@ class LayerMoments:
             out |= m.arrays(key)
         return out
 
+    def fold_scores(self) -> dict[str, np.ndarray]:
+        """key -> K x C x C float16: each fold's scores of the sums kept per fold (NaN for a fold without
+        images), e.g. ``plain|rotate:30`` or ``centred|identity:0``. Half precision (scores within 5e-4, far
+        below what a fold's fewer images change) keeps them at a quarter of the whole set's moments."""
+        out = {}
+        for key, m in self.moments.items():
+            if m.folds:
+                out[key] = np.stack([f.correlations()[0] if f.n else np.full(m.sums[4].shape, np.nan)
+                                     for f in m.folds]).astype(np.float16)
+        return out
+
 
 class GroupMoments:
     """The sums of every requested layer for one sweep group, created on the first batch (when the layers'
     widths are known). ``seed`` draws each layer's random basis as the basis control does."""
 
     def __init__(self, group: str, versions: list[Transform], points: torch.Tensor, disc_radius: float,
-                 seed: int | None, bf16: bool = False):
+                 seed: int | None, bf16: bool = False, folds: int = 0):
         self.group, self.versions, self.points, self.disc_radius = group, versions, points, disc_radius
-        self.seed, self.bf16 = seed, bf16
+        self.seed, self.bf16, self.folds = seed, bf16, folds
         self.cross_layer = group == Scale.name
         self.layers: dict[str, LayerMoments] = {}
 
-    def update(self, x: dict[str, torch.Tensor], gx: dict[str, list[torch.Tensor]]) -> None:
-        """One batch: layer -> B x P x C on the original images, and layer -> the same for each version."""
+    def update(self, x: dict[str, torch.Tensor], gx: dict[str, list[torch.Tensor]],
+               images: np.ndarray | None = None) -> None:
+        """One batch: layer -> B x P x C on the original images, and layer -> the same for each version;
+        ``images``: the batch's image indices (which fold each image is in)."""
         names = list(gx)
         for i, name in enumerate(names):
             if name not in self.layers:
@@ -116,8 +158,9 @@ class GroupMoments:
                 mix = None if self.seed is None else torch.as_tensor(
                     random_orthogonal(c, self.seed, name), dtype=torch.float32, device=gx[name][0].device)
                 self.layers[name] = LayerMoments(self.versions, self.points, self.disc_radius, mix, self.bf16,
-                                                 names[:i] if self.cross_layer else [])
-            self.layers[name].update(x[name], gx[name], {e: x[e] for e in names[:i]} if self.cross_layer else {})
+                                                 names[:i] if self.cross_layer else [], self.folds)
+            self.layers[name].update(x[name], gx[name], {e: x[e] for e in names[:i]} if self.cross_layer else {},
+                                     images)
 
     def cpu(self) -> "GroupMoments":
         """The same sums with every tensor in host memory (to return them from a GPU worker), in place."""

@@ -56,37 +56,67 @@ class CrossMoments:
     ``correlations(mixed=True)`` gives the correlations of the layer in that basis
     without another pass: the mixed cross-products are ``Q S Q^T`` of the plain ones.
     Sums add: :meth:`merge` combines the moments of disjoint row sets (image shards).
+    With ``folds`` (K), the sums of ``a`` with ``b`` are kept for each of K disjoint row sets too (folds of
+    the images, for the stability of families over photos): ``folds[k].correlations()`` are fold k's scores.
     """
 
-    def __init__(self, bf16: bool = False, mix: torch.Tensor | None = None):
+    def __init__(self, bf16: bool = False, mix: torch.Tensor | None = None, folds: int = 0):
         self.n = 0
         self.sums = None
         self.mixed_squares = None
         self.bf16 = bf16
         self.mix = mix
+        #: the same sums over each fold's rows alone (no null pairing, no mixing), see :meth:`update`
+        self.folds = [CrossMoments(bf16) for _ in range(folds)]
 
-    def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor,
-               a_mixed_squares: torch.Tensor | None = None) -> None:
-        """Add rows; ``a_mixed_squares``: the column sums of ``(a Q^T)^2`` when the caller has them (the same
-        ``a`` paired with several ``b``)."""
+    def _products(self, a: torch.Tensor, others: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """``a^T x`` for each x of ``others`` (in bfloat16 with ``bf16``)."""
         if self.bf16:
             a16 = a.to(torch.bfloat16)
-            cross = [torch.mm(a16.T, x.to(torch.bfloat16)).float() for x in (b, *others)]
-        else:
-            cross = [torch.mm(a.T, x) for x in (b, *others)]
-        sums = [a.sum(0), b.sum(0), a.pow(2).sum(0), b.pow(2).sum(0), *cross]
-        sums = [x.double().cpu() for x in sums]
+            return [torch.mm(a16.T, x.to(torch.bfloat16)).float() for x in others]
+        return [torch.mm(a.T, x) for x in others]
+
+    def _sums(self, a: torch.Tensor, b: torch.Tensor, others: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """The float64 sums of one block of rows (see :meth:`update`), in the order stored."""
+        sums = [a.sum(0), b.sum(0), a.pow(2).sum(0), b.pow(2).sum(0), *self._products(a, (b, *others))]
+        return [x.double().cpu() for x in sums]
+
+    def _add(self, sums: list[torch.Tensor], n: int) -> None:
         self.sums = sums if self.sums is None else [s + x for s, x in zip(self.sums, sums)]
+        self.n += n
+
+    def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor,
+               a_mixed_squares: torch.Tensor | None = None, fold_rows: list[tuple[int, int]] | None = None
+               ) -> None:
+        """Add rows; ``a_mixed_squares``: the column sums of ``(a Q^T)^2`` when the caller has them (the same
+        ``a`` paired with several ``b``).
+
+        With folds, ``fold_rows`` gives each fold's rows as a range ``(start, end)`` (the rows sorted by
+        fold): each fold adds its own sums of ``a`` and ``b``, and this object's are the folds' added up,
+        so the folds cost no product that the whole set would not compute anyway (``others`` are paired
+        over all rows).
+        """
+        if self.folds:
+            parts = []
+            for fold, (start, end) in zip(self.folds, fold_rows):
+                if end > start:
+                    parts.append(fold._sums(a[start:end], b[start:end], ()))
+                    fold._add(parts[-1], end - start)
+            self._add([sum(p[i] for p in parts) for i in range(5)] +
+                      [x.double().cpu() for x in self._products(a, others)], a.shape[0])
+        else:
+            self._add(self._sums(a, b, others), a.shape[0])
         if self.mix is not None:
             mixed = [torch.mm(a, self.mix.T).pow(2).sum(0) if a_mixed_squares is None else a_mixed_squares,
                      torch.mm(b, self.mix.T).pow(2).sum(0)]
             mixed = [x.double().cpu() for x in mixed]
             self.mixed_squares = mixed if self.mixed_squares is None else [
                 s + x for s, x in zip(self.mixed_squares, mixed)]
-        self.n += a.shape[0]
 
     def merge(self, other: "CrossMoments") -> "CrossMoments":
         """These sums plus ``other``'s (the same pairing over other rows), in place."""
+        for fold, theirs in zip(self.folds, other.folds):
+            fold.merge(theirs)
         if other.sums is None:
             return self
         if self.sums is None:

@@ -62,6 +62,29 @@ class FamilySettings:
         return params
 
 
+#: the family settings that decide membership, which the ``sensitivity`` table moves
+MEMBERSHIP_THRESHOLDS = ("min_similarity", "min_tuning_similarity", "min_spread", "tolerance", "min_partner_score",
+                         "min_gain", "max_plain_correlation", "min_invariant_similarity",
+                         "min_hue_invariant_similarity", "min_agreement", "pair_min_score", "pair_max_error_ratio")
+
+
+@dataclass(frozen=True)
+class StabilitySettings:
+    """How families are checked against themselves: over folds of the photos, and under moved thresholds."""
+
+    #: disjoint folds of the natural images (image i in fold i mod K) whose scores the passes keep apart
+    folds: int = setting(4, low=2, high=16)
+    #: a family reappears in a fold when a fold family of its layer and transform overlaps it this much
+    #: (Jaccard: shared members over members of either)
+    min_jaccard: float = setting(0.5, low=0, high=1, low_open=True)
+    #: the thresholds the ``sensitivity`` table moves, one at a time (names of ``families`` settings)
+    thresholds: tuple[str, ...] = setting(("min_similarity", "min_tuning_similarity", "min_partner_score",
+                                           "min_agreement", "pair_min_score"), choices=MEMBERSHIP_THRESHOLDS,
+                                          nonempty=True)
+    #: ... by these shares of their value (-0.2: 20% lower)
+    changes: tuple[float, ...] = setting((-0.2, -0.1, 0.1, 0.2), low=-1, high=1, nonempty=True)
+
+
 @dataclass(frozen=True)
 class CircuitSettings:
     max_radius: int = setting(12, low=0, high=64)   # source cells around the destination centre
@@ -101,6 +124,7 @@ class RunSettings:
     families: FamilySettings = FamilySettings()
     circuits: CircuitSettings = CircuitSettings()
     rotation_test: RotationTestSettings = RotationTestSettings()
+    stability: StabilitySettings = StabilitySettings()
 
     @property
     def model_name(self) -> str:
@@ -121,9 +145,9 @@ class RunSettings:
     def with_overrides(self, items) -> "RunSettings":
         """These settings with ``SECTION.FIELD=VALUE`` items applied, e.g. ``families.min_similarity=0.8``,
         ``tuning.stimuli.orientation_step=10``, ``sweep.rotate=45,90,135``: every setting of the sections
-        (``sweep``, ``tuning``, ``families``, ``circuits``, ``rotation_test``) is reachable this way, from the
-        CLI (``--set``) and the launchpad (``overrides``). Values are parsed as the default's type; an unknown
-        name or a bad value is one clear error."""
+        (``sweep``, ``tuning``, ``families``, ``circuits``, ``rotation_test``, ``stability``) is reachable this
+        way, from the CLI (``--set``) and the launchpad (``overrides``). Values are parsed as the default's type;
+        an unknown name or a bad value is one clear error."""
         out = self
         for item in items:
             key, sep, text = str(item).partition("=")

@@ -225,13 +225,37 @@ def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activati
     return _out(context, equivar, "scale_pairs", stages.scale_pair_table(s, activation_samples, scaled))
 
 
-@asset(group_name="families", **TABLE, deps=SCORE_ARCHIVES)
+#: what the refits on folds of the photos read beside the tuning: the fold scores the passes saved
+FOLD_SCORES = [*TRANSFORMED_SAMPLES, "activation_samples"]
+
+
+@multi_asset(
+    group_name="families",
+    outs={
+        "families": AssetOut(code_version=CODE_VERSION,
+                             description="Units that are rotated, hue-shifted, flipped or rescaled copies of one "
+                                         "another."),
+        "family_stability": AssetOut(code_version=CODE_VERSION,
+                                     description="Whether each family reappears when fitted on one fold of the "
+                                                 "photos alone, and how alike the folds' families are."),
+        "sensitivity": AssetOut(code_version=CODE_VERSION,
+                                description="Units in families and families per layer and transform with each "
+                                            "membership threshold moved up or down."),
+    },
+    deps=[*SCORE_ARCHIVES, *FOLD_SCORES],
+    retry_policy=RETRY,
+    partitions_def=MODELS,
+)
 @_fails_once_on_bad_input
 def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
-             unit_profiles: pd.DataFrame, layers: pd.DataFrame) -> Output:
-    """Units that are rotated, hue-shifted, flipped or rescaled copies of one another."""
+             unit_profiles: pd.DataFrame, layers: pd.DataFrame):
+    """The families, refitted on folds of the photos and with moved thresholds in the same step: the refits
+    share what each layer's families take from its tuning, most of a fit's time."""
     s = _settings(context, equivar, "families")
-    return _out(context, equivar, "families", stages.family_table(s, tuning, unit_profiles, layers))
+    found, stability, sensitivity = stages.checked_family_tables(s, tuning, unit_profiles, layers)
+    yield _out(context, equivar, "families", found, "families")
+    yield _out(context, equivar, "family_stability", stability, "family_stability")
+    yield _out(context, equivar, "sensitivity", sensitivity, "sensitivity")
 
 
 @asset(group_name="families", **TABLE)

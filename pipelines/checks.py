@@ -46,7 +46,7 @@ def _scores_check(asset):
 SCORE_CHECKS = [_scores_check(a) for a in assets.TRANSFORM_PAIRS]
 
 
-@asset_check(asset=assets.families, blocking=True, partitions_def=MODELS)
+@asset_check(asset=assets.families.keys_by_output_name["families"], blocking=True, partitions_def=MODELS)
 def families_are_well_formed(families: pd.DataFrame) -> AssetCheckResult:
     """At least two units per family, one family per unit and transform."""
     return _result(validate.families_well_formed(families))

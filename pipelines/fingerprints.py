@@ -51,6 +51,10 @@ OWN_INPUTS = {
     "reference_families": lambda s: {"model": s.model},
     "basis_control": lambda s: {"families": dataclasses.asdict(s.families), "seed": s.seed},
     "layer_summary": lambda s: {},
+    "family_stability": lambda s: {"families": dataclasses.asdict(s.families), "folds": s.stability.folds,
+                                   "min_jaccard": s.stability.min_jaccard},
+    "sensitivity": lambda s: {"families": dataclasses.asdict(s.families),
+                              "thresholds": list(s.stability.thresholds), "changes": list(s.stability.changes)},
     "curve_detectors": lambda s: {},
     "family_sweeps": lambda s: {"rotation_test": dataclasses.asdict(s.rotation_test), "seed": s.seed},
     "circuit_weights": lambda s: {"circuits": dataclasses.asdict(s.circuits)},
@@ -68,9 +72,10 @@ def _calibration(s: RunSettings) -> dict:
 
 def _sampling(s: RunSettings, group: str) -> dict:
     """What a group's samples and moments read: its sweep, the kept images, the forward batch (the null pairs
-    images within it) and the seed (the basis control's random bases, whose squares the moments sum)."""
+    images within it), the seed (the basis control's random bases, whose squares the moments sum) and the
+    folds of the images (whose scores the passes keep apart)."""
     return {"sweep": s.sweep.group_settings(group), "keep_samples": s.keep_samples, "batch_size": s.batch_size,
-            "seed": s.seed}
+            "seed": s.seed, "folds": s.stability.folds}
 
 
 def upstream_of(asset_defs) -> dict[str, list[str]]:
@@ -182,9 +187,10 @@ def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) ->
 
 
 def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> list[str]:
-    """The arrays behind an asset's table: sample arrays and their points (the manifests name them); for the
-    identity samples also each layer's units' strongest images, the covariance, the loaded-image
-    mask and the identity scores; the score archives of transform pairs; the expanded weights of circuits."""
+    """The arrays behind an asset's table: sample arrays and their points (the manifests name them) and each
+    layer's fold scores; for the identity samples also each layer's units' strongest images, the covariance,
+    the loaded-image mask and the identity scores; the score archives of transform pairs; the expanded
+    weights of circuits."""
     layout = settings.layout
 
     def column(name: str) -> list[str]:
@@ -199,6 +205,8 @@ def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> lis
             pairs |= {(r["src_layer"], r["dst_layer"]) for r in unique.aggregate([]).to_pylist()}
         return [layout.circuit_weights(s, d) for s, d in pairs]
     paths = [layout.resolve(p) for p in column("path") + column("points_path") + column("moments_path")]
+    group = part[1] if part else IDENTITY
+    paths += [layout.fold_scores(layer, group) for layer in set(column("layer"))]
     if table == "activation_samples":
         paths.append(layout.loaded)
         for layer in set(column("layer")):

@@ -27,7 +27,7 @@ from tests.test_cli import equivar
 
 PLANTED = ["--model", "equivar_core.planted:planted", "--n-images", "6", "--layers", "relu1,relu2", "--quiet"]
 TABLES = ("images", "layers", "unit_stats", "tuning", "unit_profiles", "families", "basis_control", "layer_summary",
-          "family_sweeps", "circuit_weights", "circuit_families")
+          "family_stability", "sensitivity", "family_sweeps", "circuit_weights", "circuit_families")
 
 
 def table_hashes(out: str) -> dict[str, str]:
@@ -328,6 +328,7 @@ ARRAYS = {
     "samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.samples.npy"),
     "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
     "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
+    "fold_scores_npz": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.folds.npz"),
     "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
     "top_images_npz": os.path.join("_artifacts", "model=planted", "activations", "relu2.top_images.npz"),
     "covariance_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.cov.npy"),

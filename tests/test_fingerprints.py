@@ -28,7 +28,7 @@ def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     b = asset_fingerprints(s2, "1", GRAPH)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families", "basis_control",
-                       "layer_summary", "curve_detectors"}
+                       "layer_summary", "curve_detectors", "family_stability", "sensitivity"}
     assert set(asset_fingerprints(s, "2", GRAPH)) == set(a) and asset_fingerprints(s, "2", GRAPH) != a
     s3 = dataclasses.replace(s, n_images=s.n_images + 1)
     c = asset_fingerprints(s3, "1", GRAPH)
@@ -45,7 +45,7 @@ def test_a_changed_transform_sweep_recomputes_only_that_family():
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
                        "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary",
-                       "curve_detectors"}
+                       "curve_detectors", "family_stability", "sensitivity"}
     c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1", GRAPH)   # points: every pass
     assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
         f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}

@@ -41,8 +41,8 @@ def _tables(out: str) -> dict[str, pd.DataFrame]:
 
 def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
     """The planted model on 48 images in 8-image batches: 1 process vs 3 Ray tasks of 16 images each (every
-    sweep group: identity, rotate, hflip, hue, scale). Scores within 1e-5, every table equal (floats to 1e-6: the statistics' float64
-    sums are added in another order)."""
+    sweep group: identity, rotate, hflip, hue, scale). Scores within 1e-5 (the folds' within float16 rounding),
+    every table equal (floats to 1e-6: the statistics' float64 sums are added in another order)."""
     pytest.importorskip("ray")
     outs = {}
     for workers in (1, 3):
@@ -56,6 +56,15 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path):
             assert set(a.files) == set(b.files)
             for k in a.files:
                 assert np.allclose(a[k], b[k], atol=1e-5), (name, k)
+    activations = os.path.join("_artifacts", "model=planted", "activations")
+    folds = sorted(f for f in os.listdir(os.path.join(outs[1], activations)) if f.endswith(".folds.npz"))
+    assert len(folds) == 2 * 5                     # each layer's fold scores of every sweep group
+    for name in folds:                             # the folds' sums add across shards too (stored in float16)
+        with np.load(os.path.join(outs[1], activations, name)) as a, \
+                np.load(os.path.join(outs[3], activations, name)) as b:
+            assert set(a.files) == set(b.files)
+            for k in a.files:
+                assert np.allclose(a[k], b[k], atol=2e-3), (name, k)
     one, three = _tables(outs[1]), _tables(outs[3])
     assert set(one) == set(three)
     for table in one:

@@ -15,6 +15,7 @@ One module per concern, in the order of the graph:
 * :mod:`.scoring`: ``tuning``, ``unit_profiles``, ``transform_pairs``, ``scale_pairs``, ``transform_maps``
   and the loaders of stored score matrices;
 * :mod:`.family_tables`: ``families``, ``basis_control``, ``layer_summary``;
+* :mod:`.stability_tables`: ``family_stability``, ``sensitivity`` (computed with ``families``);
 * :mod:`.sweep_tables`: ``family_sweeps`` (the rotation test) and ``curve_detectors``;
 * :mod:`.circuit_tables`: ``circuit_weights``, ``circuit_families``.
 """
@@ -24,15 +25,16 @@ from .common import load
 from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
 from .inputs import REFERENCE_DIR, image_table, layer_table, model_table, reference_family_table
 from .sampling import located, natural_activations, sample_shard, transformed_activations
+from .scoring import (all_transform_pairs, load_evidence, load_fold_evidence, load_identity, load_scores, profile_table,
+                      scale_pair_table, transform_map_table, transform_pair_table, tuning_table)
+from .stability_tables import checked_family_tables, family_check_tables
 from .sweep_tables import curve_detector_table, curve_families, family_sweep_table
-from .scoring import (all_transform_pairs, load_evidence, load_identity, load_scores, profile_table, scale_pair_table,
-                      transform_map_table, transform_pair_table, tuning_table)
 
 __all__ = [
-    "REFERENCE_DIR", "all_transform_pairs", "basis_control_table", "circuit_family_table", "circuit_weight_table",
-    "curve_detector_table", "curve_families", "family_sweep_table", "family_table", "image_table",
-    "invariant_units", "layer_families", "layer_pairs", "layer_summary_table", "layer_table", "load",
-    "load_evidence", "load_identity", "load_scores", "load_weights", "located", "model_table",
-    "natural_activations", "profile_table", "reference_family_table", "sample_shard", "scale_pair_table",
-    "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
+    "REFERENCE_DIR", "all_transform_pairs", "basis_control_table", "checked_family_tables", "circuit_family_table",
+    "circuit_weight_table", "curve_detector_table", "curve_families", "family_check_tables", "family_sweep_table",
+    "family_table", "image_table", "invariant_units", "layer_families", "layer_pairs", "layer_summary_table",
+    "layer_table", "load", "load_evidence", "load_fold_evidence", "load_identity", "load_scores", "load_weights",
+    "located", "model_table", "natural_activations", "profile_table", "reference_family_table", "sample_shard",
+    "scale_pair_table", "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
 ]

@@ -3,6 +3,7 @@ and the per-layer summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from ..activations import TRANSFORM_GROUPS
 from ..basis import above_chance, family_order, median_spacing, suggested_group
-from ..families import AngularFamilies, PairFamilies, Relations, flip_relations, relate_families
+from ..families import AngularFamilies, PairFamilies, Relations, curve_memo, flip_relations, relate_families
 from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
@@ -23,58 +24,109 @@ log = logging.getLogger(__name__)
 
 
 def family_table(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
-                 layers_df: pd.DataFrame) -> pd.DataFrame:
-    """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores."""
+                 layers_df: pd.DataFrame, tuned: dict | None = None) -> pd.DataFrame:
+    """``families``: rotation and hue families from tuning, flip and scale pairs from transform scores
+    (``tuned`` as in :func:`layer_families`)."""
     return layer_families(settings, tuning_df, profiles_df, layers_df,
-                          lambda layer, t: load_evidence(settings, layer, t))
+                          lambda layer, t: load_evidence(settings, layer, t), tuned)
+
+
+@dataclasses.dataclass
+class TunedLayer:
+    """What one layer's families take from its tuning alone, the same in every refit (the folds of
+    ``family_stability``, the moved thresholds of ``sensitivity``): the units' frequency index and, per
+    angular transform, which units are tuned enough to take part (``eligible``), their stacked curves, the
+    curves the transform leaves in place, the fits' memo of what they compute from the curves (``memo``: the
+    eligible units' shifted similarity, most of the time a fit takes, see
+    :meth:`~equivar_core.families.AngularFamilies.fit`) and that similarity as a C x C matrix (``full``, NaN
+    for the other units)."""
+
+    frequency: np.ndarray
+    eligible: dict[str, np.ndarray]
+    curves: dict[str, np.ndarray]
+    invariant: dict[str, np.ndarray]
+    memo: dict[str, dict]
+    full: dict[str, np.ndarray | None]
+
+    @classmethod
+    def of(cls, settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame, layer: str, c: int
+           ) -> "TunedLayer":
+        weighting = settings.families.curve_weighting
+        tuning = _columns(tuning_df[tuning_df["layer"] == layer])
+        prof = profiles_df[profiles_df["layer"] == layer]
+        by_stimulus = split_by_stimulus(tuning, layer)
+        out = cls(frequency_index(tuning, layer, c), {}, {}, {}, {}, {})
+        for transform in ANGULAR:
+            T = TRANSFORMS[transform]
+            tuned = prof[prof["stimulus"].isin(T.tuning_stimuli) & prof["period"].notna()]
+            eligible = np.zeros(c, bool)
+            eligible[tuned["unit"].to_numpy(int)] = True
+            curves = stacked_curves(tuning, layer, T.tuning_stimuli, c, by_stimulus=by_stimulus)
+            out.eligible[transform], out.curves[transform] = eligible, curves
+            out.invariant[transform] = stacked_curves(tuning, layer, T.invariant_stimuli, c, by_stimulus=by_stimulus)
+            out.memo[transform] = curve_memo(curves, eligible, out.invariant[transform], weighting)
+            out.full[transform] = None
+            if out.memo[transform]:
+                out.full[transform] = np.full((c, c), np.nan)
+                out.full[transform][np.ix_(eligible, eligible)] = out.memo[transform]["similarity", weighting][0]
+        return out
+
+
+def layer_fits(settings: RunSettings, tuned: TunedLayer, layer: str, evidence_of, relations: bool = True,
+               memo: dict[str, dict] | None = None, transforms=TRANSFORM_GROUPS
+               ) -> dict[str, tuple[AngularFamilies | PairFamilies, Relations | None]]:
+    """One layer's family estimators, fitted, per transform (of ``transforms``, those with evidence), with
+    each one's relations (siblings, rotation or mirror flips; skipped without ``relations``); see
+    :func:`layer_families`. ``memo``: transform -> the angular fits' memo for this evidence (refits with
+    other thresholds), else a copy of ``tuned.memo``'s."""
+    fs = settings.families
+    c = len(tuned.frequency)
+    memo = {t: dict(m) for t, m in tuned.memo.items()} if memo is None else memo
+    out = {}
+    rotation = np.full(c, -1), np.full(c, np.nan), {}, {}    # the layer's rotation families and scores
+    for transform in (t for t in ANGULAR if t in transforms):
+        T = TRANSFORMS[transform]
+        scores, identity = evidence_of(layer, transform)
+        curves = tuned.curves[transform]
+        est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
+            curves, tuned.eligible[transform], scores, identity, tuned.invariant[transform],
+            tuned.frequency if T.name == Rotate.name else None, memo[transform])
+        out[transform] = est, relate_families(curves, est.labels_, est.periods_, tuned.frequency,
+                                              fs.sibling_similarity, fs.frequency_gap, fs.curve_weighting,
+                                              tuned.full[transform]) if relations else None
+        if transform == Rotate.name:
+            rotation = est.labels_, est.params_, est.periods_, scores
+    for transform in (t for t in PAIRED if t in transforms):
+        scores, _ = evidence_of(layer, transform)
+        if not scores:
+            continue
+        est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores, directed=TRANSFORMS[transform].directed)
+        out[transform] = est, Relations({}, {}, flip_relations(est, *rotation, fs.tolerance, fs.mirror_margin)) \
+            if transform == HFlip.name and relations else None
+    return out
 
 
 def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame,
-                   layers_df: pd.DataFrame, evidence_of) -> pd.DataFrame:
+                   layers_df: pd.DataFrame, evidence_of, tuned: dict[str, TunedLayer] | None = None) -> pd.DataFrame:
     """Family rows of every layer from its tuning, profiles and transform scores.
 
     ``evidence_of(layer, transform)`` gives amount -> C x C scores and the plain correlations they must
     beat (see :func:`load_evidence`): the stored ones, or those of the layer in another basis (the basis
-    control).
+    control). ``tuned``: layer -> :class:`TunedLayer`, the ones the caller has; the others are built and
+    added (for the caller's refits).
     """
-    fs = settings.families
-    by_layer = {layer: _columns(g) for layer, g in tuning_df.groupby("layer", sort=False)}
+    tuned = {} if tuned is None else tuned
     rows = []
     for layer, c in zip(layers_df["layer"], layers_df["n_units"]):
-        tuning = by_layer.get(layer, _columns(tuning_df.iloc[:0]))
-        prof = profiles_df[profiles_df["layer"] == layer]
+        if layer not in tuned:
+            tuned[layer] = TunedLayer.of(settings, tuning_df, profiles_df, layer, c)
         next_id = 0
-        frequency = frequency_index(tuning, layer, c)
-        by_stimulus = split_by_stimulus(tuning, layer)
-        rotation = np.full(c, -1), np.full(c, np.nan), {}, {}    # the layer's rotation families and scores
-        for transform in ANGULAR:
-            T = TRANSFORMS[transform]
-            stimuli, fixed = T.tuning_stimuli, T.invariant_stimuli
-            tuned = prof[prof["stimulus"].isin(stimuli) & prof["period"].notna()]
-            eligible = np.zeros(c, bool)
-            eligible[tuned["unit"].to_numpy(int)] = True
-            scores, identity = evidence_of(layer, transform)
-            curves = stacked_curves(tuning, layer, stimuli, c, by_stimulus=by_stimulus)
-            est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
-                curves, eligible, scores, identity, stacked_curves(tuning, layer, fixed, c, by_stimulus=by_stimulus),
-                frequency if T.name == Rotate.name else None)
-            relations = relate_families(curves, est.labels_, est.periods_, frequency, fs.sibling_similarity,
-                                        fs.frequency_gap, fs.curve_weighting)
-            if transform == Rotate.name:
-                rotation = est.labels_, est.params_, est.periods_, scores
+        for transform, (est, relations) in layer_fits(settings, tuned[layer], layer, evidence_of).items():
+            angular = isinstance(est, AngularFamilies)
             next_id = _append_families(rows, layer, transform, est, next_id,
-                                       period={k: v for k, v in est.periods_.items()}, agreement=est.agreement_,
-                                       frequency=frequency, relations=relations)
-        for transform in PAIRED:
-            scores, _ = evidence_of(layer, transform)
-            if not scores:
-                continue
-            est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores,
-                                                                        directed=TRANSFORMS[transform].directed)
-            mirrors = Relations({}, {}, flip_relations(est, *rotation, fs.tolerance, fs.mirror_margin)) \
-                if transform == HFlip.name else None
-            next_id = _append_families(rows, layer, transform, est, next_id, period={}, agreement=None,
-                                       frequency=frequency, relations=mirrors)
+                                       period=dict(est.periods_) if angular else {},
+                                       agreement=est.agreement_ if angular else None,
+                                       frequency=tuned[layer].frequency, relations=relations)
     cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
             "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})

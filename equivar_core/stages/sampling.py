@@ -22,7 +22,7 @@ def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView
     rows of the sample files ``paths``, return its partial sums (see :func:`activations.sample_rows`)."""
     model, _ = load(settings)
     return sample_rows(model.module, layers, views, model.input_size, settings.sweep, paths, settings.batch_size,
-                       settings.resolved_device(), group, settings.seed)
+                       settings.resolved_device(), group, settings.seed, settings.stability.folds)
 
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     samples, stats, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, layout.activations,
         settings.batch_size, settings.resolved_device(), group=IDENTITY, run_shards=run_shards,
-        keep=settings.keep_samples, seed=settings.seed)
+        keep=settings.keep_samples, seed=settings.seed, folds=settings.stability.folds)
     save_npy(layout.loaded, loaded)
     rows = []
     for name, st in stats.items():
@@ -87,5 +87,5 @@ def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, laye
     samples, _, loaded = sample_activations(
         model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
         settings.layout.activations, settings.batch_size, settings.resolved_device(), group=transform,
-        run_shards=run_shards, keep=settings.keep_samples, seed=settings.seed)
+        run_shards=run_shards, keep=settings.keep_samples, seed=settings.seed, folds=settings.stability.folds)
     return _manifest(settings, samples, loaded, transform)

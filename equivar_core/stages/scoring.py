@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..activations import TRANSFORM_GROUPS
 from ..basis import mixed_stats, random_orthogonal
-from ..moments import StoredMoments
+from ..errors import EquivarError
+from ..moments import IDENTITY_LABEL, StoredMoments
 from ..scores import ScoreSettings, linear_map_summary, top_pairs
 from ..settings import RunSettings
 from ..storage import save_npz
@@ -100,6 +101,31 @@ def load_evidence(settings: RunSettings, layer: str, transform: str
                 return ({float(k.split(":")[1]): z[k] for k in z.files if k.endswith(":centred")},
                         z[f"centred-identity:{transform}"])
     return load_scores(settings, layer, transform), load_identity(settings, layer)
+
+
+def load_fold_evidence(settings: RunSettings, layer: str, transform: str
+                       ) -> list[tuple[dict[float, np.ndarray], np.ndarray | None] | None]:
+    """:func:`load_evidence` in each fold of the images (``stability.folds``): one entry per fold, from the
+    fold scores the passes saved (:meth:`equivar_core.moments.LayerMoments.fold_scores`); None for a fold
+    without images."""
+    layout = settings.layout
+
+    def arrays(group: str) -> dict[str, np.ndarray]:
+        path = layout.fold_scores(layer, group)
+        if not os.path.exists(path):
+            return {}
+        with np.load(path) as z:
+            return {k: z[k].astype(np.float32) for k in z.files}
+
+    found = arrays(transform) if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) else {}
+    kind = "centred" if f"centred|{IDENTITY_LABEL}" in found else "plain"
+    identity = found[f"centred|{IDENTITY_LABEL}"] if kind == "centred" else arrays(IDENTITY).get(
+        f"plain|{IDENTITY_LABEL}")
+    if identity is None:
+        raise EquivarError(f"no fold scores of layer {layer!r}: the passes ran without folds; run them again")
+    scores = {float(k.split(":")[1]): m for k, m in found.items() if k.startswith(f"{kind}|{transform}:")}
+    return [None if np.isnan(identity[f]).all() else ({a: m[f] for a, m in scores.items()}, identity[f])
+            for f in range(len(identity))]
 
 
 def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
