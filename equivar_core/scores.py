@@ -82,7 +82,12 @@ class CrossMoments:
         return [x.double().cpu() for x in sums]
 
     def _add(self, sums: list[torch.Tensor], n: int) -> None:
-        self.sums = sums if self.sums is None else [s + x for s, x in zip(self.sums, sums)]
+        """Add a block's sums in place (the first block's tensors are kept: the caller hands over fresh ones)."""
+        if self.sums is None:
+            self.sums = sums
+        else:
+            for total, x in zip(self.sums, sums):
+                total.add_(x)
         self.n += n
 
     def update(self, a: torch.Tensor, b: torch.Tensor, *others: torch.Tensor,
@@ -97,13 +102,13 @@ class CrossMoments:
         over all rows).
         """
         if self.folds:
-            parts = []
+            whole = None
             for fold, (start, end) in zip(self.folds, fold_rows):
                 if end > start:
-                    parts.append(fold._sums(a[start:end], b[start:end], ()))
-                    fold._add(parts[-1], end - start)
-            self._add([sum(p[i] for p in parts) for i in range(5)] +
-                      [x.double().cpu() for x in self._products(a, others)], a.shape[0])
+                    part = fold._sums(a[start:end], b[start:end], ())
+                    whole = [x.clone() for x in part] if whole is None else [t.add_(x) for t, x in zip(whole, part)]
+                    fold._add(part, end - start)
+            self._add(whole + [x.double().cpu() for x in self._products(a, others)], a.shape[0])
         else:
             self._add(self._sums(a, b, others), a.shape[0])
         if self.mix is not None:
