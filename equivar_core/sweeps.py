@@ -21,7 +21,8 @@ best photos were chosen unturned; summaries leave it out. ``control`` rows
 run the same test on as many units of the layer that are in no family of the
 transform, each matched on tuning selectivity to a member
 (:func:`control_units`), with the family's params handed out to them at
-random: units with no shared feature peak where chance puts them. ``chance``
+random: units with no shared feature peak where chance puts them (a control
+driver's own row is left out: it peaks at 0 by construction too). ``chance``
 is that probability for a peak that falls on a uniformly random sweep angle:
 the share of the sweep's angles within ``tolerance`` of the expected one
 (:func:`chance_within`; 3 in 18 for 10 degree steps over 180 degrees and a
@@ -125,6 +126,8 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                 peaks = angles[np.argmax(curve, 0)]
                 expected = np.mod(fam.params - fam.params[i], fam.period)
                 for j, v in enumerate(fam.members):
+                    if v == u and fam.role == "control":      # a control driver's own row peaks at 0 too: no test
+                        continue
                     cols["family"] += [fam.family] * len(angles)
                     cols["role"] += ["self" if v == u else fam.role] * len(angles)
                     cols["driver"] += [int(u)] * len(angles)
