@@ -4,8 +4,8 @@ A twin is a model of the same folder whose spec is ``untrained:<the trained mode
 ``@seed=N``; see :mod:`equivar_core.models.untrained`): every model of a built-in architecture, checkpoints
 included, is set beside every untrained control of that architecture. Rows are the (layer, transform)
 pairs that both have in ``layer_summary``; the rotation test's pass rates come from ``family_sweeps`` (a
-driver-member pair passes when its peak lies within :data:`TOLERANCE` degrees of where the family puts it,
-read at its ``angle = 0`` row; the drivers' own ``self`` rows are left out). A model without an untrained
+driver-member pair passes when its peak lies within the run's ``rotation_test.tolerance`` of where the family
+puts it: ``passed``, read at its ``angle = 0`` row; the drivers' own ``self`` rows are left out). A model without an untrained
 twin in the folder has no rows.
 
 The view is SQL over the tables' views, defined here once and created both in the catalog file
@@ -16,9 +16,6 @@ The view is SQL over the tables' views, defined here once and created both in th
 from __future__ import annotations
 
 NAME = "learned_control"
-#: degrees: the rotation test's default tolerance (``RotationTestSettings.tolerance``), the pass mark here (a
-#: constant, so that reading the catalog imports no torch)
-TOLERANCE = 15.0
 #: the tables the view reads (``family_sweeps`` is optional: without it the pass rates are null)
 REQUIRED = ("models", "layer_summary")
 
@@ -26,18 +23,16 @@ _NO_SWEEPS = ("SELECT NULL::VARCHAR AS model, NULL::VARCHAR AS layer, NULL::VARC
               "NULL::DOUBLE AS pass_rate, NULL::DOUBLE AS control_pass_rate, NULL::DOUBLE AS chance WHERE false")
 
 
-def _sweeps(tolerance: float) -> str:
-    return f"""SELECT model, layer, transform,
-           avg(CASE WHEN error <= {tolerance!r} THEN 1.0 ELSE 0.0 END) FILTER (WHERE role = 'member') AS pass_rate,
-           avg(CASE WHEN error <= {tolerance!r} THEN 1.0 ELSE 0.0 END) FILTER (WHERE role = 'control')
-               AS control_pass_rate,
+_SWEEPS = """SELECT model, layer, transform,
+           avg(passed::DOUBLE) FILTER (WHERE role = 'member') AS pass_rate,
+           avg(passed::DOUBLE) FILTER (WHERE role = 'control') AS control_pass_rate,
            avg(chance) FILTER (WHERE role = 'member') AS chance
     FROM family_sweeps WHERE angle = 0 AND error IS NOT NULL GROUP BY model, layer, transform"""
 
 
-def select_sql(with_sweeps: bool = True, tolerance: float = TOLERANCE) -> str:
+def select_sql(with_sweeps: bool = True) -> str:
     """The view's query (``with_sweeps``: whether a ``family_sweeps`` table exists to read)."""
-    sweeps = _sweeps(tolerance) if with_sweeps else _NO_SWEEPS
+    sweeps = _SWEEPS if with_sweeps else _NO_SWEEPS
     return f"""WITH pairs AS (
     SELECT DISTINCT t.model AS model, u.model AS untrained_model
     FROM models t JOIN models u

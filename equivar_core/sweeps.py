@@ -65,6 +65,9 @@ class RotationTestSettings:
     #: degrees: a peak this close to the expected angle passes (``chance``)
     tolerance: float = setting(15.0, low=0, high=180)
     controls: bool = setting(True)   # also test matched units outside the family (``role = control``)
+    #: a control family turns the photos of this many of its units (drawn at random), each read against all
+    #: of them: a chance level needs far fewer drivers than a family's own test (every member drives)
+    control_drivers: int = setting(2, low=1)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class SweptFamily:
     params: np.ndarray
     period: float
     role: str = "member"             # "member": a real family; "control": matched units outside any family
+    drivers: np.ndarray | None = None    # positions in ``members`` whose photos are turned (None: every member)
 
 
 @torch.inference_mode()
@@ -104,7 +108,8 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                 around the central one."""
                 return acts[:, on_device, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
 
-            for i, u in enumerate(fam.members):
+            for i in (range(len(fam.members)) if fam.drivers is None else fam.drivers):
+                u = fam.members[i]
                 curves = []                       # per driver image: angles x members
                 for n, position in top.best(u, settings.top_k):
                     img = load_view(views[n], input_size)
@@ -113,7 +118,7 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                     py, px = divmod(position, geom.width)
                     peak = ((py + 0.5) * geom.stride + geom.rf_offset[0],
                             (px + 0.5) * geom.stride + geom.rf_offset[1])
-                    canvases = torch.cat([make(float(a)).images_about(img[None], peak, target, size) for a in angles])
+                    canvases = make.images_about_each(img[None], angles, peak, target, size)
                     resp = []
                     for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
                         x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)

@@ -109,18 +109,33 @@ class Transform:
         Pixel coordinates are continuous (the first pixel's centre is 0.5). Rotating about ``target``
         instead of the image centre keeps a unit's receptive field on the feature it was centred on.
         """
+        return self.images_about_each(x, [self.amount], source, target, size)
+
+    @classmethod
+    def images_about_each(cls, x: torch.Tensor, amounts, source: tuple[float, float], target: tuple[float, float],
+                          size: int | None = None) -> torch.Tensor:
+        """:meth:`images_about` for each of ``amounts`` in one resampling: ``len(amounts) * N`` canvases, the
+        N images of the first amount first (as concatenating the single calls would give)."""
         n, c, h, w = x.shape
         size = size or w
-        inv = torch.linalg.inv(self.matrix()).to(x) if self.spatial else torch.eye(2).to(x)
+        elements = [cls(float(a)) for a in amounts]
+        if cls.spatial:
+            inv = torch.linalg.inv(torch.stack([g.matrix() for g in elements])).to(x)       # K x 2 x 2
+        else:
+            inv = torch.eye(2).to(x)[None]
         scale = torch.tensor([2.0 / w, 2.0 / h]).to(x)
         src = torch.tensor([source[1], source[0]]).to(x) * scale - 1                  # normalized in x
         offset = torch.tensor([size / 2 - target[1], size / 2 - target[0]]).to(x)    # canvas pixels
-        theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
-        theta[:, :, :2] = inv * (size / w)
-        theta[:, :, 2] = src + (inv @ offset) * scale
-        grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
-        moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-        return moved if self.spatial else self.images(moved)
+        theta = torch.zeros(len(inv), n, 2, 3, dtype=x.dtype, device=x.device)
+        theta[..., :2] = (inv * (size / w))[:, None]
+        theta[..., 2] = (src + (inv @ offset) * scale)[:, None]
+        k = len(inv)
+        grid = F.affine_grid(theta.reshape(k * n, 2, 3), [k * n, c, size, size], align_corners=False)
+        source_images = x.repeat(k, 1, 1, 1) if k > 1 else x
+        moved = F.grid_sample(source_images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if cls.spatial:
+            return moved
+        return torch.cat([g.images(moved) for g in elements])
 
     def kernels(self, w: torch.Tensor) -> torch.Tensor:
         """The spatial action on kernels or maps (... x H x W), zero outside."""

@@ -15,7 +15,6 @@ from equivar_core.models import untrained
 from equivar_core.models.registry import (BUILTINS, default_name, is_callable_spec, load_model, load_model_once,
                                           untrained_spec_of_name)
 from equivar_core.settings import RunSettings
-from equivar_core.sweeps import RotationTestSettings
 
 SPEC = "untrained:efficientnet_lite0"
 
@@ -181,10 +180,11 @@ def _summary(model, rows):
     return pa.table({"model": [model] * len(rows), **{c: [r[i] for r in rows] for i, c in enumerate(cols)}})
 
 
-def _sweeps(model, rows):
-    """rows: (layer, transform, role, error, chance); each at angles 0 and 10 (only angle 0 counts)."""
-    rows = [(a, *r) for r in rows for a in (0.0, 10.0)]
-    cols = ["angle", "layer", "transform", "role", "error", "chance"]
+def _sweeps(model, rows, tolerance=15.0):
+    """rows: (layer, transform, role, error, chance); each at angles 0 and 10 (only angle 0 counts); ``passed``
+    as a run whose ``rotation_test.tolerance`` is ``tolerance`` writes it."""
+    rows = [(a, *r, r[3] <= tolerance) for r in rows for a in (0.0, 10.0)]
+    cols = ["angle", "layer", "transform", "role", "error", "chance", "passed"]
     return pa.table({"model": [model] * len(rows), "family": [0] * len(rows),
                      **{c: [r[i] for r in rows] for i, c in enumerate(cols)}})
 
@@ -209,7 +209,7 @@ def _folder(root, sweeps=True):
             ("L1", "rotate", "self", 0.0, 1.0),             # the driver itself: left out
             ("L1", "rotate", "member", 5.0, 0.2), ("L1", "rotate", "member", 20.0, 0.1),
             ("L1", "rotate", "member", 15.0, 0.15),
-            ("L1", "rotate", "control", 40.0, 0.2), ("L1", "rotate", "control", 10.0, 0.2)]), "m", None)
+            ("L1", "rotate", "control", 40.0, 0.2), ("L1", "rotate", "control", 10.0, 0.2)], tolerance=20.0), "m", None)
         storage.write_table(root, "family_sweeps", _sweeps("u", [
             ("L1", "rotate", "self", 0.0, 1.0),
             ("L1", "rotate", "member", 30.0, 0.1), ("L1", "rotate", "member", 90.0, 0.3),
@@ -231,7 +231,7 @@ def _check(rows):
     assert (rot["families"], rot["families_untrained"], rot["largest_family"], rot["largest_family_untrained"]) == \
         (2, 1, 4, 3)
     assert rot["units_ratio"] == pytest.approx(0.5)
-    assert rot["rotation_pass_rate"] == pytest.approx(2 / 3)          # errors 5, 20, 15: 15 passes
+    assert rot["rotation_pass_rate"] == pytest.approx(1.0)    # errors 5, 20, 15: all pass at m's run's 20 degrees
     assert rot["rotation_pass_rate_untrained"] == pytest.approx(0.0)
     assert rot["control_pass_rate"] == pytest.approx(0.5) and rot["control_pass_rate_untrained"] == pytest.approx(1)
     assert rot["chance"] == pytest.approx(0.15) and rot["chance_untrained"] == pytest.approx(0.2)
@@ -274,11 +274,6 @@ def test_learned_control_without_sweeps_or_twins(tmp_path):
     root = str(tmp_path / "c")                              # no layer_summary: no view, nothing fails
     storage.write_table(root, "models", pa.table({"model": ["m"], "spec": ["x"]}), "m", None)
     assert storage.build_catalog(root)[1] == ["models"]
-
-
-def test_the_pass_mark_is_the_rotation_tests_tolerance():
-    assert learned_control.TOLERANCE == RotationTestSettings().tolerance
-    assert f"error <= {learned_control.TOLERANCE!r}" in learned_control.select_sql()
 
 
 def test_a_run_of_the_control_in_process(tmp_path):

@@ -65,11 +65,12 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
             period = df["family"].map(periods).to_numpy(float)
             df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(), period)
             df["chance"] = chance_within(df["expected_angle"].to_numpy(), period, step, test.tolerance)
+            df["passed"] = df["error"].to_numpy() <= test.tolerance
             rows.append(df)
         log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
             (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
     cols = ["layer", "family", "transform", "role", "driver", "member", "angle", "response", "peak_angle",
-            "expected_angle", "error", "chance", "step"]
+            "expected_angle", "error", "passed", "chance", "step"]
     out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
     return _with_model(out[cols] if len(out) else out, settings)
 
@@ -78,25 +79,28 @@ def sweep_controls(settings: RunSettings, layer: str, tested: list[SweptFamily],
                    profiles_df: pd.DataFrame, n_units: int) -> list[SweptFamily]:
     """The control of each tested family: as many units of the layer in no family of its transform, matched
     on their tuning selectivity to the members (:func:`~equivar_core.sweeps.control_units`), given the
-    family's params in a random order (seeded by the run, layer and family)."""
+    family's params in a random order, ``rotation_test.control_drivers`` of them (at random) driving (all
+    draws seeded by the run, layer and family)."""
     prof = profiles_df[profiles_df["layer"] == layer]
+    selectivity, outside = {}, {}
+    for name in {fam.transform for fam in tested}:        # per transform: its stimuli and its families
+        sel = prof[prof["stimulus"].isin(TRANSFORMS[name].tuning_stimuli)].groupby("unit")["selectivity"].max()
+        selectivity[name] = np.full(n_units, np.nan)
+        selectivity[name][sel.index.to_numpy(int)] = sel.to_numpy(float)
+        in_families = layer_families.loc[layer_families["transform"] == name, "unit"].to_numpy(int)
+        outside[name] = np.setdiff1d(np.flatnonzero(np.isfinite(selectivity[name])), in_families)
     out = []
     for fam in tested:
-        T = TRANSFORMS[fam.transform]
-        selectivity = np.full(n_units, np.nan)
-        sel = prof[prof["stimulus"].isin(T.tuning_stimuli)].groupby("unit")["selectivity"].max()
-        selectivity[sel.index.to_numpy(int)] = sel.to_numpy(float)
-        in_families = layer_families.loc[layer_families["transform"] == fam.transform, "unit"].to_numpy(int)
-        outside = np.setdiff1d(np.flatnonzero(np.isfinite(selectivity)), in_families)
         rng = np.random.default_rng([settings.seed, zlib.crc32(layer.encode()), fam.family,
                                      list(TRANSFORMS).index(fam.transform)])
-        units = control_units(fam.members, outside, selectivity, rng)
+        units = control_units(fam.members, outside[fam.transform], selectivity[fam.transform], rng)
         if len(units) < 2:
             log.info("family sweeps: %s family %d has no control (%d units outside families)", layer, fam.family,
-                     len(outside))
+                     len(outside[fam.transform]))
             continue
         params = rng.permutation(fam.params)[:len(units)]
-        out.append(dataclasses.replace(fam, members=units, params=params, role="control"))
+        drivers = np.sort(rng.permutation(len(units))[:settings.rotation_test.control_drivers])
+        out.append(dataclasses.replace(fam, members=units, params=params, role="control", drivers=drivers))
     return out
 
 
