@@ -12,6 +12,7 @@ These machines are noisy: compare figures only within one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from equivar_core.activations import TRANSFORM_GROUPS, SweepSettings, sample_activations  # noqa: E402
+from equivar_core.capture import capture, layer_modules  # noqa: E402
 from equivar_core.images import iter_batches, plan_views  # noqa: E402
 from equivar_core.models.registry import load_model  # noqa: E402
 from equivar_core.scores import pearson_cross, version_scores  # noqa: E402
@@ -43,7 +45,9 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def activation_overhead(model, layers, n_images: int, batch: int, device: str) -> float:
-    """sample_activations (every group) over a bare model(x) loop on the same transformed inputs, same batch."""
+    """sample_activations (every group) over the limit it could reach: the same model object passing the same
+    transformed inputs in the same batches to the same deepest layer (in capture's CPU chunks), with nothing
+    kept. The ratio is what capturing, sampling and summing moments add to the forward passes."""
     sweep = SweepSettings()
     views = plan_views(None, n_images, 0)
     versions = sweep.versions()
@@ -52,11 +56,13 @@ def activation_overhead(model, layers, n_images: int, batch: int, device: str) -
         x = b.images.to(device)
         inputs += [(g.images(x) if i else x).contiguous(memory_format=torch.channels_last)
                    for i, g in enumerate(versions)]
+    deepest = [name for name in layer_modules(model) if name in layers][-1]
 
     @torch.inference_mode()
-    def bare():
-        for x in inputs:
-            model(x)
+    def bare():                         # the passes alone: stop at the deepest layer, keep none of it
+        with capture(model, [deepest], pre_activation=True) as cap:
+            for x in inputs:
+                cap.run(x, lambda name, acts: acts[:, :0])
 
     with tempfile.TemporaryDirectory() as d:
         def grouped():                  # what the pipeline does: the identity group, then each transform family
@@ -65,6 +71,26 @@ def activation_overhead(model, layers, n_images: int, batch: int, device: str) -
 
         work = best_of(grouped, 2)
     return work / best_of(bare, 2)
+
+
+@contextlib.contextmanager
+def forward_time(cls):
+    """Seconds spent in ``cls.forward`` (the whole model's passes, however they end) while the block runs: a
+    one-element list, filled in place."""
+    spent, forward = [0.0], cls.forward
+
+    def timed(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    cls.forward = timed
+    try:
+        yield spent
+    finally:
+        cls.forward = forward
 
 
 def chunked_forward_speedup(model, n_images: int, batch: int = 16) -> float:
@@ -145,12 +171,20 @@ def peak_rss_of_run(n_images: int, out: str) -> int:
     return int(r.stdout.strip().splitlines()[-1])
 
 
-def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[dict[str, float], float, float]:
-    """Share of each asset in a whole run (``layers``: empty = the preset); then the times of a CLI run and of
-    its unchanged re-run."""
+def default_run_breakdown(n_images: int, out: str, layers: list[str]
+                          ) -> tuple[dict[str, float], float, float, float]:
+    """Share of each asset in a whole run (``layers``: empty = the preset); the times of a CLI run and of its
+    unchanged re-run; and the run's wall time over the time its forward passes of the model take (the run's
+    floor on this machine: every pass the run makes, with nothing else)."""
+    from equivar_core.models.efficientnet_lite0 import EfficientNetLite0
+    from equivar_core.models.registry import load_model_once
     from pipelines.cli import main as cli
 
-    durations = asset_durations(n_images, os.path.join(out, "breakdown"), None, layers)
+    load_model_once("efficientnet_lite0")           # loaded before the clock starts, as for the CLI run below
+    with forward_time(EfficientNetLite0) as passes:
+        t = time.perf_counter()
+        durations = asset_durations(n_images, os.path.join(out, "breakdown"), None, layers)
+        wall = time.perf_counter() - t
     total = sum(durations.values())
     args = ["run", "--out", os.path.join(out, "cli"), "--n-images", str(n_images), "--quiet"] + (
         ["--layers", ",".join(layers)] if layers else [])
@@ -160,7 +194,7 @@ def default_run_breakdown(n_images: int, out: str, layers: list[str]) -> tuple[d
     t = time.perf_counter()
     assert cli(args) == 0
     noop = time.perf_counter() - t
-    return {k: v / total for k, v in sorted(durations.items())}, full, noop
+    return {k: v / total for k, v in sorted(durations.items())}, full, noop, wall / passes[0]
 
 
 SHARED_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "imagenet-sample")
@@ -281,8 +315,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         # quick: three small privileged layers; else the default run (the preset, 48 photos)
         layers = ["_act0", "_blocks.0.depthwise", "_blocks.2.depthwise"] if quick else []
-        breakdown, full, rerun = default_run_breakdown(4 if quick else 48, d, layers)
+        breakdown, full, rerun, over_passes = default_run_breakdown(4 if quick else 48, d, layers)
     figures["noop_rerun"] = rerun / full
+    figures["run_over_forward_passes"] = over_passes
     figures["default_run_breakdown"] = breakdown
     figures["family_sweeps_share"] = breakdown.get("family_sweeps", 0.0)
     if args.scaling or quick:

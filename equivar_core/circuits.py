@@ -48,7 +48,7 @@ from torch import nn
 
 from .capture import is_activation, layer_modules
 from .errors import EquivarError
-from .models._layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
+from .tf_layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
 from .transforms import TRANSFORMS
 
 

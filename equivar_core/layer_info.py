@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .capture import is_activation, layer_modules
-from .models._layers import AvgPool2dSame, MaxPool2dSame
+from .tf_layers import AvgPool2dSame, MaxPool2dSame
 
 #: modules that act on each channel alone (a per-channel affine map or a spatial pooling)
 CHANNELWISE = (nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, MaxPool2dSame, AvgPool2dSame)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models._layers import Conv2dSame
+from .tf_layers import Conv2dSame
 from .transforms import _CHROMA_0, _CHROMA_90, hue_color
 
 #: RGB -> YIQ (NTSC); the I-Q plane is an opponent plane other than equivar's chroma plane

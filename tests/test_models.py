@@ -11,7 +11,7 @@ from torch import nn
 
 from equivar_core.errors import EquivarError
 from equivar_core.models import inceptionv1
-from equivar_core.models._layers import LocalResponseNorm, pad, same_padding
+from equivar_core.tf_layers import LocalResponseNorm, pad, same_padding
 from equivar_core.models.registry import load_model, resolve_layers
 
 
@@ -54,7 +54,7 @@ def test_same_padding_is_tensorflows():
 def test_same_conv_equals_padding_then_convolving(size, kernel, stride):
     """Conv2dSame lets the convolution pad when TensorFlow's padding is symmetric; the result is the padded
     copy convolved without padding, as TensorFlow computes it."""
-    from equivar_core.models._layers import Conv2dSame
+    from equivar_core.tf_layers import Conv2dSame
 
     torch.manual_seed(0)
     conv = Conv2dSame(4, 6, kernel, stride=stride)

@@ -80,6 +80,36 @@ def test_no_import_cycles_among_the_project_modules():
     assert cycles(edges) == []
 
 
+def _folder(module: str) -> str:
+    """The node of the drawing a module belongs to: a subpackage of ``equivar_core`` or ``pipelines`` as one
+    node (importing any of its modules runs its ``__init__``), a top-level module as itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def folder_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m, targets in edges.items():
+        out.setdefault(_folder(m), set()).update(_folder(t) for t in targets if _folder(t) != _folder(m))
+    for targets in list(out.values()):
+        for t in targets:
+            out.setdefault(t, set())
+    return out
+
+
+def test_no_upward_import_between_folders():
+    """With each subpackage drawn as one box (``equivar_core.models``, ``equivar_core.stages``, ...), every
+    arrow points one way: a module low in the drawing (``layer_info``, ``circuits``) that imported a building
+    block from ``equivar_core.models`` while the model registry imports it made a cycle of boxes."""
+    graph = folder_graph(import_graph())
+    assert "equivar_core.models" in graph["equivar_core.settings"]
+    assert cycles(graph) == []
+    assert cycles(folder_graph({"equivar_core.layer_info": {"equivar_core.models._blocks"},
+                                "equivar_core.models.registry": {"equivar_core.layer_info"},
+                                "equivar_core.models._blocks": set()})) == [["equivar_core.layer_info",
+                                                                             "equivar_core.models"]]
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

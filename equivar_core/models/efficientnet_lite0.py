@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._layers import Conv2dSame
+from ..tf_layers import Conv2dSame
 
 #: (repeats, kernel, stride, expand ratio, in channels, out channels) per stage.
 STAGES = (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._layers import Conv2dSame, LocalResponseNorm, MaxPool2dSame
+from ..tf_layers import Conv2dSame, LocalResponseNorm, MaxPool2dSame
 
 #: name -> (in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool_reduce)
 MIXED = {
