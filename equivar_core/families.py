@@ -39,7 +39,11 @@ the natural-image sweep, is the member's best transform partner the family
 member whose param is closest to ``param + a``? The fraction of amounts where
 it is (among the amounts where some member sits within ``tolerance`` of that
 place) is reported per unit; members below ``min_agreement`` are removed
-(and families left with one member or no spread dissolved).
+(and families left with one member or no spread dissolved). The place is read
+on the family's own measured params: where it falls in a gap of an unevenly
+spaced family, and the closest member is judged more closely at another
+amount, the member on the gap's other side counts too (natural images cannot
+rank two members 20 and 30 degrees away).
 
 Flip and scale families are pairs from transform scores: u and v (u != v)
 that are each other's best partner, with a score of at least ``pair_min_score``
@@ -502,29 +506,54 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
 def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=None,
                       max_plain_correlation: float = 1.0, score_tie: float = 0.02,
                       best: dict[float, np.ndarray] | None = None) -> np.ndarray:
-    """Fraction of transform amounts where a member's best partner is the member expected there.
+    """Fraction of transform amounts where a member's best partner is the member the family puts there.
 
-    The expected member counts as the best partner when its score is within ``score_tie`` of the
-    best, or when natural images cannot tell it apart from the best (their plain correlation in
-    ``identity`` is at least ``max_plain_correlation``). ``best``: amount -> each unit's best partner
-    (``argmax`` of its row of the scores), when the caller has it.
+    At sweep amount a, member u's partner should sit at ``param(u) + a``, read on the family's own measured
+    params (members one period on count, u itself among them). The amount is judged when some member lies
+    within ``tolerance`` of that place, and the member expected there is the nearest one. When the place
+    falls in a gap, between the nearest member and the next member on its other side, and the nearest
+    member is judged more closely at another amount (a is not the sweep amount nearest to its own offset
+    from u), natural images cannot rank the two: either counts. A member counts as the best partner when
+    its score is within ``score_tie`` of the best, or when natural images cannot tell it apart from the best
+    (their plain correlation in ``identity`` is at least ``max_plain_correlation``). ``best``: amount -> each
+    unit's best partner (``argmax`` of its row of the scores), when the caller has it.
     """
     c = len(labels)
     hits, counts = np.zeros(c), np.zeros(c)
-    families = [(np.flatnonzero(labels == f), period) for f, period in periods.items()]
-    for amount, score in pair_scores.items():
-        top = np.argmax(score, axis=1) if best is None else best[amount]
-        for members, period in families:
-            # d[i, j]: how far member j sits from where member i's partner at this amount should be
-            d = circular_distance(params[members][None, :], np.mod(params[members] + amount, period)[:, None],
-                                  period)
-            expected, partner = members[np.argmin(d, 1)], top[members]
-            hit = score[members, expected] >= score[members, partner] - score_tie
-            if identity is not None:
-                hit |= identity[partner, expected] >= max_plain_correlation
-            near = d.min(1) <= tolerance
-            counts[members] += near
-            hits[members] += near & hit
+    if not pair_scores:
+        return np.full(c, np.nan)
+    keys = sorted(pair_scores)
+    amounts = np.array(keys, dtype=float)
+    if best is None:
+        best = {a: np.argmax(pair_scores[a], axis=1) for a in keys}
+    for f, period in periods.items():
+        members = np.flatnonzero(labels == f)
+        m, p = len(members), params[members]
+        # only the members' rows and columns: no A x C x C stack of a whole layer
+        top = np.stack([best[a][members] for a in keys])                               # A x u
+        scores = np.stack([pair_scores[a][np.ix_(members, members)] for a in keys])   # A x u x v
+        best_score = np.stack([pair_scores[a][members, best[a][members]] for a in keys])
+        # is v (as good as) u's best partner at each amount (A x u x v)?
+        partner = scores >= best_score[..., None] - score_tie
+        if identity is not None:
+            partner |= identity[top[..., None], members[None, None]] >= max_plain_correlation
+        laps = np.arange(int(round(360.0 / period)))                              # places d + k * period
+        d = np.mod(p[None, :, None] - p[:, None, None] + laps * period, 360.0).reshape(m, -1)   # u x (v, k)
+        signed = np.mod(d[..., None] - amounts + 180.0, 360.0) - 180.0           # u x (v, k) x A
+        dist = np.abs(signed)
+        near = dist.argmin(1)                                                     # u x A
+        gap = np.take_along_axis(dist, near[:, None], 1)[:, 0]
+        side = np.sign(np.take_along_axis(signed, near[:, None], 1)[:, 0])
+        other = np.where(np.sign(signed) == -side[:, None], dist, np.inf).argmin(1)
+        has_other = (side != 0) & (np.sign(np.take_along_axis(signed, other[:, None], 1)[:, 0]) == -side)
+        # a is not the sweep amount nearest to the nearest member's own offset
+        judged_elsewhere = gap > np.take_along_axis(dist.min(2), near, 1) + 1e-9
+        rows, amt = np.arange(m)[:, None], np.arange(len(keys))[None]
+        hit = partner[amt, rows, near // len(laps)] | (
+            has_other & judged_elsewhere & partner[amt, rows, other // len(laps)])
+        judged = gap <= tolerance
+        hits[members] += (hit & judged).sum(1)
+        counts[members] += judged.sum(1)
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 

@@ -173,7 +173,8 @@ def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
 def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
                   n_noise: int = 8, random: bool = False, stride: int = 1,
                   edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma",
-                  n_fine_lines: int = 0, chiral_flips: bool = False) -> tuple[PlantedNet, GroundTruth]:
+                  n_fine_lines: int = 0, chiral_flips: bool = False,
+                  hue_gains: tuple[float, ...] | None = None) -> tuple[PlantedNet, GroundTruth]:
     """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights.
 
     ``stride`` of both convolutions (2: TF "SAME" padding, 96 px input), ``edge_rgb`` the edges' channel
@@ -184,6 +185,8 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     at angles offset by half a step from the lines: one feature at two spatial frequencies.
     ``chiral_flips`` makes the flip pairs colour "L"s (:func:`chiral_color`), whose mirror images no
     rotation gives (the default blobs right of centre can be near a rotation of their mirror image).
+    ``hue_gains`` scales hue member i's kernel by ``hue_gains[i % len(hue_gains)]`` (default: all 1), so the
+    members' response magnitudes can differ in an order that is not the hue order.
     """
     rng = np.random.default_rng(seed)
     k1, k2 = 9, 7
@@ -198,7 +201,8 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
         filters.append(line_kernel(k1, (i + 0.5) * 180.0 / n_fine_lines, sigma=0.9))
         kinds.append(("fine_lines", (i + 0.5) * 180.0 / n_fine_lines, "rotate"))
     for i in range(n_hues):
-        filters.append(color_center_surround(k1, i * 360.0 / n_hues, hue_space))
+        gain = hue_gains[i % len(hue_gains)] if hue_gains else 1.0
+        filters.append(color_center_surround(k1, i * 360.0 / n_hues, hue_space) * gain)
         kinds.append(("hues", chroma_hue(filters[-1]) if hue_space != "chroma" else i * 360.0 / n_hues, "hue"))
     for p in range(n_flip_pairs):
         state = rng.bit_generator.state
@@ -287,6 +291,16 @@ CHIRAL = {"chiral_flips": True}
 def planted_chiral(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_chiral``: flip pairs of chiral colour templates."""
     return planted_model(seed, **CHIRAL)[0]
+
+
+#: the uneven-hue variant: eight hues evenly spaced in YIQ (unevenly in equivar's chroma plane) whose
+#: response magnitudes span six-fold, in an order unrelated to the hue order
+UNEVEN_HUES = {"n_hues": 8, "hue_space": "yiq", "hue_gains": (1.0, 0.25, 1.5, 0.5, 0.35, 1.2, 0.7, 0.3)}
+
+
+def planted_uneven_hues(seed: int = 0) -> PlantedNet:
+    """``equivar run --model equivar_core.planted:planted_uneven_hues``: an unevenly spaced, unequal hue family."""
+    return planted_model(seed, **UNEVEN_HUES)[0]
 
 
 def family_sizes(seed: int) -> dict[str, int]:

@@ -179,6 +179,65 @@ def test_transform_evidence_reads_the_reverse_direction_at_minus_a():
     assert evidence[0, 1] == pytest.approx(0.3)
 
 
+def _agreement_by_loops(labels, params, periods, pair_scores, tolerance, identity, max_plain_correlation,
+                        score_tie):
+    """partner_agreement written as its docstring reads, one member, sweep amount and place at a time."""
+    c = len(labels)
+    amounts = sorted(pair_scores)
+    hits, counts = np.zeros(c), np.zeros(c)
+    for f, period in periods.items():
+        members = np.flatnonzero(labels == f)
+        for u in members:
+            for a in amounts:
+                places = []                    # (member, signed offset of its place from param(u) + a, place)
+                for v in members:
+                    for k in range(int(round(360.0 / period))):
+                        d = (params[v] - params[u] + k * period) % 360.0
+                        places.append((v, (d - a + 180.0) % 360.0 - 180.0, d))
+                v1, s1, d1 = min(places, key=lambda x: abs(x[1]))          # the first of equally near ones
+                if abs(s1) > tolerance:
+                    continue
+                counts[u] += 1
+                candidates = [v1]
+                opposite = [x for x in places if s1 != 0 and np.sign(x[1]) == -np.sign(s1)]
+                if opposite and abs(s1) > min(circular_distance(d1, b, 360.0) for b in amounts) + 1e-9:
+                    candidates.append(min(opposite, key=lambda x: abs(x[1]))[0])
+                best = int(np.argmax(pair_scores[a][u]))
+                hits[u] += any(pair_scores[a][u, v] >= pair_scores[a][u, best] - score_tie or (
+                    identity is not None and identity[best, v] >= max_plain_correlation) for v in candidates)
+    return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_partner_agreement_equals_the_loops(seed):
+    """The vectorized partner_agreement equals the loops on random scores, families of periods 360, 180 and
+    90 with uneven params (on a 15-degree grid in odd seeds) and units in no family; ``best`` given or not."""
+    from equivar_core.families import partner_agreement
+
+    rng = np.random.default_rng(seed)
+    c = 40
+    labels = rng.integers(-1, 3, c)
+    periods = {0: 360.0, 1: 180.0, 2: 90.0}
+    params = np.where(labels >= 0, rng.uniform(0, 1, c) * np.array([periods.get(f, 1.0) for f in labels]), np.nan)
+    if seed % 2:                                    # places on a 15-degree grid: some lie halfway between amounts
+        params = np.round(params / 15.0) * 15.0
+    amounts = [float(a) for a in range(30, 360, 30)]
+    # scores that favour each unit's own family often, so that hits and misses both occur
+    same = (labels[:, None] == labels[None]) & (labels[:, None] >= 0)
+    pair_scores = {a: rng.uniform(-1, 1, (c, c)) + 0.6 * same * rng.uniform(0, 1, (c, c)) for a in amounts}
+    identity = rng.uniform(-1, 1, (c, c))
+    identity = (identity + identity.T) / 2
+    for ident, max_corr, tie in ((None, 1.0, 0.02), (identity, 0.7, 0.02), (identity, 0.5, 0.1)):
+        expected = _agreement_by_loops(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie)
+        assert np.isnan(expected[labels < 0]).all() and 0 < np.nanmean(expected) < 1
+        got = partner_agreement(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie)
+        np.testing.assert_allclose(got, expected, equal_nan=True)
+        best = {a: np.argmax(m, axis=1) for a, m in pair_scores.items()}
+        got = partner_agreement(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie, best=best)
+        np.testing.assert_allclose(got, expected, equal_nan=True)
+    assert np.isnan(partner_agreement(labels, params, periods, {}, 20.0)).all()
+
+
 def test_standardized_curves_keep_noise_out_where_amplitude_weighting_lets_it_in(planted_runs):
     """Why tuning curves are standardized before the shifted similarity (issue 10 asked to weigh them by
     tuning strength instead): weighing each stimulus by its amplitude lets smooth noise filters that share
