@@ -84,15 +84,35 @@ def producer_order(graph: dict[str, list[str]]) -> list[int]:
     return order
 
 
-class PlantedRun:
-    """All stage tables of one run of the planted model (see equivar_core.planted), in the graph's order."""
+def producers_for(attributes, graph: dict[str, list[str]]) -> set[int]:
+    """The indices of PLANTED_PRODUCERS that give ``attributes``, with those of every asset upstream of them."""
+    owner = {a: i for i, (assets, _, _) in enumerate(PLANTED_PRODUCERS) for a in assets}
+    todo = [i for i, (_, names, _) in enumerate(PLANTED_PRODUCERS) if set(names) & set(attributes)]
+    assert {n for i in todo for n in PLANTED_PRODUCERS[i][1]} >= set(attributes), attributes
+    needed = set()
+    while todo:
+        i = todo.pop()
+        if i not in needed:
+            needed.add(i)
+            todo += [owner[up] for a in PLANTED_PRODUCERS[i][0] for up in graph[a] if up in owner]
+    return needed
 
-    def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None):
+
+class PlantedRun:
+    """The stage tables of one run of the planted model (see equivar_core.planted), in the graph's order: all
+    of them, or those that ``needs`` names and what they are computed from (a fixture whose tests read the
+    families only does not pay for the sweeps)."""
+
+    def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None,
+                 needs: tuple[str, ...] | None = None):
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
         # the rotation test on every planted family (the default tests each layer's two largest)
         self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
                                         rotation_test=RotationTestSettings(max_families=4))
+        wanted = producers_for(needs, GRAPH) if needs is not None else None
         for i in producer_order(GRAPH):
+            if wanted is not None and i not in wanted:
+                continue
             _, attributes, call = PLANTED_PRODUCERS[i]
             for name, value in zip(attributes, call(self, s)):
                 setattr(self, name, value)
@@ -128,6 +148,7 @@ def planted_runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def random_runs(tmp_path_factory):
+    """Runs of the planted architecture with random weights (seeds 0-2): their families and layer summaries."""
     from equivar_core import planted
 
     runs = {}
@@ -135,15 +156,17 @@ def random_runs(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(planted, "random_planted",
                        lambda seed=seed: planted.planted_model(seed, random=True, **planted.family_sizes(seed))[0])
-            runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
+            runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True,
+                                    needs=("families", "layer_summary"))
     return runs
 
 
 STRIDED_SEEDS = (0, 1, 2)
 
 
-def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds) -> dict:
-    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths."""
+def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds, needs: tuple[str, ...] | None = None) -> dict:
+    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths;
+    ``needs``: the tables the tests read (see PlantedRun), else all."""
     from equivar_core import planted
 
     runs = {}
@@ -151,7 +174,7 @@ def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds) -> dict:
         with pytest.MonkeyPatch.context() as mp:      # the factory builds this seed's network during the run only
             mp.setattr(planted, factory, lambda seed=seed: planted.planted_model(seed, **variant)[0])
             runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"{factory}{seed}")), seed,
-                                     spec=f"equivar_core.planted:{factory}"),
+                                     spec=f"equivar_core.planted:{factory}", needs=needs),
                           planted.planted_model(seed, **variant)[1])
     return runs
 
@@ -166,7 +189,8 @@ def strided_runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def two_band_runs(tmp_path_factory):
-    """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1)."""
+    """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1): their
+    families."""
     from equivar_core import planted
 
-    return variant_runs(tmp_path_factory, "planted_two_bands", planted.TWO_BANDS, (0, 1))
+    return variant_runs(tmp_path_factory, "planted_two_bands", planted.TWO_BANDS, (0, 1), needs=("families",))

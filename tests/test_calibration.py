@@ -18,8 +18,9 @@ from .conftest import variant_runs
 
 @pytest.fixture(scope="session")
 def chiral_runs(tmp_path_factory):
-    """Runs of the planted model whose flip pairs are chiral colour "L"s (no rotation maps one onto the other)."""
-    return variant_runs(tmp_path_factory, "planted_chiral", planted.CHIRAL, (0, 1))
+    """Runs of the planted model whose flip pairs are chiral colour "L"s (no rotation maps one onto the other):
+    their families and layer summaries."""
+    return variant_runs(tmp_path_factory, "planted_chiral", planted.CHIRAL, (0, 1), needs=("families", "layer_summary"))
 
 
 def test_chance_is_the_share_of_sweep_angles_within_the_tolerance():
