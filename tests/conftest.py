@@ -63,7 +63,8 @@ PLANTED_PRODUCERS = [
     (("curve_detectors",), ("curves",),
      lambda r, s: (stages.curve_detector_table(s, r.tuning, r.layers, r.families),)),
     (("family_sweeps",), ("sweeps",),
-     lambda r, s: (stages.family_sweep_table(s, r.families, r.images, r.layers, r.stats, r.profiles, r.curves),)),
+     lambda r, s: (stages.family_sweep_table(s, r.swept_families(), r.images, r.layers, r.stats, r.profiles,
+                                             r.curves),)),
     (("circuit_weights",), ("weights",), lambda r, s: (stages.circuit_weight_table(s, r.layers, r.families),)),
     (("circuit_families",), ("circuits",),
      lambda r, s: (stages.circuit_family_table(s, r.weights, r.families),)),
@@ -104,11 +105,12 @@ class PlantedRun:
     families only does not pay for the sweeps)."""
 
     def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None,
-                 needs: tuple[str, ...] | None = None):
+                 needs: tuple[str, ...] | None = None, sweep_layers: tuple[str, ...] | None = None):
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
         # the rotation test on every planted family (the default tests each layer's two largest)
         self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
                                         rotation_test=RotationTestSettings(max_families=4))
+        self.sweep_layers = sweep_layers
         wanted = producers_for(needs, GRAPH) if needs is not None else None
         for i in producer_order(GRAPH):
             if wanted is not None and i not in wanted:
@@ -116,6 +118,12 @@ class PlantedRun:
             _, attributes, call = PLANTED_PRODUCERS[i]
             for name, value in zip(attributes, call(self, s)):
                 setattr(self, name, value)
+
+    def swept_families(self):
+        """The families the rotation test sweeps: those of ``sweep_layers`` (each layer's sweeps depend on its
+        own families only), else all."""
+        f = self.families
+        return f if self.sweep_layers is None else f[f["layer"].isin(self.sweep_layers)]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -133,7 +141,9 @@ def equivar_config(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def planted_runs(tmp_path_factory):
-    """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members)."""
+    """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members). The rotation
+    test sweeps relu1's families only: the tests read those (relu2's single family cost as much again;
+    strided_runs' sweeps have relu2 rows)."""
     from equivar_core import planted
 
     runs = {}
@@ -141,7 +151,7 @@ def planted_runs(tmp_path_factory):
         sizes = planted.family_sizes(seed)
         with pytest.MonkeyPatch.context() as mp:      # `planted` builds this seed's network during the run only
             mp.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
-            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed, sweep_layers=("relu1",)),
                           planted.planted_model(seed, **sizes)[1])
     return runs
 
