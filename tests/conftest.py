@@ -63,24 +63,14 @@ PLANTED_PRODUCERS = [
     (("curve_detectors",), ("curves",),
      lambda r, s: (stages.curve_detector_table(s, r.tuning, r.layers, r.families),)),
     (("family_sweeps",), ("sweeps",),
-     lambda r, s: (stages.family_sweep_table(s, r.families, r.images, r.layers, r.stats, r.profiles, r.curves),)),
+     lambda r, s: (stages.family_sweep_table(s, r.swept_families(), r.images, r.layers, r.stats, r.profiles,
+                                             r.curves),)),
     (("circuit_weights",), ("weights",), lambda r, s: (stages.circuit_weight_table(s, r.layers, r.families),)),
     (("circuit_families",), ("circuits",),
      lambda r, s: (stages.circuit_family_table(s, r.weights, r.families),)),
 ]
 #: assets the fixture does not compute (their tables are not needed: the stages read the settings instead)
 NOT_COMPUTED = {"models"}
-
-
-def upstream_of(graph: dict[str, list[str]], asset: str) -> set[str]:
-    """``asset`` and every asset upstream of it."""
-    out, todo = set(), [asset]
-    while todo:
-        a = todo.pop()
-        if a not in out:
-            out.add(a)
-            todo.extend(graph[a])
-    return out
 
 
 def producer_order(graph: dict[str, list[str]]) -> list[int]:
@@ -95,23 +85,45 @@ def producer_order(graph: dict[str, list[str]]) -> list[int]:
     return order
 
 
+def producers_for(attributes, graph: dict[str, list[str]]) -> set[int]:
+    """The indices of PLANTED_PRODUCERS that give ``attributes``, with those of every asset upstream of them."""
+    owner = {a: i for i, (assets, _, _) in enumerate(PLANTED_PRODUCERS) for a in assets}
+    todo = [i for i, (_, names, _) in enumerate(PLANTED_PRODUCERS) if set(names) & set(attributes)]
+    assert {n for i in todo for n in PLANTED_PRODUCERS[i][1]} >= set(attributes), attributes
+    needed = set()
+    while todo:
+        i = todo.pop()
+        if i not in needed:
+            needed.add(i)
+            todo += [owner[up] for a in PLANTED_PRODUCERS[i][0] for up in graph[a] if up in owner]
+    return needed
+
+
 class PlantedRun:
-    """All stage tables of one run of the planted model (see equivar_core.planted), in the graph's order."""
+    """The stage tables of one run of the planted model (see equivar_core.planted), in the graph's order: all
+    of them, or those that ``needs`` names and what they are computed from (a fixture whose tests read the
+    families only does not pay for the sweeps)."""
 
     def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None,
-                 upto: str | None = None):
-        """``upto``: compute only that asset and the assets upstream of it (default: all)."""
+                 needs: tuple[str, ...] | None = None, sweep_layers: tuple[str, ...] | None = None):
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
         # the rotation test on every planted family (the default tests each layer's two largest)
         self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
                                         rotation_test=RotationTestSettings(max_families=4))
-        needed = upstream_of(GRAPH, upto) if upto else None
+        self.sweep_layers = sweep_layers
+        wanted = producers_for(needs, GRAPH) if needs is not None else None
         for i in producer_order(GRAPH):
-            assets, attributes, call = PLANTED_PRODUCERS[i]
-            if needed is not None and not needed.intersection(assets):
+            if wanted is not None and i not in wanted:
                 continue
+            _, attributes, call = PLANTED_PRODUCERS[i]
             for name, value in zip(attributes, call(self, s)):
                 setattr(self, name, value)
+
+    def swept_families(self):
+        """The families the rotation test sweeps: those of ``sweep_layers`` (each layer's sweeps depend on its
+        own families only), else all."""
+        f = self.families
+        return f if self.sweep_layers is None else f[f["layer"].isin(self.sweep_layers)]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -129,7 +141,9 @@ def equivar_config(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def planted_runs(tmp_path_factory):
-    """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members)."""
+    """Runs of the planted model for seeds 0-5 (edge families of 6, 8, 10, 12, 6, 8 members). The rotation
+    test sweeps relu1's families only: the tests read those (relu2's single family cost as much again;
+    strided_runs' sweeps have relu2 rows)."""
     from equivar_core import planted
 
     runs = {}
@@ -137,13 +151,14 @@ def planted_runs(tmp_path_factory):
         sizes = planted.family_sizes(seed)
         with pytest.MonkeyPatch.context() as mp:      # `planted` builds this seed's network during the run only
             mp.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
-            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed),
+            runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed, sweep_layers=("relu1",)),
                           planted.planted_model(seed, **sizes)[1])
     return runs
 
 
 @pytest.fixture(scope="session")
 def random_runs(tmp_path_factory):
+    """Runs of the planted architecture with random weights (seeds 0-2): their families and layer summaries."""
     from equivar_core import planted
 
     runs = {}
@@ -151,16 +166,17 @@ def random_runs(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(planted, "random_planted",
                        lambda seed=seed: planted.planted_model(seed, random=True, **planted.family_sizes(seed))[0])
-            runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True)
+            runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True,
+                                    needs=("families", "layer_summary"))
     return runs
 
 
 STRIDED_SEEDS = (0, 1, 2)
 
 
-def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds, upto: str | None = None) -> dict:
-    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths
-    (``upto``: see :class:`PlantedRun`)."""
+def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds, needs: tuple[str, ...] | None = None) -> dict:
+    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths;
+    ``needs``: the tables the tests read (see PlantedRun), else all."""
     from equivar_core import planted
 
     runs = {}
@@ -168,7 +184,7 @@ def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds, upto: str
         with pytest.MonkeyPatch.context() as mp:      # the factory builds this seed's network during the run only
             mp.setattr(planted, factory, lambda seed=seed: planted.planted_model(seed, **variant)[0])
             runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"{factory}{seed}")), seed,
-                                     spec=f"equivar_core.planted:{factory}", upto=upto),
+                                     spec=f"equivar_core.planted:{factory}", needs=needs),
                           planted.planted_model(seed, **variant)[1])
     return runs
 
@@ -183,18 +199,19 @@ def strided_runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def two_band_runs(tmp_path_factory):
-    """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1)."""
+    """Runs of the planted model whose line family is also planted at a finer scale (seeds 0 and 1): their
+    families."""
     from equivar_core import planted
 
-    return variant_runs(tmp_path_factory, "planted_two_bands", planted.TWO_BANDS, (0, 1))
+    return variant_runs(tmp_path_factory, "planted_two_bands", planted.TWO_BANDS, (0, 1), needs=("families",))
 
 
 @pytest.fixture(scope="session")
 def uneven_hue_runs(tmp_path_factory):
-    """Runs of the planted model whose eight hues are evenly spaced in YIQ, with gains spanning six-fold, up to
-    the families table (the later assets cost 60% of a run and the test reads none of them). Seeds 0 and 1:
-    the hue family is the same in every seed (only the other filters and the channel order change), and the
-    old agreement failed the test on each of seeds 0-2 alike, so a third seed (about 20 s) adds little."""
+    """Runs of the planted model whose eight hues are evenly spaced in YIQ, with gains spanning six-fold: their
+    families (the later assets cost 60% of a run and the test reads none of them). Seeds 0 and 1: the hue
+    family is the same in every seed (only the other filters and the channel order change), and the old
+    agreement failed the test on each of seeds 0-2 alike, so a third seed (about 20 s) adds little."""
     from equivar_core import planted
 
-    return variant_runs(tmp_path_factory, "planted_uneven_hues", planted.UNEVEN_HUES, (0, 1), upto="families")
+    return variant_runs(tmp_path_factory, "planted_uneven_hues", planted.UNEVEN_HUES, (0, 1), needs=("families",))

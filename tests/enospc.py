@@ -4,10 +4,14 @@ From the first write under ``--out`` whose file name contains ``PATTERN`` on, th
 and every later one under ``--out`` fail with ENOSPC, as a full disk fails them: a samples array when its
 blocks are reserved (``posix_fallocate``), any other file when its complete temporary copy is committed (the
 rename of :func:`equivar_core.storage.atomic_file` and of the catalog). Retries meet the same full disk.
+
+:func:`full_disk` does the same inside the calling process (the tests fail each kind of write in-process and
+keep one run of this module as the end-to-end case).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -15,8 +19,11 @@ import sys
 from pipelines import cli
 
 
-def main(pattern: str, argv: list[str]) -> int:
-    out = os.path.abspath(argv[argv.index("--out") + 1])
+@contextlib.contextmanager
+def full_disk(out: str, pattern: str):
+    """While inside: the disk under ``out`` is full from the first write whose file name contains ``pattern``
+    on. Yields a dict whose ``"failed"`` says whether that write came."""
+    out = os.path.abspath(out)
     state = {"failed": False}
     replace, fallocate = os.replace, os.posix_fallocate
 
@@ -36,7 +43,15 @@ def main(pattern: str, argv: list[str]) -> int:
         return fallocate(fd, offset, length)
 
     os.replace, os.posix_fallocate = failing_replace, failing_fallocate
-    return cli.main(argv)
+    try:
+        yield state
+    finally:
+        os.replace, os.posix_fallocate = replace, fallocate
+
+
+def main(pattern: str, argv: list[str]) -> int:
+    with full_disk(argv[argv.index("--out") + 1], pattern):
+        return cli.main(argv)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ from .conftest import variant_runs
 
 @pytest.fixture(scope="session")
 def chiral_runs(tmp_path_factory):
-    """Runs of the planted model whose flip pairs are chiral colour "L"s (no rotation maps one onto the other)."""
-    return variant_runs(tmp_path_factory, "planted_chiral", planted.CHIRAL, (0, 1))
+    """Runs of the planted model whose flip pairs are chiral colour "L"s (no rotation maps one onto the other):
+    their families and layer summaries."""
+    return variant_runs(tmp_path_factory, "planted_chiral", planted.CHIRAL, (0, 1), needs=("families", "layer_summary"))
 
 
 def test_chance_is_the_share_of_sweep_angles_within_the_tolerance():
@@ -40,8 +41,9 @@ def test_control_units_are_outside_the_family_and_matched_on_selectivity():
     assert len(control_units(members, candidates[:2], selectivity, np.random.default_rng(0))) == 2
 
 
-def test_self_rows_are_the_drivers_own_and_summaries_can_leave_them_out(planted_runs):
-    for run, _ in planted_runs.values():
+def test_self_rows_are_the_drivers_own_and_summaries_can_leave_them_out(planted_runs, strided_runs):
+    """(planted_runs sweep relu1 only; strided_runs add relu2's rows)"""
+    for run, _ in [*planted_runs.values(), *strided_runs.values()]:
         sw = run.sweeps
         assert set(sw["role"]) == {"self", "member", "control"}
         assert ((sw["role"] == "self") == (sw["driver"] == sw["member"])).all()

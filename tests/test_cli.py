@@ -146,10 +146,12 @@ def test_blocking_check_stops_nan_activations(tmp_path):
     assert not (tmp_path / "tuning").exists() and not (tmp_path / "families").exists()
 
 
-def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
-    """SIGKILL in the middle, then run again: the tables equal those of an uninterrupted run."""
+def test_killed_run_then_rerun_equals_a_clean_run(tmp_path, capsys):
+    """SIGKILL in the middle, then run again: the tables equal those of an uninterrupted run. (The killed run
+    is an `equivar` process; the re-run and the uninterrupted run are in this process.)"""
     import signal
 
+    from tests.test_faults import in_process
 
     args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24"]
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -162,9 +164,9 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path):
             break
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    assert equivar(*args, "--out", str(killed), "--quiet").returncode == 0
+    assert in_process(capsys, *args, "--out", str(killed), "--quiet").returncode == 0
     clean = tmp_path / "clean"
-    assert equivar(*args, "--out", str(clean), "--quiet").returncode == 0
+    assert in_process(capsys, *args, "--out", str(clean), "--quiet").returncode == 0
     for table in ("tuning", "transform_pairs", "families", "circuit_weights", "circuit_families"):
         a = _catalog(str(killed / "equivar.duckdb")).execute(
             f"select * exclude (model) from {table} order by all").df()

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -52,6 +53,12 @@ def files_under(out: str) -> set[str]:
     return {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
 
 
+def file_digests(out: str) -> dict[str, str]:
+    """Every file under ``out`` and the SHA-256 of its bytes: equal digests are equal tables, and cheaper
+    to check than :func:`table_hashes`."""
+    return {p: hashlib.sha256(open(os.path.join(out, p), "rb").read()).hexdigest() for p in files_under(out)}
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     """A clean run of the planted model: its folder (never modified by the cases) and its table hashes."""
@@ -67,6 +74,27 @@ def results(clean, tmp_path):
     out = str(tmp_path / "O")
     shutil.copytree(clean[0], out)
     return out
+
+
+class Ran(NamedTuple):
+    """What a command left: as :func:`subprocess.run` returns it, for a command run in this process."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(capsys, *args: str) -> Ran:
+    """``equivar ARGS`` in this process (no interpreter start, no imports): exit code and output as a
+    subprocess gives them; argparse's errors (SystemExit) included."""
+    from pipelines.cli import main
+
+    capsys.readouterr()                         # what came before is not this command's
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return Ran(code, captured.out, captured.err)
 
 
 def one_line_error(r, code: int = 2) -> str:
@@ -162,20 +190,27 @@ for _kind, _msg in (("missing-folder", "not found"), ("no-image-files", "no imag
     BAD_INPUT[f"images_{_kind.replace('-', '_')}"] = (lambda tmp, k=_kind: ["--images", _images(tmp, k)], _msg)
 
 
+#: one case of each kind of bad input runs as a real `equivar` process (argument parsing, a setting, the model,
+#: its layers, its weights, the images); the others run the same command in this process
+SUBPROCESS = {"batch_size_not_a_number", "setting_unknown_field", "model_spec_that_does_not_import", "unknown_layer",
+              "weights_pickled_code", "images_non_images_named_jpg"}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path):
+def test_bad_input_fails_in_one_line_before_writing(case, results, tmp_path, capsys):
     if case == "device_cuda_without_gpu" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     args, fragment = BAD_INPUT[case]
     args = args(tmp_path) if callable(args) else args
-    before, hashes = files_under(results), table_hashes(results)
+    before = file_digests(results)
     planted = [a for a in PLANTED if a not in ("--layers", "relu1,relu2")] if "--layers" in args else PLANTED
     planted = [a for a in planted if a not in ("--model", "equivar_core.planted:planted")] \
         if "--model" in args else planted
-    r = equivar("run", "--out", results, *planted, *args)
+    command = ["run", "--out", results, *planted, *args]
+    r = equivar(*command) if case in SUBPROCESS else in_process(capsys, *command)
     line = one_line_error(r)
     assert fragment.lower() in line.lower(), line
-    assert files_under(results) == before and table_hashes(results) == hashes
+    assert file_digests(results) == before                  # no file added, removed or changed
     assert not (tmp_path / "PAYLOAD-RAN").exists()
 
 
@@ -221,7 +256,7 @@ def test_report_pictures_are_linked_by_url_quoted_names():
     assert os.path.basename(png) == "family_a%2Fb_0.png" and _src(png) == "family_a%252Fb_0.png"
 
 
-def test_read_only_results_folder_is_one_line(tmp_path):
+def test_read_only_results_folder_is_one_line(tmp_path, capsys):
     """A results folder the run cannot write: by its permissions, or (for root, who ignores them) on a file
     system mounted read-only."""
     out = tmp_path / "ro"
@@ -234,7 +269,7 @@ def test_read_only_results_folder_is_one_line(tmp_path):
                                          capture_output=True).returncode
             if not mounted:
                 pytest.skip("can write anywhere (root) and cannot mount a read-only file system here")
-        line = one_line_error(equivar("run", "--out", str(out), *PLANTED))
+        line = one_line_error(in_process(capsys, "run", "--out", str(out), *PLANTED))
         assert "cannot write" in line
         assert not os.listdir(out)
     finally:
@@ -243,23 +278,26 @@ def test_read_only_results_folder_is_one_line(tmp_path):
         out.chmod(0o700)
 
 
-def test_results_folder_that_is_a_file_is_one_line(tmp_path):
+def test_results_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    """(test_cli runs this kind of bad input, a folder that cannot be made, as an `equivar` process)"""
     f = tmp_path / "file"
     f.write_text("x")
-    assert "cannot write" in one_line_error(equivar("run", "--out", str(f), *PLANTED))
+    assert "cannot write" in one_line_error(in_process(capsys, "run", "--out", str(f), *PLANTED))
 
 
 # -- hostile names: stored apart, inside the folder, listed ---------------------------------------------------
 
-def test_names_that_escaped_to_one_folder_are_stored_apart(clean, tmp_path):
+def test_names_that_escaped_to_one_folder_are_stored_apart(tmp_path, capsys):
     """`a/b`, `a_b` and `a b` shared one folder (each run deleted the last one's rows); `.` and `..` were
-    hidden dot-folders and `../x` wrote beside the results folder."""
+    hidden dot-folders and `../x` wrote beside the results folder. (The runs are in this process, each of one
+    layer on two images.)"""
     from equivar_core.storage import open_catalog
 
     out = str(tmp_path / "O")
     names = ["a/b", "a_b", "a b", ".", "..", "../escape"]
+    small = ["--model", "equivar_core.planted:planted", "--n-images", "2", "--layers", "relu1", "--quiet"]
     for name in names:
-        r = equivar("run", "--out", out, *PLANTED, "--name", name)
+        r = in_process(capsys, "run", "--out", out, *small, "--name", name)
         assert r.returncode == 0, (name, r.stderr)
     con = open_catalog(out)
     stored = {m for (m,) in con.execute("select distinct model from families").fetchall()}
@@ -269,7 +307,7 @@ def test_names_that_escaped_to_one_folder_are_stored_apart(clean, tmp_path):
     assert not os.path.exists(tmp_path / "escape") and not any(
         part.startswith(".") and part not in (".writer.lock",) and not part.startswith(".dagster")
         for p in files_under(out) for part in p.split(os.sep)[:2])
-    listed = equivar("models", "--out", out)
+    listed = in_process(capsys, "models", "--out", out)
     assert all(n in listed.stdout for n in ("a/b", "a_b", "a b")), listed.stdout
 
 
@@ -293,14 +331,16 @@ SQL = {
 
 
 @pytest.mark.parametrize("case", sorted(SQL))
-def test_sql_refuses_in_one_line_and_the_catalog_still_answers(case, results):
+def test_sql_refuses_in_one_line_and_the_catalog_still_answers(case, results, capsys):
+    """Each statement in this process, one (``copy_to_a_file``) as an `equivar sql` process."""
     query, fragment = SQL[case]
-    hashes = table_hashes(results)
-    line = one_line_error(equivar("sql", query, "--out", results))
+    sql = equivar if case == "copy_to_a_file" else lambda *a: in_process(capsys, *a)
+    before = file_digests(results)
+    line = one_line_error(sql("sql", query, "--out", results))
     assert fragment.lower() in line.lower(), line
-    assert table_hashes(results) == hashes
-    ok = equivar("sql", "select count(*) from families", "--out", results, "--format", "csv")
-    assert ok.returncode == 0
+    assert file_digests(results) == before                  # no file added, removed or changed
+    ok = sql("sql", "select count(*) from families", "--out", results, "--format", "csv")
+    assert ok.returncode == 0 and ok.stdout.splitlines()[1] != "0", ok
 
 
 # -- corrupt files: noticed, recomputed, equal to a clean run -------------------------------------------------
@@ -316,10 +356,10 @@ def _corrupt(path: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncate", "garbage", "empty"])
-def test_corrupt_table_file_is_recomputed_not_reported_current(how, clean, results):
+def test_corrupt_table_file_is_recomputed_not_reported_current(how, clean, results, capsys):
     target = os.path.join(results, "families", "model=planted", "layer=relu1", "data.parquet")
     _corrupt(target, how)
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
 
@@ -339,29 +379,29 @@ ARRAYS = {
 
 
 @pytest.mark.parametrize("what", sorted(ARRAYS))
-def test_corrupt_array_or_record_is_recomputed_not_reported_current(what, clean, results):
+def test_corrupt_array_or_record_is_recomputed_not_reported_current(what, clean, results, capsys):
     """A truncated sample array, score archive or fingerprint record: the next run recomputes what depends on
     it and every table equals a clean run's."""
     _corrupt(os.path.join(results, ARRAYS[what]), "truncate")
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
 
 
-def test_moved_results_folder_is_up_to_date_and_answers_from_its_files(clean, results, tmp_path):
+def test_moved_results_folder_is_up_to_date_and_answers_from_its_files(clean, results, tmp_path, capsys):
     moved = str(tmp_path / "moved")
     os.rename(results, moved)
     assert table_hashes(moved) == clean[1]
-    r = equivar("run", "--out", moved, *PLANTED)
+    r = in_process(capsys, "run", "--out", moved, *PLANTED)
     assert r.returncode == 0 and "nothing changed" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("how", ["garbage", "empty"])
-def test_corrupt_catalog_is_rebuilt_by_the_next_run(how, clean, results):
+def test_corrupt_catalog_is_rebuilt_by_the_next_run(how, clean, results, capsys):
     _corrupt(os.path.join(results, "equivar.duckdb"), how)
-    q = equivar("sql", "select count(*) from families", "--out", results)      # sql never trusts the file
+    q = in_process(capsys, "sql", "select count(*) from families", "--out", results)  # sql never trusts the file
     assert q.returncode == 0, q.stderr
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0, r.stderr
     assert table_hashes(results) == clean[1]
 
@@ -386,21 +426,22 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> None:
 
 @pytest.mark.parametrize("stage", ["natural activations (identity)", "natural activations (rotate)",
                                    "transform scores", "materializing families", "materializing circuit_weights"])
-def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, results):
-    """Run with seed 1, kill -9 it at ``stage``, re-run the original settings: not "nothing changed", and every
-    table equals the clean run (before: 19 of 38 files from seed 1 were reported up to date)."""
+def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, results, capsys):
+    """Run with seed 1, kill -9 it at ``stage``, re-run the original settings (in this process): not "nothing
+    changed", and every table equals the clean run (before: 19 of 38 files from seed 1 were reported up to
+    date)."""
     proc = _start(results, "--seed", "1")
     _wait_for(proc, stage)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
     assert not [p for p in files_under(results) if ".tmp-" in p]      # the killed run's are removed
 
 
 @pytest.mark.parametrize("stage", ["natural activations (hue)", "materializing tuning", "materializing families"])
-def test_ctrl_c_stops_within_seconds_with_exit_130(stage, clean, results):
+def test_ctrl_c_stops_within_seconds_with_exit_130(stage, clean, results, capsys):
     proc = _start(results, "--seed", "1")
     _wait_for(proc, stage)
     t0 = time.time()
@@ -408,7 +449,7 @@ def test_ctrl_c_stops_within_seconds_with_exit_130(stage, clean, results):
     code = proc.wait(30)
     assert code == 130 and time.time() - t0 < 10
     assert "interrupted" in proc.stderr.read()
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout
     assert table_hashes(results) == clean[1]
 
@@ -455,13 +496,13 @@ def test_symlink_loop_counts_each_file_once(tmp_path):
     assert len(list_image_files(str(d))) == 1
 
 
-def test_one_uniform_image_runs(tmp_path):
+def test_one_uniform_image_runs(tmp_path, capsys):
     """A single uniform image: no unit varies (was numpy.linalg.LinAlgError: Singular matrix)."""
     d = tmp_path / "flat"
     d.mkdir()
     Image.new("RGB", (96, 96), (128, 128, 128)).save(d / "grey.png")
     args = [a for a in PLANTED if a not in ("--n-images", "6")]
-    r = equivar("run", "--out", str(tmp_path / "O"), *args, "--images", str(d), "--n-images", "1")
+    r = in_process(capsys, "run", "--out", str(tmp_path / "O"), *args, "--images", str(d), "--n-images", "1")
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -555,7 +596,7 @@ def test_permanent_errors_are_not_retried(tmp_path):
 
 # -- every run path records what it completed ------------------------------------------------------------------
 
-def test_a_ui_style_materialization_then_the_cli_finds_nothing_changed(tmp_path):
+def test_a_ui_style_materialization_then_the_cli_finds_nothing_changed(tmp_path, capsys):
     """The job run as the UI, the sensor and the schedule run it (not through `equivar run`) records each
     asset's fingerprint as its output is committed; the CLI with the same settings then has nothing to do
     (before: fingerprints were recorded by the CLI only, so every UI run looked stale)."""
@@ -570,19 +611,19 @@ def test_a_ui_style_materialization_then_the_cli_finds_nothing_changed(tmp_path)
         instance.add_dynamic_partitions("models", ["planted"])
         job = build_definitions(config).resolve_job_def("equivar")
         assert job.execute_in_process(instance=instance, partition_key="planted").success
-    r = equivar("run", "--out", out, *PLANTED)
+    r = in_process(capsys, "run", "--out", out, *PLANTED)
     assert r.returncode == 0 and "nothing changed" in r.stdout, r.stdout + r.stderr
 
 
-def test_a_killed_run_resumes_from_the_assets_it_completed(clean, tmp_path):
-    """kill -9 during `families`: the re-run does not redo the forward passes and tuning the killed run
-    committed, and its tables equal a clean run's."""
+def test_a_killed_run_resumes_from_the_assets_it_completed(clean, tmp_path, capsys):
+    """kill -9 during `families`: the re-run (in this process) does not redo the forward passes and tuning the
+    killed run committed, and its tables equal a clean run's."""
     out = str(tmp_path / "O")
     proc = _start(out)
     _wait_for(proc, "materializing families")
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
-    r = equivar("run", "--out", out, *PLANTED[:-1])
+    r = in_process(capsys, "run", "--out", out, *PLANTED[:-1])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "materializing tuning" not in r.stderr and "materializing families" in r.stderr
     assert table_hashes(out) == clean[1]
@@ -603,9 +644,9 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk):
+def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk, capsys):
     """The run fails on the full disk with one line (no traceback, no SIGBUS) and leaves no temporary file;
-    with the disk made larger, a re-run completes and every table equals a clean run's."""
+    with the disk made larger, a re-run (in this process) completes and every table equals a clean run's."""
     out = str(small_disk / "O")
     r = equivar("run", "--out", out, *PLANTED)
     assert r.returncode in (1, 2), r.returncode
@@ -613,7 +654,7 @@ def test_a_full_disk_then_freed_gives_a_clean_run(clean, small_disk):
     assert len(lines) == 1 and lines[0].startswith("equivar: error:") and "space" in lines[0].lower(), r.stderr
     assert not [p for p in files_under(out) if ".tmp-" in p]
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    r = equivar("run", "--out", out, *PLANTED)
+    r = in_process(capsys, "run", "--out", out, *PLANTED)
     assert r.returncode == 0, r.stderr[-2000:]
     assert table_hashes(out) == clean[1]
 
@@ -631,41 +672,54 @@ WRITES = {
     "catalog": "equivar.duckdb",
     "report_page": "index.html",
 }
+#: the kind whose failing run is an `equivar` process of its own (``python -m tests.enospc``): the samples'
+#: blocks reserved on a full disk once ended in SIGBUS, which only a process of its own shows
+WRITE_IN_A_PROCESS = "samples_reserved"
 
 
 @pytest.mark.parametrize("kind", sorted(WRITES))
-def test_disk_full_at_each_kind_of_write(kind, clean, results):
+def test_disk_full_at_each_kind_of_write(kind, clean, results, capsys):
     """A run with new settings meets a full disk at one kind of write: one line that says so, exit 1, no
     temporary file; the re-run with the original settings recomputes what the failed run touched and every
-    table equals a clean run's."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-m", "tests.enospc", WRITES[kind], "run", "--out", results, *PLANTED,
-                        "--seed", "1"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    table equals a clean run's. Each writer fails in this process (tests.enospc.full_disk), one kind in an
+    `equivar` process of its own."""
+    from tests.enospc import full_disk
+
+    command = ["run", "--out", results, *PLANTED, "--seed", "1"]
+    if kind == WRITE_IN_A_PROCESS:
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        r = subprocess.run([sys.executable, "-m", "tests.enospc", WRITES[kind], *command], capture_output=True,
+                           text=True, env=env, cwd=ROOT, timeout=900)
+    else:
+        with full_disk(results, WRITES[kind]) as disk:
+            r = in_process(capsys, *command)
+        assert disk["failed"], f"the run wrote no file named *{WRITES[kind]}*"
     line = one_line_error(r, code=1)
     assert line.startswith("equivar: error:") and "No space left" in line, line
     assert not [p for p in files_under(results) if ".tmp-" in p]
-    r = equivar("run", "--out", results, *PLANTED)
+    r = in_process(capsys, "run", "--out", results, *PLANTED)
     # "nothing changed" is right only where the full disk stopped the run before it rewrote anything (the
     # first fingerprint write clears those about to be recomputed): the tables say which
     assert r.returncode == 0, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]
 
 
-def test_report_on_a_corrupt_table_is_one_line(results):
+def test_report_on_a_corrupt_table_is_one_line(results, capsys):
     _corrupt(os.path.join(results, "families", "model=planted", "layer=relu1", "data.parquet"), "garbage")
-    line = one_line_error(equivar("report", "--out", results))
+    line = one_line_error(in_process(capsys, "report", "--out", results))
     assert "equivar run" in line
 
 
-def test_sql_during_a_run_reads_complete_tables(results):
-    """`equivar sql` while a run rewrites the tables: every query answers (old or new files, never half
-    of one)."""
+def test_sql_during_a_run_reads_complete_tables(results, capsys):
+    """`equivar sql` (in this process) while a run rewrites the tables: every query answers (old or new files,
+    never half of one)."""
     proc = _start(results, "--seed", "1")
     _wait_for(proc, "materializing tuning")
     answers = []
-    while proc.poll() is None and len(answers) < 5:
-        q = equivar("sql", "select count(*) as n from tuning", "--out", results, "--format", "csv")
+    while proc.poll() is None and len(answers) < 200:      # a query every ~0.2 s until the run ends
+        q = in_process(capsys, "sql", "select count(*) as n from tuning", "--out", results, "--format", "csv")
         answers.append((q.returncode, q.stdout.splitlines()[1:] if q.returncode == 0 else q.stderr))
+        time.sleep(0.2)
     proc.wait(600)
     assert answers and all(code == 0 and int(rows[0]) > 0 for code, rows in answers), answers
 

@@ -182,13 +182,12 @@ def test_missing_or_broken_shards_are_one_clear_error(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_IMAGES), reason="shared ImageNet sample not present")
-def test_run_on_webdataset_shards_of_the_imagenet_sample_equals_the_run_on_the_files(tmp_path):
+def test_run_on_webdataset_shards_of_the_imagenet_sample_equals_the_run_on_the_files(tmp_path, capsys):
     """Twelve shared photos in three shards: the run's unit statistics equal those of the same photos as
-    files (the CI-sized version of an ImageNet shard set)."""
+    files (the CI-sized version of an ImageNet shard set). Both runs are in this process."""
     import pandas as pd
 
-    from tests.test_cli import equivar
-    from tests.test_faults import PLANTED
+    from tests.test_faults import PLANTED, in_process
 
     names = sorted(f for f in os.listdir(SHARED_IMAGES) if f.endswith(".JPEG"))[:12]
     files = tmp_path / "files"
@@ -200,9 +199,9 @@ def test_run_on_webdataset_shards_of_the_imagenet_sample_equals_the_run_on_the_f
     for kind in ("files", "shards"):
         out = str(tmp_path / f"out-{kind}")
         args = [a for a in PLANTED if a not in ("--n-images", "6")]
-        r = equivar("run", "--out", out, *args, "--images", str(tmp_path / kind), "--n-images", "12")
+        r = in_process(capsys, "run", "--out", out, *args, "--images", str(tmp_path / kind), "--n-images", "12")
         assert r.returncode == 0, r.stderr[-2000:]
-        q = equivar("sql", "select layer, unit, mean, std from unit_stats order by all", "--out", out,
-                    "--format", "csv")
+        q = in_process(capsys, "sql", "select layer, unit, mean, std from unit_stats order by all", "--out", out,
+                       "--format", "csv")
         stats[kind] = pd.read_csv(io.StringIO(q.stdout))
     assert len(stats["files"]) and stats["files"].equals(stats["shards"])
