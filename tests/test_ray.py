@@ -15,6 +15,7 @@ import pytest
 from .conftest import ROOT, free_port
 
 from tests.conftest import catalog as _catalog
+from tests.test_faults import in_process
 
 BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")
@@ -26,7 +27,7 @@ def _tables(path: str, table: str):
 
 
 @pytest.mark.skipif(not os.path.exists(RAY), reason="ray is not installed in this environment")
-def test_ray_executor_run_equals_in_process_run(tmp_path):
+def test_ray_executor_run_equals_in_process_run(tmp_path, capsys):
     port, dash = free_port(), free_port()
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")          # short: Ray's socket paths must stay short
     env = dict(os.environ, PYTHONPATH=ROOT, DAGSTER_HOME=str(tmp_path / "home"), EQUIVAR_HOME=str(tmp_path / "ray"),
@@ -54,9 +55,8 @@ def test_ray_executor_run_equals_in_process_run(tmp_path):
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     inproc = tmp_path / "inproc"
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--model", "equivar_core.planted:planted",
-                        "--layers", "relu1,relu2", "--n-images", "8", "--out", str(inproc), "--quiet"],
-                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
+    r = in_process(capsys, "run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images",
+                   "8", "--out", str(inproc), "--quiet")                      # in this very process
     assert r.returncode == 0, r.stderr
     for table in ("tuning", "transform_pairs", "families", "circuit_weights", "circuit_families", "family_sweeps"):
         a = _tables(str(tmp_path / "ray" / "equivar.duckdb"), table)
