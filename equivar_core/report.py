@@ -224,6 +224,17 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
     return _save(fig, path, laid_out=True)
 
 
+def kernel_mosaic(tiles: np.ndarray, gap: int = 1, fill: float = np.nan) -> np.ndarray:
+    """Kernels ``tiles`` (rows x cols x k x k, optionally x channels) as one (rows (k + gap) - gap) x
+    (cols (k + gap) - gap) [x channels] image, row-major as given, with ``gap`` pixels of ``fill`` between
+    neighbours."""
+    rows, cols, k = tiles.shape[:3]
+    padded = np.full((rows, cols, k + gap, k + gap, *tiles.shape[4:]), fill, dtype=float)
+    padded[:, :, :k, :k] = tiles
+    image = padded.swapaxes(1, 2).reshape(rows * (k + gap), cols * (k + gap), *tiles.shape[4:])
+    return image[:rows * (k + gap) - gap, :cols * (k + gap) - gap]
+
+
 def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     """Kernels W(a -> b) of a family pair on a grid ordered by param, and weight versus relative place."""
     r0 = rows.iloc[0]
@@ -242,19 +253,25 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     src_units = src["unit"].to_numpy(int)
     grid = w[np.ix_([row[int(u)] for u in dst_units], src_units)]   # dst x src x k x k
     vmax = float(np.abs(grid).max()) or 1.0
-    fig, axes = plt.subplots(len(src_units), len(dst_units),
-                             figsize=(1.2 * len(dst_units) + 3.5, 1.2 * len(src_units) + 0.6), squeeze=False)
-    fig.subplots_adjust(right=1 - 3.2 / (1.2 * len(dst_units) + 3.5))
-    for i, a in enumerate(src_units):
-        for j, b in enumerate(dst_units):
-            ax = axes[i, j]
-            ax.imshow(grid[j, i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                _label(ax, f"{r0.dst_layer}:{b}\n{dst_labels[j]}", 7)
-            if j == 0:
-                ax.set_ylabel(f"{r0.src_layer}:{a}\n{src['param'].iloc[i]:g}", fontsize=7)
+    width, height = 1.2 * len(dst_units) + 3.5, 1.2 * len(src_units) + 0.9
+    fig = plt.figure(figsize=(width, height))
+    # the kernels as one image (a grid of tiles, white between them) on one axes: an axes per kernel costs
+    # a tenth of a second each to draw; fixed margins (inches) for the labels, so nothing is measured
+    ax = fig.add_axes([0.9 / width, 0.1 / height, 1 - 4.1 / width, 1 - 0.6 / height])
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    tiles = np.transpose(grid, (1, 0, 2, 3))                                 # src x dst x k x k
+    k = tiles.shape[-1]
+    ax.imshow(kernel_mosaic(tiles), cmap=cmap, vmin=-vmax, vmax=vmax)
+    centres = np.arange(len(dst_units)) * (k + 1) + (k - 1) / 2
+    ax.xaxis.tick_top()
+    ax.set_xticks(centres, [f"{r0.dst_layer}:{b}\n{dst_labels[j]}" for j, b in enumerate(dst_units)],
+                  fontsize=7)
+    ax.set_yticks(np.arange(len(src_units)) * (k + 1) + (k - 1) / 2,
+                  [f"{r0.src_layer}:{a}\n{src['param'].iloc[i]:g}" for i, a in enumerate(src_units)], fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     prof = rows.sort_values("delta")
     left = 1 - 2.6 / (1.2 * len(dst_units) + 3.5)
     ax = fig.add_axes([left, 0.2, 0.97 - left, 0.55])
@@ -263,7 +280,7 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     ax.set_xlabel("relative place", fontsize=7)
     ax.set_title(f"equivariance {r0.equivariance:.2f}", fontsize=8)
     ax.tick_params(labelsize=6)
-    return _save(fig, path)
+    return _save(fig, path, laid_out=True)
 
 
 def first_layer_weights(run: RunTables, path: str) -> str | None:
@@ -291,15 +308,18 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
         order = first + [u for u in order if u not in first]
     cols = 8
     rows = int(np.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.95), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for k, u in enumerate(order):
+    k = w.shape[-1]
+    tiles = np.ones((rows * cols, k, k, 3))                    # white where the grid has no filter
+    for i, u in enumerate(order):
         f = w[u].transpose(1, 2, 0)
-        f = (f - f.min()) / (f.max() - f.min() + 1e-12)
-        ax = axes.ravel()[k]
-        ax.imshow(f, interpolation="nearest")
-        _label(ax, str(u), 7)
+        tiles[i] = (f - f.min()) / (f.max() - f.min() + 1e-12)
+    fig = plt.figure(figsize=(cols * 0.9, rows * 0.95))
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])                  # one image: an axes per filter is slow to draw
+    ax.imshow(kernel_mosaic(tiles.reshape(rows, cols, k, k, 3), fill=1.0), interpolation="nearest")
+    ax.axis("off")
+    for i, u in enumerate(order):
+        ax.text((i % cols) * (k + 1) + (k - 1) / 2, (i // cols) * (k + 1) - 0.6, str(u), ha="center",
+                va="bottom", fontsize=7)
     return _save(fig, path)
 
 

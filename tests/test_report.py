@@ -106,3 +106,26 @@ def test_polar_curve_draws_missing_and_flat_responses(tmp_path, r):
     assert np.isfinite(ax.get_xlim()).all() and ax.get_xlim()[1] > 0
     fig.savefig(tmp_path / "polar.png")
     plt.close(fig)
+
+
+def test_kernel_mosaic_places_each_kernel_in_its_tile_with_gaps_between():
+    from equivar_core.report import kernel_mosaic
+
+    tiles = np.arange(2 * 3 * 2 * 2, dtype=float).reshape(2, 3, 2, 2)       # 2 rows x 3 columns of 2x2 kernels
+    m = kernel_mosaic(tiles)
+    assert m.shape == (2 * 3 - 1, 3 * 3 - 1)
+    for i in range(2):
+        for j in range(3):
+            assert np.array_equal(m[3 * i:3 * i + 2, 3 * j:3 * j + 2], tiles[i, j]), (i, j)
+    assert np.isnan(m[2]).all() and np.isnan(m[:, [2, 5]]).all()            # the gaps
+    assert np.isfinite(m).sum() == tiles.size
+
+
+def test_kernel_mosaic_keeps_colour_channels_and_fills_gaps():
+    from equivar_core.report import kernel_mosaic
+
+    tiles = np.random.default_rng(0).random((1, 2, 3, 3, 3))               # two RGB 3x3 filters side by side
+    m = kernel_mosaic(tiles, gap=2, fill=1.0)
+    assert m.shape == (3, 8, 3)
+    assert np.array_equal(m[:, :3], tiles[0, 0]) and np.array_equal(m[:, 5:], tiles[0, 1])
+    assert (m[:, 3:5] == 1.0).all()

@@ -138,10 +138,14 @@ def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
                 __typename ... on PythonError { message } } }""", {"r": repo, "k": KEY})
         assert added["data"]["addDynamicPartition"]["__typename"] in (
             "AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), added
+        # the run's steps in the run's own process (the job's in_process executor, as the launchpad offers): what
+        # is tested here is the UI's path (GraphQL, daemon, run launcher, pages); steps in processes of their own
+        # are test_ray's, and a fresh interpreter per step would cost this test minutes of imports
         launch = _graphql(port, """
             mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
               __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
-                          {"p": {"selector": {**repo, "jobName": "equivar"}, "runConfigData": {},
+                          {"p": {"selector": {**repo, "jobName": "equivar"},
+                                 "runConfigData": {"execution": {"config": {"in_process": {}}}},
                                  "executionMetadata": {"tags": [{"key": "dagster/partition", "value": KEY}]}}})
         result = launch["data"]["launchRun"]
         assert result["__typename"] == "LaunchRunSuccess", result
