@@ -41,6 +41,8 @@ TABLE = {"retry_policy": RETRY, "partitions_def": MODELS}
 #: kept images, the forward batch (the null pairs images within it), the seed (the basis control's random
 #: bases, whose squares the moments sum) and the folds of the images (whose scores the passes keep apart)
 SAMPLING = ("sweep.grid", "sweep.disc_radius", "keep_samples", "batch_size", "seed", "stability.folds")
+#: which transform families the sweep has: readers of the score archives ignore those of a family it leaves out
+SWEPT = tuple(f"sweep.{t}" for t in TRANSFORM_GROUPS)
 
 #: for assets that run the network: the ``gpu`` pool and a Kubernetes GPU request (dagster-k8s)
 GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {
@@ -92,7 +94,7 @@ def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: 
                   metadata={FINGERPRINT_KEY: version, **metadata})
 
 
-@asset(group_name="model", **TABLE, **inputs("4", "model", "weights", "name", "step", "calibration"))
+@asset(group_name="model", **TABLE, **inputs("4", "model", "weights", "name", "step", "seed", "calibration"))
 @_fails_once_on_bad_input
 def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """One row per model: spec, SHA-256 of its weights, parameter count and checkpoint step."""
@@ -218,7 +220,7 @@ ANGULAR_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in ANGULAR]
 SCORE_ARCHIVES = [*TRANSFORM_PAIRS, "activation_samples"]
 
 
-@asset(group_name="scores", **TABLE, deps=SCORE_ARCHIVES, **inputs("4"))
+@asset(group_name="scores", **TABLE, deps=SCORE_ARCHIVES, **inputs("4", *SWEPT))
 @_fails_once_on_bad_input
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
@@ -243,13 +245,13 @@ FOLD_SCORES = [*TRANSFORMED_SAMPLES, "activation_samples"]
 @multi_asset(
     group_name="families",
     outs={
-        "families": AssetOut(**inputs("4", "families"),
+        "families": AssetOut(**inputs("4", "families", *SWEPT),
                              description="Units that are rotated, hue-shifted, flipped or rescaled copies of one "
                                          "another."),
-        "family_stability": AssetOut(**inputs("4", "families", "stability.folds", "stability.min_jaccard"),
+        "family_stability": AssetOut(**inputs("4", "families", *SWEPT, "stability.folds", "stability.min_jaccard"),
                                      description="Whether each family reappears when fitted on one fold of the "
                                                  "photos alone, and how alike the folds' families are."),
-        "sensitivity": AssetOut(**inputs("4", "families", "stability.thresholds", "stability.changes"),
+        "sensitivity": AssetOut(**inputs("4", "families", *SWEPT, "stability.thresholds", "stability.changes"),
                                 description="Units in families and families per layer and transform with each "
                                             "membership threshold moved up or down."),
     },
@@ -277,7 +279,7 @@ def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -
     return _out(context, equivar, "reference_families", stages.reference_family_table(s))
 
 
-@asset(group_name="families", **TABLE, **inputs("4", "families", "seed"),
+@asset(group_name="families", **TABLE, **inputs("4", "families", "tuning", "seed"),
        ins={"layers": AssetIn("layers"), "tuning_random_basis": AssetIn("tuning_random_basis"),
             "families": AssetIn("families"), "activation_samples": AssetIn("activation_samples"),
             **{f"samples_{t}": AssetIn(["transformed_samples", t]) for t in TRANSFORM_GROUPS}})
@@ -323,7 +325,8 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
                 stages.family_sweep_table(s, families, images, layers, unit_stats, unit_profiles, curve_detectors))
 
 
-@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS, **inputs("4", "circuits"))
+@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS,
+       **inputs("4", "circuits", "families.min_invariance", *(f"sweep.{t}" for t in ANGULAR)))
 @_fails_once_on_bad_input
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
@@ -333,7 +336,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
 
 
 @asset(group_name="circuits", **TABLE, deps=[circuit_weights, *ANGULAR_PAIRS],
-       **inputs("4", "circuits", "families", "seed"))
+       **inputs("4", "circuits", "families", "seed", *(f"sweep.{t}" for t in ANGULAR)))
 @_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""

@@ -153,6 +153,13 @@ def _compute(settings: RunSettings) -> dict[str, str]:
             "precision": "bf16-products" if ScoreSettings(device=device).use_bf16() else "fp32"}
 
 
+#: settings no asset declares: where results go and under which name, how the work is spread (results do not
+#: depend on it), and the device (which enters every fingerprint, see :func:`_compute`)
+UNDECLARED = ("out", "name", "workers", "device")
+#: what loading the network reads (``equivar_core.stages.load``): the model, its weights and analysed layers,
+#: declared by the ``models`` and ``layers`` assets, which every asset that runs the network has upstream
+MODEL = ("model", "weights", "step", "layers")
+
 #: inputs that are not one setting's text: the files a setting names (the weights' checksum; the image
 #: source's paths, sizes and modification times), the results' name, and what an ``untrained:`` model's
 #: weights depend on besides its spec

@@ -34,13 +34,9 @@ def test_every_asset_has_a_description_and_code_version():
 
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("dagster-out"))
-    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
-    job = build_definitions(config).resolve_job_def("equivar")
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("models", ["planted"])
-        result = job.execute_in_process(instance=instance, partition_key="planted")
+def materialized(traced_run):
+    """The whole graph on the planted model, run once per session (tests.conftest.traced_run)."""
+    out, result, _ = traced_run
     return out, result
 
 

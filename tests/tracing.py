@@ -43,7 +43,7 @@ def _machinery(frame) -> bool:
     generated ``__eq__``, ``__hash__`` and ``__repr__``."""
     code = frame.f_code
     return (code.co_filename.endswith("dataclasses.py") and code.co_name in ("replace", "_replace")) or \
-        code.co_filename == "<string>"
+        (code.co_filename == "<string>" and code.co_name.startswith("__"))
 
 
 def _traced_class(cls, prefix: str):
