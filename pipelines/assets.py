@@ -37,9 +37,9 @@ RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL)
 #: it reads (``inputs(code_version, *settings)``, see :func:`pipelines.fingerprints.inputs`): bump an asset's
 #: code version when a change of its code changes its result, and it and what is downstream of it recompute
 TABLE = {"retry_policy": RETRY, "partitions_def": MODELS}
-#: the assets that compute a transform family's sweep group, per family: its amounts, the sample points, the
-#: kept images, the forward batch (the null pairs images within it), the seed (the basis control's random
-#: bases, whose squares the moments sum) and the folds of the images (whose scores the passes keep apart)
+#: what every pass over the images reads beside its group's amounts: the sample points, the kept images, the
+#: forward batch (the null pairs images within it), the seed (the basis control's random bases, whose squares
+#: the moments sum) and the folds of the images (whose scores the passes keep apart)
 SAMPLING = ("sweep.grid", "sweep.disc_radius", "keep_samples", "batch_size", "seed", "stability.folds")
 #: which transform families the sweep has: readers of the score archives ignore those of a family it leaves out
 SWEPT = tuple(f"sweep.{t}" for t in TRANSFORM_GROUPS)

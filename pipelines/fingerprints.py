@@ -39,7 +39,8 @@ FINGERPRINT_KEY = "equivar/fingerprint"
 
 def inputs(code_version: str, *fields: str) -> dict:
     """Keyword arguments of ``@asset`` (or ``AssetOut``) that declare the asset's fingerprint inputs, once, at
-    the asset: its code version and the settings it reads beyond its upstream assets.
+    the asset: its code version and every setting its stage reads (but :data:`UNDECLARED` and, below
+    ``models``, :data:`MODEL`; a test traces the reads of a whole run and fails on any other undeclared one).
 
     ``fields`` are paths of :class:`~equivar_core.settings.RunSettings` fields (``"seed"``, ``"families"`` for
     a whole section, ``"sweep.rotate"`` for one field of it) or a :data:`DERIVED` input. The asset shows them
