@@ -48,7 +48,8 @@ def render(graph: dict[str, list[str]] = GRAPH, declared: dict[str, Declared] = 
     for name in _order(graph):
         for up in sorted(graph.get(name, [])):
             lines.append(f"  {ids[up]} --> {ids[name]}")
-    lines += ["```", "", "Each asset's fingerprint (its data version) hashes its code version, the settings it declares",
+    lines += ["```", ""]
+    lines += ["Each asset's fingerprint (its data version) hashes its code version, the settings it declares",
               "(beside it in `pipelines/assets.py`), the device and precision, and the fingerprints of the assets it",
               "reads; its array files are declared in `equivar_core/artifacts.py` and read only by it and the assets",
               "that declare it upstream (`tests/test_structure.py` checks both on a traced run).", "",
