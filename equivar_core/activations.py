@@ -211,8 +211,8 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         final = os.path.join(out_dir, samples_file(name, group))
         os.replace(tmp[name], final)
         pts_path = os.path.join(out_dir, points_file(name))
-        if not (os.path.exists(pts_path) and np.array_equal(np.load(pts_path), points.numpy())):
-            save_npy(pts_path, points.numpy())      # shared by all groups; left alone when unchanged
+        if group == IDENTITY:                       # the same for every group: the natural images' pass owns them
+            save_npy(pts_path, points.numpy())
         if group == IDENTITY:
             stats[name] = _combined_stats([part["acc"][name] for part in parts], c)
         samples.append(LayerSamples(name, final, pts_path, os.path.join(out_dir, moments_file(name, group)),

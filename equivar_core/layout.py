@@ -163,6 +163,19 @@ class Layout:
     def activations(self) -> str:
         return os.path.join(self.artifacts, "activations")
 
+    def samples(self, layer: str, group: str) -> str:
+        """One layer's sampled responses to one sweep group's versions of the kept images (see
+        :func:`samples_file`)."""
+        return os.path.join(self.activations, samples_file(layer, group))
+
+    def moments(self, layer: str, group: str) -> str:
+        """One layer's score moments of one sweep group over all images (see :func:`moments_file`)."""
+        return os.path.join(self.activations, moments_file(layer, group))
+
+    def points(self, layer: str) -> str:
+        """One layer's sampled map positions (P x 2, see :func:`points_file`)."""
+        return os.path.join(self.activations, points_file(layer))
+
     def top_images(self, layer: str) -> str:
         """Each unit's strongest images, their maxima and the maxima's map positions
         (:class:`equivar_core.activations.TopImages`, C x K each)."""

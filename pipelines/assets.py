@@ -24,8 +24,8 @@ from equivar_core.settings import RunSettings
 from equivar_core.transforms import ANGULAR, Scale
 
 from .definitions_common import models_partitions as MODELS
-from .fingerprints import asset_fingerprints, upstream_of
-from .resources import CODE_VERSION, EquivarConfig
+from .fingerprints import FINGERPRINT_KEY, asset_fingerprints, declarations, inputs, upstream_of
+from .resources import EquivarConfig
 from .shards import shard_runner
 
 log = logging.getLogger("equivar.pipelines")
@@ -33,8 +33,16 @@ log = logging.getLogger("equivar.pipelines")
 #: transient failures (a busy file system, a preempted worker) are retried twice
 RETRY = RetryPolicy(max_retries=2, delay=2, backoff=Backoff.EXPONENTIAL)
 
-#: every asset: versioned code, retries, one partition per model
-TABLE = {"code_version": CODE_VERSION, "retry_policy": RETRY, "partitions_def": MODELS}
+#: every asset: retries, one partition per model. Each asset declares its own code version and the settings
+#: it reads (``inputs(code_version, *settings)``, see :func:`pipelines.fingerprints.inputs`): bump an asset's
+#: code version when a change of its code changes its result, and it and what is downstream of it recompute
+TABLE = {"retry_policy": RETRY, "partitions_def": MODELS}
+#: what every pass over the images reads beside its group's amounts: the sample points, the kept images, the
+#: forward batch (the null pairs images within it), the seed (the basis control's random bases, whose squares
+#: the moments sum) and the folds of the images (whose scores the passes keep apart)
+SAMPLING = ("sweep.grid", "sweep.disc_radius", "keep_samples", "batch_size", "seed", "stability.folds")
+#: which transform families the sweep has: readers of the score archives ignore those of a family it leaves out
+SWEPT = tuple(f"sweep.{t}" for t in TRANSFORM_GROUPS)
 
 #: for assets that run the network: the ``gpu`` pool and a Kubernetes GPU request (dagster-k8s)
 GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {
@@ -64,7 +72,7 @@ def _fails_once_on_bad_input(fn):
 
 def fingerprint(equivar: EquivarConfig, asset: str, partition_key: str | None) -> str:
     """An asset's fingerprint (its Dagster data version); see :mod:`pipelines.fingerprints`."""
-    return asset_fingerprints(equivar.settings(partition_key), CODE_VERSION, GRAPH)[asset]
+    return asset_fingerprints(equivar.settings(partition_key), DECLARED, only=asset)[asset]
 
 
 def _key(context: AssetExecutionContext) -> str | None:
@@ -79,26 +87,28 @@ def _settings(context: AssetExecutionContext, equivar: EquivarConfig, name: str)
 
 def _out(context: AssetExecutionContext, equivar: EquivarConfig, name: str, df: pd.DataFrame,
          output_name: str = "result", **metadata) -> Output:
-    """The table, with its fingerprint as data version."""
-    version = DataVersion(fingerprint(equivar, name, _key(context)))
-    return Output(df, output_name=output_name, data_version=version, metadata=metadata or None)
+    """The table, with its fingerprint as data version (computed once: the IO manager records the one in the
+    metadata)."""
+    version = fingerprint(equivar, name, _key(context))
+    return Output(df, output_name=output_name, data_version=DataVersion(version),
+                  metadata={FINGERPRINT_KEY: version, **metadata})
 
 
-@asset(group_name="model", **TABLE)
+@asset(group_name="model", **TABLE, **inputs("4", "model", "weights", "name", "step", "seed", "calibration"))
 @_fails_once_on_bad_input
 def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """One row per model: spec, SHA-256 of its weights, parameter count and checkpoint step."""
     return _out(context, equivar, "models", stages.model_table(_settings(context, equivar, "models")))
 
 
-@asset(group_name="model", **TABLE, deps=[models], **GPU)
+@asset(group_name="model", **TABLE, deps=[models], **GPU, **inputs("4", "layers", "seed"))
 @_fails_once_on_bad_input
 def layers(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Analysed layers with their shape, stride and effective receptive field."""
     return _out(context, equivar, "layers", stages.layer_table(_settings(context, equivar, "layers")))
 
 
-@asset(group_name="activations", **TABLE)
+@asset(group_name="activations", **TABLE, **inputs("4", "images", "n_images", "seed"))
 @_fails_once_on_bad_input
 def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """The natural-image views of the run (file and crop), in order."""
@@ -108,9 +118,11 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
 @multi_asset(
     group_name="activations",
     outs={
-        "unit_stats": AssetOut(code_version=CODE_VERSION,
-                               description="Per-unit mean and std over natural images, and its best image."),
-        "activation_samples": AssetOut(code_version=CODE_VERSION,
+        "unit_stats": AssetOut(**inputs("4", "sweep.grid", "sweep.disc_radius"),
+                               description="Per-unit mean and std over natural images, and its best image "
+                                           "(beside them on disk: each unit's strongest images and the units' "
+                                           "covariance)."),
+        "activation_samples": AssetOut(**inputs("4", *SAMPLING),
                                        description="Manifest of the activation samples of the natural images "
                                                    "(float16 arrays of the kept images) and of their score "
                                                    "moments over all images, on disk."),
@@ -136,9 +148,9 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
 @multi_asset(
     group_name="activations",
     outs={
-        "tuning": AssetOut(code_version=CODE_VERSION, description="Every unit's response to swept synthetic "
+        "tuning": AssetOut(**inputs("4", "tuning"), description="Every unit's response to swept synthetic "
                                                                   "stimuli, in natural-image standard deviations."),
-        "tuning_random_basis": AssetOut(code_version=CODE_VERSION,
+        "tuning_random_basis": AssetOut(**inputs("4", "tuning", "seed"),
                                         description="The same responses of each layer mixed by a seeded random "
                                                     "orthogonal matrix (the basis control), from the same passes."),
     },
@@ -156,7 +168,7 @@ def tuning_tables(context: AssetExecutionContext, equivar: EquivarConfig, layers
     yield _out(context, equivar, "tuning_random_basis", random_basis, "tuning_random_basis")
 
 
-@asset(group_name="scores", **TABLE)
+@asset(group_name="scores", **TABLE, **inputs("4", "tuning"))
 @_fails_once_on_bad_input
 def unit_profiles(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                   layers: pd.DataFrame) -> Output:
@@ -174,6 +186,7 @@ def _transform_family(transform: str):
     """
 
     @asset(key=["transformed_samples", transform], group_name="activations", **TABLE, **GPU,
+           **inputs("4", f"sweep.{transform}", *SAMPLING),
            ins={"images": AssetIn("images"), "layers": AssetIn("layers")},
            description=f"Manifest of the activation samples of the natural images' {transform} versions "
                        "(float16 arrays of the kept images) and of their score moments over all images.")
@@ -185,7 +198,7 @@ def _transform_family(transform: str):
                                                   shard_runner(s, list(layers["layer"])))
         return _out(context, equivar, f"transformed_samples/{transform}", manifest)
 
-    @asset(key=["transform_pairs", transform], group_name="scores", **TABLE,
+    @asset(key=["transform_pairs", transform], group_name="scores", **TABLE, **inputs("4"),
            ins={"versions": AssetIn(["transformed_samples", transform])},
            description=f"Self (invariance) score and best partners of every unit under {transform}.")
     @_fails_once_on_bad_input
@@ -207,7 +220,7 @@ ANGULAR_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in ANGULAR]
 SCORE_ARCHIVES = [*TRANSFORM_PAIRS, "activation_samples"]
 
 
-@asset(group_name="scores", **TABLE, deps=SCORE_ARCHIVES)
+@asset(group_name="scores", **TABLE, deps=SCORE_ARCHIVES, **inputs("4", *SWEPT))
 @_fails_once_on_bad_input
 def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame) -> Output:
     """Per layer and transform: how well a linear map, a permutation or the identity explains the layer."""
@@ -215,7 +228,7 @@ def transform_maps(context: AssetExecutionContext, equivar: EquivarConfig, layer
     return _out(context, equivar, "transform_maps", stages.transform_map_table(s, layers))
 
 
-@asset(group_name="scores", **TABLE, ins={"activation_samples": AssetIn("activation_samples"),
+@asset(group_name="scores", **TABLE, **inputs("4"), ins={"activation_samples": AssetIn("activation_samples"),
                                          "scaled": AssetIn(["transformed_samples", Scale.name])})
 @_fails_once_on_bad_input
 def scale_pairs(context: AssetExecutionContext, equivar: EquivarConfig, activation_samples: pd.DataFrame,
@@ -232,13 +245,13 @@ FOLD_SCORES = [*TRANSFORMED_SAMPLES, "activation_samples"]
 @multi_asset(
     group_name="families",
     outs={
-        "families": AssetOut(code_version=CODE_VERSION,
+        "families": AssetOut(**inputs("4", "families", *SWEPT),
                              description="Units that are rotated, hue-shifted, flipped or rescaled copies of one "
                                          "another."),
-        "family_stability": AssetOut(code_version=CODE_VERSION,
+        "family_stability": AssetOut(**inputs("4", "families", *SWEPT, "stability.folds", "stability.min_jaccard"),
                                      description="Whether each family reappears when fitted on one fold of the "
                                                  "photos alone, and how alike the folds' families are."),
-        "sensitivity": AssetOut(code_version=CODE_VERSION,
+        "sensitivity": AssetOut(**inputs("4", "families", *SWEPT, "stability.thresholds", "stability.changes"),
                                 description="Units in families and families per layer and transform with each "
                                             "membership threshold moved up or down."),
     },
@@ -258,7 +271,7 @@ def families(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.
     yield _out(context, equivar, "sensitivity", sensitivity, "sensitivity")
 
 
-@asset(group_name="families", **TABLE)
+@asset(group_name="families", **TABLE, **inputs("4", "model"))
 @_fails_once_on_bad_input
 def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Published family unit lists for the model's architecture, to score the automatic families against."""
@@ -266,7 +279,7 @@ def reference_families(context: AssetExecutionContext, equivar: EquivarConfig) -
     return _out(context, equivar, "reference_families", stages.reference_family_table(s))
 
 
-@asset(group_name="families", **TABLE,
+@asset(group_name="families", **TABLE, **inputs("4", "families", "tuning", "seed"),
        ins={"layers": AssetIn("layers"), "tuning_random_basis": AssetIn("tuning_random_basis"),
             "families": AssetIn("families"), "activation_samples": AssetIn("activation_samples"),
             **{f"samples_{t}": AssetIn(["transformed_samples", t]) for t in TRANSFORM_GROUPS}})
@@ -281,7 +294,7 @@ def basis_control(context: AssetExecutionContext, equivar: EquivarConfig, layers
                 stages.basis_control_table(s, layers, tuning_random_basis, families, activation_samples, manifests))
 
 
-@asset(group_name="families", **TABLE)
+@asset(group_name="families", **TABLE, **inputs("4"))
 @_fails_once_on_bad_input
 def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                   families: pd.DataFrame, basis_control: pd.DataFrame) -> Output:
@@ -291,7 +304,7 @@ def layer_summary(context: AssetExecutionContext, equivar: EquivarConfig, layers
     return _out(context, equivar, "layer_summary", stages.layer_summary_table(s, layers, families, basis_control))
 
 
-@asset(group_name="families", **TABLE)
+@asset(group_name="families", **TABLE, **inputs("4"))
 @_fails_once_on_bad_input
 def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuning: pd.DataFrame,
                     layers: pd.DataFrame, families: pd.DataFrame) -> Output:
@@ -300,7 +313,7 @@ def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuni
     return _out(context, equivar, "curve_detectors", stages.curve_detector_table(s, tuning, layers, families))
 
 
-@asset(group_name="families", **TABLE, **GPU)
+@asset(group_name="families", **TABLE, **GPU, **inputs("4", "rotation_test", "seed"))
 @_fails_once_on_bad_input
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame, unit_profiles: pd.DataFrame,
@@ -312,7 +325,8 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
                 stages.family_sweep_table(s, families, images, layers, unit_stats, unit_profiles, curve_detectors))
 
 
-@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS)
+@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS,
+       **inputs("4", "circuits", "families.min_invariance", *(f"sweep.{t}" for t in ANGULAR)))
 @_fails_once_on_bad_input
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
@@ -321,7 +335,8 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
     return _out(context, equivar, "circuit_weights", stages.circuit_weight_table(s, layers, families))
 
 
-@asset(group_name="circuits", **TABLE, deps=[circuit_weights, *ANGULAR_PAIRS])
+@asset(group_name="circuits", **TABLE, deps=[circuit_weights, *ANGULAR_PAIRS],
+       **inputs("4", "circuits", "families", "seed", *(f"sweep.{t}" for t in ANGULAR)))
 @_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""
@@ -337,7 +352,7 @@ TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLE
                 layer_summary, curve_detectors, family_sweeps, circuit_weights, circuit_families]
 
 
-@asset(group_name="report", **TABLE, deps=TABLE_ASSETS)
+@asset(group_name="report", **TABLE, deps=TABLE_ASSETS, code_version="4")
 @_fails_once_on_bad_input
 def report(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The static HTML report ``<out>/report/<model>/index.html``: family galleries and circuit diagrams."""
@@ -363,7 +378,7 @@ def _pictures(paths: list[str]) -> MetadataValue:
     return MetadataValue.md(md or "(none)")
 
 
-@asset(group_name="catalog", **TABLE, deps=TABLE_ASSETS)
+@asset(group_name="catalog", **TABLE, deps=TABLE_ASSETS, code_version="4")
 @_fails_once_on_bad_input
 def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> MaterializeResult:
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
@@ -374,5 +389,8 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
 #: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI and the schedule
 #: follow
 GRAPH = upstream_of(TABLE_ASSETS)
+#: asset -> its code version, own inputs and upstream assets, from the definitions above: what its fingerprint
+#: hashes
+DECLARED = declarations(TABLE_ASSETS)
 #: asset -> every output of the (multi-)asset that computes it: a run selects them together
 SIBLINGS = {key.to_user_string(): [k.to_user_string() for k in a.keys] for a in TABLE_ASSETS for key in a.keys}

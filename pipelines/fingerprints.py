@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from dagster import AssetKey
 
-from equivar_core.activations import TRANSFORM_GROUPS
+from equivar_core.artifacts import files_of, owns_files
 from equivar_core.images import list_image_files, source_file
 from equivar_core.layout import CATALOG
 from equivar_core.models.registry import BUILTINS, file_sha256
@@ -30,52 +30,82 @@ from equivar_core.models.untrained import is_untrained_spec
 from equivar_core.scores import ScoreSettings
 from equivar_core.settings import RunSettings
 from equivar_core.storage import atomic_file
-from equivar_core.transforms import IDENTITY
 
-#: the settings each asset reads (beyond its upstream assets)
-OWN_INPUTS = {
-    "models": lambda s: {"model": s.model, "weights": _weights_hash(s), "name": s.model_name, "step": s.step,
-                         **_calibration(s)},
-    "layers": lambda s: {"layers": list(s.layers), "seed": s.seed},
-    "images": lambda s: {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed},
-    "unit_stats": lambda s: {"sweep": s.sweep.group_settings(IDENTITY)},
-    "activation_samples": lambda s: _sampling(s, IDENTITY),
-    **{f"transformed_samples/{t}": (lambda s, t=t: _sampling(s, t)) for t in TRANSFORM_GROUPS},
-    **{f"transform_pairs/{t}": (lambda s: {}) for t in TRANSFORM_GROUPS},
-    "tuning": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
-    "tuning_random_basis": lambda s: {"tuning": dataclasses.asdict(s.tuning), "seed": s.seed},
-    "unit_profiles": lambda s: {"tuning": dataclasses.asdict(s.tuning)},
-    "transform_maps": lambda s: {},
-    "scale_pairs": lambda s: {},
-    "families": lambda s: {"families": dataclasses.asdict(s.families)},
-    "reference_families": lambda s: {"model": s.model},
-    "basis_control": lambda s: {"families": dataclasses.asdict(s.families), "seed": s.seed},
-    "layer_summary": lambda s: {},
-    "family_stability": lambda s: {"families": dataclasses.asdict(s.families), "folds": s.stability.folds,
-                                   "min_jaccard": s.stability.min_jaccard},
-    "sensitivity": lambda s: {"families": dataclasses.asdict(s.families),
-                              "thresholds": list(s.stability.thresholds), "changes": list(s.stability.changes)},
-    "curve_detectors": lambda s: {},
-    "family_sweeps": lambda s: {"rotation_test": dataclasses.asdict(s.rotation_test), "seed": s.seed},
-    "circuit_weights": lambda s: {"circuits": dataclasses.asdict(s.circuits)},
-    "circuit_families": lambda s: {"circuits": dataclasses.asdict(s.circuits),
-                                   "families": dataclasses.asdict(s.families), "seed": s.seed},
-}
+#: the asset metadata entry that lists an asset's fingerprint inputs (see :func:`inputs`)
+INPUTS_KEY = "equivar/fingerprint_inputs"
+#: the output metadata entry that hands the fingerprint an asset computed to the IO manager, which records it
+FINGERPRINT_KEY = "equivar/fingerprint"
+
+
+def inputs(code_version: str, *fields: str) -> dict:
+    """Keyword arguments of ``@asset`` (or ``AssetOut``) that declare the asset's fingerprint inputs, once, at
+    the asset: its code version and every setting its stage reads (but :data:`UNDECLARED` and, below
+    ``models``, :data:`MODEL`; a test traces the reads of a whole run and fails on any other undeclared one).
+
+    ``fields`` are paths of :class:`~equivar_core.settings.RunSettings` fields (``"seed"``, ``"families"`` for
+    a whole section, ``"sweep.rotate"`` for one field of it) or a :data:`DERIVED` input. The asset shows them
+    in the UI (metadata ``equivar/fingerprint_inputs``); the fingerprints, the no-op check of ``equivar run``,
+    docs/graph.md and the test that every field a stage reads is declared all read them off the definitions
+    (:func:`declarations`).
+    """
+    unknown = [f for f in fields if f not in DERIVED and not _is_field(f)]
+    if unknown:
+        raise ValueError(f"unknown fingerprint inputs {unknown}: expected RunSettings fields or {sorted(DERIVED)}")
+    return {"code_version": code_version, "metadata": {INPUTS_KEY: list(fields)}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """What an asset's fingerprint hashes, as its definition declares it: its code version, its own inputs
+    (:func:`inputs`) and the assets it reads (its inputs and ``deps``)."""
+
+    code_version: str
+    inputs: tuple[str, ...]
+    upstream: tuple[str, ...]
+
+
+def declarations(asset_defs) -> dict[str, Declared]:
+    """asset -> its :class:`Declared` fingerprint inputs, read off the asset definitions."""
+    out = {}
+    for a in asset_defs:
+        for key, deps in a.asset_deps.items():
+            out[key.to_user_string()] = Declared(
+                a.code_versions_by_key.get(key) or "", tuple(a.metadata_by_key.get(key, {}).get(INPUTS_KEY, ())),
+                tuple(sorted(k.to_user_string() for k in deps)))
+    return out
+
+
+def _is_field(path: str) -> bool:
+    obj = RunSettings
+    for part in path.split("."):
+        names = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+        if part not in names:
+            return False
+        obj = names[part].default if names[part].default is not dataclasses.MISSING else None
+    return True
+
+
+def own_values(settings: RunSettings, declared: Declared) -> dict:
+    """The values of an asset's own inputs, as they enter its fingerprint."""
+    return {f: _value(settings, f) for f in declared.inputs}
+
+
+def _value(settings: RunSettings, path: str):
+    """What one declared input contributes to a fingerprint."""
+    if path in DERIVED:
+        return DERIVED[path](settings)
+    value = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
 
 def _calibration(s: RunSettings) -> dict:
     """An ``untrained:`` model's weights depend on the run's photos too (its batch-norm statistics): the image
     source, how many and the seed that picks them. Nothing for other specs."""
     if not is_untrained_spec(s.model):
         return {}
-    return {"calibration": {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed}}
-
-
-def _sampling(s: RunSettings, group: str) -> dict:
-    """What a group's samples and moments read: its sweep, the kept images, the forward batch (the null pairs
-    images within it), the seed (the basis control's random bases, whose squares the moments sum) and the
-    folds of the images (whose scores the passes keep apart)."""
-    return {"sweep": s.sweep.group_settings(group), "keep_samples": s.keep_samples, "batch_size": s.batch_size,
-            "seed": s.seed, "folds": s.stability.folds}
+    return {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed}
 
 
 def upstream_of(asset_defs) -> dict[str, list[str]]:
@@ -124,29 +154,43 @@ def _compute(settings: RunSettings) -> dict[str, str]:
             "precision": "bf16-products" if ScoreSettings(device=device).use_bf16() else "fp32"}
 
 
-def asset_fingerprints(settings: RunSettings, code_version: str, upstream: dict[str, list[str]]
+#: settings no asset declares: where results go and under which name, how the work is spread (results do not
+#: depend on it), and the device (which enters every fingerprint, see :func:`_compute`)
+UNDECLARED = ("out", "name", "workers", "device")
+#: what loading the network reads (``equivar_core.stages.load``): the model, its weights and analysed layers,
+#: declared by the ``models`` and ``layers`` assets, which every asset that runs the network has upstream
+MODEL = ("model", "weights", "step", "layers")
+
+#: inputs that are not one setting's text: the files a setting names (the weights' checksum; the image
+#: source's paths, sizes and modification times), the results' name, and what an ``untrained:`` model's
+#: weights depend on besides its spec
+DERIVED = {"weights": _weights_hash, "images": _image_source_hash, "name": lambda s: s.model_name,
+           "calibration": _calibration}
+
+
+def asset_fingerprints(settings: RunSettings, declared: dict[str, Declared], only: str | None = None
                        ) -> dict[str, str]:
-    """Fingerprint of every table asset (``upstream``: asset -> the assets it reads)."""
+    """Fingerprint of every table asset (``declared``: :func:`declarations`), or of ``only`` (and the assets
+    upstream of it, whose fingerprints enter its own)."""
     out: dict[str, str] = {}
     compute = _compute(settings)
 
     def visit(name: str) -> str:
         if name not in out:
-            parents = sorted(upstream.get(name, []))
-            payload = {"code": code_version, "own": OWN_INPUTS[name](settings), "compute": compute,
-                       "up": [visit(p) for p in parents]}
+            d = declared[name]
+            payload = {"code": d.code_version, "own": own_values(settings, d),
+                       "compute": compute, "up": [visit(p) for p in sorted(d.upstream)]}
             out[name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
         return out[name]
 
-    for name in OWN_INPUTS:
+    for name in ([only] if only is not None else declared):
         visit(name)
     return out
 
 
-def changed_assets(settings: RunSettings, code_version: str, upstream: dict[str, list[str]]
-                   ) -> tuple[list[str], dict[str, str]]:
+def changed_assets(settings: RunSettings, declared: dict[str, Declared]) -> tuple[list[str], dict[str, str]]:
     """Assets whose fingerprint differs from the recorded one, or whose files are gone or damaged."""
-    new = asset_fingerprints(settings, code_version, upstream)
+    new = asset_fingerprints(settings, declared)
     old = load_fingerprints(settings)
     changed = [k for k, v in new.items() if old.get(k) != v or not _exists(settings, k)]
     return changed, new
@@ -159,7 +203,7 @@ def table_of(key: AssetKey) -> tuple[str, tuple[str, str] | None]:
 
 def _exists(settings: RunSettings, asset: str) -> bool:
     """Whether the asset's table is on disk and intact: every Parquet file's footer reads, and so does every
-    array the asset wrote beside it (:func:`_arrays_of`)."""
+    array file the asset owns (:func:`equivar_core.artifacts.files_of`)."""
     table, part = table_of(AssetKey.from_user_string(asset))
     folder = settings.layout.table_dir(table, part)
     files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f == "data.parquet"]
@@ -168,51 +212,35 @@ def _exists(settings: RunSettings, asset: str) -> bool:
     try:
         for path in files:
             pq.read_metadata(path)
-        if table in ("activation_samples", "transformed_samples", "transform_pairs", "circuit_weights"):
-            _arrays_intact(settings, table, part, files)
+        if owns_files(asset):
+            for path in _arrays_of(settings, asset, files):
+                _open_array(path)
     except Exception:                          # truncated, overwritten or unreadable: recompute the asset
         return False
     return True
 
 
-def _arrays_intact(settings: RunSettings, table: str, part, files: list[str]) -> None:
-    """Raise unless the arrays an asset wrote beside its table open: ``.npy`` files (header and length) and
-    ``.npz`` archives (their zip directory)."""
-    for path in _arrays_of(settings, table, part, files):
-        if path.endswith(".npz"):
-            with zipfile.ZipFile(path) as z:
-                z.namelist()
-        else:
-            np.load(path, mmap_mode="r")
+def _open_array(path: str) -> None:
+    """Raise unless an array file opens: a ``.npy`` file's header and length, an ``.npz`` archive's zip
+    directory."""
+    if path.endswith(".npz"):
+        with zipfile.ZipFile(path) as z:
+            z.namelist()
+    else:
+        np.load(path, mmap_mode="r")
 
 
-def _arrays_of(settings: RunSettings, table: str, part, files: list[str]) -> list[str]:
-    """The arrays behind an asset's table: sample arrays and their points (the manifests name them) and each
-    layer's fold scores; for the identity samples also each layer's units' strongest images, the covariance,
-    the loaded-image mask and the identity scores; the score archives of transform pairs; the expanded
-    weights of circuits."""
-    layout = settings.layout
-
-    def column(name: str) -> list[str]:
-        return [x for f in files for x in pq.read_table(f, columns=[name]).column(name).to_pylist()]
-
-    if table == "transform_pairs":
-        return [layout.scores(layer, part[1]) for layer in set(column("layer"))]
-    if table == "circuit_weights":
-        pairs = set()
-        for f in files:
+def _arrays_of(settings: RunSettings, asset: str, files: list[str]) -> list[str]:
+    """The array files an asset owns, for the layers (and layer pairs) its table ``files`` hold."""
+    layers, pairs = set(), set()
+    for f in files:
+        names = pq.read_schema(f).names
+        if "layer" in names:
+            layers |= set(pq.read_table(f, columns=["layer"]).column("layer").to_pylist())
+        if "src_layer" in names and "dst_layer" in names:
             unique = pq.read_table(f, columns=["src_layer", "dst_layer"]).group_by(["src_layer", "dst_layer"])
             pairs |= {(r["src_layer"], r["dst_layer"]) for r in unique.aggregate([]).to_pylist()}
-        return [layout.circuit_weights(s, d) for s, d in pairs]
-    paths = [layout.resolve(p) for p in column("path") + column("points_path") + column("moments_path")]
-    group = part[1] if part else IDENTITY
-    paths += [layout.fold_scores(layer, group) for layer in set(column("layer"))]
-    if table == "activation_samples":
-        paths.append(layout.loaded)
-        for layer in set(column("layer")):
-            paths += [layout.top_images(layer), layout.cov(layer),
-                      layout.scores(layer, IDENTITY)]
-    return paths
+    return list(files_of(settings.layout, asset, layers, pairs))
 
 
 def catalog_intact(out: str) -> bool:

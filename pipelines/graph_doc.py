@@ -1,12 +1,16 @@
-"""docs/graph.md, written from the asset definitions (``pipelines.assets.GRAPH``): the docs' graph is derived
-from the one declaration, and a test checks that the file is current.
+"""docs/graph.md, written from the asset definitions (``pipelines.assets.DECLARED``: each asset's upstream
+assets, settings and code version) and the owners of the array files (:mod:`equivar_core.artifacts`): the
+docs' graph is derived from the one declaration, and a test checks that the file is current.
 
     python -m pipelines.graph_doc > docs/graph.md
 """
 
 from __future__ import annotations
 
-from .assets import GRAPH
+from equivar_core.artifacts import ARTIFACTS
+
+from .assets import DECLARED, GRAPH
+from .fingerprints import Declared
 
 
 def _order(graph: dict[str, list[str]]) -> list[str]:
@@ -25,7 +29,15 @@ def _order(graph: dict[str, list[str]]) -> list[str]:
     return done
 
 
-def render(graph: dict[str, list[str]] = GRAPH) -> str:
+def _files(asset: str) -> str:
+    """The kinds of array file an asset owns, each with what one file is of."""
+    group = asset.partition("/")[2] or "identity"
+    each = {"run": "one", "layer": "per layer", "group": "per layer", "pair": "per layer pair"}
+    kinds = [f"`{a.kind}` ({each[a.per]})" for a in ARTIFACTS if a.owner_of(group) == asset]
+    return ", ".join(kinds)
+
+
+def render(graph: dict[str, list[str]] = GRAPH, declared: dict[str, Declared] = DECLARED) -> str:
     lines = ["# The asset graph", "",
              "Generated from the asset definitions by `python -m pipelines.graph_doc > docs/graph.md`",
              "(`tests/test_structure.py` checks that it is current). Every asset is partitioned by model; the",
@@ -36,10 +48,17 @@ def render(graph: dict[str, list[str]] = GRAPH) -> str:
     for name in _order(graph):
         for up in sorted(graph.get(name, [])):
             lines.append(f"  {ids[up]} --> {ids[name]}")
-    lines += ["```", "", "| asset | reads |", "| --- | --- |"]
+    lines += ["```", ""]
+    lines += ["Each asset's fingerprint (its data version) hashes its code version, the settings it declares",
+              "(beside it in `pipelines/assets.py`), the device and precision, and the fingerprints of the assets it",
+              "reads; its array files are declared in `equivar_core/artifacts.py` and read only by it and the assets",
+              "that declare it upstream (`tests/test_structure.py` checks both on a traced run).", "",
+              "| asset | reads | settings | code version | array files |", "| --- | --- | --- | --- | --- |"]
     for name in _order(graph):
         reads = ", ".join(f"`{u}`" for u in sorted(graph.get(name, []))) or "(settings only)"
-        lines.append(f"| `{name}` | {reads} |")
+        own = ", ".join(f"`{f}`" for f in declared[name].inputs) if name in declared else ""
+        code = declared[name].code_version if name in declared else ""
+        lines.append(f"| `{name}` | {reads} | {own} | {code} | {_files(name)} |")
     return "\n".join(lines) + "\n"
 
 

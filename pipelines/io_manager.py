@@ -14,8 +14,7 @@ from dagster import (ConfigurableIOManager, InputContext, MetadataValue, OutputC
 
 from equivar_core import storage
 
-from .assets import GRAPH, fingerprint
-from .fingerprints import record_fingerprint, table_of
+from .fingerprints import FINGERPRINT_KEY, record_fingerprint, table_of
 from .resources import EquivarConfig
 
 
@@ -44,10 +43,11 @@ class ParquetIOManager(ConfigurableIOManager):
         name, part = table_of(context.asset_key)
         table = pa.Table.from_pandas(obj, preserve_index=False)
         paths = storage.write_table(s.out, name, table, s.model_name, partition_column(obj), part)
-        asset = context.asset_key.to_user_string()
-        if asset in GRAPH:                       # an asset of this code location (not a test's own key)
-            key = context.asset_partition_key if context.has_asset_partitions else None
-            record_fingerprint(s, asset, fingerprint(self.config, asset, key))
+        # the fingerprint the asset computed (its data version) as it handed the table over: recorded as the
+        # output is committed (a test's own key, without one, records nothing)
+        version = (context.output_metadata or {}).get(FINGERPRINT_KEY)
+        if version is not None:
+            record_fingerprint(s, context.asset_key.to_user_string(), getattr(version, "value", version))
         context.add_output_metadata({
             "rows": MetadataValue.int(len(obj)),
             "files": MetadataValue.int(len(paths)),

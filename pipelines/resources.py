@@ -12,10 +12,6 @@ from equivar_core.errors import EquivarError
 from equivar_core.models.registry import default_name, is_callable_spec
 from equivar_core.settings import RunSettings, default_out
 
-#: bump when a change of code changes results (it enters every asset's code version and fingerprint)
-CODE_VERSION = "4"
-
-
 class EquivarConfig(ConfigurableResource):
     """Which model, layers and images to analyse, and where results go.
 

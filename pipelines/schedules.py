@@ -15,9 +15,9 @@ from dagster import RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 from equivar_core.errors import EquivarError
 
 from .definitions_common import equivar_job, models_partitions
-from .assets import GRAPH, SIBLINGS
+from .assets import DECLARED, SIBLINGS
 from .fingerprints import changed_assets, run_selection
-from .resources import CODE_VERSION, EquivarConfig
+from .resources import EquivarConfig
 
 DEFAULT_CRON = "0 3 * * *"
 
@@ -27,7 +27,7 @@ def stale_requests(config: EquivarConfig, partitions: list[str]) -> list[RunRequ
     requests = []
     for key in partitions:
         try:
-            changed, _ = changed_assets(config.settings(key), CODE_VERSION, GRAPH)
+            changed, _ = changed_assets(config.settings(key), DECLARED)
         except EquivarError:
             continue
         if changed:

@@ -215,3 +215,23 @@ def uneven_hue_runs(tmp_path_factory):
     from equivar_core import planted
 
     return variant_runs(tmp_path_factory, "planted_uneven_hues", planted.UNEVEN_HUES, (0, 1), needs=("families",))
+
+
+@pytest.fixture(scope="session")
+def traced_run(tmp_path_factory):
+    """One in-process run of the whole graph on the planted model (two layers, six images), with what each step
+    read and wrote (tests.tracing): (results folder, the run's result, its steps). test_pipeline checks what it
+    made, test_structure that every read went along a declared edge."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+    from tests.tracing import tracing
+
+    out = str(tmp_path_factory.mktemp("dagster-out"))
+    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
+    job = build_definitions(config).resolve_job_def("equivar")
+    with pytest.MonkeyPatch.context() as mp, tracing(mp) as steps, DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("models", ["planted"])
+        result = job.execute_in_process(instance=instance, partition_key="planted")
+    return out, result, steps

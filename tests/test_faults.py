@@ -364,25 +364,44 @@ def test_corrupt_table_file_is_recomputed_not_reported_current(how, clean, resul
     assert table_hashes(results) == clean[1]
 
 
-ARRAYS = {
-    "samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.samples.npy"),
-    "identity_samples_npy": os.path.join("_artifacts", "model=planted", "activations", "relu2.identity.samples.npy"),
-    "scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu1.hue.scores.npz"),
-    "fold_scores_npz": os.path.join("_artifacts", "model=planted", "activations", "relu1.rotate.folds.npz"),
-    "fingerprints_json": os.path.join("_artifacts", "model=planted", "fingerprints.json"),
-    "top_images_npz": os.path.join("_artifacts", "model=planted", "activations", "relu2.top_images.npz"),
-    "covariance_npy": os.path.join("_artifacts", "model=planted", "activations", "relu1.cov.npy"),
-    "loaded_mask_npy": os.path.join("_artifacts", "model=planted", "activations", "loaded.npy"),
-    "identity_scores_npz": os.path.join("_artifacts", "model=planted", "scores", "relu2.identity.scores.npz"),
-    "circuit_weights_npz": os.path.join("_artifacts", "model=planted", "circuits", "relu1", "relu2.npz"),
-}
+def _arrays() -> dict[str, str]:
+    """One file of each kind of array and each asset that owns that kind, as declared (equivar_core.artifacts),
+    spread over the layers and transform families of the planted run, and the fingerprint record: case name ->
+    path under the results folder."""
+    from equivar_core.activations import TRANSFORM_GROUPS
+    from equivar_core.artifacts import owners
+    from equivar_core.layout import Layout
+    from equivar_core.transforms import IDENTITY
+
+    layout = Layout("", "planted")                                    # paths relative to the results folder
+    found = owners(layout, ["relu1", "relu2"], [IDENTITY, *TRANSFORM_GROUPS], [("relu1", "relu2")])
+    cases: dict[str, list[tuple[str, str]]] = {}
+    for path, (owner, kind) in sorted(found.items()):
+        cases.setdefault(f"{kind}_of_{owner.split('/')[0]}", []).append((path, owner))
+    picked = {name: files[k % len(files)] for k, (name, files) in enumerate(sorted(cases.items()))}
+    return {**picked, "fingerprints_json": (layout.fingerprints, None)}
+
+
+#: case -> (path under the results folder, the asset that owns the file)
+ARRAYS = _arrays()
 
 
 @pytest.mark.parametrize("what", sorted(ARRAYS))
 def test_corrupt_array_or_record_is_recomputed_not_reported_current(what, clean, results, capsys):
-    """A truncated sample array, score archive or fingerprint record: the next run recomputes what depends on
-    it and every table equals a clean run's."""
-    _corrupt(os.path.join(results, ARRAYS[what]), "truncate")
+    """A truncated sample array, score archive or fingerprint record: the no-op check finds its owner changed
+    (only it: what reads it is recomputed only if the owner's result differs), the next run recomputes it and
+    every table equals a clean run's."""
+    from pipelines.assets import DECLARED
+    from pipelines.fingerprints import changed_assets
+    from pipelines.resources import EquivarConfig
+
+    path, owner = ARRAYS[what]
+    settings = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6,
+                             out=results).settings()
+    assert changed_assets(settings, DECLARED)[0] == []
+    _corrupt(os.path.join(results, path), "truncate")
+    if owner is not None:
+        assert changed_assets(settings, DECLARED)[0] == [owner]
     r = in_process(capsys, "run", "--out", results, *PLANTED)
     assert r.returncode == 0 and "nothing changed" not in r.stdout, r.stdout + r.stderr
     assert table_hashes(results) == clean[1]

@@ -4,8 +4,8 @@ import dataclasses
 
 from equivar_core.settings import FamilySettings, RunSettings
 from pipelines.definitions import defs
-from pipelines.assets import GRAPH
-from pipelines.fingerprints import OWN_INPUTS, asset_fingerprints
+from pipelines.assets import DECLARED, GRAPH
+from pipelines.fingerprints import asset_fingerprints
 
 
 def test_the_graph_is_read_off_the_asset_definitions():
@@ -17,21 +17,42 @@ def test_the_graph_is_read_off_the_asset_definitions():
         if name in ("duckdb_catalog", "report"):
             continue
         assert {p.to_user_string() for p in graph.get(key).parent_keys} == set(GRAPH[name]), name
-    assert set(GRAPH) == set(OWN_INPUTS)
+    assert set(GRAPH) == set(DECLARED)
+    assert all(DECLARED[name].upstream == tuple(GRAPH[name]) and DECLARED[name].code_version for name in GRAPH)
+
+
+def _downstream(name: str) -> set[str]:
+    """``name`` and every asset that reads it, directly or not."""
+    found, todo = set(), [name]
+    while todo:
+        a = todo.pop()
+        if a not in found:
+            found.add(a)
+            todo += [b for b, ups in GRAPH.items() if a in ups]
+    return found
+
+
+def test_an_assets_code_version_makes_only_it_and_its_downstream_stale():
+    s = RunSettings(model="equivar_core.planted:planted")
+    a = asset_fingerprints(s, DECLARED)
+    for name in ("families", "unit_stats", "transform_pairs/hue", "circuit_weights"):
+        bumped = dict(DECLARED, **{name: dataclasses.replace(DECLARED[name], code_version="bumped")})
+        b = asset_fingerprints(s, bumped)
+        assert {k for k in a if a[k] != b[k]} == _downstream(name), name
+    assert asset_fingerprints(s, DECLARED, only="tuning")["tuning"] == a["tuning"]
 
 
 def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     s = RunSettings(model="equivar_core.planted:planted", out=str(tmp_path))
-    a = asset_fingerprints(s, "1", GRAPH)
-    assert a == asset_fingerprints(s, "1", GRAPH)
+    a = asset_fingerprints(s, DECLARED)
+    assert a == asset_fingerprints(s, DECLARED)
     s2 = dataclasses.replace(s, families=FamilySettings(min_similarity=0.75))
-    b = asset_fingerprints(s2, "1", GRAPH)
+    b = asset_fingerprints(s2, DECLARED)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families", "basis_control",
                        "layer_summary", "curve_detectors", "family_stability", "sensitivity"}
-    assert set(asset_fingerprints(s, "2", GRAPH)) == set(a) and asset_fingerprints(s, "2", GRAPH) != a
     s3 = dataclasses.replace(s, n_images=s.n_images + 1)
-    c = asset_fingerprints(s3, "1", GRAPH)
+    c = asset_fingerprints(s3, DECLARED)
     assert {k for k in a if a[k] != c[k]} >= {"images", "unit_stats", "tuning", "families"}
     assert a["models"] == c["models"] and a["layers"] == c["layers"]
 
@@ -40,13 +61,13 @@ def test_a_changed_transform_sweep_recomputes_only_that_family():
     from equivar_core.activations import SweepSettings
 
     s = RunSettings(model="equivar_core.planted:planted")
-    a = asset_fingerprints(s, "1", GRAPH)
-    b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), "1", GRAPH)
+    a = asset_fingerprints(s, DECLARED)
+    b = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(hue=(90.0, 180.0, 270.0))), DECLARED)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
                        "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary",
                        "curve_detectors", "family_stability", "sensitivity"}
-    c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), "1", GRAPH)   # points: every pass
+    c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), DECLARED)   # points: every pass
     assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
         f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}
 

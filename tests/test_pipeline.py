@@ -34,13 +34,9 @@ def test_every_asset_has_a_description_and_code_version():
 
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("dagster-out"))
-    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
-    job = build_definitions(config).resolve_job_def("equivar")
-    with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("models", ["planted"])
-        result = job.execute_in_process(instance=instance, partition_key="planted")
+def materialized(traced_run):
+    """The whole graph on the planted model, run once per session (tests.conftest.traced_run)."""
+    out, result, _ = traced_run
     return out, result
 
 
@@ -65,6 +61,34 @@ def test_whole_graph_materializes(materialized):
     assert con.execute("select count(*) from reference_families").fetchone()[0] == 0
     assert con.execute("select distinct model from tuning").fetchall() == [("planted",)]
     con.close()
+
+
+def test_the_io_manager_records_the_data_version_each_asset_computed(materialized, monkeypatch, tmp_path):
+    """Each asset computes its fingerprint once and reports it as its data version; the IO manager records
+    that one (it recomputes nothing), and it is what the no-op check of the next run computes."""
+    from pipelines import fingerprints
+    from pipelines.assets import DECLARED
+
+    out, result = materialized
+    config = EquivarConfig(model="equivar_core.planted:planted", layers=["relu1", "relu2"], n_images=6, out=out)
+    recorded = fingerprints.load_fingerprints(config.settings("planted"))
+    versions = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        versions[mat.asset_key.to_user_string()] = mat.tags["dagster/data_version"]
+    assert recorded == {k: v for k, v in versions.items() if k in DECLARED} and set(recorded) == set(DECLARED)
+    assert recorded == fingerprints.asset_fingerprints(config.settings("planted"), DECLARED)
+    monkeypatch.setattr(fingerprints, "asset_fingerprints", None)            # the IO manager does not call it
+    import pandas as pd
+    from dagster import AssetKey, build_output_context
+
+    from pipelines.io_manager import ParquetIOManager
+
+    mine = EquivarConfig(model="equivar_core.planted:planted", out=str(tmp_path))
+    ParquetIOManager(config=mine).handle_output(
+        build_output_context(asset_key=AssetKey("thing"), output_metadata={fingerprints.FINGERPRINT_KEY: "abc"}),
+        pd.DataFrame({"model": ["planted"], "x": [1]}))
+    assert fingerprints.load_fingerprints(mine.settings()) == {"thing": "abc"}
 
 
 def test_exact_file_layout(materialized):

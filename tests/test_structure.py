@@ -76,7 +76,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles_among_the_project_modules():
     edges = import_graph()
-    assert "pipelines.assets" in edges["pipelines.io_manager"]          # the walker sees relative imports
+    assert "pipelines.fingerprints" in edges["pipelines.io_manager"]    # the walker sees relative imports
     assert cycles(edges) == []
 
 
@@ -216,3 +216,114 @@ def test_project_modules_are_imported_at_module_level_only():
                 elif isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names):
                     found.append(f"{m}:{node.lineno}")
     assert found == []
+
+
+# -- the graph as the run walks it: every read along a declared edge, every setting read declared ---------------
+
+def _owner_of_path(out: str, model: str, layers, pairs):
+    """path -> the asset that owns it, for a run of ``model`` in ``out``: array files by their declaration
+    (equivar_core.artifacts), tables by their folder, the report's and the catalog's files by theirs; None for
+    the pipeline's own records (fingerprints) and for files of no asset."""
+    from equivar_core.activations import TRANSFORM_GROUPS
+    from equivar_core.artifacts import owners
+    from equivar_core.layout import Layout
+    from equivar_core.transforms import IDENTITY
+    from pipelines.assets import GRAPH
+    from pipelines.fingerprints import table_of
+
+    from dagster import AssetKey
+
+    layout = Layout(out, model)
+    arrays = {p: owner for p, (owner, _) in owners(layout, layers, [IDENTITY, *TRANSFORM_GROUPS], pairs).items()}
+    tables = {layout.table_dir(*table_of(AssetKey.from_user_string(a))): a for a in GRAPH}
+    folders = {**tables, layout.report: "report", layout.featurevis: "report"}
+
+    def owner(path: str) -> str | None:
+        folder, base = os.path.split(path)
+        if base.startswith(".") and ".tmp-" in base:          # a file being written: the file it becomes
+            path = os.path.join(folder, base[1:].split(".tmp-")[0])
+        if path in arrays:
+            return arrays[path]
+        if path == layout.catalog:
+            return "duckdb_catalog"
+        found = [f for f in folders if path == f or path.startswith(f + os.sep)]
+        return folders[max(found, key=len)] if found else None
+
+    return owner
+
+
+def _steps(traced_run):
+    out, result, steps = traced_run
+    assert result.success and steps
+    owner = _owner_of_path(out, "planted", ["relu1", "relu2"], [("relu1", "relu2")])
+    return out, steps, owner
+
+
+def _no_assets(out: str, path: str) -> bool:
+    """Files of no asset: outside the results folder, the fingerprint record, the model index (what a
+    partition names: read with the settings) and locks."""
+    from equivar_core.layout import LOCKS_DIR, Layout
+    from equivar_core.model_index import INDEX_DIR
+
+    layout = Layout(out, "planted")
+    return not path.startswith(out + os.sep) or path in (layout.fingerprints, layout.fingerprints_lock) or \
+        os.path.relpath(path, out).split(os.sep)[0] in (INDEX_DIR, LOCKS_DIR) or path.endswith(".lock")
+
+
+def test_every_file_a_step_reads_is_its_own_or_a_declared_upstream_assets(traced_run):
+    """An asset reads only files of the assets it declares (its inputs and deps): on a traced run of the whole
+    graph, every file under the results folder that a step opens belongs to one of its assets or to an asset it
+    declares upstream (the covariance that ``tuning`` reads and the strongest images that ``family_sweeps``
+    reads are ``unit_stats``'s, which both declare)."""
+    out, steps, owner = _steps(traced_run)
+    hidden, reads = [], 0
+    for step in steps:
+        for path in sorted(step.reads):
+            if _no_assets(out, path):
+                continue
+            reads += 1
+            if owner(path) not in set(step.assets) | step.upstream:
+                hidden.append((step.assets, os.path.relpath(path, out), owner(path)))
+    assert reads > 50 and hidden == [], "\n".join(map(str, hidden))
+    tuning = next(s for s in steps if "tuning" in s.assets)
+    assert any(path.endswith(".cov.npy") for path in tuning.reads)        # the tracer sees a sidecar read
+
+
+def test_every_file_a_step_writes_is_its_own(traced_run):
+    """Each array file, table, picture and catalog is written by the step of the asset that owns it."""
+    out, steps, owner = _steps(traced_run)
+    foreign = [(step.assets, os.path.relpath(path, out), owner(path)) for step in steps for path in sorted(step.writes)
+               if not _no_assets(out, path) and owner(path) not in step.assets]
+    assert sum(len(step.writes) for step in steps if "unit_stats" in step.assets) > 10
+    assert foreign == [], "\n".join(map(str, foreign))
+
+
+def test_every_settings_field_a_stage_reads_is_declared_at_its_asset(traced_run):
+    """The settings fields each step's stage read (traced on the run's settings, tests.tracing) are among those
+    its assets declare (``inputs(...)`` beside each asset), or are read by every stage that runs the network
+    (the model and its layers, declared by ``models`` and ``layers`` upstream), or decide where results go and
+    not what they are."""
+    from pipelines.assets import DECLARED, GRAPH
+    from pipelines.fingerprints import MODEL, UNDECLARED
+
+    def upstream(name, seen=None):
+        seen = set() if seen is None else seen
+        for up in GRAPH.get(name, []):
+            if up not in seen:
+                seen.add(up)
+                upstream(up, seen)
+        return seen
+
+    _, steps, _ = _steps(traced_run)
+    undeclared = {}
+    for step in steps:
+        if not set(step.assets) <= set(DECLARED):
+            continue                            # the report and the catalog read every table and no setting
+        declared = {f for a in step.assets for f in DECLARED[a].inputs} | set(UNDECLARED)
+        if any("models" in upstream(a) | {a} for a in step.assets):
+            declared |= set(MODEL)
+        missing = {f for f in step.fields if not any(f == d or f.startswith(d + ".") for d in declared)}
+        if missing:
+            undeclared[step.assets] = sorted(missing)
+    assert undeclared == {}, "\n".join(f"{k}: {v}" for k, v in undeclared.items())
+    assert any("families.min_similarity" in s.fields for s in steps if "families" in s.assets)   # it sees reads

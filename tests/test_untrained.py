@@ -163,14 +163,18 @@ def test_inceptionv1_needs_no_photos():
 
 
 def test_the_models_fingerprint_follows_the_photos_of_an_untrained_spec():
-    from pipelines.fingerprints import OWN_INPUTS
+    from pipelines.assets import DECLARED
+    from pipelines.fingerprints import own_values
 
     base = RunSettings(model=SPEC)
-    own = OWN_INPUTS["models"]
+
+    def own(s):
+        return own_values(s, DECLARED["models"])
+
     assert own(base) != own(RunSettings(model=SPEC, n_images=7))
     assert own(base) != own(RunSettings(model=SPEC, seed=1))
     assert own(base) == own(RunSettings(model=SPEC))
-    assert "calibration" not in own(RunSettings())          # trained models keep their fingerprints
+    assert own(RunSettings())["calibration"] == {}           # trained models: the photos do not enter
 
 
 # -- learned_control -----------------------------------------------------------------------------------------

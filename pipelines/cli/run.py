@@ -19,11 +19,11 @@ from equivar_core.runlock import run_lock
 from equivar_core.settings import DEFAULT_MODEL, default_out
 from equivar_core.storage import remove_temporaries
 
-from ..assets import GRAPH, SIBLINGS
+from ..assets import DECLARED, SIBLINGS
 from ..definitions import build_definitions
 from ..fingerprints import catalog_problem, changed_assets, load_fingerprints, run_selection, save_fingerprints
 from ..partitions import add_model, check_loads
-from ..resources import CODE_VERSION, EquivarConfig
+from ..resources import EquivarConfig
 from ..shards import require_ray
 from . import _layers
 from .common import _check_writable, _instance
@@ -68,7 +68,7 @@ def _locked_run(args, config, entry, layout, locked: bool) -> int:
         with _instance() as instance:
             entry = add_model(config, entry, instance, check=False)     # its partition; checked by _validate
             s = config.settings(entry.name)
-            changed, fingerprints = changed_assets(s, CODE_VERSION, GRAPH)
+            changed, fingerprints = changed_assets(s, DECLARED)
             if args.force:
                 changed = list(fingerprints)
             problem = catalog_problem(s.out)
