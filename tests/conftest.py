@@ -22,6 +22,31 @@ from pipelines.assets import GRAPH  # noqa: E402
 
 PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
 
+#: modules that share session-scoped runs (or a Ray cluster) run in one pytest-xdist worker, so that each run is
+#: computed once; the other modules' tests are spread over the workers one by one
+XDIST_GROUPS = {
+    "planted": ("test_basis", "test_calibration", "test_circuits", "test_families", "test_moments", "test_stability",
+                "test_strided", "test_uneven_hues"),
+    "traced": ("test_pipeline", "test_report", "test_structure"),
+    "ray": ("test_ray", "test_shards"),
+    "cli": ("test_cli",),
+}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one core each: two workers on two cores, each with torch's default of a thread per core, would fight
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    group_of = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
+    for item in items:
+        group = group_of.get(item.module.__name__.rsplit(".", 1)[-1])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 def catalog(path):
     """The catalog ``path`` (``<out>/equivar.duckdb``), opened as `equivar sql` opens it: its views' paths
