@@ -13,6 +13,7 @@ import torch
 from .conftest import ROOT, SHARED_IMAGES
 
 from tests.conftest import catalog as _catalog
+from tests.test_faults import in_process
 
 
 def equivar(*args, cwd=None):
@@ -39,19 +40,19 @@ def default_run(tmp_path_factory):
     return out, r
 
 
-def test_default_model_run_fills_every_table(default_run):
+def test_default_model_run_fills_every_table(default_run, capsys):
     out, r = default_run
     assert "materializing duckdb_catalog" in r.stderr          # progress on the terminal
     q = equivar("sql", "select count(*) as n from transform_pairs", "--out", out, "--format", "json")
     assert q.returncode == 0 and json.loads(q.stdout)[0]["n"] > 0
     for table in ("models", "layers", "tuning", "unit_profiles", "transform_pairs", "circuit_weights"):
-        q = equivar("sql", f"select count(*) from {table}", "--out", out, "--format", "csv")
+        q = in_process(capsys, "sql", f"select count(*) from {table}", "--out", out, "--format", "csv")
         assert int(q.stdout.splitlines()[1]) > 0, table
 
 
-def test_sql_table_output_and_read_only(default_run):
+def test_sql_table_output_and_read_only(default_run, capsys):
     out, _ = default_run
-    q = equivar("sql", "select layer, count(*) as n from tuning group by 1 order by 1", "--out", out)
+    q = in_process(capsys, "sql", "select layer, count(*) as n from tuning group by 1 order by 1", "--out", out)
     assert q.returncode == 0 and "_act0" in q.stdout and "_blocks.0" in q.stdout
     bad = equivar("sql", "drop view tuning", "--out", out)
     assert bad.returncode == 2 and "read-only" in bad.stderr
@@ -70,7 +71,8 @@ def _bad_weights(tmp_path):
     return corrupt, wrong
 
 
-def test_bad_input_is_one_line_exit_2_and_damages_nothing(default_run, tmp_path):
+def test_bad_input_is_one_line_exit_2_and_damages_nothing(default_run, tmp_path, capsys):
+    """Each case in this process (the first also as an `equivar` process of its own)."""
     out, _ = default_run
     before = _digest(out)
     corrupt, wrong = _bad_weights(tmp_path)
@@ -84,12 +86,13 @@ def test_bad_input_is_one_line_exit_2_and_damages_nothing(default_run, tmp_path)
         (["--weights", str(wrong)], "does not fit"),
         (["--images", str(tmp_path / "empty")], "no images found"),
     ]
-    for args, message in cases:
-        r = equivar("run", "--out", out, *args)
-        assert r.returncode == 2, (args, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, (args, r.stderr)
-    r = equivar("run", "--out", str(tmp_path / "afile" / "sub"))
+    for i, (args, message) in enumerate(cases):
+        for r in ([equivar("run", "--out", out, *args)] if i == 0 else []) + [in_process(capsys, "run", "--out", out,
+                                                                                          *args)]:
+            assert r.returncode == 2, (args, r.stderr)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, (args, r.stderr)
+    r = in_process(capsys, "run", "--out", str(tmp_path / "afile" / "sub"))
     assert r.returncode == 2 and "cannot write" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert _digest(out) == before
 
@@ -100,19 +103,19 @@ def test_sql_without_results(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_IMAGES), reason="shared ImageNet sample not present")
-def test_imagenet_sample_as_images(tmp_path):
-    r = equivar("run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
+def test_imagenet_sample_as_images(tmp_path, capsys):
+    r = in_process(capsys, "run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
                 "--quiet")
     assert r.returncode == 0, r.stderr
-    q = equivar("sql", "select count(*) from images", "--out", str(tmp_path), "--format", "csv")
+    q = in_process(capsys, "sql", "select count(*) from images", "--out", str(tmp_path), "--format", "csv")
     assert q.stdout.splitlines()[1] == "3"
 
 
-def test_keep_samples_bounds_the_stored_samples_not_the_scored_images(tmp_path):
-    r = equivar("run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
+def test_keep_samples_bounds_the_stored_samples_not_the_scored_images(tmp_path, capsys):
+    r = in_process(capsys, "run", "--out", str(tmp_path), "--images", SHARED_IMAGES, "--n-images", "3", "--layers", "_act0",
                 "--keep-samples", "1", "--quiet")
     assert r.returncode == 0, r.stderr
-    q = equivar("sql", "select \"group\", n_images, n_kept, n_loaded, path, moments_path from transformed_samples "
+    q = in_process(capsys, "sql", "select \"group\", n_images, n_kept, n_loaded, path, moments_path from transformed_samples "
                 "union all select \"group\", n_images, n_kept, n_loaded, path, moments_path from activation_samples",
                 "--out", str(tmp_path), "--format", "json")
     rows = json.loads(q.stdout)
@@ -124,22 +127,22 @@ def test_keep_samples_bounds_the_stored_samples_not_the_scored_images(tmp_path):
         if row["group"] == "identity":          # the moments saw all three images at every point
             with np.load(os.path.join(tmp_path, row["moments_path"])) as z:
                 assert int(z["plain|identity:0|n"]) == 3 * shape[2]
-    bad = equivar("run", "--out", str(tmp_path), "--keep-samples", "-1")
+    bad = in_process(capsys, "run", "--out", str(tmp_path), "--keep-samples", "-1")
     assert bad.returncode == 2 and "--keep-samples: must be at least 0" in bad.stderr
 
 
-def test_unchanged_rerun_recomputes_nothing(default_run):
+def test_unchanged_rerun_recomputes_nothing(default_run, capsys):
     out, _ = default_run
     before = _digest(out)
     r = equivar("run", "--out", out, "--n-images", "4", "--layers", "_act0,_blocks.0")
     assert r.returncode == 0 and "nothing changed" in r.stdout
     assert _digest(out) == before
-    r = equivar("run", "--out", out, "--n-images", "4", "--layers", "_act0")   # a layer less: recompute
+    r = in_process(capsys, "run", "--out", out, "--n-images", "4", "--layers", "_act0")   # a layer less: recompute
     assert r.returncode == 0 and "done:" in r.stdout
 
 
-def test_blocking_check_stops_nan_activations(tmp_path):
-    r = equivar("run", "--model", "tests.models_for_tests:nan_net", "--out", str(tmp_path), "--n-images", "4",
+def test_blocking_check_stops_nan_activations(tmp_path, capsys):
+    r = in_process(capsys, "run", "--model", "tests.models_for_tests:nan_net", "--out", str(tmp_path), "--n-images", "4",
                 "--layers", "conv", "--quiet")
     assert r.returncode == 1
     assert "check activations_are_finite failed on unit_stats" in r.stderr
@@ -150,8 +153,6 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path, capsys):
     """SIGKILL in the middle, then run again: the tables equal those of an uninterrupted run. (The killed run
     is an `equivar` process; the re-run and the uninterrupted run are in this process.)"""
     import signal
-
-    from tests.test_faults import in_process
 
     args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24"]
     env = dict(os.environ, PYTHONPATH=ROOT)
