@@ -9,7 +9,7 @@ import pytest
 
 from equivar_core import planted
 from equivar_core.circuits import CircuitNull, family_equivariance
-from equivar_core.families import PairFamilies, flip_relations
+from equivar_core.families import Assignment, PairFamilies, flip_relations
 from equivar_core.stages.circuit_tables import load_weights
 from equivar_core.sweeps import RotationTestSettings, chance_within, control_units
 
@@ -164,7 +164,8 @@ def test_flip_relations_needs_the_rotation_to_score_like_the_flip():
     assert list(pairs.labels_) == [0, 0, -1] and pairs.fit_[0] == pytest.approx(0.95)
     labels, params, periods = np.array([0, 0, -1]), np.array([10.0, 100.0, np.nan]), {0: 360.0}
     scores = {90.0: np.eye(3), 270.0: np.eye(3)}
-    assert flip_relations(pairs, labels, params, periods, scores) == {0: "mirror"}
+    assert flip_relations(pairs, Assignment(labels, params, periods), scores) == {0: "mirror"}
     scores[270.0] = np.array([[1.0, 0.0, 0.0], [0.92, 1.0, 0.0], [0.0, 0.0, 1.0]])    # score_{-90}(v, u)
-    assert flip_relations(pairs, labels, params, periods, scores) == {0: "rotation"}
-    assert flip_relations(pairs, np.array([0, 1, -1]), params, {0: 360.0, 1: 360.0}, scores) == {0: "mirror"}
+    assert flip_relations(pairs, Assignment(labels, params, periods), scores) == {0: "rotation"}
+    assert flip_relations(pairs, Assignment(np.array([0, 1, -1]), params, {0: 360.0, 1: 360.0}), scores) == {
+        0: "mirror"}
