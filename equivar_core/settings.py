@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 
-from .activations import SweepSettings
+from .activations import GroupPasses, SweepSettings
 from .errors import EquivarError
 from .families import FamilySettings
 from .layout import Layout
@@ -97,6 +97,10 @@ class RunSettings:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+    def group_passes(self, group: str) -> GroupPasses:
+        """The forward passes of one sweep group as this run makes them (:func:`~.activations.sample_activations`)."""
+        return GroupPasses(self.sweep, group, self.batch_size, self.keep_samples, self.seed, self.stability.folds)
 
     @property
     def layout(self) -> Layout:

@@ -5,7 +5,7 @@ import pytest
 
 from equivar_core.basis import family_order, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from equivar_core.planted import family_sizes
-from equivar_core.scores import version_scores
+from equivar_core.scores import SampleGrid, TransformedVersion, version_scores
 from equivar_core.transforms import Rotate, disc_points
 
 
@@ -34,12 +34,12 @@ def test_scores_of_mixed_samples_equal_scores_of_the_mixed_layer():
     q = random_orthogonal(c, 0, "x")
     images = np.arange(12)
     mixed = (samples.astype(np.float32) @ q.T).astype(np.float32)
-    direct, _ = version_scores(mixed, 1, Rotate(0.0), points, 0.6, images)
-    via_mix, _ = version_scores(samples, 1, Rotate(0.0), points, 0.6, images, mix=q)
+    gx, grid = TransformedVersion(1, Rotate(0.0)), SampleGrid(points, 0.6, images)
+    direct, _ = version_scores(mixed, gx, grid)
+    via_mix, _ = version_scores(samples, gx, grid, mix=q)
     assert np.allclose(direct, via_mix, atol=1e-4)
-    plain, _ = version_scores(samples, 1, Rotate(0.0), points, 0.6, images)
-    assert np.allclose(plain, version_scores(samples, 1, Rotate(0.0), points, 0.6, images, mix=np.eye(c))[0],
-                       atol=1e-6)
+    plain, _ = version_scores(samples, gx, grid)
+    assert np.allclose(plain, version_scores(samples, gx, grid, mix=np.eye(c))[0], atol=1e-6)
 
 
 def test_planted_families_largely_vanish_in_a_random_basis(planted_runs):

@@ -98,7 +98,7 @@ def test_orbit_centred_scores_see_hue_copies_whatever_their_luminance():
     more than their chroma: at the best hue amount, plain scores stay low (the units' luminance weights
     differ), orbit-centred scores are near 1."""
     from equivar_core.planted import yiq_axis
-    from equivar_core.scores import orbit_centred_scores, version_scores
+    from equivar_core.scores import SampleGrid, TransformedVersion, orbit_centred_scores, version_scores
     from equivar_core.transforms import HueRotate, hue_matrix
 
     rng = np.random.default_rng(0)
@@ -112,7 +112,8 @@ def test_orbit_centred_scores_see_hue_copies_whatever_their_luminance():
     versions = np.stack([(x @ hue_matrix(a).T @ w.T).numpy() for a in amounts])
     images, points = np.arange(64), np.zeros((50, 2))
     _, centred = orbit_centred_scores(samples, versions, amounts, images)
-    plain = {a: version_scores(samples, v, HueRotate(a), points, 2.0, images, other=versions)[0]
+    grid = SampleGrid(points, 2.0, images)
+    plain = {a: version_scores(samples, TransformedVersion(v, HueRotate(a), versions), grid)[0]
              for v, a in enumerate(amounts)}
     # [1, 0]: unit 1 on x against unit 0 on hue-rotated x
     assert max(m[1, 0] for m in centred.values()) >= 0.95
