@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from equivar_core.circuits import expanded_weights, family_equivariance
+from equivar_core.capture import Network
+from equivar_core.circuits import Expansion, Family, SourceKernels, expanded_weights, family_equivariance
 from equivar_core.planted import STRIDED, planted_model
 from tests.test_families import _best_match, noise_in_families
 
@@ -20,7 +21,7 @@ def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
     """Adjacent layers at stride 2 with TF padding: the crop is centred on the true source cell (was off by
     one cell in x and y: rounding the nominal centre half-way between two cells)."""
     net, _ = planted_model(0, **STRIDED)
-    w = expanded_weights(net, "relu1", "relu2", net.input_size, max_radius=6)
+    w = expanded_weights(Network(net, net.input_size), "relu1", "relu2", expansion=Expansion(max_radius=6))
     assert w.shape[-1] == 7
     assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
 
@@ -28,13 +29,13 @@ def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
 def test_stride_2_group_convolution_is_circuit_equivariant():
     """An exact group convolution at stride 2 scores >= 0.9 (0.43 before the crop fix), its invariant unit too."""
     net, truth = planted_model(0, **STRIDED)
-    w = expanded_weights(net, "relu1", "relu2", net.input_size)
+    w = expanded_weights(Network(net, net.input_size), "relu1", "relu2")
     src, src_params, _ = truth.families["conv1"]["edges"]
     dst, dst_params, _ = truth.families["conv2"]["edges2"]
-    eq, n = family_equivariance(w, src, src_params, dst, dst_params, "rotate", 360.0, 360.0)
+    source = SourceKernels.of(w, Family(src, src_params, 360.0), "rotate")
+    eq, n = family_equivariance(source, Family(dst, dst_params, 360.0))
     assert n > 0 and eq >= 0.9
-    inv, _ = family_equivariance(w, src, src_params, [truth.invariant_unit], [0.0], "rotate", 360.0, 360.0,
-                                 invariant=True)
+    inv, _ = family_equivariance(source, Family([truth.invariant_unit], [0.0], 360.0), invariant=True)
     assert inv >= 0.9
 
 
