@@ -77,16 +77,16 @@ def test_layer_summary_suggests_the_planted_groups(planted_runs):
         summary = run.layer_summary.set_index(["layer", "transform"])
         rotate = summary.loc[("relu1", "rotate")]
         # a random basis can keep half of the steerable edge family (equivar_core.basis): then "none"
-        expected = (f"C{sizes['n_edges']}", f"D{sizes['n_edges']}") if rotate["above_chance"] else ("none",)
+        expected = (f"C{sizes.n_edges}", f"D{sizes.n_edges}") if rotate["above_chance"] else ("none",)
         assert rotate["suggested_group"] in expected, (seed, rotate)
         real += bool(rotate["above_chance"])
         assert rotate["fraction"] == pytest.approx(rotate["units_in_families"] / rotate["units"])
-        edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes["n_edges"])
+        edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes.n_edges)
                              & (run.families["transform"] == "rotate")]
-        assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes["n_edges"]).all()
+        assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes.n_edges).all()
         hue = summary.loc[("relu1", "hue")]          # chance hue pairs in a random basis can reach the real count
         if hue["above_chance"]:
-            assert hue["suggested_group"] == f"C{sizes['n_hues']} (hue)", (seed, hue)
+            assert hue["suggested_group"] == f"C{sizes.n_hues} (hue)", (seed, hue)
         else:
             assert hue["suggested_group"] == "none", (seed, hue)
         hue_real += bool(hue["above_chance"])

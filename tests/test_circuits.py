@@ -9,7 +9,7 @@ from torch import nn
 from equivar_core.capture import Network
 from equivar_core.circuits import (Expansion, Family, SourceKernels, cancellation, disc_mask, expanded_weights,
                                     family_equivariance, linearized)
-from equivar_core.planted import planted_model
+from equivar_core.planted import PlantedDesign, planted_model
 from equivar_core.transforms import TRANSFORMS
 
 
@@ -130,12 +130,12 @@ def _equivariance(net, truth):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_group_convolution_is_equivariant_and_random_weights_are_not(seed):
-    net, truth = planted_model(seed, n_edges=6 + 2 * seed)
+    net, truth = planted_model(seed, PlantedDesign(n_edges=6 + 2 * seed))
     n_edges = 6 + 2 * seed
     eq, n = _equivariance(net, truth)
     assert n == n_edges * (n_edges - 1) * n_edges
     assert eq >= 0.8
-    rand, _ = planted_model(seed, random=True, n_edges=n_edges)
+    rand, _ = planted_model(seed, PlantedDesign(n_edges=n_edges), random=True)
     eq_random, _ = _equivariance(rand, truth)
     assert eq_random < 0.3
 

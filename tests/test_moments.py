@@ -149,7 +149,7 @@ def test_stored_top_images_are_each_units_strongest_maxima_over_the_whole_map(pl
     from equivar_core.stages.common import _views, load
 
     run, _ = planted_runs[0]
-    monkeypatch.setattr(planted, "planted", lambda: planted.planted_model(0, **planted.family_sizes(0))[0])
+    monkeypatch.setattr(planted, "planted", lambda: planted.planted_model(0, planted.family_sizes(0))[0])
     model, _ = load(run.settings)
     layers = list(run.layers["layer"])
     maxima = {name: [] for name in layers}

@@ -20,7 +20,7 @@ from tests.test_families import _best_match, noise_in_families
 def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
     """Adjacent layers at stride 2 with TF padding: the crop is centred on the true source cell (was off by
     one cell in x and y: rounding the nominal centre half-way between two cells)."""
-    net, _ = planted_model(0, **STRIDED)
+    net, _ = planted_model(0, STRIDED)
     w = expanded_weights(Network(net, net.input_size), "relu1", "relu2", expansion=Expansion(max_radius=6))
     assert w.shape[-1] == 7
     assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
@@ -28,7 +28,7 @@ def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
 
 def test_stride_2_group_convolution_is_circuit_equivariant():
     """An exact group convolution at stride 2 scores >= 0.9 (0.43 before the crop fix), its invariant unit too."""
-    net, truth = planted_model(0, **STRIDED)
+    net, truth = planted_model(0, STRIDED)
     w = expanded_weights(Network(net, net.input_size), "relu1", "relu2")
     src, src_params, _ = truth.families["conv1"]["edges"]
     dst, dst_params, _ = truth.families["conv2"]["edges2"]
