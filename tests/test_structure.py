@@ -284,7 +284,9 @@ def test_functions_of_the_science_are_short_and_take_few_parameters():
             found += oversized_functions(open(path).read(), m)
     assert [f for f in found if f.split(":")[0] not in SIZE_EXCEPTIONS] == []
     assert all(any(f.startswith(e + ":") for f in found) for e in SIZE_EXCEPTIONS), "an exception no longer needed"
-    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    body = "\n".join(f"    x{i} = {i}" for i in range(59))                    # the check can fail, at the limits
     assert oversized_functions(f"class A:\n  def f(self, a, b, c, d, e, g):\n{body}\n", "m") == []
     assert oversized_functions(f"class A:\n  def f(self, a, b, c, d, e, g, h):\n{body}\n    y = 1\n", "m") == [
-        "m.A.f: 62 lines, 7 parameters"]
+        "m.A.f: 61 lines, 7 parameters"]
+    assert oversized_functions("def f(*a, **k):\n  def g(a, b, c, d, e, f, *, h):\n    pass\n", "m") == [
+        "m.f.g: 2 lines, 7 parameters"]
