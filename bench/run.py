@@ -26,11 +26,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from equivar_core.activations import TRANSFORM_GROUPS, SweepSettings, sample_activations  # noqa: E402
-from equivar_core.capture import capture, layer_modules  # noqa: E402
+from equivar_core.activations import TRANSFORM_GROUPS, GroupPasses, SweepSettings, sample_activations  # noqa: E402
+from equivar_core.capture import Network, capture, layer_modules  # noqa: E402
 from equivar_core.images import iter_batches, plan_views  # noqa: E402
 from equivar_core.models.registry import load_model  # noqa: E402
-from equivar_core.scores import pearson_cross, version_scores  # noqa: E402
+from equivar_core.scores import SampleGrid, TransformedVersion, pearson_cross, version_scores  # noqa: E402
 from equivar_core.stimuli import render  # noqa: E402
 from equivar_core.transforms import Rotate  # noqa: E402
 
@@ -67,7 +67,7 @@ def activation_overhead(model, layers, n_images: int, batch: int, device: str) -
     with tempfile.TemporaryDirectory() as d:
         def grouped():                  # what the pipeline does: the identity group, then each transform family
             for group in ("identity", *TRANSFORM_GROUPS):
-                sample_activations(model, layers, views, 224, sweep, d, batch, device, group=group)
+                sample_activations(Network(model, 224, device), layers, views, d, GroupPasses(sweep, group, batch))
 
         work = best_of(grouped, 2)
     return work / best_of(bare, 2)
@@ -119,7 +119,8 @@ def scoring_figures(c: int = 80, n: int = 64, p: int = 113, naive_units: int = 2
     samples = rng.normal(size=(2, n, p, c)).astype(np.float16)
     points = np.zeros((p, 2))                 # every point valid: the timing is of the products
     images = np.arange(n)
-    scoring = best_of(lambda: version_scores(samples, 1, Rotate(90), points, 0.6, images))
+    grid = SampleGrid(points, 0.6, images)
+    scoring = best_of(lambda: version_scores(samples, TransformedVersion(1, Rotate(90)), grid))
     a = torch.tensor(samples[0].reshape(-1, c), dtype=torch.float32)
     b = torch.tensor(samples[1].reshape(-1, c), dtype=torch.float32)
     gemm = best_of(lambda: torch.mm(a.T, b), 5)
@@ -159,13 +160,14 @@ def peak_rss_of_run(n_images: int, out: str) -> int:
     """Peak RSS (KiB) of a child process that streams ``n_images`` through the activation stage."""
     code = (
         "import sys, resource; sys.path.insert(0, %r)\n"
-        "from equivar_core.activations import SweepSettings, sample_activations\n"
+        "from equivar_core.activations import GroupPasses, SweepSettings, sample_activations\n"
+        "from equivar_core.capture import Network\n"
         "from equivar_core.images import plan_views\n"
         "from equivar_core.models.registry import load_model\n"
         "m = load_model('efficientnet_lite0').module\n"
         "for g in ('identity', 'rotate', 'hflip', 'hue', 'scale'):\n"
-        "    sample_activations(m, ['_act0', '_blocks.2'], plan_views(None, %d, 0), 224, SweepSettings(), %r, 16,\n"
-        "                       group=g)\n"
+        "    sample_activations(Network(m, 224), ['_act0', '_blocks.2'], plan_views(None, %d, 0), %r,\n"
+        "                       GroupPasses(SweepSettings(), g, 16))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n" % (ROOT, n_images, out))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(r.stdout.strip().splitlines()[-1])

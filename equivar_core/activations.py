@@ -40,11 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import capture
+from .capture import Network, capture
 from .images import ImageView, iter_batches
 from .limits import setting
 from .layout import folds_file, moments_file, points_file, samples_file
-from .moments import GroupMoments
+from .moments import GroupMoments, SumOptions
 from .storage import atomic_path, save_npy, save_npz
 from .scores import ScoreSettings
 from .transforms import IDENTITY, TRANSFORMS, Transform, disc_points, sample_at
@@ -147,21 +147,41 @@ class LayerSamples:
     n_units: int
 
 
+@dataclass(frozen=True)
+class GroupPasses:
+    """What one sweep group's forward passes do: the versions of ``group`` (``identity`` or a transform family)
+    of ``sweep``, in batches of ``batch_size`` images; samples are stored for the first ``keep`` images only
+    (all when None), the moments cover all; ``seed`` draws the basis control's random bases whose mixed
+    squares the moments include (None: none); ``folds`` K > 0 also keeps the moments of K disjoint folds of
+    the images (image i in fold i mod K)."""
+
+    sweep: SweepSettings
+    group: str = IDENTITY
+    batch_size: int = 8
+    keep: int | None = None
+    seed: int | None = 0
+    folds: int = 0
+
+    @property
+    def versions(self) -> list[Transform]:
+        return self.sweep.group(self.group)
+
+    def points(self) -> torch.Tensor:
+        """The sample points (P x 2, normalized) inside the central disc."""
+        return disc_points(self.sweep.grid, self.sweep.grid, self.sweep.disc_radius, self.sweep.grid**2)
+
+
 @torch.inference_mode()
-def sample_activations(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int,
-                       sweep: SweepSettings, out_dir: str, batch_size: int = 8, device: str = "cpu",
-                       group: str = IDENTITY, run_shards=None, keep: int | None = None, seed: int | None = 0,
-                       folds: int = 0) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """Stream natural images, or one group of their transformed versions, through the model.
+def sample_activations(net: Network, layers: list[str], views: list[ImageView], out_dir: str, passes: GroupPasses,
+                       run_shards=None) -> tuple[list[LayerSamples], dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Stream natural images, or one group of their transformed versions (``passes``), through the model.
 
     ``run_shards(group, paths, views)``, when given, runs :func:`sample_rows` over shards of ``views``
     (cut with :func:`shard_views`) wherever it likes, e.g. as Ray tasks (``pipelines.shards``), and
     returns their results in shard order: each shard writes its own rows of the sample files ``paths``
     (which it must be able to reach) and returns its partial sums, which are added here in that order.
-    ``keep``: samples are stored for the first ``keep`` images only (all when None); the moments cover all.
-    ``seed``: draws the basis control's random bases whose mixed squares the moments include (None: none).
-    ``folds``: K > 0 also keeps the moments of K disjoint folds of the images (image i in fold i mod K) and
-    saves their scores (:meth:`equivar_core.moments.LayerMoments.fold_scores`, ``<layer>.<group>.folds.npz``).
+    With ``passes.folds`` K > 0 the scores of each fold are saved too
+    (:meth:`equivar_core.moments.LayerMoments.fold_scores`, ``<layer>.<group>.folds.npz``).
 
     Returns
     -------
@@ -171,53 +191,70 @@ def sample_activations(model: nn.Module, layers: list[str], views: list[ImageVie
         units over all positions, "top": :class:`TopImages`}; empty for the other groups
     loaded : (N,) bool, False for images that could not be read
     """
-    versions = sweep.group(group)
+    group, versions = passes.group, passes.versions
     n_views, n_versions = len(views), len(versions)
-    n_kept = n_views if keep is None else min(n_views, max(0, keep))
+    n_kept = n_views if passes.keep is None else min(n_views, max(0, passes.keep))
     if not versions:                                   # a group the sweep leaves out (e.g. hflip=False)
         return [], {}, np.zeros(n_views, dtype=bool)
     os.makedirs(out_dir, exist_ok=True)
-    points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
-    with capture(model, layers, pre_activation=True) as cap:      # the layers' widths, from one blank input
-        widths = {name: a.shape[1] for name, a in cap.run(torch.zeros(1, 3, input_size, input_size,
-                                                                      device=device)).items()}
-    tmp: dict[str, str] = {}
-    for name, c in widths.items():
-        tmp[name] = atomic_path(os.path.join(out_dir, samples_file(name, group)))
-        _allocated_memmap(tmp, name, (n_versions, n_kept, len(points), c))     # reserved, closed
+    points = passes.points()
+    widths = _layer_widths(net, layers)
+    tmp = _reserved_sample_files(out_dir, group, {name: (n_versions, n_kept, len(points), c)
+                                                  for name, c in widths.items()})
     try:
-        if run_shards is None:
-            parts = [sample_rows(model, layers, views, input_size, sweep, tmp, batch_size, device, group, seed,
-                                 folds)]
-        else:
-            parts = run_shards(group, tmp, views)
+        parts = [sample_rows(net, layers, views, tmp, passes)] if run_shards is None else run_shards(group, tmp, views)
         loaded = np.zeros(n_views, dtype=bool)
         for part in parts:
             loaded[part["rows"]] = True
         if not loaded.any():
             raise ValueError("no readable image among the inputs")
-        moments = GroupMoments.total([part["moments"] for part in parts])
-        for name in widths:
-            save_npz(os.path.join(out_dir, moments_file(name, group)), moments.layers[name].arrays())
-            if folds:
-                save_npz(os.path.join(out_dir, folds_file(name, group)), moments.layers[name].fold_scores())
+        _save_moments(out_dir, passes, list(widths), parts)
     except BaseException:
-        for path in tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
+        _remove(tmp)
         raise
     samples, stats = [], {}
     for name, c in widths.items():
         final = os.path.join(out_dir, samples_file(name, group))
         os.replace(tmp[name], final)
         pts_path = os.path.join(out_dir, points_file(name))
-        if group == IDENTITY:                       # the same for every group: the natural images' pass owns them
+        if group == IDENTITY:                       # the points are the same for every group: this pass owns them
             save_npy(pts_path, points.numpy())
-        if group == IDENTITY:
             stats[name] = _combined_stats([part["acc"][name] for part in parts], c)
         samples.append(LayerSamples(name, final, pts_path, os.path.join(out_dir, moments_file(name, group)),
                                     n_versions, n_views, n_kept, len(points), c))
     return samples, stats, loaded
+
+
+def _layer_widths(net: Network, layers: list[str]) -> dict[str, int]:
+    """The layers' widths (units), from one blank input."""
+    with capture(net.module, layers, pre_activation=True) as cap:
+        zeros = torch.zeros(1, 3, net.input_size, net.input_size, device=net.device)
+        return {name: a.shape[1] for name, a in cap.run(zeros).items()}
+
+
+def _reserved_sample_files(out_dir: str, group: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """layer -> the temporary path of its group's sample file, allocated at its shape (V x K x P x C) and
+    closed (:func:`_allocated_memmap`)."""
+    tmp: dict[str, str] = {}
+    for name, shape in shapes.items():
+        tmp[name] = atomic_path(os.path.join(out_dir, samples_file(name, group)))
+        _allocated_memmap(tmp, name, shape)
+    return tmp
+
+
+def _save_moments(out_dir: str, passes: GroupPasses, layers: list[str], parts: list[dict]) -> None:
+    """The shards' moments, added in shard order, saved per layer (and each fold's scores with folds)."""
+    moments = GroupMoments.total([part["moments"] for part in parts])
+    for name in layers:
+        save_npz(os.path.join(out_dir, moments_file(name, passes.group)), moments.layers[name].arrays())
+        if passes.folds:
+            save_npz(os.path.join(out_dir, folds_file(name, passes.group)), moments.layers[name].fold_scores())
+
+
+def _remove(tmp: dict[str, str]) -> None:
+    for path in tmp.values():
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def shard_views(views: list[ImageView], batch_size: int, n_shards: int) -> list[list[ImageView]]:
@@ -229,25 +266,24 @@ def shard_views(views: list[ImageView], batch_size: int, n_shards: int) -> list[
 
 
 @torch.inference_mode()
-def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], input_size: int, sweep: SweepSettings,
-                paths: dict[str, str], batch_size: int, device: str, group: str, seed: int | None = 0,
-                folds: int = 0) -> dict:
+def sample_rows(net: Network, layers: list[str], views: list[ImageView], paths: dict[str, str],
+                passes: GroupPasses) -> dict:
     """Write the samples of the kept ones of ``views`` (rows ``view.index`` below the files' length) into the
     sample files ``paths`` (layer -> an allocated V x K x P x C ``.npy``); return the rows read, the group's
     moments over all of ``views`` (``moments``: :class:`equivar_core.moments.GroupMoments`) and, for the
     identity group, partial sums (``acc``: layer -> sums, squares, cross-products, count, and the units'
-    strongest images so far); ``folds`` as in :func:`sample_activations`."""
-    versions = sweep.group(group)
+    strongest images so far); ``passes`` as in :func:`sample_activations`."""
+    group, versions, device = passes.group, passes.versions, net.device
     with_stats = group == IDENTITY
     arrays = {name: np.load(path, mmap_mode="r+") for name, path in paths.items()}
     n_kept = next(iter(arrays.values())).shape[1] if arrays else 0
-    points = disc_points(sweep.grid, sweep.grid, sweep.disc_radius, sweep.grid**2)
-    moments = GroupMoments(group, versions, points.to(device), sweep.disc_radius, seed,
-                           ScoreSettings(device=device).use_bf16(), folds)
+    points = passes.points()
+    moments = GroupMoments(group, versions, points.to(device), passes.sweep.disc_radius,
+                           SumOptions(passes.seed, ScoreSettings(device=device).use_bf16(), passes.folds))
     acc: dict[str, dict] = {}
     rows: list[int] = []
-    with capture(model, layers, pre_activation=True) as cap:
-        for batch in iter_batches(views, input_size, batch_size):
+    with capture(net.module, layers, pre_activation=True) as cap:
+        for batch in iter_batches(views, net.input_size, passes.batch_size):
             x = batch.images
             x = x.pin_memory().to(device, non_blocking=True) if device.startswith("cuda") else x.to(device)
             idx = np.asarray(batch.indices)
@@ -265,11 +301,7 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
                     if with_stats:
                         a = a.float()
                         if name not in acc:
-                            c = a.shape[1]
-                            acc[name] = {"sum": torch.zeros(c, dtype=torch.float64),
-                                         "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
-                                         "cross": torch.zeros(c, c, dtype=torch.float64),
-                                         "top": TopImages.empty(c)}
+                            acc[name] = _empty_stats(a.shape[1])
                     vals = (sample_at(a, g.points(points)) if with_stats else a).transpose(1, 2)   # B x P x C
                     sampled.setdefault(name, []).append(vals)
                     if kept.any():
@@ -283,6 +315,12 @@ def sample_rows(model: nn.Module, layers: list[str], views: list[ImageView], inp
     for arr in arrays.values():
         arr.flush()
     return {"rows": np.asarray(rows, dtype=np.int64), "acc": acc, "moments": moments.cpu()}
+
+
+def _empty_stats(c: int) -> dict:
+    """Partial sums of ``c`` units before any image (see :func:`_accumulate`)."""
+    return {"sum": torch.zeros(c, dtype=torch.float64), "sq": torch.zeros(c, dtype=torch.float64), "n": 0,
+            "cross": torch.zeros(c, c, dtype=torch.float64), "top": TopImages.empty(c)}
 
 
 def _sampler(points: torch.Tensor):

@@ -170,6 +170,16 @@ class capture:
 
 
 @dataclass(frozen=True)
+class Network:
+    """A model as the forward passes see it: its ``module`` (on ``device``) and the side of the square inputs
+    it takes (``input_size``; a smaller probe where the caller needs less, see ``circuits.probe_size``)."""
+
+    module: nn.Module
+    input_size: int
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class LayerGeometry:
     """Shape and receptive field of one layer at the model's input size."""
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import is_activation, layer_modules
+from .capture import Network, is_activation, layer_modules
 from .errors import EquivarError
 from .tf_layers import AvgPool2dSame, LocalResponseNorm, MaxPool2dSame
 from .transforms import TRANSFORMS
@@ -83,19 +83,39 @@ def linearized(model: nn.Module):
             del m.forward
 
 
-def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, device: str = "cpu",
-                     max_radius: int = 12, chunk: int = 32, mass: float = 0.99,
-                     dst_units: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Expansion:
+    """How expanded weights are cropped and computed: the crop is the smallest radius (at most ``max_radius``
+    source cells) holding ``mass`` of sum |W|; destination units are computed ``chunk`` at a time."""
+
+    max_radius: int = 12
+    chunk: int = 32
+    mass: float = 0.99
+
+
+def expanded_weights(net: Network, src: str, dst: str, dst_units: np.ndarray | None = None,
+                     expansion: Expansion = Expansion()) -> np.ndarray:
     """Expanded weights ``W`` of shape C_dst x C_src x (2R+1) x (2R+1) around the destination centre.
 
-    R is the smallest radius (at most ``max_radius`` source cells) holding ``mass`` of sum |W|. With
-    ``dst_units`` only those destination units are computed (rows in that order). ``input_size`` need
-    not be the model's: the linearized network is a convolution, so any input whose source map holds
-    the destination centre's receptive field away from the border gives the same weights, and a small
-    one is cheaper.
+    R is the smallest radius (at most ``expansion.max_radius`` source cells) holding ``expansion.mass`` of
+    sum |W|. With ``dst_units`` only those destination units are computed (rows in that order).
+    ``net.input_size`` need not be the model's: the linearized network is a convolution, so any input whose
+    source map holds the destination centre's receptive field away from the border gives the same weights,
+    and a small one is cheaper (:func:`probe_size`).
     """
+    grads, c_src = _unit_gradients(net, src, dst, dst_units, expansion.chunk)
+    if not grads:
+        return np.zeros((0, c_src, 1, 1), np.float32)
+    return _cropped(torch.cat(grads), expansion.max_radius, expansion.mass)         # C_dst x C_src x Hs x Ws
+
+
+def _unit_gradients(net: Network, src: str, dst: str, dst_units: np.ndarray | None, chunk: int
+                    ) -> tuple[list[torch.Tensor], int]:
+    """The gradients of the linearized network's destination units (``chunk`` at a time) at the centre of their
+    map with respect to the whole source map (each chunk: units x C_src x Hs x Ws), and C_src."""
+    model, device = net.module, net.device
     modules = layer_modules(model)
-    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    x = torch.zeros(1, 3, net.input_size, net.input_size, device=device)
     state: dict = {}
 
     def src_hook(module, inputs, output):
@@ -112,11 +132,7 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
     grads = []
     try:
         with linearized(model), torch.enable_grad():
-            state["batch"] = 1
-            try:
-                model(x)
-            except _StopAt:
-                pass
+            _run_to_destination(model, x, state, 1)
             if "z" not in state or not state["out"].requires_grad or torch.autograd.grad(
                     state["out"].sum(), state["z"], allow_unused=True)[0] is None:
                 raise NotConnected(f"layer {dst} does not depend on layer {src}: no weights lead from one to the "
@@ -131,31 +147,43 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_size: int, devi
             shared_prefix = True
             for start in range(0, len(wanted), chunk):
                 units = wanted[start:start + chunk].to(device)
-                state.clear()
-                state["batch"] = len(units)
-                try:
-                    model(x if shared_prefix else x.expand(len(units), -1, -1, -1))
-                except _StopAt:
-                    pass
-                except RuntimeError:
-                    if not shared_prefix:
-                        raise
-                    shared_prefix = False
-                    state.clear()
-                    state["batch"] = len(units)
-                    try:
-                        model(x.expand(len(units), -1, -1, -1))
-                    except _StopAt:
-                        pass
+                shared_prefix = _probe_units(model, x, state, len(units), shared_prefix)
                 out = state["out"]
                 out[torch.arange(len(units)), units, hd // 2, wd // 2].sum().backward()
                 grads.append(state["z"].grad.detach().cpu())
     finally:
         h1.remove()
         h2.remove()
-    if not grads:
-        return np.zeros((0, state["z"].shape[1], 1, 1), np.float32)
-    w = torch.cat(grads)                                            # C_dst x C_src x Hs x Ws
+    return grads, state["z"].shape[1]
+
+
+def _run_to_destination(model: nn.Module, x: torch.Tensor, state: dict, batch: int) -> None:
+    """One pass of ``x`` up to the destination layer, ``batch`` probes in place of the source map (the hooks of
+    :func:`_unit_gradients` fill ``state``)."""
+    state.clear()
+    state["batch"] = batch
+    try:
+        model(x)
+    except _StopAt:
+        pass
+
+
+def _probe_units(model: nn.Module, x: torch.Tensor, state: dict, n: int, shared_prefix: bool) -> bool:
+    """The pass for ``n`` destination units: one zero image below the source while the model allows it
+    (``shared_prefix``), else the whole batch; returns whether the prefix is still shared."""
+    if shared_prefix:
+        try:
+            _run_to_destination(model, x, state, n)
+            return True
+        except RuntimeError:
+            pass
+    _run_to_destination(model, x.expand(n, -1, -1, -1), state, n)
+    return False
+
+
+def _cropped(w: torch.Tensor, max_radius: int, mass: float) -> np.ndarray:
+    """``w`` (C_dst x C_src x Hs x Ws) cropped around the source cell under the destination centre to the
+    smallest radius (at most ``max_radius``) that holds ``mass`` of sum |W|."""
     hs, ws = w.shape[-2:]
     energy = w.abs().sum((0, 1))
     cy, cx = support_centre(energy)
@@ -202,26 +230,33 @@ def probe_size(input_size: int, src_stride: float, dst_stride: float, max_radius
     return int(min(input_size, step * math.ceil(need / step)))
 
 
-def invariant_equivariance(w: np.ndarray, src_units, src_params, dst_rows, transform: str, period: float,
-                           null: "CircuitNull | None" = None, kernels: "SourceKernels | None" = None
-                           ) -> np.ndarray:
+def invariant_equivariance(source: "SourceKernels", dst_rows, null: "CircuitNull | None" = None) -> np.ndarray:
     """Equivariant -> invariant circuit equivariance of one source family into each destination row.
 
     For every ordered pair of members (a, a') with t = param(a') - param(a), ``W(a' -> c)`` should equal
     ``T_t(W(a -> c))``; the Pearson correlation of the two sides over all pairs and kernel positions in
     the central disc, for each destination c (``family_equivariance(..., invariant=True)`` per row, from
-    one :class:`SourceKernels`). With ``null`` the result is D x 3: the score, and the null's mean and
+    the family's :class:`SourceKernels`). With ``null`` the result is D x 3: the score, and the null's mean and
     standard deviation (c replaced by random destination units of similar kernel norm).
     """
     dst_rows = np.asarray(dst_rows, int)
-    if len(src_units) < 2 or not len(dst_rows):
+    if len(source.t) == 0 or not len(dst_rows):
         return np.full((len(dst_rows), 3) if null else len(dst_rows), np.nan)
-    kernels = kernels or SourceKernels.of(w, src_units, src_params, transform, period)
-    out = [family_equivariance(w, src_units, src_params, [c], [0.0], transform, period, period, invariant=True,
-                               null=null, kernels=kernels) for c in dst_rows]
+    out = [family_equivariance(source, Family(np.array([c]), np.zeros(1), np.inf), invariant=True, null=null)
+           for c in dst_rows]
     if null is None:
         return np.array([o[0] for o in out])
     return np.array([(o[0], o[2], o[3]) for o in out])
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family's members: their units (source columns or destination rows of the weights), their params,
+    and the period of the family's circle (infinite for scale pairs)."""
+
+    units: np.ndarray
+    params: np.ndarray
+    period: float
 
 
 @dataclass
@@ -237,21 +272,25 @@ class SourceKernels:
     x: torch.Tensor                 # R x P x m
     y: torch.Tensor                 # R x P x m
     norms: np.ndarray               # R: each row's kernel norm over the family's members
+    transform: str                  # the family's transform
 
     @classmethod
-    def of(cls, w: np.ndarray, src_units, src_params, transform: str, period: float) -> "SourceKernels":
-        src_units, src_params = np.asarray(src_units, int), np.asarray(src_params, float)
+    def of(cls, w: np.ndarray, src: Family, transform: str) -> "SourceKernels":
+        """The kernels of source family ``src`` of ``transform`` into every row of ``w`` (C_dst x C_src x k x k);
+        a family of fewer than two members has no pairs."""
+        src_units, src_params = np.asarray(src.units, int), np.asarray(src.params, float)
         T = TRANSFORMS[transform]
         i, j = np.nonzero(~np.eye(len(src_units), dtype=bool))
-        t = T.relative(src_params[i], src_params[j], period).astype(float)
+        t = T.relative(src_params[i], src_params[j], src.period).astype(float)
         wt = torch.as_tensor(w).float()
         rows, k = wt.shape[0], wt.shape[-1]
         mask = disc_mask(k)
-        source = T.act_on_kernels(wt[:, src_units[i]].reshape(-1, k, k), np.tile(t, rows))
+        moved = wt[:, src_units[i]].reshape(-1, k, k)
+        source = T.act_on_kernels(moved, np.tile(t, rows)) if len(i) else moved
         x = source.reshape(rows, len(i), k, k)[..., mask]
         y = wt[:, src_units[j]][..., mask]
         norms = np.linalg.norm(w[:, src_units].reshape(rows, -1), axis=1)
-        return cls(i, j, t, x, y, norms)
+        return cls(i, j, t, x, y, norms, transform)
 
 
 @dataclass
@@ -299,58 +338,65 @@ def disc_mask(size: int) -> torch.Tensor:
     return (yy**2 + xx**2).sqrt() <= r + 1e-6
 
 
-def family_equivariance(w: np.ndarray, src_units, src_params, dst_units, dst_params, transform: str,
-                        period_src: float, period_dst: float, tolerance: float = 20.0,
-                        invariant: bool = False, null: CircuitNull | None = None,
-                        kernels: SourceKernels | None = None) -> tuple:
+def family_equivariance(source: SourceKernels, dst: Family, tolerance: float = 20.0, invariant: bool = False,
+                        null: CircuitNull | None = None) -> tuple:
     """Circuit equivariance of one family pair (see module docstring) and the number of matched pairs; with
     ``null`` also the null's mean and standard deviation (every destination member replaced by a random
     destination unit of similar kernel norm, :class:`CircuitNull`; NaN where no other unit is connected).
 
-    ``w`` is C_dst x C_src x k x k; units and params are the members of the source and destination family
-    (destination units are rows of ``w``). With ``invariant`` the destination units are each invariant to
-    the transform (equivariant -> invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
-    ``kernels``: the source family's :class:`SourceKernels` when the caller scores it against many families.
+    ``source`` holds the source family's kernels into every row of ``w`` (C_dst x C_src x k x k), made once
+    per source family (:meth:`SourceKernels.of`); ``dst`` is the destination family (its units are rows of
+    ``w``). With ``invariant`` the destination units are each invariant to the transform (equivariant ->
+    invariant circuits): b' = b, so ``W(a' -> b)`` must equal ``T_t(W(a -> b))``.
 
-    Members are matched by place on the family's circle (angular transforms) or as the other member of a
-    pair (flips). Scale pairs have no circle (their period is infinite) and matching them across layers is
-    not defined: unless ``invariant``, they give ``(nan, 0)``.
+    Members are matched by place on the family's circle within ``tolerance`` (angular transforms) or as the
+    other member of a pair (flips). Scale pairs have no circle (their period is infinite) and matching them
+    across layers is not defined: unless ``invariant``, they give ``(nan, 0)``.
     """
     none = (float("nan"), 0) if null is None else (float("nan"), 0, float("nan"), float("nan"))
-    dst_units = np.asarray(dst_units, int)
-    dst_params = np.asarray(dst_params, float)
-    T = TRANSFORMS[transform]
-    n_src, n_dst = len(src_units), len(dst_units)
-    if n_src < 2 or n_dst == 0 or not (invariant or T.angular or T.involution):
-        return none
-    kernels = kernels or SourceKernels.of(w, src_units, src_params, transform, period_src)
-    t = kernels.t
-    k = np.arange(n_dst)
-    if invariant:                                                   # b' = b
-        partner = np.broadcast_to(k, (len(t), n_dst))
-    elif T.involution:                                              # a flip pair: b's partner is the other member
-        if n_dst < 2:
-            return none
-        partner = np.broadcast_to(np.where(k == 0, 1, 0), (len(t), n_dst))
-    else:                                                           # the member nearest b's param moved by t
-        target = np.mod(dst_params[None, :, None] + t[:, None, None], period_dst)
-        d = np.mod(dst_params[None, None, :] - target, period_dst)
-        d = np.minimum(d, period_dst - d)                           # pairs x b x candidate
-        partner = np.where(d.min(-1) <= tolerance, d.argmin(-1), -1)
+    dst_units = np.asarray(dst.units, int)
+    T = TRANSFORMS[source.transform]
+    if len(source.t) == 0 or len(dst_units) == 0 or not (invariant or T.angular or T.involution):
+        return none                                                 # fewer than two source members, or no place
+    partner = _partners(source.t, dst, T, tolerance, invariant)
     keep = partner >= 0
     pair, b_idx = np.nonzero(keep)                                  # quads (b, a, b2, a2, t)
     if not len(pair):
         return none
     b2_idx = partner[keep]
-    score = float(_pearson(kernels.x[dst_units[b_idx], pair].flatten(),
-                           kernels.y[dst_units[b2_idx], pair].flatten()))
+    score = float(_pearson(source.x[dst_units[b_idx], pair].flatten(),
+                           source.y[dst_units[b2_idx], pair].flatten()))
     if null is None:
         return score, len(pair)
-    pool = np.setdiff1d(np.arange(len(kernels.norms)), dst_units)
-    drawn = null.draw(dst_units, pool, kernels.norms)               # draws x members
+    return (score, len(pair), *_null_scores(source, dst_units, (pair, b_idx, b2_idx), null))
+
+
+def _partners(t: np.ndarray, dst: Family, T, tolerance: float, invariant: bool) -> np.ndarray:
+    """pairs x destination members: the member b' each member b is matched with for each source pair's amount
+    t (-1: none within ``tolerance``)."""
+    dst_params = np.asarray(dst.params, float)
+    period = dst.period
+    n_dst = len(dst_params)
+    k = np.arange(n_dst)
+    if invariant:                                                   # b' = b
+        return np.broadcast_to(k, (len(t), n_dst))
+    if T.involution:                                                # a flip pair: b's partner is the other member
+        return np.broadcast_to(np.where(k == 0, 1, 0) if n_dst >= 2 else -1, (len(t), n_dst))
+    target = np.mod(dst_params[None, :, None] + t[:, None, None], period)    # the member nearest b's param moved by t
+    d = np.mod(dst_params[None, None, :] - target, period)
+    d = np.minimum(d, period - d)                                   # pairs x b x candidate
+    return np.where(d.min(-1) <= tolerance, d.argmin(-1), -1)
+
+
+def _null_scores(source: SourceKernels, dst_units: np.ndarray, quads: tuple, null: CircuitNull) -> tuple[float, float]:
+    """The null's mean and standard deviation for the matched ``quads`` (source pairs, b, b') of
+    :func:`family_equivariance` (NaN where no other destination unit is connected)."""
+    pair, b_idx, b2_idx = quads
+    pool = np.setdiff1d(np.arange(len(source.norms)), dst_units)
+    drawn = null.draw(dst_units, pool, source.norms)               # draws x members
     if drawn is None:
-        return score, len(pair), float("nan"), float("nan")
-    x = kernels.x[torch.as_tensor(drawn[:, b_idx]), torch.as_tensor(pair)[None]].flatten(1)
-    y = kernels.y[torch.as_tensor(drawn[:, b2_idx]), torch.as_tensor(pair)[None]].flatten(1)
+        return float("nan"), float("nan")
+    x = source.x[torch.as_tensor(drawn[:, b_idx]), torch.as_tensor(pair)[None]].flatten(1)
+    y = source.y[torch.as_tensor(drawn[:, b2_idx]), torch.as_tensor(pair)[None]].flatten(1)
     r_null = _pearson(x, y).numpy()
-    return score, len(pair), float(np.nanmean(r_null)), float(np.nanstd(r_null, ddof=1))
+    return float(np.nanmean(r_null)), float(np.nanstd(r_null, ddof=1))

@@ -54,11 +54,13 @@ least half of what invariance leaves unexplained).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+
+from .limits import setting
 
 
 def _standardize(curves: np.ndarray) -> np.ndarray:
@@ -74,6 +76,71 @@ def _centre(curves: np.ndarray) -> np.ndarray:
 
 #: how curves are weighed against each other before the shifted similarity
 WEIGHTINGS = {"standardized": lambda c: np.nan_to_num(_standardize(c)), "amplitude": _centre}
+
+
+@dataclass(frozen=True)
+class FamilySettings:
+    #: correlation-like thresholds lie in [-1, 1]; angles in degrees; shares in [0, 1]
+    min_similarity: float = setting(0.7, low=-1, high=1)   # mean of shifted tuning similarity and transform score
+    min_tuning_similarity: float = setting(0.6, low=-1, high=1)   # shifted tuning similarity a link needs alone
+    min_spread: float = setting(20.0, low=0, high=180)   # degrees; members closer than this are duplicates
+    tolerance: float = setting(20.0, low=0, high=180, low_open=True)   # degrees, matching a member to its place
+    min_partner_score: float = setting(0.4, low=-1, high=1)   # natural-image transform score to link two units
+    min_gain: float = setting(0.05, low=-1, high=1)   # ... and by how much it must beat their plain correlation
+    max_plain_correlation: float = setting(0.9, low=-1, high=1)   # above it natural images cannot test a link
+    min_invariant_similarity: float = setting(0.5, low=-1, high=1)   # curves the transform leaves in place
+    #: ... for hue families: natural images confirm any colour unit's smooth colour (see
+    #: scores.orbit_centred_scores), so how the colour is laid out in space must match more closely
+    min_hue_invariant_similarity: float = setting(0.75, low=-1, high=1)
+    #: share of sweep amounts where a member's best partner is the expected sibling
+    min_agreement: float = setting(0.6, low=0, high=1)
+    curve_weighting: str = setting("standardized", choices=tuple(WEIGHTINGS))   # see families.shifted_similarity
+    min_invariance: float = setting(0.8, low=-1, high=1)   # mean self score that makes a unit invariant
+    pair_min_score: float = setting(0.5, low=-1, high=1)   # flip and scale pairs
+    #: 1 - pair score must be at most this times 1 - self score
+    pair_max_error_ratio: float = setting(0.5, low=0)
+    #: a flip pair inside one rotation family is explained by rotation when the rotation its params imply
+    #: scores at least its flip score less this (families.flip_relations)
+    mirror_margin: float = setting(0.05, low=0, high=2)
+    #: two families of a layer are siblings when their members' curves agree across families at least this
+    #: share of how well they agree inside the worse family (see families.relate_families)
+    sibling_similarity: float = setting(0.9, low=0, high=1)
+    #: median frequency index difference that makes siblings two spatial frequencies
+    frequency_gap: float = setting(0.3, low=0)
+
+    def estimator_params(self, estimator, transform=None) -> dict:
+        """The keyword parameters of a family estimator (``AngularFamilies``, ``PairFamilies``): the fields of
+        the same names; for an angular ``transform`` the invariant-curve threshold is the one it names."""
+        params = {f.name: getattr(self, f.name) for f in fields(estimator) if hasattr(self, f.name)}
+        if transform is not None and transform.angular:
+            params["min_invariant_similarity"] = getattr(self, transform.invariant_setting)
+        return params
+
+
+def setting_param(name: str):
+    """An estimator's keyword parameter that is the :class:`FamilySettings` field ``name``: its default is read
+    from there (declared once), and ``metadata["setting"]`` names the field."""
+    return field(default=FamilySettings.__dataclass_fields__[name].default, metadata={"setting": name})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Natural-image evidence for a layer's links: amount (degrees) -> C x C transform scores (``scores``), and
+    the C x C plain correlations of the units on the same images that the scores must beat (``identity``;
+    None: no baseline)."""
+
+    scores: dict[float, np.ndarray]
+    identity: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A layer's families of one transform: each unit's family (``labels``, C ints, -1 for none), its place
+    (``params``, C floats, NaN for none) and each family's period (``periods``: family -> degrees)."""
+
+    labels: np.ndarray
+    params: np.ndarray
+    periods: dict[int, float]
 
 
 def shifted_similarity(curves: np.ndarray, chunk: int = 128, weighting: str = "standardized"
@@ -169,34 +236,34 @@ def curve_memo(curves: np.ndarray, eligible: np.ndarray, invariant_curves: np.nd
 class AngularFamilies:
     """Rotation or hue families from tuning curves (an estimator: ``fit`` sets the ``*_`` attributes).
 
-    The parameters are keyword-only and are the fields of :class:`~equivar_core.settings.FamilySettings` of
-    the same names, with the same defaults (``FamilySettings.estimator_params`` hands them over).
+    The parameters are keyword-only and are the fields of :class:`FamilySettings` of the same names, their
+    defaults read from there (``FamilySettings.estimator_params`` hands a run's values over).
     """
 
-    min_similarity: float = 0.7
-    min_tuning_similarity: float = 0.6
-    min_spread: float = 20.0
-    tolerance: float = 20.0
-    min_partner_score: float = 0.4
-    min_gain: float = 0.05
-    max_plain_correlation: float = 0.9
-    min_invariant_similarity: float = 0.5
-    min_agreement: float = 0.6
-    curve_weighting: str = "standardized"
+    min_similarity: float = setting_param("min_similarity")
+    min_tuning_similarity: float = setting_param("min_tuning_similarity")
+    min_spread: float = setting_param("min_spread")
+    tolerance: float = setting_param("tolerance")
+    min_partner_score: float = setting_param("min_partner_score")
+    min_gain: float = setting_param("min_gain")
+    max_plain_correlation: float = setting_param("max_plain_correlation")
+    min_invariant_similarity: float = setting_param("min_invariant_similarity")
+    min_agreement: float = setting_param("min_agreement")
+    curve_weighting: str = setting_param("curve_weighting")
 
-    frequency_gap: float = 0.3
+    frequency_gap: float = setting_param("frequency_gap")
 
-    def fit(self, curves: np.ndarray, eligible: np.ndarray, pair_scores: dict[float, np.ndarray] | None = None,
-            identity: np.ndarray | None = None, invariant_curves: np.ndarray | None = None,
-            bands: np.ndarray | None = None, memo: dict | None = None) -> "AngularFamilies":
+    def fit(self, curves: np.ndarray, eligible: np.ndarray, evidence: Evidence | None = None,
+            invariant_curves: np.ndarray | None = None, bands: np.ndarray | None = None,
+            memo: dict | None = None) -> "AngularFamilies":
         """Group units.
 
         Parameters
         ----------
         curves : C x S x T curves sampled at ``360 / T`` degree steps from 0
         eligible : C bool, units tuned enough to take part
-        pair_scores : amount (degrees) -> C x C transform scores (evidence and ``agreement_``)
-        identity : C x C correlations of the units on the same images (baseline for the evidence)
+        evidence : the natural-image transform scores (amount (degrees) -> C x C; evidence and ``agreement_``)
+            and the C x C correlations of the units on the same images (baseline for the evidence)
         invariant_curves : C x S' x T' curves the transform leaves in place (hue curves for rotation,
             orientation curves for hue), in natural-image standard deviations
         bands : C values the transform leaves in place that can split a family in two, the units'
@@ -205,20 +272,52 @@ class AngularFamilies:
             (the shifted and unshifted similarities of the curves, most of its time, each unit's period, the
             natural-image evidence at each ``tolerance``, each unit's best partners, and the links and their
             clustering tree at each setting of the thresholds they read), for a refit of the same inputs with
-            other thresholds; refits with other ``pair_scores`` start from a copy of :func:`curve_memo`
+            other thresholds; refits with other ``evidence`` start from a copy of :func:`curve_memo`
         """
-        c, _, t = curves.shape
-        step = 360.0 / t
+        c = len(curves)
+        self._unfitted(c)
+        idx = np.flatnonzero(eligible)
+        if len(idx) < 2:
+            return self
+        memo = {} if memo is None else memo
+        pair_scores = evidence.scores if evidence is not None else None
+        invariant = self._curve_similarities(memo, curves, idx, invariant_curves, evidence)
+        # the links and their clustering tree read these thresholds (the cut, min_similarity, does not)
+        key = ("links", self.curve_weighting, self.min_invariant_similarity, self.tolerance,
+               self.max_plain_correlation, self.min_partner_score, self.min_gain, self.min_tuning_similarity)
+        if key not in memo:
+            memo[key] = self._links(memo, invariant, pair_scores)
+        sim, supported, tree = memo[key]
+        self.similarity_ = sim
+        self._place_families(fcluster(tree, 1 - self.min_similarity, "distance"), supported, curves, idx, memo)
+        if pair_scores:
+            self._keep_agreeing_members(evidence, memo)
+        if bands is not None:
+            self.labels_, self.periods_ = split_bands(self.labels_, self.params_, self.periods_, bands,
+                                                      self.frequency_gap, self.min_spread)
+        self._mark_variants(idx, np.ones((len(idx), len(idx))) if invariant is None else invariant)
+        return self
+
+    @property
+    def assignment_(self) -> Assignment:
+        """The fitted families as an :class:`Assignment`."""
+        return Assignment(self.labels_, self.params_, self.periods_)
+
+    def _unfitted(self, c: int) -> None:
+        """The fitted attributes of ``c`` units in no family."""
         self.labels_ = np.full(c, -1)
         self.params_ = np.full(c, np.nan)
         self.fit_ = np.full(c, np.nan)
         self.agreement_ = np.full(c, np.nan)
         self.variants_ = np.full(c, -1)
         self.periods_: dict[int, float] = {}
-        idx = np.flatnonzero(eligible)
-        if len(idx) < 2:
-            return self
-        memo = {} if memo is None else memo
+
+    def _curve_similarities(self, memo: dict, curves: np.ndarray, idx: np.ndarray,
+                            invariant_curves: np.ndarray | None, evidence: Evidence | None) -> np.ndarray | None:
+        """Fill ``memo`` with what the links read (the eligible units' shifted similarity and shifts, the
+        natural-image evidence at this ``tolerance``); return the unshifted similarity of their invariant
+        curves (None without such curves)."""
+        step = 360.0 / curves.shape[-1]
         if ("similarity", self.curve_weighting) not in memo:
             memo["similarity", self.curve_weighting] = shifted_similarity(curves[idx], weighting=self.curve_weighting)
         _, shift = memo["similarity", self.curve_weighting]
@@ -227,18 +326,19 @@ class AngularFamilies:
             if "invariant" not in memo:
                 memo["invariant"] = unshifted_similarity(invariant_curves[idx])
             invariant = memo["invariant"]
-        if pair_scores and ("evidence", self.tolerance) not in memo:
-            memo["evidence", self.tolerance] = transform_evidence(shift * step, idx, pair_scores, self.tolerance,
-                                                                  identity)
-        # the links and their clustering tree read these thresholds (the cut, min_similarity, does not)
-        key = ("links", self.curve_weighting, self.min_invariant_similarity, self.tolerance,
-               self.max_plain_correlation, self.min_partner_score, self.min_gain, self.min_tuning_similarity)
-        if key not in memo:
-            memo[key] = self._links(memo, invariant, pair_scores)
-        sim, supported, tree = memo[key]
-        invariant = np.ones((len(idx), len(idx))) if invariant is None else invariant
-        self.similarity_ = sim
-        groups = fcluster(tree, 1 - self.min_similarity, "distance")
+        if evidence is not None and evidence.scores and ("evidence", self.tolerance) not in memo:
+            memo["evidence", self.tolerance] = transform_evidence(shift * step, idx, evidence.scores, self.tolerance,
+                                                                  evidence.identity)
+        return invariant
+
+    def _place_families(self, groups: np.ndarray, supported: np.ndarray, curves: np.ndarray, idx: np.ndarray,
+                        memo: dict) -> None:
+        """Families from the clusters ``groups`` of the eligible units ``idx``: the members with a confirmed link,
+        placed on the circle of their reference member's period; clusters of one member or without spread are
+        none."""
+        step = 360.0 / curves.shape[-1]
+        sim = self.similarity_
+        _, shift = memo["similarity", self.curve_weighting]
         if "standardized" not in memo:
             memo["standardized"] = np.nan_to_num(_standardize(curves))
         z = memo["standardized"]
@@ -268,26 +368,29 @@ class AngularFamilies:
             self.fit_[idx[ref]] = np.clip(np.delete(sim[ref, members], members.tolist().index(ref)).mean(), 0, 1)
             self.periods_[family] = period
             family += 1
-        if pair_scores:
-            if "best" not in memo:
-                memo["best"] = {a: np.argmax(m, axis=1) for a, m in pair_scores.items()}
 
-            def agreement():
-                return partner_agreement(self.labels_, self.params_, self.periods_, pair_scores, self.tolerance,
-                                         identity, self.max_plain_correlation, best=memo["best"])
+    def _keep_agreeing_members(self, evidence: Evidence, memo: dict) -> None:
+        """Remove members whose partner agreement is below ``min_agreement``; set ``agreement_``."""
+        if "best" not in memo:
+            memo["best"] = {a: np.argmax(m, axis=1) for a, m in evidence.scores.items()}
 
-            self._prune(agreement() < self.min_agreement)
-            self.agreement_ = agreement()
-        if bands is not None:
-            self.labels_, self.periods_ = split_bands(self.labels_, self.params_, self.periods_, bands,
-                                                      self.frequency_gap, self.min_spread)
+        def agreement():
+            return partner_agreement(self.assignment_, evidence, self.tolerance, self.max_plain_correlation,
+                                     best=memo["best"])
+
+        self._prune(agreement() < self.min_agreement)
+        self.agreement_ = agreement()
+
+    def _mark_variants(self, idx: np.ndarray, invariant: np.ndarray) -> None:
+        """``variants_`` of every family (:func:`place_variants`) from the eligible units' unshifted
+        similarities ``invariant`` (1 for the other units)."""
+        c = len(self.labels_)
         full = np.ones((c, c))
         full[np.ix_(idx, idx)] = invariant
         for f, period in self.periods_.items():
             members = np.flatnonzero(self.labels_ == f)
             self.variants_[members] = place_variants(self.params_[members], period, full[np.ix_(members, members)],
                                                      self.min_spread / 2)
-        return self
 
     def _links(self, memo: dict, invariant: np.ndarray | None, pair_scores
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -368,23 +471,24 @@ class Relations:
     relation: dict[int, str]
 
 
-def flip_relations(pairs: "PairFamilies", labels: np.ndarray, params: np.ndarray, periods: dict[int, float],
-                   rotation_scores: dict[float, np.ndarray], tolerance: float = 20.0, margin: float = 0.05
-                   ) -> dict[int, str]:
+def flip_relations(pairs: "PairFamilies", rotation: Assignment, rotation_scores: dict[float, np.ndarray],
+                   settings: FamilySettings = FamilySettings()) -> dict[int, str]:
     """Whether each flip pair is explained by rotation: pair label -> ``rotation`` or ``mirror``.
 
     A left-right mirror takes a feature whose orientation is theta to one at 180 - theta, so a line at
     30 degrees and its partner at 150 are a flip pair and also rotated copies of each other. A pair (u, v)
-    is ``rotation`` when both units are in one rotation family (``labels``, ``params``, ``periods``: the
-    layer's rotation families) and the rotation its params imply explains the pair about as well as the
-    mirror does: the natural-image rotation score at a = param(v) - param(u) (the best of
-    ``score_x(u, v)`` and ``score_{-x}(v, u)`` over the sweep amounts x within ``tolerance`` of a: params
-    and sweep amounts both sit on coarse grids) is at least the pair's flip score less ``margin``. Every other pair is ``mirror``: mirror images that
+    is ``rotation`` when both units are in one rotation family (``rotation``: the layer's rotation families)
+    and the rotation its params imply explains the pair about as well as the mirror does: the natural-image
+    rotation score at a = param(v) - param(u) (the best of ``score_x(u, v)`` and ``score_{-x}(v, u)`` over the
+    sweep amounts x within ``settings.tolerance`` of a: params and sweep amounts both sit on coarse grids) is
+    at least the pair's flip score less ``settings.mirror_margin``. Every other pair is ``mirror``: mirror images that
     rotation does not explain (the paper's left- and right-facing dog heads). A chiral feature (a
     colour "L") and its mirror image can land in one two-member rotation family, since their tuning
     curves are mirror images and natural images link them loosely; the score comparison tells them apart.
     """
     out = {}
+    labels, params, periods = rotation.labels, rotation.params, rotation.periods
+    tolerance, margin = settings.tolerance, settings.mirror_margin
     amounts = np.array(sorted(rotation_scores), dtype=float)
     for f in np.unique(pairs.labels_[pairs.labels_ >= 0]):
         u, v = np.flatnonzero(pairs.labels_ == f)[:2]
@@ -402,27 +506,28 @@ def flip_relations(pairs: "PairFamilies", labels: np.ndarray, params: np.ndarray
     return out
 
 
-def relate_families(curves: np.ndarray, labels: np.ndarray, periods: dict[int, float], frequency: np.ndarray,
-                    min_ratio: float = 0.9, frequency_gap: float = 0.3, weighting: str = "standardized",
-                    similarity: np.ndarray | None = None) -> Relations:
+def relate_families(curves: np.ndarray, families: Assignment, frequency: np.ndarray,
+                    settings: FamilySettings = FamilySettings(), similarity: np.ndarray | None = None) -> Relations:
     """Which families are one feature split in two, and by what.
 
     Natural images must confirm the links of a family (see :class:`AngularFamilies`), so a feature can
     come out as several families whose tuning curves match across them: each member's best match may
     lie in another family. For families F and G of one period, with ``sim`` the shifted tuning similarity
     of their members, ``ratio = mean_{F x G} sim / min(mean_F sim, mean_G sim)`` (off-diagonal means inside
-    a family). F's sibling is the G of largest ratio when it is at least ``min_ratio``, and the relation
-    names what tells them apart:
+    a family). F's sibling is the G of largest ratio when it is at least ``settings.sibling_similarity``, and
+    the relation names what tells them apart:
 
     * ``frequency``: their members' median :func:`~equivar_core.tuning.frequency_index` differ by at least
-      ``frequency_gap``: one feature at two spatial frequencies (the paper's line and curve families come in
+      ``settings.frequency_gap``: one feature at two spatial frequencies (the paper's line and curve families come in
       several sizes);
     * ``fragment``: nothing the stimuli measure tells them apart: pieces of one family whose links across the
       pieces natural images did not confirm (too few images, or a difference no stimulus shows).
 
     Families with no sibling are absent from the result. ``similarity``: C x C shifted similarities of the
-    units (at least of the members), when the caller has them.
+    units (at least of the members), when the caller has them; else computed with ``settings.curve_weighting``.
     """
+    labels, periods = families.labels, families.periods
+    min_ratio, frequency_gap, weighting = settings.sibling_similarity, settings.frequency_gap, settings.curve_weighting
     fams = sorted(periods)
     out = Relations({}, {}, {})
     members = np.flatnonzero(labels >= 0)
@@ -503,7 +608,7 @@ def transform_evidence(shift_deg: np.ndarray, idx: np.ndarray, pair_scores: dict
     return evidence, evidence - base
 
 
-def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=None,
+def partner_agreement(families: Assignment, evidence: Evidence, tolerance: float,
                       max_plain_correlation: float = 1.0, score_tie: float = 0.02,
                       best: dict[float, np.ndarray] | None = None) -> np.ndarray:
     """Fraction of transform amounts where a member's best partner is the member the family puts there.
@@ -515,9 +620,11 @@ def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=
     member is judged more closely at another amount (a is not the sweep amount nearest to its own offset
     from u), natural images cannot rank the two: either counts. A member counts as the best partner when
     its score is within ``score_tie`` of the best, or when natural images cannot tell it apart from the best
-    (their plain correlation in ``identity`` is at least ``max_plain_correlation``). ``best``: amount -> each
-    unit's best partner (``argmax`` of its row of the scores), when the caller has it.
+    (their plain correlation in ``evidence.identity`` is at least ``max_plain_correlation``). ``best``: amount
+    -> each unit's best partner (``argmax`` of its row of the scores), when the caller has it.
     """
+    labels, params, periods = families.labels, families.params, families.periods
+    pair_scores, identity = evidence.scores, evidence.identity
     c = len(labels)
     hits, counts = np.zeros(c), np.zeros(c)
     if not pair_scores:
@@ -559,10 +666,11 @@ def partner_agreement(labels, params, periods, pair_scores, tolerance, identity=
 
 @dataclass(kw_only=True)
 class PairFamilies:
-    """Flip or scale pairs from transform scores (an estimator; keyword parameters as in ``FamilySettings``)."""
+    """Flip or scale pairs from transform scores (an estimator; keyword parameters are the fields of
+    :class:`FamilySettings` of the same names, their defaults read from there)."""
 
-    pair_min_score: float = 0.5
-    pair_max_error_ratio: float = 0.5
+    pair_min_score: float = setting_param("pair_min_score")
+    pair_max_error_ratio: float = setting_param("pair_max_error_ratio")
 
     def fit(self, scores: dict[float, np.ndarray], directed: bool = False) -> "PairFamilies":
         """Pair units; each joins at most one pair (best score first); pairs are numbered by their lowest unit.

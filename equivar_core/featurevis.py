@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .capture import LayerGeometry, canvas_size, capture
+from .capture import LayerGeometry, Network, canvas_size, capture
 from .transforms import rotation_matrix
 
 
@@ -28,10 +27,11 @@ def _spectrum_scale(size: int) -> torch.Tensor:
     return 1.0 / torch.clamp((fx**2 + fy**2).sqrt(), min=1.0 / size)
 
 
-def visualize(model: nn.Module, geom: LayerGeometry, unit: int, input_size: int, steps: int = 96,
-              lr: float = 0.05, seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, float]:
-    """Optimize an image for ``unit``; returns it (S x S x 3 in [0, 1]) and the unit's final response."""
-    size = canvas_size(geom, input_size)
+def visualize(net: Network, geom: LayerGeometry, unit: int, steps: int = 96, lr: float = 0.05, seed: int = 0
+              ) -> tuple[np.ndarray, float]:
+    """Optimize an image for ``unit`` of ``net``; returns it (S x S x 3 in [0, 1]) and the unit's final response."""
+    model, device = net.module, net.device
+    size = canvas_size(geom, net.input_size)
     cy, cx = geom.centre_cell(size)
     gen = torch.Generator().manual_seed(seed)
     scale = _spectrum_scale(size).to(device)

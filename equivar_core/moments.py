@@ -39,6 +39,8 @@ scores (:meth:`LayerMoments.fold_scores`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -49,11 +51,23 @@ from .transforms import Scale, Transform
 IDENTITY_LABEL = Transform(0.0).label
 
 
+@dataclass(frozen=True)
+class SumOptions:
+    """What a group's moments sum besides the plain scores, and how: products in bfloat16 (``bf16``), the mixed
+    squares of each layer's random basis drawn from ``seed`` as the basis control does (None: none), and the
+    sums of ``folds`` disjoint folds of the images (image i in fold i mod K; 0: none)."""
+
+    seed: int | None = None
+    bf16: bool = False
+    folds: int = 0
+
+
 class LayerMoments:
-    """One layer's sums for one sweep group (see the module docstring)."""
+    """One layer's sums for one sweep group (see the module docstring); ``mix``: its random basis."""
 
     def __init__(self, versions: list[Transform], points: torch.Tensor, disc_radius: float,
-                 mix: torch.Tensor | None, bf16: bool, earlier: list[str] | None = None, folds: int = 0):
+                 mix: torch.Tensor | None, options: SumOptions, earlier: list[str] | None = None):
+        bf16, folds = options.bf16, options.folds
         self.labels = [g.label for g in versions]
         self.mix = mix
         self.valid = [g.valid(points, disc_radius) for g in versions]
@@ -138,12 +152,13 @@ class LayerMoments:
 
 class GroupMoments:
     """The sums of every requested layer for one sweep group, created on the first batch (when the layers'
-    widths are known). ``seed`` draws each layer's random basis as the basis control does."""
+    widths are known), with ``options`` (:class:`SumOptions`)."""
 
     def __init__(self, group: str, versions: list[Transform], points: torch.Tensor, disc_radius: float,
-                 seed: int | None, bf16: bool = False, folds: int = 0):
+                 options: SumOptions = SumOptions()):
         self.group, self.versions, self.points, self.disc_radius = group, versions, points, disc_radius
-        self.seed, self.bf16, self.folds = seed, bf16, folds
+        self.options = options
+        self.seed, self.bf16, self.folds = options.seed, options.bf16, options.folds
         self.cross_layer = group == Scale.name
         self.layers: dict[str, LayerMoments] = {}
 
@@ -157,8 +172,8 @@ class GroupMoments:
                 c = gx[name][0].shape[-1]
                 mix = None if self.seed is None else torch.as_tensor(
                     random_orthogonal(c, self.seed, name), dtype=torch.float32, device=gx[name][0].device)
-                self.layers[name] = LayerMoments(self.versions, self.points, self.disc_radius, mix, self.bf16,
-                                                 names[:i] if self.cross_layer else [], self.folds)
+                self.layers[name] = LayerMoments(self.versions, self.points, self.disc_radius, mix, self.options,
+                                                 names[:i] if self.cross_layer else [])
             self.layers[name].update(x[name], gx[name], {e: x[e] for e in names[:i]} if self.cross_layer else {},
                                      images)
 

@@ -170,12 +170,9 @@ def _base_kernel(size: int, degrees: float, seed: int) -> torch.Tensor:
     return w
 
 
-def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int = 6, n_flip_pairs: int = 2,
-                  n_noise: int = 8, random: bool = False, stride: int = 1,
-                  edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0), hue_space: str = "chroma",
-                  n_fine_lines: int = 0, chiral_flips: bool = False,
-                  hue_gains: tuple[float, ...] | None = None) -> tuple[PlantedNet, GroundTruth]:
-    """The planted network and its ground truth (see module docstring); ``random=True`` gives random weights.
+@dataclass(frozen=True)
+class PlantedDesign:
+    """What the planted network holds (see the module docstring): its family sizes, and the variants.
 
     ``stride`` of both convolutions (2: TF "SAME" padding, 96 px input), ``edge_rgb`` the edges' channel
     weights, ``hue_space`` the opponent plane in which the hue family is evenly spaced (``chroma`` or
@@ -188,62 +185,110 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     ``hue_gains`` scales hue member i's kernel by ``hue_gains[i % len(hue_gains)]`` (default: all 1), so the
     members' response magnitudes can differ in an order that is not the hue order.
     """
+
+    n_edges: int = 8
+    n_lines: int = 6
+    n_hues: int = 6
+    n_flip_pairs: int = 2
+    n_noise: int = 8
+    stride: int = 1
+    edge_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    hue_space: str = "chroma"
+    n_fine_lines: int = 0
+    chiral_flips: bool = False
+    hue_gains: tuple[float, ...] | None = None
+
+
+#: kernel sizes of the two convolutions
+_K1, _K2 = 9, 7
+
+
+def planted_model(seed: int = 0, design: PlantedDesign = PlantedDesign(), random: bool = False
+                  ) -> tuple[PlantedNet, GroundTruth]:
+    """The planted network of ``design`` and its ground truth (see module docstring); ``random=True`` gives
+    random weights (the same architecture)."""
     rng = np.random.default_rng(seed)
-    k1, k2 = 9, 7
-    filters, kinds = [], []
-    for i in range(n_edges):
-        filters.append(edge_kernel(k1, i * 360.0 / n_edges, rgb=edge_rgb))
-        kinds.append(("edges", i * 360.0 / n_edges, "rotate"))
-    for i in range(n_lines):
-        filters.append(line_kernel(k1, i * 180.0 / n_lines))
-        kinds.append(("lines", i * 180.0 / n_lines, "rotate"))
-    for i in range(n_fine_lines):
-        filters.append(line_kernel(k1, (i + 0.5) * 180.0 / n_fine_lines, sigma=0.9))
-        kinds.append(("fine_lines", (i + 0.5) * 180.0 / n_fine_lines, "rotate"))
-    for i in range(n_hues):
-        gain = hue_gains[i % len(hue_gains)] if hue_gains else 1.0
-        filters.append(color_center_surround(k1, i * 360.0 / n_hues, hue_space) * gain)
-        kinds.append(("hues", chroma_hue(filters[-1]) if hue_space != "chroma" else i * 360.0 / n_hues, "hue"))
-    for p in range(n_flip_pairs):
-        state = rng.bit_generator.state
-        template = chiral_color if chiral_flips else asymmetric_color
-        filters.append(template(k1, rng, False))
-        rng.bit_generator.state = state
-        filters.append(template(k1, rng, True))
-        kinds += [(f"flip{p}", 0.0, "hflip"), (f"flip{p}", 1.0, "hflip")]
-    for _ in range(n_noise):
-        filters.append(smooth_noise(k1, rng))
-        kinds.append(("noise", float("nan"), ""))
+    filters, kinds = _first_layer_filters(design, rng)
     c1 = len(filters)
     order = rng.permutation(c1)                 # channel of filter i is order[i]
-    w1 = torch.zeros(c1, 3, k1, k1)
+    w1 = torch.zeros(c1, 3, _K1, _K1)
     for i, f in enumerate(filters):
         w1[order[i]] = f
-    c2 = n_edges + 1 + 3
-    w2 = torch.zeros(c2, c1, k2, k2)
+    w2 = _second_layer_weights(design.n_edges, order, rng)
+    net = PlantedNet(c1, w2.shape[0], design.stride)
+    _set_weights(net, w1, w2, None if not random else torch.Generator().manual_seed(seed))
+    return net.eval(), _ground_truth(kinds, order, design.n_edges)
+
+
+def _first_layer_filters(design: PlantedDesign, rng: np.random.Generator
+                         ) -> tuple[list[torch.Tensor], list[tuple[str, float, str]]]:
+    """conv1's filters in family order, and each one's (family, param, transform): edges, lines, fine lines,
+    hues, flip pairs (drawn from ``rng``) and noise (likewise)."""
+    filters, kinds = [], []
+    d = design
+    for i in range(d.n_edges):
+        filters.append(edge_kernel(_K1, i * 360.0 / d.n_edges, rgb=d.edge_rgb))
+        kinds.append(("edges", i * 360.0 / d.n_edges, "rotate"))
+    for i in range(d.n_lines):
+        filters.append(line_kernel(_K1, i * 180.0 / d.n_lines))
+        kinds.append(("lines", i * 180.0 / d.n_lines, "rotate"))
+    for i in range(d.n_fine_lines):
+        filters.append(line_kernel(_K1, (i + 0.5) * 180.0 / d.n_fine_lines, sigma=0.9))
+        kinds.append(("fine_lines", (i + 0.5) * 180.0 / d.n_fine_lines, "rotate"))
+    for i in range(d.n_hues):
+        gain = d.hue_gains[i % len(d.hue_gains)] if d.hue_gains else 1.0
+        filters.append(color_center_surround(_K1, i * 360.0 / d.n_hues, d.hue_space) * gain)
+        kinds.append(("hues", chroma_hue(filters[-1]) if d.hue_space != "chroma" else i * 360.0 / d.n_hues, "hue"))
+    for p in range(d.n_flip_pairs):
+        state = rng.bit_generator.state
+        template = chiral_color if d.chiral_flips else asymmetric_color
+        filters.append(template(_K1, rng, False))
+        rng.bit_generator.state = state
+        filters.append(template(_K1, rng, True))
+        kinds += [(f"flip{p}", 0.0, "hflip"), (f"flip{p}", 1.0, "hflip")]
+    for _ in range(d.n_noise):
+        filters.append(smooth_noise(_K1, rng))
+        kinds.append(("noise", float("nan"), ""))
+    return filters, kinds
+
+
+def _second_layer_weights(n_edges: int, order: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """conv2's weights: a group convolution over the edge family (unit j the edges rotated by j steps), the
+    invariant unit pooling the edges with rotated kernels, and three random units (drawn from ``rng``)."""
+    c1 = len(order)
+    w2 = torch.zeros(n_edges + 1 + 3, c1, _K2, _K2)
     edge_channels = [int(order[i]) for i in range(n_edges)]
     base_seed = int(rng.integers(1 << 30))
     for j in range(n_edges):
         for i in range(n_edges):
             d = (i - j) % n_edges
-            w2[j, edge_channels[i]] = _base_kernel(k2, j * 360.0 / n_edges, base_seed + d)
+            w2[j, edge_channels[i]] = _base_kernel(_K2, j * 360.0 / n_edges, base_seed + d)
     inv = n_edges
     for i in range(n_edges):
-        w2[inv, edge_channels[i]] = _base_kernel(k2, i * 360.0 / n_edges, base_seed + 999)
-    w2[inv + 1:] = torch.tensor(rng.normal(size=(3, c1, k2, k2)), dtype=torch.float32) * 0.1
-    torch_rng = torch.Generator().manual_seed(seed)
-    net = PlantedNet(c1, c2, stride)
+        w2[inv, edge_channels[i]] = _base_kernel(_K2, i * 360.0 / n_edges, base_seed + 999)
+    w2[inv + 1:] = torch.tensor(rng.normal(size=(3, c1, _K2, _K2)), dtype=torch.float32) * 0.1
+    return w2
+
+
+def _set_weights(net: PlantedNet, w1: torch.Tensor, w2: torch.Tensor, random: torch.Generator | None) -> None:
+    """The planted weights (scaled) and zero biases; with a ``random`` generator PyTorch's default
+    (Kaiming-uniform) init drawn from it instead."""
     with torch.no_grad():
-        if random:       # PyTorch's default (Kaiming-uniform) init, drawn from the seed
+        if random is not None:
             for conv in (net.conv1, net.conv2):
                 bound = 1.0 / math.sqrt(conv.weight[0].numel())
-                conv.weight.uniform_(-bound, bound, generator=torch_rng)
-                conv.bias.uniform_(-bound, bound, generator=torch_rng)
+                conv.weight.uniform_(-bound, bound, generator=random)
+                conv.bias.uniform_(-bound, bound, generator=random)
         else:
             net.conv1.weight.copy_(w1 * 3.0)
             net.conv1.bias.zero_()
             net.conv2.weight.copy_(w2 * 0.3)
             net.conv2.bias.zero_()
+
+
+def _ground_truth(kinds: list[tuple[str, float, str]], order: np.ndarray, n_edges: int) -> GroundTruth:
+    """The planted families of conv1 (units, params, transform), the noise units, conv2's edge family and its
+    invariant unit."""
     truth = GroundTruth()
     fams: dict[str, tuple[list[int], list[float], str]] = {}
     for i, (name, param, transform) in enumerate(kinds):
@@ -256,8 +301,8 @@ def planted_model(seed: int = 0, n_edges: int = 8, n_lines: int = 6, n_hues: int
     truth.families["conv1"] = fams
     truth.families["conv2"] = {"edges2": (list(range(n_edges)), [j * 360.0 / n_edges for j in range(n_edges)],
                                           "rotate")}
-    truth.invariant_unit = inv
-    return net.eval(), truth
+    truth.invariant_unit = n_edges
+    return truth
 
 
 def chroma_hue(w: torch.Tensor) -> float:
@@ -267,52 +312,52 @@ def chroma_hue(w: torch.Tensor) -> float:
 
 
 #: the strided variant: stride 2 with TF padding, colour-unbalanced edges, hues spaced in YIQ
-STRIDED = {"stride": 2, "edge_rgb": (1.0, 0.5, 0.1), "hue_space": "yiq"}
+STRIDED = PlantedDesign(stride=2, edge_rgb=(1.0, 0.5, 0.1), hue_space="yiq")
 
 
 def planted_strided(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_strided``: see the module docstring."""
-    return planted_model(seed, **STRIDED)[0]
+    return planted_model(seed, STRIDED)[0]
 
 
 #: the two-band variant: the line family also at a finer scale (``fine_lines``)
-TWO_BANDS = {"n_fine_lines": 6}
+TWO_BANDS = PlantedDesign(n_fine_lines=6)
 
 
 def planted_two_bands(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_two_bands``: lines at two spatial frequencies."""
-    return planted_model(seed, **TWO_BANDS)[0]
+    return planted_model(seed, TWO_BANDS)[0]
 
 
 #: the chiral variant: flip pairs that no rotation explains
-CHIRAL = {"chiral_flips": True}
+CHIRAL = PlantedDesign(chiral_flips=True)
 
 
 def planted_chiral(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_chiral``: flip pairs of chiral colour templates."""
-    return planted_model(seed, **CHIRAL)[0]
+    return planted_model(seed, CHIRAL)[0]
 
 
 #: the uneven-hue variant: eight hues evenly spaced in YIQ (unevenly in equivar's chroma plane) whose
 #: response magnitudes span six-fold, in an order unrelated to the hue order
-UNEVEN_HUES = {"n_hues": 8, "hue_space": "yiq", "hue_gains": (1.0, 0.25, 1.5, 0.5, 0.35, 1.2, 0.7, 0.3)}
+UNEVEN_HUES = PlantedDesign(n_hues=8, hue_space="yiq", hue_gains=(1.0, 0.25, 1.5, 0.5, 0.35, 1.2, 0.7, 0.3))
 
 
 def planted_uneven_hues(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted_uneven_hues``: an unevenly spaced, unequal hue family."""
-    return planted_model(seed, **UNEVEN_HUES)[0]
+    return planted_model(seed, UNEVEN_HUES)[0]
 
 
-def family_sizes(seed: int) -> dict[str, int]:
+def family_sizes(seed: int) -> PlantedDesign:
     """The family sizes of the seed's planted network: the edge family has 6, 8, 10 or 12 members."""
-    return {"n_edges": 6 + 2 * (seed % 4), "n_lines": 6, "n_hues": 6 + 2 * (seed % 2)}
+    return PlantedDesign(n_edges=6 + 2 * (seed % 4), n_lines=6, n_hues=6 + 2 * (seed % 2))
 
 
 def planted(seed: int = 0) -> PlantedNet:
     """``equivar run --model equivar_core.planted:planted``: the default planted network."""
-    return planted_model(seed, **family_sizes(seed))[0]
+    return planted_model(seed, family_sizes(seed))[0]
 
 
 def random_planted(seed: int = 0) -> PlantedNet:
     """The same architecture with random (untrained) weights."""
-    return planted_model(seed, random=True, **family_sizes(seed))[0]
+    return planted_model(seed, family_sizes(seed), random=True)[0]

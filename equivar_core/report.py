@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 from .activations import TopImages  # noqa: E402
 from .basis import median_spacing  # noqa: E402
-from .capture import LayerGeometry, canvas_size  # noqa: E402
+from .capture import LayerGeometry, Network, canvas_size  # noqa: E402
 from .featurevis import visualize  # noqa: E402
 from .images import ImageView, load_view  # noqa: E402
 from .errors import EquivarError  # noqa: E402
@@ -145,7 +145,7 @@ def _best_stimulus(run: RunTables, tuning: pd.DataFrame, geom: LayerGeometry) ->
     grid = best.stimulus in GRIDS
     kind = best.stimulus.removesuffix("_grid")
     size = canvas_size(geom, run.input_size)
-    img = render_stimulus(kind, size, geom.rf_centre(size), geom.rf_radius, best.param, best.param2 if grid else None)
+    img = render_stimulus(kind, size, geom.rf_centre(size), geom.rf_radius, (best.param, best.param2 if grid else None))
     label = f"{kind} {best.param:g}" + (f"/{best.param2:.3g}" if grid else "")
     return img.permute(1, 2, 0).numpy(), label
 
@@ -165,7 +165,7 @@ def featurevis_images(run: RunTables, units: dict[str, list[int]], steps: int = 
             if model is None:
                 model = load_model(m.spec, None if m.weights == "built-in" else m.weights, str(m.model),
                                    calibration=run.calibration()).module
-            img, _ = visualize(model, run.geometry(layer), u, run.input_size, steps=steps)
+            img, _ = visualize(Network(model, run.input_size), run.geometry(layer), u, steps=steps)
             with atomic_file(path) as tmp:
                 Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")
         out[(layer, u)] = path
@@ -362,6 +362,43 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     and the ``max_circuits`` most equivariant family pairs get a diagram. With ``featurevis``, family
     members (at most 32) also get a feature visualization, cached.
     """
+    model = _report_model(out, model)
+    run = RunTables(out, model)
+    if run["models"].empty:
+        raise FileNotFoundError(f"no results for model {model} under {out}")
+    os.makedirs(run.layout.report, exist_ok=True)
+    parts = [f"<h1>equivar report: {html.escape(model)}</h1>",
+             f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "
+             f"{int(run['models']['n_params'].iloc[0]):,} parameters, layers "
+             f"{', '.join(run['layers']['layer'])}.</p>"]
+    parts += _what_to_build_in(run)
+    pictures: list[str] = []
+    flw = first_layer_weights(run, run.layout.first_layer_picture)
+    if flw:
+        pictures.append(flw)
+        parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
+                     f"<img src='{_src(flw)}'>")
+    fam = run["families"]
+    fv = {}
+    if featurevis and len(fam):
+        members = {layer: sorted(set(g["unit"].astype(int))) for layer, g in fam.groupby("layer")}
+        fv = featurevis_images(run, members, featurevis_steps)
+    for layer in run["layers"]["layer"]:
+        parts += _layer_section(run, layer, fv, max_families, pictures)
+    parts += _circuit_section(run, max_circuits, pictures)
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
+            f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
+            "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    index = run.layout.report_index
+    with atomic_file(index) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    log.info("report: %s (%d pictures)", index, len(pictures))
+    return index
+
+
+def _report_model(out: str, model: str | None) -> str:
+    """``model``, checked, or the first model folder of the models table under ``out``."""
     models_dir = os.path.join(out, "models")
     if model is None:
         # the model folders of the models table (a stray file or folder beside them is no model)
@@ -375,76 +412,64 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
         safe_value(model)
     except ValueError as exc:
         raise EquivarError(f"bad --model: {exc}") from None
-    run = RunTables(out, model)
-    if run["models"].empty:
-        raise FileNotFoundError(f"no results for model {model} under {out}")
-    os.makedirs(run.layout.report, exist_ok=True)
-    parts = [f"<h1>equivar report: {html.escape(model)}</h1>",
-             f"<p>spec <code>{html.escape(str(run['models']['spec'].iloc[0]))}</code>, "
-             f"{int(run['models']['n_params'].iloc[0]):,} parameters, layers "
-             f"{', '.join(run['layers']['layer'])}.</p>"]
+    return model
+
+
+def _what_to_build_in(run: RunTables) -> list[str]:
+    """The layer summary beside the basis control (nothing without a summary)."""
     summary = run["layer_summary"]
-    if len(summary):
-        table = summary.merge(run["basis_control"][["layer", "transform", "units_in_families_random_basis"]],
-                              on=["layer", "transform"], how="left")
-        table = table[table["units_in_families"] > 0]
-        cols = ["layer", "transform", "units", "units_in_families", "units_in_families_random_basis", "families",
-                "largest_family", "median_spacing", "period", "suggested_group"]
-        parts.append("<h2>What to build in</h2><p>Per layer and transform: units in families in the layer's own "
-                     "basis and in a random orthogonal basis of it (the basis control), and the symmetry group the "
-                     "families suggest (<code>none</code> where a random basis does half as well).</p>"
-                     + (table[cols].to_html(index=False, float_format=lambda x: f"{x:.0f}", na_rep="")
-                        if len(table) else "<p>No families in any layer.</p>"))
-    pictures = []
-    flw = first_layer_weights(run, run.layout.first_layer_picture)
-    if flw:
-        pictures.append(flw)
-        parts.append("<h2>First-layer weights</h2><p>Family members first, ordered by their place.</p>"
-                     f"<img src='{_src(flw)}'>")
+    if not len(summary):
+        return []
+    table = summary.merge(run["basis_control"][["layer", "transform", "units_in_families_random_basis"]],
+                          on=["layer", "transform"], how="left")
+    table = table[table["units_in_families"] > 0]
+    cols = ["layer", "transform", "units", "units_in_families", "units_in_families_random_basis", "families",
+            "largest_family", "median_spacing", "period", "suggested_group"]
+    return ["<h2>What to build in</h2><p>Per layer and transform: units in families in the layer's own "
+            "basis and in a random orthogonal basis of it (the basis control), and the symmetry group the "
+            "families suggest (<code>none</code> where a random basis does half as well).</p>"
+            + (table[cols].to_html(index=False, float_format=lambda x: f"{x:.0f}", na_rep="")
+               if len(table) else "<p>No families in any layer.</p>")]
+
+
+def _layer_section(run: RunTables, layer: str, fv: dict, max_families: int, pictures: list[str]) -> list[str]:
+    """One layer's ``max_families`` largest families with their galleries (paths added to ``pictures``)."""
+    parts = [f"<h2>Layer {html.escape(layer)}</h2>"]
     fam = run["families"]
-    fv = {}
-    if featurevis and len(fam):
-        members = {layer: sorted(set(g["unit"].astype(int))) for layer, g in fam.groupby("layer")}
-        fv = featurevis_images(run, members, featurevis_steps)
-    for layer in run["layers"]["layer"]:
-        parts.append(f"<h2>Layer {html.escape(layer)}</h2>")
-        lf = fam[fam["layer"] == layer] if len(fam) else fam
-        if lf.empty:
-            parts.append("<p>No families.</p>")
-            continue
-        ranked = lf.groupby("family").agg(size=("unit", "size"), fit=("fit", "mean"), angular=(
-            "transform", lambda t: TRANSFORMS[t.iloc[0]].angular)).sort_values(["angular", "size", "fit"],
-                                                                              ascending=False)
-        for f in ranked.index[:max_families]:
-            g = lf[lf["family"] == f]
-            png = family_gallery(run, layer, g, run.layout.family_picture(layer, f), fv)
-            pictures.append(png)
-            parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
-                         f"<img src='{_src(png)}'>")
-        if len(ranked) > max_families:
-            rest = ", ".join(f"{f} ({int(r.size)} {lf.loc[lf['family'] == f, 'transform'].iloc[0]})"
-                             for f, r in ranked.iloc[max_families:].iterrows())
-            parts.append(f"<p>{len(ranked) - max_families} more families, in the <code>families</code> table: "
-                         f"{html.escape(rest)}.</p>")
+    lf = fam[fam["layer"] == layer] if len(fam) else fam
+    if lf.empty:
+        return parts + ["<p>No families.</p>"]
+    ranked = lf.groupby("family").agg(size=("unit", "size"), fit=("fit", "mean"), angular=(
+        "transform", lambda t: TRANSFORMS[t.iloc[0]].angular)).sort_values(["angular", "size", "fit"],
+                                                                          ascending=False)
+    for f in ranked.index[:max_families]:
+        g = lf[lf["family"] == f]
+        png = family_gallery(run, layer, g, run.layout.family_picture(layer, f), fv)
+        pictures.append(png)
+        parts.append(f"<h3>Family {f}</h3><p>{html.escape(_family_summary(g))}</p>"
+                     f"<img src='{_src(png)}'>")
+    if len(ranked) > max_families:
+        rest = ", ".join(f"{f} ({int(r.size)} {lf.loc[lf['family'] == f, 'transform'].iloc[0]})"
+                         for f, r in ranked.iloc[max_families:].iterrows())
+        parts.append(f"<p>{len(ranked) - max_families} more families, in the <code>families</code> table: "
+                     f"{html.escape(rest)}.</p>")
+    return parts
+
+
+def _circuit_section(run: RunTables, max_circuits: int, pictures: list[str]) -> list[str]:
+    """Diagrams of the ``max_circuits`` most equivariant circuits (paths added to ``pictures``)."""
     cf = run["circuit_families"]
     if len(cf):
         # every family pair; invariant targets only where the circuit is clearly equivariant
         cf = cf[(cf["dst_family"] >= 0) | (cf["equivariance"] >= 0.5)]
-    if len(cf):
-        parts.append("<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
-                     "place; red excites, blue inhibits.</p>")
-        for i, (key, rows) in enumerate(_ranked_circuits(cf)[:max_circuits]):
-            png = circuit_figure(run, rows, run.layout.circuit_picture(i))
-            if png:
-                pictures.append(png)
-                parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
-                             f"<img src='{_src(png)}'>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
-            f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
-            "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
-    index = run.layout.report_index
-    with atomic_file(index) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    log.info("report: %s (%d pictures)", index, len(pictures))
-    return index
+    if not len(cf):
+        return []
+    parts = ["<h2>Circuits</h2><p>Rows: source members, columns: destination members, both ordered by "
+             "place; red excites, blue inhibits.</p>"]
+    for i, (key, rows) in enumerate(_ranked_circuits(cf)[:max_circuits]):
+        png = circuit_figure(run, rows, run.layout.circuit_picture(i))
+        if png:
+            pictures.append(png)
+            parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
+                         f"<img src='{_src(png)}'>")
+    return parts

@@ -39,9 +39,31 @@ class ScoreSettings:
     #: products in bfloat16 (sums stay float32/float64): "auto" = on CUDA only. Checked in
     #: tests/test_scores.py: scores within 0.01 of float32 on correlated data.
     bf16: str = "auto"
+    #: the most floats :func:`orbit_centred_scores` reads at once (every version of a chunk of images)
+    max_block_floats: int = 1 << 26
 
     def use_bf16(self) -> bool:
         return self.bf16 == "on" or (self.bf16 == "auto" and self.device.startswith("cuda"))
+
+
+@dataclass(frozen=True)
+class SampleGrid:
+    """Where and on which images a layer's samples count: P x 2 normalized sample ``points`` inside the central
+    disc of ``disc_radius`` (normalized), and ``images``, the indices of the images to use (the readable ones)."""
+
+    points: np.ndarray
+    disc_radius: float
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class TransformedVersion:
+    """The "g.x" side of a score: version ``index`` of ``samples`` (V x N x P x C' at the same points as the "x"
+    side; None: the "x" side's own array), made by ``transform``."""
+
+    index: int
+    transform: Transform
+    samples: np.ndarray | None = None
 
 
 class CrossMoments:
@@ -184,28 +206,27 @@ def pearson_cross(a_chunks, b_chunks) -> np.ndarray:
     return acc.correlations()[0]
 
 
-def version_scores(samples: np.ndarray, version: int, transform: Transform, points: np.ndarray, disc_radius: float,
-                   images: np.ndarray, settings: ScoreSettings = ScoreSettings(),
-                   other: np.ndarray | None = None, mix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def version_scores(samples: np.ndarray, gx: TransformedVersion, grid: SampleGrid,
+                   settings: ScoreSettings = ScoreSettings(), mix: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Score and null-score matrices (C x C') of one version.
 
     Parameters
     ----------
     samples : V x N x P x C array (may be a memmap); its identity version is the "x" side
-    points : P x 2 normalized sample points
-    images : indices of the images to use (the readable ones), in increasing order
-    other : V x N x P x C' samples for the "g.x" side at the same points: another sweep group of the
-        same layer (its version ``version``), or another layer (cross-layer scores); by default
-        ``samples`` itself
+    gx : the "g.x" side: a version of ``samples`` itself, of another sweep group of the same layer, or of
+        another layer (cross-layer scores)
+    grid : the sample points and the images to use
     mix : C x C matrix applied to the units of both sides first (unit i becomes ``sum_j mix[i, j] u_j``):
         the scores of the layer in another basis (see :mod:`equivar_core.basis`)
 
     The null pairs, inside each chunk of images, image i of x with image
     i + m/2 of g.x (m the chunk's size), so it costs no extra read.
     """
-    valid = transform.valid(torch.as_tensor(points), disc_radius).numpy()
-    other = samples if other is None else other
-    images = np.sort(np.asarray(images))
+    version = gx.index
+    valid = gx.transform.valid(torch.as_tensor(grid.points), grid.disc_radius).numpy()
+    other = samples if gx.samples is None else gx.samples
+    images = np.sort(np.asarray(grid.images))
     chunks = [images[i:i + settings.chunk_images] for i in range(0, len(images), settings.chunk_images)]
 
     keep = np.flatnonzero(valid)
@@ -294,8 +315,8 @@ def full_orbit(amounts) -> bool:
 
 
 def orbit_centred_scores(samples: np.ndarray, versions: np.ndarray, amounts, images: np.ndarray,
-                         settings: ScoreSettings = ScoreSettings(), mix: np.ndarray | None = None,
-                         max_block_floats: int = 1 << 26) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+                         settings: ScoreSettings = ScoreSettings(), mix: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, dict[float, np.ndarray]]:
     """Scores of the parts of the responses that the transform moves (colour transforms over a full orbit).
 
     A unit's response to ``g_a.x`` splits into its average over the orbit, ``mean_b u(g_b.x)`` (the
@@ -317,7 +338,7 @@ def orbit_centred_scores(samples: np.ndarray, versions: np.ndarray, amounts, ima
     images = np.sort(np.asarray(images))
     n_versions = len(amounts) + 1
     per_image = n_versions * int(np.prod(samples.shape[2:]))
-    step = max(1, min(settings.chunk_images, max_block_floats // max(per_image, 1)))
+    step = max(1, min(settings.chunk_images, settings.max_block_floats // max(per_image, 1)))
     mixing = None if mix is None else torch.as_tensor(mix, dtype=torch.float32, device=settings.device)
     accs = [CrossMoments(bf16=settings.use_bf16()) for _ in range(n_versions)]
     for i in range(0, len(images), step):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 
-from .activations import SweepSettings
+from .activations import GroupPasses, SweepSettings
 from .errors import EquivarError
-from .families import WEIGHTINGS
+from .families import FamilySettings
 from .layout import Layout
 from .limits import check, setting
 from .models.registry import default_name
@@ -21,45 +21,6 @@ DEFAULT_N_IMAGES = 48
 
 def default_out() -> str:
     return os.environ.get("EQUIVAR_HOME") or os.path.abspath("equivar-data")
-
-
-@dataclass(frozen=True)
-class FamilySettings:
-    #: correlation-like thresholds lie in [-1, 1]; angles in degrees; shares in [0, 1]
-    min_similarity: float = setting(0.7, low=-1, high=1)   # mean of shifted tuning similarity and transform score
-    min_tuning_similarity: float = setting(0.6, low=-1, high=1)   # shifted tuning similarity a link needs alone
-    min_spread: float = setting(20.0, low=0, high=180)   # degrees; members closer than this are duplicates
-    tolerance: float = setting(20.0, low=0, high=180, low_open=True)   # degrees, matching a member to its place
-    min_partner_score: float = setting(0.4, low=-1, high=1)   # natural-image transform score to link two units
-    min_gain: float = setting(0.05, low=-1, high=1)   # ... and by how much it must beat their plain correlation
-    max_plain_correlation: float = setting(0.9, low=-1, high=1)   # above it natural images cannot test a link
-    min_invariant_similarity: float = setting(0.5, low=-1, high=1)   # curves the transform leaves in place
-    #: ... for hue families: natural images confirm any colour unit's smooth colour (see
-    #: scores.orbit_centred_scores), so how the colour is laid out in space must match more closely
-    min_hue_invariant_similarity: float = setting(0.75, low=-1, high=1)
-    #: share of sweep amounts where a member's best partner is the expected sibling
-    min_agreement: float = setting(0.6, low=0, high=1)
-    curve_weighting: str = setting("standardized", choices=tuple(WEIGHTINGS))   # see families.shifted_similarity
-    min_invariance: float = setting(0.8, low=-1, high=1)   # mean self score that makes a unit invariant
-    pair_min_score: float = setting(0.5, low=-1, high=1)   # flip and scale pairs
-    #: 1 - pair score must be at most this times 1 - self score
-    pair_max_error_ratio: float = setting(0.5, low=0)
-    #: a flip pair inside one rotation family is explained by rotation when the rotation its params imply
-    #: scores at least its flip score less this (families.flip_relations)
-    mirror_margin: float = setting(0.05, low=0, high=2)
-    #: two families of a layer are siblings when their members' curves agree across families at least this
-    #: share of how well they agree inside the worse family (see families.relate_families)
-    sibling_similarity: float = setting(0.9, low=0, high=1)
-    #: median frequency index difference that makes siblings two spatial frequencies
-    frequency_gap: float = setting(0.3, low=0)
-
-    def estimator_params(self, estimator, transform=None) -> dict:
-        """The keyword parameters of a family estimator (``AngularFamilies``, ``PairFamilies``): the fields of
-        the same names; for an angular ``transform`` the invariant-curve threshold is the one it names."""
-        params = {f.name: getattr(self, f.name) for f in fields(estimator) if hasattr(self, f.name)}
-        if transform is not None and transform.angular:
-            params["min_invariant_similarity"] = getattr(self, transform.invariant_setting)
-        return params
 
 
 #: the family settings that decide membership, which the ``sensitivity`` table moves
@@ -136,6 +97,10 @@ class RunSettings:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+    def group_passes(self, group: str) -> GroupPasses:
+        """The forward passes of one sweep group as this run makes them (:func:`~.activations.sample_activations`)."""
+        return GroupPasses(self.sweep, group, self.batch_size, self.keep_samples, self.seed, self.stability.folds)
 
     @property
     def layout(self) -> Layout:

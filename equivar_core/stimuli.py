@@ -127,10 +127,11 @@ def render(kind: str, size: int, centre: tuple[float, float], rf: float,
                          np.asarray(picture).ravel())
 
 
-def render_stimulus(kind: str, size: int, centre: tuple[float, float], rf: float, param: float,
-                    param2: float | None = None, settings: StimulusSettings = StimulusSettings()) -> torch.Tensor:
-    """The picture (3 x S x S) of the first stimulus of ``kind``'s sweep with these parameters (nuisance 0),
-    drawn alone."""
+def render_stimulus(kind: str, size: int, centre: tuple[float, float], rf: float, at: tuple[float, float | None],
+                    settings: StimulusSettings = StimulusSettings()) -> torch.Tensor:
+    """The picture (3 x S x S) of the first stimulus of ``kind``'s sweep with the parameters ``at`` (param and
+    param2, None for a kind with one parameter; nuisance 0), drawn alone."""
+    param, param2 = at
     cv = Canvas(size, centre)
     params, params2, _, draw = _sweep(kind, cv, rf, settings)
     match = np.isclose(np.asarray(params, dtype=float), param)
@@ -174,71 +175,101 @@ def half_turn_twins(kind: str, param: np.ndarray, param2, nuisance, settings: St
 def _sweep(kind: str, cv: Canvas, rf: float, settings: StimulusSettings):
     """A kind's swept parameters (param, param2 or None, nuisance) and ``draw(rows)``: the pictures of those
     rows of the sweep, before the aperture."""
-    c, k = settings.contrast, settings.chroma
-    thetas = _angles(settings.orientation_step)
-    if kind == "edge":
-        return thetas, None, 0, lambda r: _grey(0.5 + c * (box(cv.along(thetas[r])) - 0.5))
-    if kind == "line":
-        width = max(1.0, rf / 4)
-        th, sign = thetas.repeat(2), torch.repeat_interleave(torch.tensor([1.0, -1.0]), len(thetas))
+    if kind not in _SWEEPS:
+        raise ValueError(f"unknown stimulus kind {kind!r}")
+    return _SWEEPS[kind](cv, rf, settings)
 
-        def line(r):
-            bar = box(width / 2 - cv.along(th[r]).abs())
-            return _grey(0.5 + c / 2 * sign[r][:, None, None] * bar)
-        return th, None, np.repeat([0, 1], len(thetas)), line
-    if kind == "grating":
-        periods = [max(4.0, 0.8 * rf), max(6.0, 1.6 * rf)]   # >= 4 px: no aliasing at diagonals
-        th, per, ph = (a.flatten() for a in torch.meshgrid(
-            thetas, torch.tensor(periods), torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases),
-            indexing="ij"))
-        nuis = np.arange(len(th)) % (len(periods) * settings.n_phases)
-        return th, per.numpy(), nuis, lambda r: _grey(
-            0.5 + c / 2 * torch.cos(2 * math.pi * cv.along(th[r]) / per[r][:, None, None] + ph[r][:, None, None]))
-    if kind == "curve":
-        width = max(1.0, rf / 4)
-        th, rad = (a.flatten() for a in torch.meshgrid(thetas, torch.tensor(curve_radii(rf)), indexing="ij"))
 
-        def curve(r):
-            t, radius = torch.deg2rad(th[r])[:, None, None], rad[r][:, None, None]
-            # an arc of +-60 degrees of the circle of radius rad centred at -rad * n(theta):
-            # it passes through the centre, convex towards theta
-            dx, dy = cv.x + radius * torch.cos(t), cv.y - radius * torch.sin(t)
-            norm = (dx**2 + dy**2).sqrt()
-            on_arc = box(dx * torch.cos(t) - dy * torch.sin(t) - 0.5 * norm)
-            return _grey(0.5 + c / 2 * box(width / 2 - (norm - radius).abs()) * on_arc)
-        return th, rad.numpy(), 0, curve
-    if kind == "high_low":
-        period = max(4.0, rf / 3)
+def _edge_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c, thetas = settings.contrast, _angles(settings.orientation_step)
+    return thetas, None, 0, lambda r: _grey(0.5 + c * (box(cv.along(thetas[r])) - 0.5))
 
-        def high_low(r):
-            u, v = cv.along(thetas[r]), cv.across(thetas[r])
-            texture = torch.cos(2 * math.pi * u / period) * torch.cos(2 * math.pi * v / period)
-            return _grey(0.5 + c / 2 * texture * box(u))
-        return thetas, None, 0, high_low
-    if kind == "color_contrast":
-        steps = _angles(settings.color_contrast_step)
-        th, hue = (a.flatten() for a in torch.meshgrid(steps, steps, indexing="ij"))
 
-        def contrast(r):
-            side = box(cv.along(th[r]))[:, None]
-            col_a, col_b = hue_color(hue[r], k), hue_color(hue[r] + 180.0, k)
-            return side * col_a[:, :, None, None] + (1 - side) * col_b[:, :, None, None]
-        return th, hue.numpy(), 0, contrast
-    if kind == "center_surround":
-        hues = _angles(settings.hue_step)
-        inner = box(max(1.0, 0.45 * rf) - cv.r)[None, None]
+def _line_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c, thetas = settings.contrast, _angles(settings.orientation_step)
+    width = max(1.0, rf / 4)
+    th, sign = thetas.repeat(2), torch.repeat_interleave(torch.tensor([1.0, -1.0]), len(thetas))
 
-        def centre_surround(r):
-            col_a, col_b = hue_color(hues[r], k), hue_color(hues[r] + 180.0, k)
-            return inner * col_a[:, :, None, None] + (1 - inner) * col_b[:, :, None, None]
-        return hues, None, 0, centre_surround
-    if kind == "circle":
-        radii = torch.tensor(np.geomspace(max(1.5, 0.2 * rf), max(3.0, 1.5 * rf), settings.n_circle_sizes),
-                             dtype=torch.float32)
-        width = max(1.0, rf / 5)
-        return radii, None, 0, lambda r: _grey(
-            0.5 + c / 2 * box(width / 2 - (cv.r[None] - radii[r][:, None, None]).abs()))
-    raise ValueError(f"unknown stimulus kind {kind!r}")
+    def line(r):
+        bar = box(width / 2 - cv.along(th[r]).abs())
+        return _grey(0.5 + c / 2 * sign[r][:, None, None] * bar)
+    return th, None, np.repeat([0, 1], len(thetas)), line
+
+
+def _grating_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c, thetas = settings.contrast, _angles(settings.orientation_step)
+    periods = [max(4.0, 0.8 * rf), max(6.0, 1.6 * rf)]   # >= 4 px: no aliasing at diagonals
+    th, per, ph = (a.flatten() for a in torch.meshgrid(
+        thetas, torch.tensor(periods), torch.arange(settings.n_phases) * (2 * math.pi / settings.n_phases),
+        indexing="ij"))
+    nuis = np.arange(len(th)) % (len(periods) * settings.n_phases)
+    return th, per.numpy(), nuis, lambda r: _grey(
+        0.5 + c / 2 * torch.cos(2 * math.pi * cv.along(th[r]) / per[r][:, None, None] + ph[r][:, None, None]))
+
+
+def _curve_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c, thetas = settings.contrast, _angles(settings.orientation_step)
+    width = max(1.0, rf / 4)
+    th, rad = (a.flatten() for a in torch.meshgrid(thetas, torch.tensor(curve_radii(rf)), indexing="ij"))
+
+    def curve(r):
+        t, radius = torch.deg2rad(th[r])[:, None, None], rad[r][:, None, None]
+        # an arc of +-60 degrees of the circle of radius rad centred at -rad * n(theta):
+        # it passes through the centre, convex towards theta
+        dx, dy = cv.x + radius * torch.cos(t), cv.y - radius * torch.sin(t)
+        norm = (dx**2 + dy**2).sqrt()
+        on_arc = box(dx * torch.cos(t) - dy * torch.sin(t) - 0.5 * norm)
+        return _grey(0.5 + c / 2 * box(width / 2 - (norm - radius).abs()) * on_arc)
+    return th, rad.numpy(), 0, curve
+
+
+def _high_low_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c, thetas = settings.contrast, _angles(settings.orientation_step)
+    period = max(4.0, rf / 3)
+
+    def high_low(r):
+        u, v = cv.along(thetas[r]), cv.across(thetas[r])
+        texture = torch.cos(2 * math.pi * u / period) * torch.cos(2 * math.pi * v / period)
+        return _grey(0.5 + c / 2 * texture * box(u))
+    return thetas, None, 0, high_low
+
+
+def _color_contrast_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    k = settings.chroma
+    steps = _angles(settings.color_contrast_step)
+    th, hue = (a.flatten() for a in torch.meshgrid(steps, steps, indexing="ij"))
+
+    def contrast(r):
+        side = box(cv.along(th[r]))[:, None]
+        col_a, col_b = hue_color(hue[r], k), hue_color(hue[r] + 180.0, k)
+        return side * col_a[:, :, None, None] + (1 - side) * col_b[:, :, None, None]
+    return th, hue.numpy(), 0, contrast
+
+
+def _center_surround_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    k = settings.chroma
+    hues = _angles(settings.hue_step)
+    inner = box(max(1.0, 0.45 * rf) - cv.r)[None, None]
+
+    def centre_surround(r):
+        col_a, col_b = hue_color(hues[r], k), hue_color(hues[r] + 180.0, k)
+        return inner * col_a[:, :, None, None] + (1 - inner) * col_b[:, :, None, None]
+    return hues, None, 0, centre_surround
+
+
+def _circle_sweep(cv: Canvas, rf: float, settings: StimulusSettings):
+    c = settings.contrast
+    radii = torch.tensor(np.geomspace(max(1.5, 0.2 * rf), max(3.0, 1.5 * rf), settings.n_circle_sizes),
+                         dtype=torch.float32)
+    width = max(1.0, rf / 5)
+    return radii, None, 0, lambda r: _grey(
+        0.5 + c / 2 * box(width / 2 - (cv.r[None] - radii[r][:, None, None]).abs()))
+
+
+#: each stimulus kind's sweep: ``(canvas, rf, settings) -> (param, param2 or None, nuisance, draw)``
+_SWEEPS = {"edge": _edge_sweep, "line": _line_sweep, "grating": _grating_sweep, "curve": _curve_sweep,
+           "high_low": _high_low_sweep, "color_contrast": _color_contrast_sweep,
+           "center_surround": _center_surround_sweep, "circle": _circle_sweep}
 
 
 def curve_radii(rf: float) -> list[float]:

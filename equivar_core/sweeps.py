@@ -41,10 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .activations import TOP_IMAGES, TopImages
-from .capture import LayerGeometry, canvas_size, capture
+from .capture import LayerGeometry, Network, canvas_size, capture
 from .families import circular_distance
 from .images import ImageView, load_view
 from .limits import setting
@@ -83,51 +82,33 @@ class SweptFamily:
     drivers: np.ndarray | None = None    # positions in ``members`` whose photos are turned (None: every member)
 
 
+@dataclass(frozen=True)
+class UnitStats:
+    """A layer's units on the natural images: their mean and standard deviation (C,), the unit of the test's
+    responses, and their strongest images (:class:`~equivar_core.activations.TopImages`)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    top: TopImages
+
+
 @torch.inference_mode()
-def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: list[ImageView],
-                 top: TopImages, mean: np.ndarray, std: np.ndarray,
-                 families: list[SweptFamily], settings: RotationTestSettings = RotationTestSettings(),
-                 device: str = "cpu") -> dict[str, np.ndarray]:
+def layer_sweeps(net: Network, geom: LayerGeometry, views: list[ImageView], units: UnitStats,
+                 families: list[SweptFamily], settings: RotationTestSettings = RotationTestSettings()
+                 ) -> dict[str, np.ndarray]:
     """Sweep responses of one layer's families; columns family, role, driver, member, angle, response,
     peak_angle, expected_angle (``role``: the family's, and ``self`` where the member is the driver)."""
-    size = canvas_size(geom, input_size)
-    target = geom.rf_centre(size)
-    cy, cx = geom.centre_cell(size)
     cols: dict[str, list] = {k: [] for k in ("family", "role", "driver", "member", "angle", "response",
                                              "peak_angle", "expected_angle")}
-    with capture(model, [geom.layer], pre_activation=True) as cap:
+    with capture(net.module, [geom.layer], pre_activation=True) as cap:
+        test = _LayerTest(cap, net, geom, views, units, settings)
         for fam in families:
-            make = TRANSFORMS[fam.transform]
             angles = sweep_angles(fam.period, settings.step)
-            on_device = torch.tensor(np.asarray(fam.members), dtype=torch.long, device=device)
-            centre = torch.as_tensor(np.asarray(mean)[fam.members], dtype=torch.float32)
-            spread = torch.as_tensor(np.maximum(np.asarray(std)[fam.members], 1e-6), dtype=torch.float32)
-
-            def read_out(layer: str, acts: torch.Tensor) -> torch.Tensor:
-                """What the test reads of a pass (a :meth:`capture.run` reduction): the family members' cells
-                around the central one."""
-                return acts[:, on_device, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
-
             for i in (range(len(fam.members)) if fam.drivers is None else fam.drivers):
                 u = fam.members[i]
-                curves = []                       # per driver image: angles x members
-                for n, position in top.best(u, settings.top_k):
-                    img = load_view(views[n], input_size)
-                    if img is None:
-                        continue
-                    py, px = divmod(position, geom.width)
-                    peak = ((py + 0.5) * geom.stride + geom.rf_offset[0],
-                            (px + 0.5) * geom.stride + geom.rf_offset[1])
-                    canvases = make.images_about_each(img[None], angles, peak, target, size)
-                    resp = []
-                    for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
-                        x = canvases[k:k + settings.batch_size].to(device).contiguous(memory_format=torch.channels_last)
-                        acts = cap.run(x, read_out)[geom.layer].float()
-                        resp.append(acts.amax((2, 3)).cpu())
-                    curves.append((torch.cat(resp) - centre) / spread)
-                if not curves:
+                curve = test.driver_curve(fam, u, angles)
+                if curve is None:
                     continue
-                curve = torch.stack(curves).mean(0).numpy()                        # angles x members
                 peaks = angles[np.argmax(curve, 0)]
                 expected = np.mod(fam.params - fam.params[i], fam.period)
                 for j, v in enumerate(fam.members):
@@ -142,6 +123,52 @@ def layer_sweeps(model: nn.Module, geom: LayerGeometry, input_size: int, views: 
                     cols["peak_angle"] += [float(np.mod(peaks[j], fam.period))] * len(angles)
                     cols["expected_angle"] += [float(expected[j])] * len(angles)
     return {k: np.asarray(v) for k, v in cols.items()}
+
+
+@dataclass
+class _LayerTest:
+    """One layer's test as it runs: the model hooked at the layer (``cap``), the layer's geometry, the photos,
+    the units' statistics and the test's settings."""
+
+    cap: capture
+    net: Network
+    geom: LayerGeometry
+    views: list[ImageView]
+    units: UnitStats
+    settings: RotationTestSettings
+
+    def driver_curve(self, fam: SweptFamily, u: int, angles: np.ndarray) -> np.ndarray | None:
+        """The family members' responses (angles x members, in natural-image standard deviations) as driver
+        ``u``'s best photos turn through ``angles``, averaged over the photos; None when none could be read."""
+        cap, net, geom, views, units, settings = (self.cap, self.net, self.geom, self.views, self.units,
+                                                  self.settings)
+        size = canvas_size(geom, net.input_size)
+        target = geom.rf_centre(size)
+        cy, cx = geom.centre_cell(size)
+        on_device = torch.tensor(np.asarray(fam.members), dtype=torch.long, device=net.device)
+        centre = torch.as_tensor(np.asarray(units.mean)[fam.members], dtype=torch.float32)
+        spread = torch.as_tensor(np.maximum(np.asarray(units.std)[fam.members], 1e-6), dtype=torch.float32)
+
+        def read_out(layer: str, acts: torch.Tensor) -> torch.Tensor:
+            """What the test reads of a pass (a :meth:`capture.run` reduction): the family members' cells
+            around the central one."""
+            return acts[:, on_device, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
+
+        curves = []                       # per driver image: angles x members
+        for n, position in units.top.best(u, settings.top_k):
+            img = load_view(views[n], net.input_size)
+            if img is None:
+                continue
+            py, px = divmod(position, geom.width)
+            peak = ((py + 0.5) * geom.stride + geom.rf_offset[0], (px + 0.5) * geom.stride + geom.rf_offset[1])
+            canvases = TRANSFORMS[fam.transform].images_about_each(img[None], angles, peak, target, size)
+            resp = []
+            for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
+                x = canvases[k:k + settings.batch_size].to(net.device).contiguous(memory_format=torch.channels_last)
+                acts = cap.run(x, read_out)[geom.layer].float()
+                resp.append(acts.amax((2, 3)).cpu())
+            curves.append((torch.cat(resp) - centre) / spread)
+        return torch.stack(curves).mean(0).numpy() if curves else None
 
 
 def sweep_angles(period: float, step: float) -> np.ndarray:

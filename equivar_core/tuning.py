@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from .capture import LayerGeometry, canvas_size, capture
+from .capture import LayerGeometry, Network, canvas_size, capture
 from .limits import setting
 from .stimuli import StimulusSettings, render_all
 from .transforms import HueRotate, Rotate
@@ -62,11 +61,11 @@ class TuningSettings:
     draw_twins_once: bool = setting(True)
 
 
-def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size: int,
-                   stats: dict[str, tuple[np.ndarray, np.ndarray]], settings: TuningSettings = TuningSettings(),
-                   device: str = "cpu", mixes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+def measure_tuning(net: Network, geometries: list[LayerGeometry], stats: dict[str, tuple[np.ndarray, np.ndarray]],
+                   settings: TuningSettings = TuningSettings(),
+                   mixes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
                    ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Tuning responses of every unit of every layer.
+    """Tuning responses of every unit of every layer of ``net``.
 
     Parameters
     ----------
@@ -84,8 +83,9 @@ def measure_tuning(model: nn.Module, geometries: list[LayerGeometry], input_size
     """
     cols: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "param", "param2", "response")}
     mixed: dict[str, list] = {k: [] for k in cols}
+    model, device = net.module, net.device
     for geom in geometries:
-        size = canvas_size(geom, input_size)
+        size = canvas_size(geom, net.input_size)
         centre = geom.rf_centre(size)
         mean, std = (torch.tensor(a, dtype=torch.float32) for a in stats[geom.layer])
         mix = None

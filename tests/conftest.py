@@ -175,9 +175,9 @@ def planted_runs(tmp_path_factory):
     for seed in PLANTED_SEEDS:
         sizes = planted.family_sizes(seed)
         with pytest.MonkeyPatch.context() as mp:      # `planted` builds this seed's network during the run only
-            mp.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, **sizes)[0])
+            mp.setattr(planted, "planted", lambda seed=seed: planted.planted_model(seed, sizes)[0])
             runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"planted{seed}")), seed, sweep_layers=("relu1",)),
-                          planted.planted_model(seed, **sizes)[1])
+                          planted.planted_model(seed, sizes)[1])
     return runs
 
 
@@ -190,7 +190,7 @@ def random_runs(tmp_path_factory):
     for seed in (0, 1, 2):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(planted, "random_planted",
-                       lambda seed=seed: planted.planted_model(seed, random=True, **planted.family_sizes(seed))[0])
+                       lambda seed=seed: planted.planted_model(seed, planted.family_sizes(seed), random=True)[0])
             runs[seed] = PlantedRun(str(tmp_path_factory.mktemp(f"random{seed}")), seed, random=True,
                                     needs=("families", "layer_summary"))
     return runs
@@ -199,18 +199,18 @@ def random_runs(tmp_path_factory):
 STRIDED_SEEDS = (0, 1, 2)
 
 
-def variant_runs(tmp_path_factory, factory: str, variant: dict, seeds, needs: tuple[str, ...] | None = None) -> dict:
-    """Runs of ``planted.<factory>`` (a planted model with the keywords ``variant``) and their ground truths;
+def variant_runs(tmp_path_factory, factory: str, variant, seeds, needs: tuple[str, ...] | None = None) -> dict:
+    """Runs of ``planted.<factory>`` (a planted model of the design ``variant``) and their ground truths;
     ``needs``: the tables the tests read (see PlantedRun), else all."""
     from equivar_core import planted
 
     runs = {}
     for seed in seeds:
         with pytest.MonkeyPatch.context() as mp:      # the factory builds this seed's network during the run only
-            mp.setattr(planted, factory, lambda seed=seed: planted.planted_model(seed, **variant)[0])
+            mp.setattr(planted, factory, lambda seed=seed: planted.planted_model(seed, variant)[0])
             runs[seed] = (PlantedRun(str(tmp_path_factory.mktemp(f"{factory}{seed}")), seed,
                                      spec=f"equivar_core.planted:{factory}", needs=needs),
-                          planted.planted_model(seed, **variant)[1])
+                          planted.planted_model(seed, variant)[1])
     return runs
 
 

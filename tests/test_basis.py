@@ -5,7 +5,7 @@ import pytest
 
 from equivar_core.basis import family_order, median_spacing, mixed_stats, random_orthogonal, suggested_group
 from equivar_core.planted import family_sizes
-from equivar_core.scores import version_scores
+from equivar_core.scores import SampleGrid, TransformedVersion, version_scores
 from equivar_core.transforms import Rotate, disc_points
 
 
@@ -34,12 +34,12 @@ def test_scores_of_mixed_samples_equal_scores_of_the_mixed_layer():
     q = random_orthogonal(c, 0, "x")
     images = np.arange(12)
     mixed = (samples.astype(np.float32) @ q.T).astype(np.float32)
-    direct, _ = version_scores(mixed, 1, Rotate(0.0), points, 0.6, images)
-    via_mix, _ = version_scores(samples, 1, Rotate(0.0), points, 0.6, images, mix=q)
+    gx, grid = TransformedVersion(1, Rotate(0.0)), SampleGrid(points, 0.6, images)
+    direct, _ = version_scores(mixed, gx, grid)
+    via_mix, _ = version_scores(samples, gx, grid, mix=q)
     assert np.allclose(direct, via_mix, atol=1e-4)
-    plain, _ = version_scores(samples, 1, Rotate(0.0), points, 0.6, images)
-    assert np.allclose(plain, version_scores(samples, 1, Rotate(0.0), points, 0.6, images, mix=np.eye(c))[0],
-                       atol=1e-6)
+    plain, _ = version_scores(samples, gx, grid)
+    assert np.allclose(plain, version_scores(samples, gx, grid, mix=np.eye(c))[0], atol=1e-6)
 
 
 def test_planted_families_largely_vanish_in_a_random_basis(planted_runs):
@@ -77,16 +77,16 @@ def test_layer_summary_suggests_the_planted_groups(planted_runs):
         summary = run.layer_summary.set_index(["layer", "transform"])
         rotate = summary.loc[("relu1", "rotate")]
         # a random basis can keep half of the steerable edge family (equivar_core.basis): then "none"
-        expected = (f"C{sizes['n_edges']}", f"D{sizes['n_edges']}") if rotate["above_chance"] else ("none",)
+        expected = (f"C{sizes.n_edges}", f"D{sizes.n_edges}") if rotate["above_chance"] else ("none",)
         assert rotate["suggested_group"] in expected, (seed, rotate)
         real += bool(rotate["above_chance"])
         assert rotate["fraction"] == pytest.approx(rotate["units_in_families"] / rotate["units"])
-        edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes["n_edges"])
+        edges = run.families[(run.families["layer"] == "relu1") & (run.families["size"] == sizes.n_edges)
                              & (run.families["transform"] == "rotate")]
-        assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes["n_edges"]).all()
+        assert len(edges) and (edges["holes"] == 0).all() and (edges["places"] == sizes.n_edges).all()
         hue = summary.loc[("relu1", "hue")]          # chance hue pairs in a random basis can reach the real count
         if hue["above_chance"]:
-            assert hue["suggested_group"] == f"C{sizes['n_hues']} (hue)", (seed, hue)
+            assert hue["suggested_group"] == f"C{sizes.n_hues} (hue)", (seed, hue)
         else:
             assert hue["suggested_group"] == "none", (seed, hue)
         hue_real += bool(hue["above_chance"])

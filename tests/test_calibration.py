@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from equivar_core import planted
-from equivar_core.circuits import CircuitNull, family_equivariance
-from equivar_core.families import PairFamilies, flip_relations
+from equivar_core.circuits import CircuitNull, Family, SourceKernels, family_equivariance
+from equivar_core.families import Assignment, PairFamilies, flip_relations
 from equivar_core.stages.circuit_tables import load_weights
 from equivar_core.sweeps import RotationTestSettings, chance_within, control_units
 
@@ -103,13 +103,14 @@ def test_the_planted_group_convolution_is_far_above_its_null_and_shuffled_weight
         dst = run.families[(run.families["layer"] == "relu2") & (run.families["family"] == row["dst_family"])
                            & (run.families["transform"] == "rotate")]
         row_of = {int(u): i for i, u in enumerate(computed)}
-        args = (src["unit"].to_numpy(int), src["param"].to_numpy(), [row_of[u] for u in dst["unit"]],
-                dst["param"].to_numpy(), "rotate", 360.0, 360.0, 20.0)
-        eq, n, null_mean, null_sd = family_equivariance(w, *args, null=CircuitNull(32, 0.1, rng))
+        members = Family(src["unit"].to_numpy(int), src["param"].to_numpy(), 360.0)
+        targets = Family([row_of[u] for u in dst["unit"]], dst["param"].to_numpy(), 360.0)
+        eq, n, null_mean, null_sd = family_equivariance(SourceKernels.of(w, members, "rotate"), targets, 20.0,
+                                                        null=CircuitNull(32, 0.1, rng))
         assert (eq - null_mean) / null_sd >= 5, (seed, eq, null_mean, null_sd)
         flat = w.reshape(-1, k, k)
-        eq, n, null_mean, null_sd = family_equivariance(flat[rng.permutation(len(flat))].reshape(w.shape), *args,
-                                                        null=CircuitNull(32, 0.1, rng))
+        shuffled = SourceKernels.of(flat[rng.permutation(len(flat))].reshape(w.shape), members, "rotate")
+        eq, n, null_mean, null_sd = family_equivariance(shuffled, targets, 20.0, null=CircuitNull(32, 0.1, rng))
         shuffled_z.append((eq - null_mean) / null_sd)
     shuffled_z = np.abs(shuffled_z)
     assert (shuffled_z < 2).all(), shuffled_z
@@ -120,8 +121,8 @@ def test_a_null_is_undefined_where_no_other_unit_is_connected():
     w = np.zeros((3, 4, 3, 3))
     w[0, :2] = np.random.default_rng(0).normal(size=(2, 3, 3))
     w[1:, :2] = np.random.default_rng(1).normal(size=(2, 2, 3, 3))
-    eq, n, null_mean, null_sd = family_equivariance(w, [0, 1], [0.0, 90.0], [0, 1, 2], [0.0, 90.0, 180.0],
-                                                    "rotate", 360.0, 360.0, 20.0,
+    source = SourceKernels.of(w, Family([0, 1], [0.0, 90.0], 360.0), "rotate")
+    eq, n, null_mean, null_sd = family_equivariance(source, Family([0, 1, 2], [0.0, 90.0, 180.0], 360.0), 20.0,
                                                     null=CircuitNull(8, 0.1, np.random.default_rng(0)))
     assert n > 0 and np.isnan(null_mean) and np.isnan(null_sd)
 
@@ -164,7 +165,8 @@ def test_flip_relations_needs_the_rotation_to_score_like_the_flip():
     assert list(pairs.labels_) == [0, 0, -1] and pairs.fit_[0] == pytest.approx(0.95)
     labels, params, periods = np.array([0, 0, -1]), np.array([10.0, 100.0, np.nan]), {0: 360.0}
     scores = {90.0: np.eye(3), 270.0: np.eye(3)}
-    assert flip_relations(pairs, labels, params, periods, scores) == {0: "mirror"}
+    assert flip_relations(pairs, Assignment(labels, params, periods), scores) == {0: "mirror"}
     scores[270.0] = np.array([[1.0, 0.0, 0.0], [0.92, 1.0, 0.0], [0.0, 0.0, 1.0]])    # score_{-90}(v, u)
-    assert flip_relations(pairs, labels, params, periods, scores) == {0: "rotation"}
-    assert flip_relations(pairs, np.array([0, 1, -1]), params, {0: 360.0, 1: 360.0}, scores) == {0: "mirror"}
+    assert flip_relations(pairs, Assignment(labels, params, periods), scores) == {0: "rotation"}
+    assert flip_relations(pairs, Assignment(np.array([0, 1, -1]), params, {0: 360.0, 1: 360.0}), scores) == {
+        0: "mirror"}

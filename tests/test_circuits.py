@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equivar_core.circuits import cancellation, disc_mask, expanded_weights, family_equivariance, linearized
-from equivar_core.planted import planted_model
+from equivar_core.capture import Network
+from equivar_core.circuits import (Expansion, Family, SourceKernels, cancellation, disc_mask, expanded_weights,
+                                    family_equivariance, linearized)
+from equivar_core.planted import PlantedDesign, planted_model
 from equivar_core.transforms import TRANSFORMS
 
 
@@ -32,14 +34,14 @@ class ThreeConv(nn.Module):
 
 def test_adjacent_layers_give_the_conv_kernel_itself():
     net, _ = planted_model(0)
-    w = expanded_weights(net, "relu1", "relu2", 64, max_radius=6)
+    w = expanded_weights(Network(net, 64), "relu1", "relu2", expansion=Expansion(max_radius=6))
     assert w.shape == (net.conv2.out_channels, net.conv1.out_channels, 7, 7)
     assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
 
 
 def test_non_adjacent_layers_match_brute_force_impulses():
     net = ThreeConv().eval()
-    w = expanded_weights(net, "r1", "c3", 32, max_radius=3, mass=1.0)
+    w = expanded_weights(Network(net, 32), "r1", "c3", expansion=Expansion(max_radius=3, mass=1.0))
     r = w.shape[-1] // 2
     c2, c3 = net.c2, net.c3
     ref = np.zeros_like(w)
@@ -86,7 +88,7 @@ def test_expanded_weights_through_a_concatenation_and_a_residual(src):
     a concatenation cannot (the whole batch then runs below the source too); both give the brute-force
     impulse responses."""
     net = Branches().eval()
-    w = expanded_weights(net, src, "c3", 32, max_radius=3, mass=1.0, chunk=3)
+    w = expanded_weights(Network(net, 32), src, "c3", expansion=Expansion(max_radius=3, chunk=3, mass=1.0))
     r = w.shape[-1] // 2
     ref = np.zeros_like(w)
     with torch.no_grad():
@@ -119,20 +121,21 @@ def test_cancellation_flags_opposite_paths():
 
 
 def _equivariance(net, truth):
-    w = expanded_weights(net, "relu1", "relu2", 64)
+    w = expanded_weights(Network(net, 64), "relu1", "relu2")
     src_units, src_params, _ = truth.families["conv1"]["edges"]
     dst_units, dst_params, _ = truth.families["conv2"]["edges2"]
-    return family_equivariance(w, src_units, src_params, dst_units, dst_params, "rotate", 360.0, 360.0)
+    source = SourceKernels.of(w, Family(src_units, src_params, 360.0), "rotate")
+    return family_equivariance(source, Family(dst_units, dst_params, 360.0))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_group_convolution_is_equivariant_and_random_weights_are_not(seed):
-    net, truth = planted_model(seed, n_edges=6 + 2 * seed)
+    net, truth = planted_model(seed, PlantedDesign(n_edges=6 + 2 * seed))
     n_edges = 6 + 2 * seed
     eq, n = _equivariance(net, truth)
     assert n == n_edges * (n_edges - 1) * n_edges
     assert eq >= 0.8
-    rand, _ = planted_model(seed, random=True, n_edges=n_edges)
+    rand, _ = planted_model(seed, PlantedDesign(n_edges=n_edges), random=True)
     eq_random, _ = _equivariance(rand, truth)
     assert eq_random < 0.3
 
@@ -146,7 +149,8 @@ def test_flip_equivariance_of_a_mirrored_kernel_pair():
     k2 = rng.normal(size=(5, 5))
     w[1, 0] = k2
     w[0, 1] = k2[:, ::-1]
-    eq, n = family_equivariance(w, [0, 1], [0.0, 1.0], [0, 1], [0.0, 1.0], "hflip", 2.0, 2.0)
+    pair = Family([0, 1], [0.0, 1.0], 2.0)
+    eq, n = family_equivariance(SourceKernels.of(w, pair, "hflip"), pair)
     assert n == 4 and eq > 0.999
 
 
@@ -210,7 +214,8 @@ def test_family_equivariance_matches_every_member_pair(transform, invariant):
         dst_p = np.sort(rng.uniform(0, period, n_dst)) if transform != "hflip" else np.arange(n_dst) % 2.0
         src_u, dst_u = rng.permutation(12)[:n_src], rng.permutation(9)[:n_dst]
         w = rng.normal(size=(9, 12, 5, 5)).astype(np.float32)
-        score, n = family_equivariance(w, src_u, src_p, dst_u, dst_p, transform, period, period, 40.0, invariant)
+        source = SourceKernels.of(w, Family(src_u, src_p, period), transform)
+        score, n = family_equivariance(source, Family(dst_u, dst_p, period), 40.0, invariant)
         quads = _pairs_by_loops(src_p, dst_p, transform, period, period, 40.0, invariant)
         assert n == len(quads)
         if not quads:
@@ -228,9 +233,10 @@ def test_scale_pairs_have_no_circuit_equivariance_unless_the_destination_is_inva
     """Scale families have an infinite period: no place on a circle to match members by (the member-by-member
     loop used to match NaN distances to the first member); invariant destinations are still scored."""
     w = np.random.default_rng(0).normal(size=(4, 4, 5, 5)).astype(np.float32)
-    score, n = family_equivariance(w, [0, 1], [1.0, 2.0], [2, 3], [1.0, 2.0], "scale", np.inf, np.inf)
+    source = SourceKernels.of(w, Family([0, 1], [1.0, 2.0], np.inf), "scale")
+    score, n = family_equivariance(source, Family([2, 3], [1.0, 2.0], np.inf))
     assert np.isnan(score) and n == 0
-    score, n = family_equivariance(w, [0, 1], [1.0, 2.0], [2], [0.0], "scale", np.inf, np.inf, invariant=True)
+    score, n = family_equivariance(source, Family([2], [0.0], np.inf), invariant=True)
     assert n == 2 and np.isfinite(score)
 
 
@@ -245,10 +251,10 @@ def test_layers_on_parallel_branches_have_no_circuit_and_the_table_skips_them(tm
     from tests.models_for_tests import three_conv_chain, two_scales
 
     with pytest.raises(NotConnected, match="does not depend on layer small"):
-        expanded_weights(two_scales(), "small", "large", 96)
+        expanded_weights(Network(two_scales(), 96), "small", "large")
     with pytest.raises(NotConnected, match="does not depend on layer r2"):
-        expanded_weights(three_conv_chain(), "r2", "r1", 32)     # the destination runs first
-    assert expanded_weights(three_conv_chain(), "r1", "r2", 32).shape[:2] == (5, 4)
+        expanded_weights(Network(three_conv_chain(), 32), "r2", "r1")     # the destination runs first
+    assert expanded_weights(Network(three_conv_chain(), 32), "r1", "r2").shape[:2] == (5, 4)
     s = RunSettings(model="tests.models_for_tests:two_scales", layers=("small", "large"), out=str(tmp_path))
     layers = pd.DataFrame({"layer": ["small", "large"], "stride": [1.0, 1.0], "n_units": [4, 4]})
     with caplog.at_level("WARNING"):

@@ -189,7 +189,7 @@ def test_models_add_registers_a_checkpoint_and_refuses_a_broken_one(tmp_path, ca
     from pipelines.cli import main
 
     good, bad = tmp_path / "step_40.pt", tmp_path / "broken.pt"
-    torch.save(planted_model(1, **family_sizes(0))[0].state_dict(), good)
+    torch.save(planted_model(1, family_sizes(0))[0].state_dict(), good)
     bad.write_bytes(b"\x00 truncated")
     out = str(tmp_path / "out")
     spec = "equivar_core.planted:planted"

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from equivar_core.capture import layer_geometry
+from equivar_core.capture import Network, layer_geometry
 from equivar_core.curves import curve_detectors, half_max_width
 from equivar_core.stimuli import StimulusSettings, curve_radii
 from equivar_core.tuning import measure_tuning
@@ -89,7 +89,7 @@ def test_a_planted_arc_detector_is_found_with_its_orientation():
     settings = StimulusSettings(kinds=("edge", "line", "curve"))
     from equivar_core.tuning import TuningSettings
 
-    tuning = measure_tuning(net, geom, 64, stats, TuningSettings(stimuli=settings))
+    tuning = measure_tuning(Network(net, 64), geom, stats, TuningSettings(stimuli=settings))
     out = curve_detectors(tuning, 2)
     assert out["unit"].tolist() == [0], out
     d = abs((out["orientation"][0] - 90.0 + 180) % 360 - 180)

@@ -10,8 +10,8 @@ shuffle, different flip templates and different noise.
 import numpy as np
 import pytest
 
-from equivar_core.families import (AngularFamilies, PairFamilies, circular_distance, relate_families, shifted_similarity,
-                                   split_bands)
+from equivar_core.families import (AngularFamilies, Assignment, Evidence, PairFamilies, circular_distance,
+                                   relate_families, shifted_similarity, split_bands)
 
 LAYER = {"conv1": "relu1", "conv2": "relu2"}
 
@@ -230,12 +230,13 @@ def test_partner_agreement_equals_the_loops(seed):
     for ident, max_corr, tie in ((None, 1.0, 0.02), (identity, 0.7, 0.02), (identity, 0.5, 0.1)):
         expected = _agreement_by_loops(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie)
         assert np.isnan(expected[labels < 0]).all() and 0 < np.nanmean(expected) < 1
-        got = partner_agreement(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie)
+        families, evidence = Assignment(labels, params, periods), Evidence(pair_scores, ident)
+        got = partner_agreement(families, evidence, 20.0, max_corr, tie)
         np.testing.assert_allclose(got, expected, equal_nan=True)
         best = {a: np.argmax(m, axis=1) for a, m in pair_scores.items()}
-        got = partner_agreement(labels, params, periods, pair_scores, 20.0, ident, max_corr, tie, best=best)
+        got = partner_agreement(families, evidence, 20.0, max_corr, tie, best=best)
         np.testing.assert_allclose(got, expected, equal_nan=True)
-    assert np.isnan(partner_agreement(labels, params, periods, {}, 20.0)).all()
+    assert np.isnan(partner_agreement(Assignment(labels, params, periods), Evidence({}), 20.0)).all()
 
 
 def test_standardized_curves_keep_noise_out_where_amplitude_weighting_lets_it_in(planted_runs):
@@ -322,10 +323,11 @@ def test_relate_families_names_siblings_by_what_differs():
     labels = np.repeat([0, 1, 2], [6, 6, 4])
     periods = {0: 180.0, 1: 180.0, 2: 360.0}
     apart = np.repeat([-0.4, 0.4, 0.0], [6, 6, 4])
-    rel = relate_families(curves, labels, periods, apart)
+    families = Assignment(labels, np.zeros(len(labels)), periods)
+    rel = relate_families(curves, families, apart)
     assert rel.sibling == {0: 1, 1: 0} and rel.relation == {0: "frequency", 1: "frequency"}
     assert min(rel.similarity.values()) >= 0.9
-    rel = relate_families(curves, labels, periods, np.zeros(16))
+    rel = relate_families(curves, families, np.zeros(16))
     assert rel.relation == {0: "fragment", 1: "fragment"}
     periods[2] = 180.0                                      # same period, other curves: still no sibling
-    assert 2 not in relate_families(curves, labels, periods, apart).sibling
+    assert 2 not in relate_families(curves, families, apart).sibling

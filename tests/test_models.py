@@ -205,7 +205,7 @@ def test_safetensors_weights_load_like_a_state_dict(tmp_path):
 
     from equivar_core.planted import family_sizes, planted_model
 
-    other = planted_model(1, **family_sizes(0))[0].state_dict()
+    other = planted_model(1, family_sizes(0))[0].state_dict()
     path = tmp_path / "planted.safetensors"
     save_file({k: v.contiguous() for k, v in other.items()}, str(path))
     m = load_model("equivar_core.planted:planted", str(path))

@@ -13,7 +13,8 @@ from equivar_core import stages
 from equivar_core.activations import TOP_IMAGES, TopImages
 from equivar_core.basis import random_orthogonal
 from equivar_core.moments import IDENTITY_LABEL, StoredMoments
-from equivar_core.scores import ScoreSettings, orbit_centred_scores, version_scores
+from equivar_core.scores import (ScoreSettings, SampleGrid, TransformedVersion, orbit_centred_scores,
+                                 version_scores)
 from equivar_core.stages.sampling import located
 from equivar_core.transforms import Transform, make_transform
 
@@ -46,17 +47,18 @@ def test_plain_and_null_scores_from_moments_equal_those_of_the_stored_samples(pl
             moments = StoredMoments(r.moments_path)
             for v, label in enumerate(r.versions.split(";")):
                 g = make_transform(*label.split(":")[:1], float(label.split(":")[1]))
-                want = version_scores(samples, v, g, points, disc, images, score_settings, other=versions)
+                grid, gx = SampleGrid(points, disc, images), TransformedVersion(v, g, versions)
+                want = version_scores(samples, gx, grid, score_settings)
                 got = moments.scores(label)
                 for w, m in zip(want, got):
                     np.testing.assert_allclose(m, w, atol=ATOL)
-                mixed = version_scores(samples, v, g, points, disc, images, score_settings, other=versions, mix=q)
+                mixed = version_scores(samples, gx, grid, score_settings, mix=q)
                 np.testing.assert_allclose(moments.scores(label, mixed=True)[0], mixed[0], atol=ATOL)
                 assert not np.allclose(mixed[0], want[0], atol=0.05)         # the random basis is another one
                 checked += 1
         identity = StoredMoments(originals[r.layer].moments_path).scores(IDENTITY_LABEL)[0]
-        np.testing.assert_allclose(identity, version_scores(np.load(originals[r.layer].path), 0, Transform(0.0),
-                                                            points, disc, images, score_settings)[0], atol=ATOL)
+        np.testing.assert_allclose(identity, version_scores(np.load(originals[r.layer].path), TransformedVersion(
+            0, Transform(0.0)), SampleGrid(points, disc, images), score_settings)[0], atol=ATOL)
     assert checked >= 2 * (11 + 1 + 11 + 2)
 
 
@@ -91,8 +93,8 @@ def test_scale_pair_scores_from_moments_equal_cross_layer_scores_of_the_stored_s
     assert moments.cross(large.layer, "scale:2") is None            # only earlier layers
     sa, sb = np.load(small.path), np.load(zoomed[large.layer].path)
     for v, label in enumerate(zoomed[large.layer].versions.split(";")):
-        want = version_scores(sa, v, make_transform("scale", float(label.split(":")[1])), np.load(small.points_path),
-                              disc, np.arange(small.n_images), score_settings, other=sb)
+        want = version_scores(sa, TransformedVersion(v, make_transform("scale", float(label.split(":")[1])), sb),
+                              SampleGrid(np.load(small.points_path), disc, np.arange(small.n_images)), score_settings)
         for w, m in zip(want, moments.cross(small.layer, label)):
             np.testing.assert_allclose(m, w, atol=ATOL)
 
@@ -147,7 +149,7 @@ def test_stored_top_images_are_each_units_strongest_maxima_over_the_whole_map(pl
     from equivar_core.stages.common import _views, load
 
     run, _ = planted_runs[0]
-    monkeypatch.setattr(planted, "planted", lambda: planted.planted_model(0, **planted.family_sizes(0))[0])
+    monkeypatch.setattr(planted, "planted", lambda: planted.planted_model(0, planted.family_sizes(0))[0])
     model, _ = load(run.settings)
     layers = list(run.layers["layer"])
     maxima = {name: [] for name in layers}

@@ -63,7 +63,7 @@ def test_feature_visualization_drives_its_unit_harder_than_photos_and_noise():
     """On the planted edge unit: the optimized image beats the best natural image and random noise."""
     import torch
 
-    from equivar_core.capture import capture, layer_geometry
+    from equivar_core.capture import Network, capture, layer_geometry
     from equivar_core.featurevis import visualize
     from equivar_core.images import iter_batches, plan_views
     from equivar_core.planted import planted_model
@@ -71,7 +71,7 @@ def test_feature_visualization_drives_its_unit_harder_than_photos_and_noise():
     net, truth = planted_model(0)
     geom = layer_geometry(net, ["relu1"], 64)[0]
     unit = truth.families["conv1"]["edges"][0][0]
-    img, response = visualize(net, geom, unit, 64, steps=64)
+    img, response = visualize(Network(net, 64), geom, unit, steps=64)
     assert img.shape[-1] == 3 and 0 <= img.min() and img.max() <= 1
     with torch.inference_mode(), capture(net, ["relu1"], pre_activation=True) as cap:
         photos = torch.cat([b.images for b in iter_batches(plan_views(None, 16, 0), 64, 16)])

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from equivar_core.scores import pearson_cross, top_pairs, version_scores
+from equivar_core.scores import SampleGrid, TransformedVersion, pearson_cross, top_pairs, version_scores
 from equivar_core.transforms import Rotate, disc_points
 
 
@@ -23,7 +23,7 @@ def test_version_scores_find_a_planted_permutation_and_the_null_does_not():
     base = rng.normal(size=(n, len(pts), c)).astype(np.float32)
     perm = np.array([3, 5, 0, 1, 2, 4])
     samples = np.stack([base, base[:, :, np.argsort(perm)]])   # version 1: unit u shows up as unit perm[u]
-    score, null = version_scores(samples, 1, Rotate(90), pts, 0.6, np.arange(n))
+    score, null = version_scores(samples, TransformedVersion(1, Rotate(90)), SampleGrid(pts, 0.6, np.arange(n)))
     assert (score.argmax(1) == perm).all()
     assert np.allclose(score[np.arange(c), perm], 1.0, atol=1e-3)
     assert np.abs(null).max() < 0.3
@@ -39,7 +39,7 @@ def test_scores_only_count_points_inside_the_disc():
     samples[0, :, :2, 0] = np.arange(8).reshape(4, 2)
     samples[1, :, :2, 0] = np.arange(8).reshape(4, 2)
     samples[1, :, 2, 0] = 1000.0                               # garbage outside the disc
-    score, _ = version_scores(samples, 1, Rotate(30), pts, 0.6, np.arange(4))
+    score, _ = version_scores(samples, TransformedVersion(1, Rotate(30)), SampleGrid(pts, 0.6, np.arange(4)))
     assert np.isclose(score[0, 0], 1.0)
 
 
@@ -70,7 +70,8 @@ def test_bf16_products_stay_within_0_01_of_float32():
     mix = rng.normal(size=(c, c)) * 0.3 + np.eye(c)
     samples = np.stack([base, base @ mix + rng.normal(size=(n, p, c)) * 0.5]).astype(np.float16)
     pts = np.zeros((p, 2))
-    exact, _ = version_scores(samples, 1, Rotate(90), pts, 0.6, np.arange(n), ScoreSettings(bf16="off"))
-    fast, _ = version_scores(samples, 1, Rotate(90), pts, 0.6, np.arange(n), ScoreSettings(bf16="on"))
+    gx, grid = TransformedVersion(1, Rotate(90)), SampleGrid(pts, 0.6, np.arange(n))
+    exact, _ = version_scores(samples, gx, grid, ScoreSettings(bf16="off"))
+    fast, _ = version_scores(samples, gx, grid, ScoreSettings(bf16="on"))
     assert np.abs(exact).max() > 0.5                      # real correlations, not just noise
     assert np.abs(fast - exact).max() < 0.01

@@ -21,7 +21,7 @@ SPEC = "equivar_core.planted:planted"
 
 
 def _save_checkpoint(path, seed):
-    torch.save(planted_model(seed, **family_sizes(0))[0].state_dict(), path)   # the shapes of `planted`
+    torch.save(planted_model(seed, family_sizes(0))[0].state_dict(), path)   # the shapes of `planted`
 
 
 def _config(out, **kw):

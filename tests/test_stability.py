@@ -13,7 +13,7 @@ import pytest
 from equivar_core import stages
 from equivar_core.families import PairFamilies
 from equivar_core.moments import StoredMoments
-from equivar_core.scores import ScoreSettings, version_scores
+from equivar_core.scores import SampleGrid, ScoreSettings, TransformedVersion, version_scores
 from equivar_core.settings import MEMBERSHIP_THRESHOLDS, FamilySettings
 from equivar_core.stability import adjusted_rand_index, best_jaccard, mean_pairwise_ari, singletons
 from equivar_core.stages.sampling import located
@@ -43,7 +43,8 @@ def test_fold_scores_are_the_scores_of_the_folds_images(planted_runs):
             assert folds[f"plain|{label}"].shape == (k, r.n_units, r.n_units)
             for f in range(k):
                 images = np.arange(r.n_images)[np.arange(r.n_images) % k == f]
-                want = version_scores(samples, v, g, points, disc, images, ScoreSettings(), other=versions)[0]
+                want = version_scores(samples, TransformedVersion(v, g, versions), SampleGrid(points, disc, images),
+                                      ScoreSettings())[0]
                 np.testing.assert_allclose(folds[f"plain|{label}"][f], want, atol=ATOL)
             whole = StoredMoments(r.moments_path).scores(label)[0]
             assert not np.allclose(folds[f"plain|{label}"][0], whole, atol=0.02)     # a fold is not the whole

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from equivar_core.circuits import expanded_weights, family_equivariance
+from equivar_core.capture import Network
+from equivar_core.circuits import Expansion, Family, SourceKernels, expanded_weights, family_equivariance
 from equivar_core.planted import STRIDED, planted_model
 from tests.test_families import _best_match, noise_in_families
 
@@ -19,22 +20,22 @@ from tests.test_families import _best_match, noise_in_families
 def test_expanded_weights_of_a_stride_2_pair_are_the_kernel_itself():
     """Adjacent layers at stride 2 with TF padding: the crop is centred on the true source cell (was off by
     one cell in x and y: rounding the nominal centre half-way between two cells)."""
-    net, _ = planted_model(0, **STRIDED)
-    w = expanded_weights(net, "relu1", "relu2", net.input_size, max_radius=6)
+    net, _ = planted_model(0, STRIDED)
+    w = expanded_weights(Network(net, net.input_size), "relu1", "relu2", expansion=Expansion(max_radius=6))
     assert w.shape[-1] == 7
     assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
 
 
 def test_stride_2_group_convolution_is_circuit_equivariant():
     """An exact group convolution at stride 2 scores >= 0.9 (0.43 before the crop fix), its invariant unit too."""
-    net, truth = planted_model(0, **STRIDED)
-    w = expanded_weights(net, "relu1", "relu2", net.input_size)
+    net, truth = planted_model(0, STRIDED)
+    w = expanded_weights(Network(net, net.input_size), "relu1", "relu2")
     src, src_params, _ = truth.families["conv1"]["edges"]
     dst, dst_params, _ = truth.families["conv2"]["edges2"]
-    eq, n = family_equivariance(w, src, src_params, dst, dst_params, "rotate", 360.0, 360.0)
+    source = SourceKernels.of(w, Family(src, src_params, 360.0), "rotate")
+    eq, n = family_equivariance(source, Family(dst, dst_params, 360.0))
     assert n > 0 and eq >= 0.9
-    inv, _ = family_equivariance(w, src, src_params, [truth.invariant_unit], [0.0], "rotate", 360.0, 360.0,
-                                 invariant=True)
+    inv, _ = family_equivariance(source, Family([truth.invariant_unit], [0.0], 360.0), invariant=True)
     assert inv >= 0.9
 
 
@@ -98,7 +99,7 @@ def test_orbit_centred_scores_see_hue_copies_whatever_their_luminance():
     more than their chroma: at the best hue amount, plain scores stay low (the units' luminance weights
     differ), orbit-centred scores are near 1."""
     from equivar_core.planted import yiq_axis
-    from equivar_core.scores import orbit_centred_scores, version_scores
+    from equivar_core.scores import SampleGrid, TransformedVersion, orbit_centred_scores, version_scores
     from equivar_core.transforms import HueRotate, hue_matrix
 
     rng = np.random.default_rng(0)
@@ -112,7 +113,8 @@ def test_orbit_centred_scores_see_hue_copies_whatever_their_luminance():
     versions = np.stack([(x @ hue_matrix(a).T @ w.T).numpy() for a in amounts])
     images, points = np.arange(64), np.zeros((50, 2))
     _, centred = orbit_centred_scores(samples, versions, amounts, images)
-    plain = {a: version_scores(samples, v, HueRotate(a), points, 2.0, images, other=versions)[0]
+    grid = SampleGrid(points, 2.0, images)
+    plain = {a: version_scores(samples, TransformedVersion(v, HueRotate(a), versions), grid)[0]
              for v, a in enumerate(amounts)}
     # [1, 0]: unit 1 on x against unit 0 on hue-rotated x
     assert max(m[1, 0] for m in centred.values()) >= 0.95

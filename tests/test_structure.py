@@ -160,16 +160,35 @@ def test_stages_are_modules_named_after_what_they_compute_each_readable_at_once(
     assert all(sum(1 for _ in open(mods[m])) <= 300 for m in stage_modules), stage_modules
 
 
-def test_family_estimators_take_the_settings_fields_as_keyword_parameters_with_their_defaults():
+def _hand_typed_estimator_defaults(estimator) -> list[str]:
+    """The parameters of a family estimator whose default is not read from ``FamilySettings`` (made with
+    :func:`~equivar_core.families.setting_param` for the field of its own name), or that are not keyword-only."""
     import dataclasses
 
-    from equivar_core.families import AngularFamilies, PairFamilies
-    from equivar_core.settings import FamilySettings
+    from equivar_core.families import FamilySettings
 
-    settings = {f.name: f.default for f in dataclasses.fields(FamilySettings)}
+    declared = {f.name: f.default for f in dataclasses.fields(FamilySettings)}
+    return [f.name for f in dataclasses.fields(estimator)
+            if not f.kw_only or f.name not in declared or f.metadata.get("setting") != f.name
+            or f.default != declared[f.name]]
+
+
+def test_family_estimators_read_their_defaults_from_the_settings():
+    """Each default is declared once, on ``FamilySettings``; the estimators' keyword parameters derive theirs."""
+    import dataclasses
+
+    from equivar_core.families import AngularFamilies, PairFamilies, setting_param
+
     for estimator in (AngularFamilies, PairFamilies):
-        for f in dataclasses.fields(estimator):
-            assert f.kw_only and f.name in settings and f.default == settings[f.name], (estimator, f.name)
+        assert dataclasses.fields(estimator) and _hand_typed_estimator_defaults(estimator) == [], estimator
+
+    @dataclasses.dataclass(kw_only=True)
+    class Retyped:                          # the check fails on a default typed by hand, even an equal one
+        min_similarity: float = 0.7
+        min_spread: float = setting_param("min_spread")
+        tolerance: float = setting_param("min_spread")        # another field's default
+
+    assert _hand_typed_estimator_defaults(Retyped) == ["min_similarity", "tolerance"]
 
 
 def test_the_cli_is_one_small_module_per_command():
@@ -327,3 +346,57 @@ def test_every_settings_field_a_stage_reads_is_declared_at_its_asset(traced_run)
             undeclared[step.assets] = sorted(missing)
     assert undeclared == {}, "\n".join(f"{k}: {v}" for k, v in undeclared.items())
     assert any("families.min_similarity" in s.fields for s in steps if "families" in s.assets)   # it sees reads
+
+#: functions of equivar_core allowed over the size limits, each with its reason (aim: none)
+SIZE_EXCEPTIONS = {
+    # one inception module: its branch widths are the paper's table (Szegedy et al. 2015, table 1) column by
+    # column, and loading the released weights checks them; a settings object would only rename the table
+    "equivar_core.models.inceptionv1.Mixed.__init__",
+    # a stage function whose parameters are its asset's upstream tables (the run's settings, then families,
+    # images, layers, unit_stats, unit_profiles, curve_detectors), as the asset passes them: the signature is
+    # the graph; a bag of tables would hide which ones the rotation test reads
+    "equivar_core.stages.sweep_tables.family_sweep_table",
+}
+MAX_LINES, MAX_PARAMS = 60, 6
+
+
+def oversized_functions(source: str, module: str) -> list[str]:
+    """``module.[Class.]function: N lines, M parameters`` for every function over :data:`MAX_LINES` lines (from
+    ``def`` to its last line, decorators not counted) or over :data:`MAX_PARAMS` parameters (``self`` and
+    ``cls`` not counted; ``*args`` and ``**kwargs`` count one each), nested ones included."""
+    found = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = child.args
+                names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
+                n = len([p for p in names if p not in ("self", "cls")]) + (a.vararg is not None) + (a.kwarg is not None)
+                lines = child.end_lineno - child.lineno + 1
+                if lines > MAX_LINES or n > MAX_PARAMS:
+                    found.append(f"{module}.{prefix}{child.name}: {lines} lines, {n} parameters")
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_functions_of_the_science_are_short_and_take_few_parameters():
+    """Every function in equivar_core is at most 60 lines long and takes at most 6 parameters: long argument
+    lists become settings objects (typed frozen dataclasses), long functions named steps."""
+    found = []
+    for m, path in _modules().items():
+        if m.startswith("equivar_core"):
+            found += oversized_functions(open(path).read(), m)
+    assert [f for f in found if f.split(":")[0] not in SIZE_EXCEPTIONS] == []
+    assert all(any(f.startswith(e + ":") for f in found) for e in SIZE_EXCEPTIONS), "an exception no longer needed"
+    body = "\n".join(f"    x{i} = {i}" for i in range(59))                    # the check can fail, at the limits
+    assert oversized_functions(f"class A:\n  def f(self, a, b, c, d, e, g):\n{body}\n", "m") == []
+    assert oversized_functions(f"class A:\n  def f(self, a, b, c, d, e, g, h):\n{body}\n    y = 1\n", "m") == [
+        "m.A.f: 61 lines, 7 parameters"]
+    assert oversized_functions("def f(*a, **k):\n  def g(a, b, c, d, e, f, *, h):\n    pass\n", "m") == [
+        "m.f.g: 2 lines, 7 parameters"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from equivar_core.capture import layer_geometry
+from equivar_core.capture import Network, layer_geometry
 from equivar_core.stimuli import StimulusSettings, render
 from equivar_core.tuning import TuningSettings, measure_tuning
 from equivar_core.transforms import (TRANSFORMS, HFlip, HueRotate, Rotate, Scale, disc_points, hue_color, make_transform,
@@ -98,8 +98,8 @@ def test_tuning_reads_each_twin_from_its_picture():
     geom = layer_geometry(net, ["3"], 48)
     stats = {"3": (np.zeros(5), np.ones(5))}
     stim = StimulusSettings(kinds=("line", "grating", "color_contrast", "edge"))
-    a = measure_tuning(net, geom, 48, stats, TuningSettings(stimuli=stim, draw_twins_once=False))
-    b = measure_tuning(net, geom, 48, stats, TuningSettings(stimuli=stim))
+    a = measure_tuning(Network(net, 48), geom, stats, TuningSettings(stimuli=stim, draw_twins_once=False))
+    b = measure_tuning(Network(net, 48), geom, stats, TuningSettings(stimuli=stim))
     assert all(np.array_equal(a[k], b[k]) for k in ("layer", "unit", "stimulus", "param", "nuisance")
                if k in a)
     assert np.ptp(a["response"]) > 0.1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..circuits import (CircuitNull, NotConnected, SourceKernels, cancellation, expanded_weights,
+from ..capture import Network
+from ..circuits import (CircuitNull, Expansion, Family, NotConnected, SourceKernels, cancellation, expanded_weights,
                         family_equivariance, invariant_equivariance, probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
@@ -58,8 +60,8 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
             computed = np.unique(np.concatenate([dst_units, *targets])).astype(int)
         size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
         try:
-            w = expanded_weights(model.module, src, dst, size, settings.resolved_device(),
-                                 settings.circuits.max_radius, dst_units=computed)
+            w = expanded_weights(Network(model.module, size, settings.resolved_device()), src, dst, computed,
+                                 Expansion(max_radius=settings.circuits.max_radius))
         except NotConnected as exc:
             log.warning("circuits: %s -> %s skipped: %s", src, dst, exc)
             continue
@@ -86,7 +88,6 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
     """``circuit_families``: weight versus relative place, and circuit equivariance beside its null
     (:class:`~equivar_core.circuits.CircuitNull`, seeded by the run and the layer pair), per family pair."""
     rows = []
-    bin_ = settings.circuits.delta_bin
     pairs = weights_df[["src_layer", "dst_layer"]].drop_duplicates().itertuples(index=False)
     for src, dst in pairs:
         loaded = load_weights(settings, src, dst)
@@ -97,39 +98,12 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
             [settings.seed, zlib.crc32(f"{src}->{dst}".encode())]))
         row_of = np.full(int(computed.max()) + 1 if len(computed) else 0, -1)
         row_of[computed] = np.arange(len(computed))
-        total = w.sum((2, 3))
+        pair = _PairWeights(src, dst, w, row_of, w.sum((2, 3)), null)
         fsrc = families_df[families_df["layer"] == src]
         fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
-        targets = {}                            # transform -> the destination families' (id, rows, params, period)
         shared = {}                             # (source family, transform) -> its SourceKernels
-        for (df_id, transform), gd in fdst.groupby(["family", "transform"]):
-            targets.setdefault(transform, []).append(
-                (df_id, gd["row"].to_numpy(int), gd["param"].to_numpy(), _family_period(gd, transform)))
-        for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
-            src_units, src_params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
-            p_src = _family_period(gs, transform)
-            T = TRANSFORMS[transform]
-            kernels = SourceKernels.of(w, src_units, src_params, transform, p_src) \
-                if len(src_units) >= 2 and (T.angular or T.involution) else None
-            shared[(sf, transform)] = kernels
-            for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
-                eq, n, null_mean, null_sd = family_equivariance(w, src_units, src_params, dst_rows, dst_params,
-                                                                transform, p_src, p_dst, settings.families.tolerance,
-                                                                null=null, kernels=kernels)
-                a, b = np.meshgrid(src_units, dst_rows, indexing="ij")
-                pa, pb = np.meshgrid(src_params, dst_params, indexing="ij")
-                period = max(p_src, p_dst)
-                delta = np.mod(pb - pa, period)
-                if TRANSFORMS[transform].angular:
-                    delta = np.mod(np.round(delta / bin_) * bin_, period)
-                bins, inverse = np.unique(delta.ravel(), return_inverse=True)
-                counts = np.bincount(inverse, minlength=len(bins))
-                means = np.bincount(inverse, weights=total[b.ravel(), a.ravel()], minlength=len(bins)) / counts
-                rows.append({"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": int(df_id),
-                             "transform": transform, "delta": bins, "mean_weight": means, "n_pairs": counts,
-                             "equivariance": eq, "n_matched": n, "null_mean": null_mean, "null_sd": null_sd,
-                             "dst_unit": -1})
-        rows += _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null, shared)
+        rows += _family_targets(settings, pair, fsrc, fdst, shared)
+        rows += _invariant_targets(settings, pair, fsrc, fdst, shared)
     cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
             "equivariance", "n_matched", "null_mean", "null_sd", "dst_unit"]
     df = pd.DataFrame(_stack_rows(rows, cols))
@@ -137,6 +111,60 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         df["null_sd"] > 0))
     df["dst_unit"] = df["dst_unit"].astype("Int64").where(df["dst_unit"] >= 0)
     return _with_model(df, settings)
+
+
+@dataclass
+class _PairWeights:
+    """One layer pair's expanded weights as the circuit tables read them: ``w`` (rows: the computed destination
+    units), ``row_of`` (destination unit -> its row of ``w``, -1 where not computed), ``total`` (``w`` summed
+    over the kernel) and the pair's null."""
+
+    src: str
+    dst: str
+    w: np.ndarray
+    row_of: np.ndarray
+    total: np.ndarray
+    null: CircuitNull
+
+
+#: a family pair that cannot be scored (a source family of one member, or a transform without places)
+_UNSCORED = (float("nan"), 0, float("nan"), float("nan"))
+
+
+def _family_targets(settings: RunSettings, pair: _PairWeights, fsrc: pd.DataFrame, fdst: pd.DataFrame,
+                    shared: dict) -> list[dict]:
+    """Rows for family-to-family circuits of one layer pair, source family by source family (each one's
+    :class:`SourceKernels` kept in ``shared``, for the invariant targets)."""
+    rows = []
+    bin_ = settings.circuits.delta_bin
+    targets = {}                            # transform -> the destination families' (id, rows, params, period)
+    for (df_id, transform), gd in fdst.groupby(["family", "transform"]):
+        targets.setdefault(transform, []).append(
+            (df_id, gd["row"].to_numpy(int), gd["param"].to_numpy(), _family_period(gd, transform)))
+    for (sf, transform), gs in fsrc.groupby(["family", "transform"]):
+        src_units, src_params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
+        p_src = _family_period(gs, transform)
+        T = TRANSFORMS[transform]
+        kernels = SourceKernels.of(pair.w, Family(src_units, src_params, p_src), transform) \
+            if len(src_units) >= 2 and (T.angular or T.involution) else None
+        shared[(sf, transform)] = kernels
+        for df_id, dst_rows, dst_params, p_dst in targets.get(transform, []):
+            eq, n, null_mean, null_sd = _UNSCORED if kernels is None else family_equivariance(
+                kernels, Family(dst_rows, dst_params, p_dst), settings.families.tolerance, null=pair.null)
+            a, b = np.meshgrid(src_units, dst_rows, indexing="ij")
+            pa, pb = np.meshgrid(src_params, dst_params, indexing="ij")
+            period = max(p_src, p_dst)
+            delta = np.mod(pb - pa, period)
+            if TRANSFORMS[transform].angular:
+                delta = np.mod(np.round(delta / bin_) * bin_, period)
+            bins, inverse = np.unique(delta.ravel(), return_inverse=True)
+            counts = np.bincount(inverse, minlength=len(bins))
+            means = np.bincount(inverse, weights=pair.total[b.ravel(), a.ravel()], minlength=len(bins)) / counts
+            rows.append({"src_layer": pair.src, "src_family": int(sf), "dst_layer": pair.dst,
+                         "dst_family": int(df_id), "transform": transform, "delta": bins, "mean_weight": means,
+                         "n_pairs": counts, "equivariance": eq, "n_matched": n, "null_mean": null_mean,
+                         "null_sd": null_sd, "dst_unit": -1})
+    return rows
 
 
 def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) -> np.ndarray:
@@ -152,10 +180,12 @@ def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) 
     return np.sort(keep)
 
 
-def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null, shared) -> list[pd.DataFrame]:
+def _invariant_targets(settings: RunSettings, pair: _PairWeights, fsrc: pd.DataFrame, fdst: pd.DataFrame,
+                       shared: dict) -> list[dict]:
     """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit
     (``shared``: the source families' :class:`SourceKernels`, made for the family-to-family rows)."""
     rows = []
+    src, dst, row_of, total = pair.src, pair.dst, pair.row_of, pair.total
     computed = {}                               # transform -> its invariant targets with computed weights
     for transform in ANGULAR:
         targets = invariant_units(settings, dst, transform, fdst.loc[fdst["transform"] == transform, "unit"])
@@ -167,8 +197,9 @@ def _invariant_targets(settings, w, total, fsrc, fdst, src, dst, row_of, null, s
             continue
         period = _family_period(gs, transform)
         units, params = gs["unit"].to_numpy(int), gs["param"].to_numpy()
-        scored = invariant_equivariance(w, units, params, row_of[targets], transform, period, null,
-                                        shared.get((sf, transform)))
+        kernels = shared.get((sf, transform))           # None: a family of one member
+        scored = np.full((len(targets), 3), np.nan) if kernels is None else invariant_equivariance(
+            kernels, row_of[targets], pair.null)
         n = len(units) * (len(units) - 1)
         delta = np.mod(-params, period)
         rows += [{"src_layer": src, "src_family": int(sf), "dst_layer": dst, "dst_family": -1,

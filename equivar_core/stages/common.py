@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..capture import LayerGeometry
+from ..capture import LayerGeometry, Network
 from ..images import ImageView, plan_views
 from ..models.registry import LoadedModel, load_model_once, resolve_layers
 from ..models.untrained import is_untrained_spec
@@ -20,6 +20,11 @@ def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
     layers = resolve_layers(model, list(settings.layers) or None)
     model.module.to(settings.resolved_device())
     return model, layers
+
+
+def network(model: LoadedModel, settings: RunSettings) -> Network:
+    """The loaded model as the forward passes see it, on the run's device."""
+    return Network(model.module, model.input_size, settings.resolved_device())
 
 
 def calibration_views(settings: RunSettings) -> list[ImageView] | None:

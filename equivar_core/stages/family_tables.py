@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..activations import TRANSFORM_GROUPS
 from ..basis import above_chance, family_order, median_spacing, suggested_group
-from ..families import AngularFamilies, PairFamilies, Relations, curve_memo, flip_relations, relate_families
+from ..families import (AngularFamilies, Assignment, Evidence, PairFamilies, Relations, curve_memo, flip_relations,
+                        relate_families)
 from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
@@ -72,36 +73,37 @@ class TunedLayer:
         return out
 
 
-def layer_fits(settings: RunSettings, tuned: TunedLayer, layer: str, evidence_of, relations: bool = True,
+def layer_fits(settings: RunSettings, tuned: TunedLayer, evidence, relations: bool = True,
                memo: dict[str, dict] | None = None, transforms=TRANSFORM_GROUPS
                ) -> dict[str, tuple[AngularFamilies | PairFamilies, Relations | None]]:
     """One layer's family estimators, fitted, per transform (of ``transforms``, those with evidence), with
     each one's relations (siblings, rotation or mirror flips; skipped without ``relations``); see
-    :func:`layer_families`. ``memo``: transform -> the angular fits' memo for this evidence (refits with
-    other thresholds), else a copy of ``tuned.memo``'s."""
+    :func:`layer_families`. ``evidence(transform)``: the layer's scores and plain correlations, as
+    ``evidence_of`` of :func:`layer_families` gives them. ``memo``: transform -> the angular fits' memo for
+    this evidence (refits with other thresholds), else a copy of ``tuned.memo``'s."""
     fs = settings.families
     c = len(tuned.frequency)
     memo = {t: dict(m) for t, m in tuned.memo.items()} if memo is None else memo
     out = {}
-    rotation = np.full(c, -1), np.full(c, np.nan), {}, {}    # the layer's rotation families and scores
+    # the layer's rotation families and scores
+    rotation, rotation_scores = Assignment(np.full(c, -1), np.full(c, np.nan), {}), {}
     for transform in (t for t in ANGULAR if t in transforms):
         T = TRANSFORMS[transform]
-        scores, identity = evidence_of(layer, transform)
+        scores, identity = evidence(transform)
         curves = tuned.curves[transform]
         est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
-            curves, tuned.eligible[transform], scores, identity, tuned.invariant[transform],
+            curves, tuned.eligible[transform], Evidence(scores, identity), tuned.invariant[transform],
             tuned.frequency if T.name == Rotate.name else None, memo[transform])
-        out[transform] = est, relate_families(curves, est.labels_, est.periods_, tuned.frequency,
-                                              fs.sibling_similarity, fs.frequency_gap, fs.curve_weighting,
+        out[transform] = est, relate_families(curves, est.assignment_, tuned.frequency, fs,
                                               tuned.full[transform]) if relations else None
         if transform == Rotate.name:
-            rotation = est.labels_, est.params_, est.periods_, scores
+            rotation, rotation_scores = est.assignment_, scores
     for transform in (t for t in PAIRED if t in transforms):
-        scores, _ = evidence_of(layer, transform)
+        scores, _ = evidence(transform)
         if not scores:
             continue
         est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores, directed=TRANSFORMS[transform].directed)
-        out[transform] = est, Relations({}, {}, flip_relations(est, *rotation, fs.tolerance, fs.mirror_margin)) \
+        out[transform] = est, Relations({}, {}, flip_relations(est, rotation, rotation_scores, fs)) \
             if transform == HFlip.name and relations else None
     return out
 
@@ -121,12 +123,10 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         if layer not in tuned:
             tuned[layer] = TunedLayer.of(settings, tuning_df, profiles_df, layer, c)
         next_id = 0
-        for transform, (est, relations) in layer_fits(settings, tuned[layer], layer, evidence_of).items():
-            angular = isinstance(est, AngularFamilies)
-            next_id = _append_families(rows, layer, transform, est, next_id,
-                                       period=dict(est.periods_) if angular else {},
-                                       agreement=est.agreement_ if angular else None,
-                                       frequency=tuned[layer].frequency, relations=relations)
+        fits = layer_fits(settings, tuned[layer], lambda t, layer=layer: evidence_of(layer, t))
+        for transform, (est, relations) in fits.items():
+            new, next_id = _family_rows(layer, transform, est, next_id, tuned[layer].frequency, relations)
+            rows += new
     cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
             "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
     df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
@@ -135,9 +135,14 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
     return _with_model(df.astype({"relation": object}), settings)
 
 
-def _append_families(rows, layer, transform, est, next_id, period, agreement, frequency=None,
-                     relations: Relations | None = None) -> int:
-    """Rows of ``est``'s families, numbered from ``next_id`` in label order (a sibling's id likewise)."""
+def _family_rows(layer: str, transform: str, est: AngularFamilies | PairFamilies, next_id: int,
+                 frequency: np.ndarray | None = None, relations: Relations | None = None) -> tuple[list[dict], int]:
+    """Rows of ``est``'s families, numbered from ``next_id`` in label order (a sibling's id likewise), and the
+    id after the last."""
+    angular = isinstance(est, AngularFamilies)
+    period = dict(est.periods_) if angular else {}
+    agreement = est.agreement_ if angular else None
+    rows = []
     variants = getattr(est, "variants_", np.zeros(len(est.labels_), dtype=int))
     labels = np.unique(est.labels_[est.labels_ >= 0])
     table_id = {int(f): next_id + i for i, f in enumerate(labels)}
@@ -159,7 +164,7 @@ def _append_families(rows, layer, transform, est, next_id, period, agreement, fr
                          "sibling_similarity": relations.similarity.get(f, np.nan),
                          "relation": relations.relation.get(f)})
         next_id += 1
-    return next_id
+    return rows, next_id
 
 
 def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_rb_df: pd.DataFrame,

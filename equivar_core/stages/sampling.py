@@ -13,7 +13,7 @@ from ..moments import IDENTITY_LABEL, StoredMoments
 from ..settings import RunSettings
 from ..storage import save_npy, save_npz
 from ..transforms import IDENTITY
-from .common import _views, _with_model, load
+from .common import _views, _with_model, load, network
 
 
 def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView], paths: dict[str, str],
@@ -21,8 +21,7 @@ def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView
     """One shard of a sweep group's forward passes (a worker's task): load the model, write the shard's
     rows of the sample files ``paths``, return its partial sums (see :func:`activations.sample_rows`)."""
     model, _ = load(settings)
-    return sample_rows(model.module, layers, views, model.input_size, settings.sweep, paths, settings.batch_size,
-                       settings.resolved_device(), group, settings.seed, settings.stability.folds)
+    return sample_rows(network(model, settings), layers, views, paths, settings.group_passes(group))
 
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
@@ -56,10 +55,8 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     """
     model, _ = load(settings)
     layout = settings.layout
-    samples, stats, loaded = sample_activations(
-        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep, layout.activations,
-        settings.batch_size, settings.resolved_device(), group=IDENTITY, run_shards=run_shards,
-        keep=settings.keep_samples, seed=settings.seed, folds=settings.stability.folds)
+    samples, stats, loaded = sample_activations(network(model, settings), list(layers_df["layer"]), _views(images_df),
+                                                layout.activations, settings.group_passes(IDENTITY), run_shards)
     save_npy(layout.loaded, loaded)
     rows = []
     for name, st in stats.items():
@@ -84,8 +81,6 @@ def transformed_activations(settings: RunSettings, images_df: pd.DataFrame, laye
     its amounts change.
     """
     model, _ = load(settings)
-    samples, _, loaded = sample_activations(
-        model.module, list(layers_df["layer"]), _views(images_df), model.input_size, settings.sweep,
-        settings.layout.activations, settings.batch_size, settings.resolved_device(), group=transform,
-        run_shards=run_shards, keep=settings.keep_samples, seed=settings.seed, folds=settings.stability.folds)
+    samples, _, loaded = sample_activations(network(model, settings), list(layers_df["layer"]), _views(images_df),
+                                            settings.layout.activations, settings.group_passes(transform), run_shards)
     return _manifest(settings, samples, loaded, transform)

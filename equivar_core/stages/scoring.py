@@ -18,7 +18,7 @@ from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import IDENTITY
 from ..tuning import measure_tuning, unit_profiles
-from .common import _columns, _geometries, _with_model, load
+from .common import _columns, _geometries, _with_model, load, network
 from .sampling import located, transformed_activations
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.Da
         stats[layer] = (g["mean"].to_numpy(), g["std"].to_numpy())
         q = random_orthogonal(len(g), settings.seed, layer)
         mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(settings.layout.cov(layer)), q))
-    cols, mixed = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
-                                 settings.resolved_device(), mixes)
+    cols, mixed = measure_tuning(network(model, settings), _geometries(layers_df), stats, settings.tuning, mixes)
     return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
 
 

@@ -35,7 +35,8 @@ def _refit(settings: RunSettings, tuned: TunedLayer, layer: str, evidence_of, me
            transforms=TRANSFORM_GROUPS) -> dict[str, np.ndarray]:
     """transform -> each unit's family (-1: in none) in a refit of one layer (each of ``transforms``);
     ``memo`` as in :func:`~.family_tables.layer_fits`."""
-    fits = layer_fits(settings, tuned, layer, evidence_of, relations=False, memo=memo, transforms=transforms)
+    fits = layer_fits(settings, tuned, lambda t: evidence_of(layer, t), relations=False, memo=memo,
+                      transforms=transforms)
     none = np.full(len(tuned.frequency), -1)
     return {t: fits[t][0].labels_ if t in fits else none for t in transforms}
 

@@ -13,9 +13,9 @@ import pandas as pd
 from ..activations import TopImages
 from ..curves import curve_detectors
 from ..settings import RunSettings
-from ..sweeps import SweptFamily, chance_within, control_units, layer_sweeps, sweep_error
+from ..sweeps import SweptFamily, UnitStats, chance_within, control_units, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, TRANSFORMS, Rotate
-from .common import _columns, _geometries, _views, _with_model, load
+from .common import _columns, _geometries, _views, _with_model, load, network
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
                 continue
             if test.controls:
                 chosen += sweep_controls(settings, layer, chosen, lf, profiles_df, len(st))
-            cols = layer_sweeps(model.module, geoms[layer], model.input_size, views, top,
-                                st["mean"].to_numpy(), st["std"].to_numpy(), chosen,
-                                dataclasses.replace(test, step=step), settings.resolved_device())
+            cols = layer_sweeps(network(model, settings), geoms[layer], views,
+                                UnitStats(st["mean"].to_numpy(), st["std"].to_numpy(), top), chosen,
+                                dataclasses.replace(test, step=step))
             df = pd.DataFrame(cols)
             periods = {f.family: f.period for f in chosen}
             df.insert(1, "transform", df["family"].map({f.family: f.transform for f in chosen}))
