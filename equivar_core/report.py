@@ -258,8 +258,7 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     # the kernels as one image (a grid of tiles, white between them) on one axes: an axes per kernel costs
     # a tenth of a second each to draw; fixed margins (inches) for the labels, so nothing is measured
     ax = fig.add_axes([0.9 / width, 0.1 / height, 1 - 4.1 / width, 1 - 0.6 / height])
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
     tiles = np.transpose(grid, (1, 0, 2, 3))                                 # src x dst x k x k
     k = tiles.shape[-1]
     ax.imshow(kernel_mosaic(tiles), cmap=cmap, vmin=-vmax, vmax=vmax)
