@@ -12,13 +12,13 @@ import pandas as pd
 from ..activations import TRANSFORM_GROUPS
 from ..basis import above_chance, family_order, median_spacing, suggested_group
 from ..families import AngularFamilies, PairFamilies, Relations, curve_memo, flip_relations, relate_families
-from ..moments import IDENTITY_LABEL, StoredMoments
+from ..moments import StoredMoments
 from ..settings import RunSettings
-from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
+from ..transforms import ANGULAR, IDENTITY_LABEL, PAIRED, TRANSFORMS, HFlip, Rotate, label_amount, version_labels
 from ..tuning import frequency_index, split_by_stimulus, stacked_curves
 from .common import _columns, _with_model
 from .sampling import located
-from .scoring import _centred_matrices, load_evidence, profile_table
+from .scoring import load_evidence, profile_table
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +181,13 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
         for transform, manifest in transformed.items():
             for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
                 moments = StoredMoments(r.moments_path)
-                centred = _centred_matrices(r, moments, mixed=True)
-                if centred:                   # what the family code reads for this transform (load_evidence)
-                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
-                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
+                centred = moments.centred(mixed=True)
+                if centred is not None:       # what the family code reads for this transform (load_evidence)
+                    identity[(layer, transform)], scores[(layer, transform)] = centred
                     continue
                 identity[(layer, transform)] = plain
-                for label in r.versions.split(";"):
-                    scores.setdefault((layer, transform), {})[float(label.split(":")[1])] = moments.scores(
+                for label in version_labels(r.versions):
+                    scores.setdefault((layer, transform), {})[label_amount(label)] = moments.scores(
                         label, mixed=True)[0]
         log.info("basis control: %s scored in a random basis", layer)
     random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,

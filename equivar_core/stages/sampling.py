@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ..activations import sample_activations, sample_rows
+from ..archive_keys import identity_arrays
 from ..images import ImageView
-from ..moments import IDENTITY_LABEL, StoredMoments
+from ..moments import StoredMoments
 from ..settings import RunSettings
 from ..storage import save_npy, save_npz
-from ..transforms import IDENTITY
+from ..transforms import IDENTITY, IDENTITY_LABEL, versions_text
 from .common import _views, _with_model, load
 
 
@@ -26,7 +27,7 @@ def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView
 
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
-    labels = ";".join(g.label for g in settings.sweep.group(group))
+    labels = versions_text([g.label for g in settings.sweep.group(group)])
     cols = ["layer", "depth", "group", "path", "points_path", "moments_path", "n_versions", "n_images", "n_kept",
             "n_loaded", "n_skipped", "n_points", "n_units", "versions"]
     rel = settings.layout.relative         # a moved or copied folder reads its own files
@@ -71,7 +72,7 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
     for smp in samples:
         identity, _ = StoredMoments(smp.moments_path).scores(IDENTITY_LABEL)
-        save_npz(layout.scores(smp.layer, IDENTITY), {IDENTITY_LABEL: identity})
+        save_npz(layout.scores(smp.layer, IDENTITY), identity_arrays(identity))
     return stats_df, _manifest(settings, samples, loaded, IDENTITY)
 
 
