@@ -216,3 +216,56 @@ def test_project_modules_are_imported_at_module_level_only():
                 elif isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names):
                     found.append(f"{m}:{node.lineno}")
     assert found == []
+
+
+#: who spells each on-disk format: the ``NAME:AMOUNT`` transform label and the ``;`` between a sweep group's
+#: labels, and every key inside the ``.npz`` archives (moments, fold scores, score matrices)
+LABEL_OWNER, ARCHIVE_KEY_OWNER = "equivar_core.transforms", "equivar_core.archive_keys"
+#: other texts with a ``:`` that their own module parses, and what they are
+OTHER_COLON_FORMATS = {"equivar_core.models.registry": "model specs (package.module:callable, timm:NAME)",
+                       "pipelines.fingerprints": "torch device strings (cuda:0)"}
+#: spellings of archive keys (and of their parts) that only their owner may write
+ARCHIVE_KEY_SPELLINGS = (":null", ":centred", "centred-identity", "identity:0", "plain|", "centred|", "cross|")
+
+
+def _splits_on(node: ast.AST) -> str | None:
+    """The separator of ``x.split(":")``, ``x.rsplit("|", 1)``, ``x.partition(";")``, ``";".join(xs)`` and the
+    like (None for any other node)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    if node.func.attr == "join" and isinstance(node.func.value, ast.Constant):
+        separator = node.func.value.value
+    elif node.func.attr in ("split", "rsplit", "partition", "rpartition") and node.args:
+        separator = getattr(node.args[0], "value", None)
+    else:
+        return None
+    return separator if separator in (":", ";", "|") else None
+
+
+def _format_spellings(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every split on a label or key separator and every literal archive-key spelling in
+    ``tree`` (docstrings aside: they may name a format)."""
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if _splits_on(node):
+            found.append((node.lineno, f"split or join on {_splits_on(node)!r}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found += [(node.lineno, repr(s)) for s in ARCHIVE_KEY_SPELLINGS if s in node.value]
+    return found
+
+
+def test_labels_and_archive_keys_are_spelled_by_their_owners_only():
+    """A transform label is written and read by equivar_core.transforms (``label``, ``parse_label``), an archive
+    key by equivar_core.archive_keys: no other module splits a label or key, or spells a key, itself."""
+    found = []
+    for m, path in _modules().items():
+        if m in (LABEL_OWNER, ARCHIVE_KEY_OWNER):
+            continue
+        for line, what in _format_spellings(ast.parse(open(path).read())):
+            if not (m in OTHER_COLON_FORMATS and what == "split or join on ':'"):
+                found.append(f"{m}:{line}: {what}")
+    assert found == []
+    for text in ('label.split(":")[1]', 'k.rsplit("|", 1)', '";".join(labels)', 'z["identity:0"]', 'f"{label}:null"', 'f"plain|{g}"'):
+        assert _format_spellings(ast.parse(text)), text              # the check can fail
+    assert not _format_spellings(ast.parse('"""keys like ``plain|rotate:30``"""'))
