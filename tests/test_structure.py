@@ -269,3 +269,29 @@ def test_labels_and_archive_keys_are_spelled_by_their_owners_only():
     for text in ('label.split(":")[1]', 'k.rsplit("|", 1)', '";".join(labels)', 'z["identity:0"]', 'f"{label}:null"', 'f"plain|{g}"'):
         assert _format_spellings(ast.parse(text)), text              # the check can fail
     assert not _format_spellings(ast.parse('"""keys like ``plain|rotate:30``"""'))
+
+
+def test_the_docs_tables_are_the_declared_ones():
+    """docs/tables.md is generated from the table declarations (`python -m equivar_core.tables`)."""
+    from equivar_core.tables import render
+
+    with open(os.path.join(ROOT, "docs", "tables.md")) as f:
+        assert f.read() == render(), "docs/tables.md is stale: run `python -m equivar_core.tables > docs/tables.md`"
+
+
+def test_every_table_is_declared_once_and_every_declaration_is_complete():
+    """Each table name has one declaration; every declared column has a type and a meaning (its own or the
+    column's before it), ``model`` first; a table built with other columns fails loudly."""
+    import pandas as pd
+    import pytest
+
+    from equivar_core.tables import DECLARATIONS, SAME, TABLES, TYPES
+
+    assert sum(len(t.names) for t in DECLARATIONS) == len(TABLES)
+    for t in DECLARATIONS:
+        names = t.column_names
+        assert names[0] == "model" and len(set(names)) == len(names), t.names
+        assert all(c.type in TYPES for c in t.columns) and t.columns[0].meaning != SAME, t.names
+        assert t.check(pd.DataFrame(columns=names)) is not None
+        with pytest.raises(ValueError, match="declaration"):
+            t.check(pd.DataFrame(columns=names[::-1]))

@@ -16,6 +16,7 @@ from ..moments import StoredMoments
 from ..settings import RunSettings
 from ..transforms import ANGULAR, IDENTITY_LABEL, PAIRED, TRANSFORMS, HFlip, Rotate, label_amount, version_labels
 from ..tuning import frequency_index, split_by_stimulus, stacked_curves
+from ..tables import BASIS_CONTROL, FAMILIES, LAYER_SUMMARY
 from .common import _columns, _with_model
 from .sampling import located
 from .scoring import load_evidence, profile_table
@@ -127,12 +128,10 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
                                        period=dict(est.periods_) if angular else {},
                                        agreement=est.agreement_ if angular else None,
                                        frequency=tuned[layer].frequency, relations=relations)
-    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
-            "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
-    df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
+    df = pd.DataFrame(rows, columns=FAMILIES.built) if rows else FAMILIES.empty()
     df = df.astype({"family": int, "unit": int, "size": int, "variant": int, "sibling": int,
                     "sibling_similarity": float, "frequency_index": float})
-    return _with_model(df.astype({"relation": object}), settings)
+    return _with_model(df.astype({"relation": object}), settings, FAMILIES)
 
 
 def _append_families(rows, layer, transform, est, next_id, period, agreement, frequency=None,
@@ -203,7 +202,7 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
                          "families": real["family"].nunique(), "families_random_basis": rand["family"].nunique()})
     df = pd.DataFrame(rows)
     df["ratio"] = df["units_in_families_random_basis"] / df["units_in_families"].where(df["units_in_families"] > 0)
-    return _with_model(df, settings)
+    return _with_model(df, settings, BASIS_CONTROL)
 
 
 def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame,
@@ -243,4 +242,4 @@ def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families
                          "group_step": period / order if angular and order else float("nan"),
                          "suggested_group": suggested_group(transform, real.get(transform, False), order,
                                                             real.get(HFlip.name, False), period)})
-    return _with_model(pd.DataFrame(rows), settings)
+    return _with_model(pd.DataFrame(rows, columns=LAYER_SUMMARY.built), settings, LAYER_SUMMARY)

@@ -19,6 +19,7 @@ from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import IDENTITY, IDENTITY_LABEL, label_amount, parse_label, version_labels
 from ..tuning import measure_tuning, unit_profiles
+from ..tables import SCALE_PAIRS, TRANSFORM_MAPS, TRANSFORM_PAIRS, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES
 from .common import _columns, _geometries, _with_model, load
 from .sampling import located, transformed_activations
 
@@ -38,13 +39,14 @@ def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.Da
         mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(settings.layout.cov(layer)), q))
     cols, mixed = measure_tuning(model.module, _geometries(layers_df), model.input_size, stats, settings.tuning,
                                  settings.resolved_device(), mixes)
-    return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
+    return (_with_model(pd.DataFrame(cols), settings, TUNING),
+            _with_model(pd.DataFrame(mixed), settings, TUNING_RANDOM_BASIS))
 
 
 def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
     """``unit_profiles``: preferred parameter, selectivity and period per unit and stimulus."""
     cols = unit_profiles(_columns(tuning_df), dict(zip(layers_df["layer"], layers_df["n_units"])), settings.tuning)
-    return _with_model(pd.DataFrame(cols), settings)
+    return _with_model(pd.DataFrame(cols), settings, UNIT_PROFILES)
 
 
 def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) -> pd.DataFrame:
@@ -57,7 +59,6 @@ def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) ->
     a colour transform swept over a full orbit; keys of :mod:`equivar_core.archive_keys`).
     """
     top_k = ScoreSettings().top_k
-    cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
     rows = []
     for r in located(settings, transformed_df).itertuples():
         moments = StoredMoments(r.moments_path)
@@ -73,8 +74,8 @@ def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) ->
             matrices |= keys.centred_arrays(r.group, centred[0], centred[1])
         save_npz(settings.layout.scores(r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(df, settings)
+    df = pd.concat(rows, ignore_index=True) if rows else TRANSFORM_PAIRS.empty()
+    return _with_model(df, settings, TRANSFORM_PAIRS)
 
 
 def load_evidence(settings: RunSettings, layer: str, transform: str
@@ -166,10 +167,8 @@ def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df:
                                           "large_unit": t["partner"], "scale": label_amount(label),
                                           "rank": t["rank"], "score": t["score"], "null_score": t["null_score"],
                                           "z": t["z"], "mutual": mutual}))
-    cols = ["small_layer", "small_unit", "large_layer", "large_unit", "scale", "rank", "score", "null_score", "z",
-            "mutual"]
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(df, settings)
+    df = pd.concat(rows, ignore_index=True) if rows else SCALE_PAIRS.empty()
+    return _with_model(df, settings, SCALE_PAIRS)
 
 
 def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +180,7 @@ def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.Da
             for amount, score in load_scores(settings, layer, transform).items():
                 rows.append({"layer": layer, "transform": transform, "amount": amount,
                              **linear_map_summary(identity, score), "n_units": len(identity)})
-    return _with_model(pd.DataFrame(rows), settings)
+    return _with_model(pd.DataFrame(rows, columns=TRANSFORM_MAPS.built), settings, TRANSFORM_MAPS)
 
 
 def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame
