@@ -95,29 +95,25 @@ def identity_arrays(identity: np.ndarray) -> dict[str, np.ndarray]:
     return {IDENTITY_LABEL: identity}
 
 
-def plain_scores(archive, name: str) -> dict[float, np.ndarray]:
+def plain_scores(archive: Mapping[str, np.ndarray], name: str) -> dict[float, np.ndarray]:
     """amount -> C x C scores of transform ``name``'s versions in a score archive (``np.load``'s file or a
     dict), in the archive's order."""
-    return {parse_label(k)[1]: archive[k] for k in _names(archive) if _is_label_of(k, name)}
+    return {parse_label(k)[1]: archive[k] for k in archive if _is_label_of(k, name)}
 
 
-def centred_scores(archive, name: str) -> tuple[dict[float, np.ndarray], np.ndarray] | None:
+def centred_scores(archive: Mapping[str, np.ndarray], name: str
+                   ) -> tuple[dict[float, np.ndarray], np.ndarray] | None:
     """(amount -> C x C orbit-centred scores, the centred identity scores) of transform ``name`` in a score
     archive, or None where it has none."""
-    names = _names(archive)
-    if _CENTRED_IDENTITY + name not in names:
+    if _CENTRED_IDENTITY + name not in archive:
         return None
-    by_amount = {parse_label(k.removesuffix(_CENTRED))[1]: archive[k] for k in names if k.endswith(_CENTRED)}
+    by_amount = {parse_label(k.removesuffix(_CENTRED))[1]: archive[k] for k in archive if k.endswith(_CENTRED)}
     return by_amount, archive[_CENTRED_IDENTITY + name]
 
 
-def identity_scores(archive) -> np.ndarray:
+def identity_scores(archive: Mapping[str, np.ndarray]) -> np.ndarray:
     """The units' plain correlations in the identity group's score archive."""
     return archive[IDENTITY_LABEL]
-
-
-def _names(archive) -> list[str]:
-    return list(archive.files) if hasattr(archive, "files") else list(archive)
 
 
 def _is_label_of(text: str, name: str) -> bool:
