@@ -11,7 +11,7 @@ shards (Ray tasks) return their sums, which add.
 Every sweep group's passes also run the batch's original images, so that x
 and g.x meet in memory. Per layer and group, for each version g (x and g.x at
 the layer's sample points, :mod:`equivar_core.activations`, restricted to the
-points that g keeps inside the disc):
+points that g keeps inside the disc; keys spelled by :mod:`equivar_core.archive_keys`):
 
 * ``plain|<g>``: the sums for ``corr(x, g.x)`` and for the null ``corr(x, g.x')``,
   x' another image of the same forward batch (image i with image i + B/2: the
@@ -44,11 +44,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .archive_keys import CENTRED, CROSS, PLAIN, moments_key, pairings, parse_moments_key
 from .basis import random_orthogonal
 from .scores import CrossMoments, full_orbit
-from .transforms import Scale, Transform
-
-IDENTITY_LABEL = Transform(0.0).label
+from .transforms import IDENTITY_LABEL, Scale, Transform, label_amount
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,12 @@ class LayerMoments:
             and full_orbit(amounts)
         self.folds = folds
         plain_folds = 0 if self.centred else folds          # families read the centred sums where the group has them
-        self.moments: dict[str, CrossMoments] = {f"plain|{g}": CrossMoments(bf16, mix, plain_folds)
+        self.moments: dict[str, CrossMoments] = {moments_key(PLAIN, g): CrossMoments(bf16, mix, plain_folds)
                                                  for g in self.labels}
         if self.centred:
-            self.moments |= {f"centred|{g}": CrossMoments(bf16, mix, folds) for g in [IDENTITY_LABEL, *self.labels]}
-        self.moments |= {f"cross|{a}|{g}": CrossMoments(bf16) for a in earlier or [] for g in self.labels}
+            self.moments |= {moments_key(CENTRED, g): CrossMoments(bf16, mix, folds)
+                             for g in [IDENTITY_LABEL, *self.labels]}
+        self.moments |= {moments_key(CROSS, g, a): CrossMoments(bf16) for a in earlier or [] for g in self.labels}
 
     def _at(self, x: torch.Tensor, v: int) -> torch.Tensor:
         """Rows (image, point) of a B x P x C block at the points version ``v`` keeps."""
@@ -113,18 +113,18 @@ class LayerMoments:
         for v, (label, y) in enumerate(zip(self.labels, gx)):
             b = self._at(y[order], v)
             null = self._at(torch.roll(y, half, 0)[order], v)       # image i with i + B/2 of the batch
-            self.moments[f"plain|{label}"].update(self._at(xs, v), b, null,
+            self.moments[moments_key(PLAIN, label)].update(self._at(xs, v), b, null,
                                                   a_mixed_squares=None if xq is None else self._at(xq, v).sum(0),
                                                   fold_rows=self._rows(per_fold, v))
             for name, e in (earlier or {}).items():
-                self.moments[f"cross|{name}|{label}"].update(self._at(e[order], v), b, null)
+                self.moments[moments_key(CROSS, label, name)].update(self._at(e[order], v), b, null)
         if self.centred:
             stack = torch.stack([x, *gx])[:, order]
             stack = stack - stack.mean(0, keepdim=True)
             a = stack[0].reshape(-1, stack.shape[-1])
             aq = None if self.mix is None else (a @ self.mix.T).pow(2).sum(0)
             for label, y in zip([IDENTITY_LABEL, *self.labels], stack):
-                self.moments[f"centred|{label}"].update(a, y.reshape(-1, y.shape[-1]), a_mixed_squares=aq,
+                self.moments[moments_key(CENTRED, label)].update(a, y.reshape(-1, y.shape[-1]), a_mixed_squares=aq,
                                                         fold_rows=self._rows(per_fold, None))
 
     def merge(self, other: "LayerMoments") -> "LayerMoments":
@@ -205,7 +205,7 @@ class StoredMoments:
     def __init__(self, path: str):
         with np.load(path) as z:
             self._arrays = {k: z[k] for k in z.files}
-        self.keys = sorted({k.rsplit("|", 1)[0] for k in self._arrays})
+        self.keys = pairings(self._arrays)
 
     def _m(self, key: str) -> CrossMoments:
         if key not in self.keys:
@@ -214,21 +214,21 @@ class StoredMoments:
 
     def scores(self, label: str, mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(score, null) of version ``label`` (in the random basis with ``mixed``)."""
-        score, null = self._m(f"plain|{label}").correlations(mixed)
+        score, null = self._m(moments_key(PLAIN, label)).correlations(mixed)
         return score, null
 
     def centred(self, mixed: bool = False) -> tuple[np.ndarray, dict[float, np.ndarray]] | None:
         """Orbit-centred (identity, amount -> score) where the group has them, else None."""
-        labels = [k.split("|", 1)[1] for k in self.keys if k.startswith("centred|")]
+        labels = [g for kind, g in map(parse_moments_key, self.keys) if kind == CENTRED]
         if not labels:
             return None
-        identity = self._m(f"centred|{IDENTITY_LABEL}").correlations(mixed)[0]
-        return identity, {float(g.split(":")[1]): self._m(f"centred|{g}").correlations(mixed)[0]
+        identity = self._m(moments_key(CENTRED, IDENTITY_LABEL)).correlations(mixed)[0]
+        return identity, {label_amount(g): self._m(moments_key(CENTRED, g)).correlations(mixed)[0]
                           for g in labels if g != IDENTITY_LABEL}
 
     def cross(self, earlier: str, label: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(score, null) of an earlier layer's units on x against this layer's on version ``label``."""
-        key = f"cross|{earlier}|{label}"
+        key = moments_key(CROSS, label, earlier)
         if key not in self.keys:
             return None
         score, null = self._m(key).correlations()

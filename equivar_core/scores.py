@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .archive_keys import field_key
 from .transforms import Transform
 
 
@@ -178,23 +179,26 @@ class CrossMoments:
 
     # -- storage ------------------------------------------------------------------------------------------------
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The sums as named arrays (``np.savez``), each name starting with ``prefix``."""
-        out = {f"{prefix}|n": np.asarray(self.n)}
-        out |= {f"{prefix}|sum{i}": s.numpy() for i, s in enumerate(self.sums or [])}
+        """The sums as named arrays (``np.savez``), each named by ``prefix`` and the sum
+        (:func:`equivar_core.archive_keys.field_key`)."""
+        out = {field_key(prefix, "n"): np.asarray(self.n)}
+        out |= {field_key(prefix, f"sum{i}"): s.numpy() for i, s in enumerate(self.sums or [])}
         if self.mixed_squares is not None:
-            out |= {f"{prefix}|mix": self.mix.double().cpu().numpy(),
-                    f"{prefix}|mixsq0": self.mixed_squares[0].numpy(),
-                    f"{prefix}|mixsq1": self.mixed_squares[1].numpy()}
+            out |= {field_key(prefix, "mix"): self.mix.double().cpu().numpy(),
+                    field_key(prefix, "mixsq0"): self.mixed_squares[0].numpy(),
+                    field_key(prefix, "mixsq1"): self.mixed_squares[1].numpy()}
         return out
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> "CrossMoments":
-        out = cls(mix=torch.from_numpy(arrays[f"{prefix}|mix"]) if f"{prefix}|mix" in arrays else None)
-        out.n = int(arrays[f"{prefix}|n"])
-        k = sum(1 for name in arrays if name.startswith(f"{prefix}|sum"))
-        out.sums = [torch.from_numpy(np.asarray(arrays[f"{prefix}|sum{i}"])) for i in range(k)] or None
+        """The moments that :meth:`arrays` stored under ``prefix``."""
+        mix = field_key(prefix, "mix")
+        out = cls(mix=torch.from_numpy(arrays[mix]) if mix in arrays else None)
+        out.n = int(arrays[field_key(prefix, "n")])
+        k = sum(1 for name in arrays if name.startswith(field_key(prefix, "sum")))
+        out.sums = [torch.from_numpy(np.asarray(arrays[field_key(prefix, f"sum{i}")])) for i in range(k)] or None
         if out.mix is not None:
-            out.mixed_squares = [torch.from_numpy(np.asarray(arrays[f"{prefix}|mixsq{i}"])) for i in (0, 1)]
+            out.mixed_squares = [torch.from_numpy(np.asarray(arrays[field_key(prefix, f"mixsq{i}")])) for i in (0, 1)]
         return out
 
 

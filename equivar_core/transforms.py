@@ -151,7 +151,8 @@ class Transform:
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.amount:g}"
+        """This element's text label, ``NAME:AMOUNT`` (:func:`label`)."""
+        return label(self.name, self.amount)
 
     # -- what a family of this transform is -------------------------------------------------------------------
     @classmethod
@@ -320,16 +321,56 @@ class Scale(Transform):
         return [cls(a) for a in (1.0, 1.5, 2.0)]
 
 
+# -- the text label of a transform element: its one spelling -----------------------------------------------------
+#: between a label's name and amount (``rotate:30``), and between the labels of a sweep group's ``versions``
+_LABEL_SEPARATOR, _VERSIONS_SEPARATOR = ":", ";"
+
+
+def label(name: str, amount: float) -> str:
+    """The text label of the element ``amount`` of transform ``name``: ``NAME:AMOUNT`` with the amount in
+    ``%g`` (``rotate:30``, ``scale:1.5``, ``identity:0``). Sample manifests (``versions``), moment and score
+    archives spell the versions of a sweep group so; :func:`parse_label` reads them back."""
+    return f"{name}{_LABEL_SEPARATOR}{float(amount):g}"
+
+
+def parse_label(text: str) -> tuple[str, float]:
+    """(name, amount) of a label written by :func:`label`; ``ValueError`` for anything else."""
+    name, separator, amount = text.partition(_LABEL_SEPARATOR)
+    try:
+        if not separator or not name:
+            raise ValueError(text)
+        return name, float(amount)
+    except ValueError:
+        raise ValueError(f"not a transform label (NAME:AMOUNT): {text!r}") from None
+
+
+def label_amount(text: str) -> float:
+    """The amount of a label (:func:`parse_label`)."""
+    return parse_label(text)[1]
+
+
+def versions_text(labels: list[str]) -> str:
+    """A sweep group's labels as one text (the ``versions`` column of the sample manifests)."""
+    return _VERSIONS_SEPARATOR.join(labels)
+
+
+def version_labels(text: str) -> list[str]:
+    """The labels of a ``versions`` text (:func:`versions_text`), in order."""
+    return text.split(_VERSIONS_SEPARATOR) if text else []
+
+
 #: the one registry: every transform equivar measures, by name
 TRANSFORMS = {"rotate": Rotate, "hflip": HFlip, "hue": HueRotate, "scale": Scale}
-#: the name of the untransformed inputs' sweep group
+#: the name of the untransformed inputs' sweep group, and the label of the untransformed images (``identity:0``)
 IDENTITY = Transform.name
+IDENTITY_LABEL = label(IDENTITY, 0.0)
 #: transforms whose families are orbits on a circle (rotation, hue), and those whose families are pairs
 ANGULAR = tuple(name for name, t in TRANSFORMS.items() if t.angular)
 PAIRED = tuple(name for name, t in TRANSFORMS.items() if not t.angular)
 
 
 def make_transform(name: str, amount: float) -> Transform:
+    """The element ``amount`` of the registered transform ``name``."""
     if name not in TRANSFORMS:
         raise ValueError(f"unknown transform {name!r}; known: {', '.join(TRANSFORMS)}")
     return TRANSFORMS[name](float(amount))

@@ -32,6 +32,7 @@ import torch
 from .capture import LayerGeometry, Network, canvas_size, capture
 from .limits import setting
 from .stimuli import StimulusSettings, render_all
+from .tables import TUNING, UNIT_PROFILES
 from .transforms import HueRotate, Rotate
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def measure_tuning(net: Network, geometries: list[LayerGeometry], stats: dict[st
     unit and swept stimulus after maximizing over nuisances); with ``mixes``, a second such table for
     the mixed units.
     """
-    cols: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", "param", "param2", "response")}
+    cols: dict[str, list] = {k: [] for k in TUNING.built}
     mixed: dict[str, list] = {k: [] for k in cols}
     model, device = net.module, net.device
     for geom in geometries:
@@ -219,9 +220,9 @@ def _roll_corr(resp: np.ndarray, shift: int) -> np.ndarray:
 
 def unit_profiles(tuning: dict[str, np.ndarray], n_units: dict[str, int],
                   settings: TuningSettings = TuningSettings()) -> dict[str, np.ndarray]:
-    """``unit_profiles`` columns: layer, unit, stimulus, preferred, selectivity, period, modulation."""
+    """The columns of ``unit_profiles`` but ``model`` (:data:`equivar_core.tables.UNIT_PROFILES`)."""
     keys = ("preferred", "selectivity", "period", "modulation", "preferred2")
-    out: dict[str, list] = {k: [] for k in ("layer", "unit", "stimulus", *keys)}
+    out: dict[str, list] = {k: [] for k in UNIT_PROFILES.built}
     for layer, c in n_units.items():
         tuning_here = _rows(tuning, tuning["layer"] == layer)
         by_stimulus = _split(tuning_here, "stimulus")

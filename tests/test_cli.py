@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from equivar_core.archive_keys import PLAIN, field_key, moments_key
+from equivar_core.transforms import IDENTITY_LABEL
+
 from .conftest import ROOT, SHARED_IMAGES
 
 from tests.conftest import catalog as _catalog
@@ -126,7 +129,7 @@ def test_keep_samples_bounds_the_stored_samples_not_the_scored_images(tmp_path, 
         assert shape[1] == 1
         if row["group"] == "identity":          # the moments saw all three images at every point
             with np.load(os.path.join(tmp_path, row["moments_path"])) as z:
-                assert int(z["plain|identity:0|n"]) == 3 * shape[2]
+                assert int(z[field_key(moments_key(PLAIN, IDENTITY_LABEL), "n")]) == 3 * shape[2]
     bad = in_process(capsys, "run", "--out", str(tmp_path), "--keep-samples", "-1")
     assert bad.returncode == 2 and "--keep-samples: must be at least 0" in bad.stderr
 

@@ -12,11 +12,12 @@ import pytest
 from equivar_core import stages
 from equivar_core.activations import TOP_IMAGES, TopImages
 from equivar_core.basis import random_orthogonal
-from equivar_core.moments import IDENTITY_LABEL, StoredMoments
+from equivar_core.moments import StoredMoments
 from equivar_core.scores import (ScoreSettings, SampleGrid, TransformedVersion, orbit_centred_scores,
                                  version_scores)
 from equivar_core.stages.sampling import located
-from equivar_core.transforms import Transform, make_transform
+from equivar_core.transforms import (IDENTITY_LABEL, Transform, label, label_amount, make_transform, parse_label,
+                                     version_labels)
 
 #: the stored samples are float16, the moments sum float32 activations: scores agree to about 1e-4
 ATOL = 2e-3
@@ -45,15 +46,15 @@ def test_plain_and_null_scores_from_moments_equal_those_of_the_stored_samples(pl
             assert r.n_kept == r.n_images == samples.shape[1]
             q = random_orthogonal(r.n_units, run.settings.seed, r.layer)
             moments = StoredMoments(r.moments_path)
-            for v, label in enumerate(r.versions.split(";")):
-                g = make_transform(*label.split(":")[:1], float(label.split(":")[1]))
+            for v, version in enumerate(version_labels(r.versions)):
+                g = make_transform(*parse_label(version))
                 grid, gx = SampleGrid(points, disc, images), TransformedVersion(v, g, versions)
                 want = version_scores(samples, gx, grid, score_settings)
-                got = moments.scores(label)
+                got = moments.scores(version)
                 for w, m in zip(want, got):
                     np.testing.assert_allclose(m, w, atol=ATOL)
                 mixed = version_scores(samples, gx, grid, score_settings, mix=q)
-                np.testing.assert_allclose(moments.scores(label, mixed=True)[0], mixed[0], atol=ATOL)
+                np.testing.assert_allclose(moments.scores(version, mixed=True)[0], mixed[0], atol=ATOL)
                 assert not np.allclose(mixed[0], want[0], atol=0.05)         # the random basis is another one
                 checked += 1
         identity = StoredMoments(originals[r.layer].moments_path).scores(IDENTITY_LABEL)[0]
@@ -67,7 +68,7 @@ def test_orbit_centred_scores_from_moments_equal_those_of_the_stored_samples(pla
     originals = {r.layer: r for r in located(run.settings, run.manifest).itertuples()}
     for r in located(run.settings, run.transformed["hue"]).itertuples():
         samples, versions = np.load(originals[r.layer].path), np.load(r.path)
-        amounts = [float(label.split(":")[1]) for label in r.versions.split(";")]
+        amounts = [label_amount(v) for v in version_labels(r.versions)]
         images = np.arange(r.n_images)
         q = random_orthogonal(r.n_units, run.settings.seed, r.layer)
         for mixed, mix in ((False, None), (True, q)):
@@ -79,7 +80,7 @@ def test_orbit_centred_scores_from_moments_equal_those_of_the_stored_samples(pla
             for a in want:
                 np.testing.assert_allclose(centred[a], want[a], atol=ATOL_CENTRED)
                 # the tolerance tells centred scores from plain ones
-                assert np.abs(moments.scores(f"hue:{a:g}", mixed)[0] - want[a]).max() > 0.05
+                assert np.abs(moments.scores(label("hue", a), mixed)[0] - want[a]).max() > 0.05
     for r in located(run.settings, run.transformed["rotate"]).itertuples():
         assert StoredMoments(r.moments_path).centred() is None          # spatial: no orbit centring
 
@@ -92,10 +93,10 @@ def test_scale_pair_scores_from_moments_equal_cross_layer_scores_of_the_stored_s
     moments = StoredMoments(zoomed[large.layer].moments_path)
     assert moments.cross(large.layer, "scale:2") is None            # only earlier layers
     sa, sb = np.load(small.path), np.load(zoomed[large.layer].path)
-    for v, label in enumerate(zoomed[large.layer].versions.split(";")):
-        want = version_scores(sa, TransformedVersion(v, make_transform("scale", float(label.split(":")[1])), sb),
+    for v, version in enumerate(version_labels(zoomed[large.layer].versions)):
+        want = version_scores(sa, TransformedVersion(v, make_transform(*parse_label(version)), sb),
                               SampleGrid(np.load(small.points_path), disc, np.arange(small.n_images)), score_settings)
-        for w, m in zip(want, moments.cross(small.layer, label)):
+        for w, m in zip(want, moments.cross(small.layer, version)):
             np.testing.assert_allclose(m, w, atol=ATOL)
 
 
@@ -166,3 +167,27 @@ def test_stored_top_images_are_each_units_strongest_maxima_over_the_whole_map(pl
         np.testing.assert_allclose(np.take_along_axis(mx, top.image.T, 0).T, top.value, rtol=1e-5, atol=1e-5)
         assert len({tuple(r) for r in np.sort(top.image, 1)}) > 1 and (top.image >= 0).all()
         assert (top.image[:, 0] == run.stats[run.stats["layer"] == name].sort_values("unit")["best_image"].to_numpy()).all()
+
+
+def test_archive_keys_read_back_what_they_write():
+    """Every key of the moment, fold-score and score archives is spelled by equivar_core.archive_keys; its readers
+    find what its writers wrote, and nothing else (a null or centred matrix is not a transform score)."""
+    from equivar_core import archive_keys as keys
+
+    m = {a: np.full((2, 2), a) for a in (30.0, 60.0)}
+    archive = {**keys.identity_arrays(np.eye(2)), **keys.score_arrays("hue:30", m[30.0], -m[30.0]),
+               **keys.score_arrays("hue:60", m[60.0], -m[60.0]), **keys.centred_arrays("hue", 2 * np.eye(2), m)}
+    assert sorted(archive) == sorted(["identity:0", "hue:30", "hue:30:null", "hue:60", "hue:60:null",
+                                      "centred-identity:hue", "hue:30:centred", "hue:60:centred"])
+    assert list(keys.plain_scores(archive, "hue")) == [30.0, 60.0] and keys.plain_scores(archive, "rotate") == {}
+    by_amount, identity = keys.centred_scores(archive, "hue")
+    assert by_amount.keys() == m.keys() and (identity == 2 * np.eye(2)).all()
+    assert keys.centred_scores(archive, "rotate") is None and (keys.identity_scores(archive) == np.eye(2)).all()
+    pairing = keys.moments_key(keys.CROSS, "scale:2", "relu1")
+    assert pairing == "cross|relu1|scale:2" and keys.parse_moments_key(pairing) == (keys.CROSS, "scale:2")
+    assert keys.pairing_of(keys.field_key(pairing, "sum0")) == pairing
+    folds = {keys.moments_key(keys.CENTRED, g): i for i, g in enumerate([IDENTITY_LABEL, "hue:30", "hue:60"])}
+    assert keys.versions_of(folds, keys.CENTRED, "hue") == {30.0: 1, 60.0: 2}
+    assert keys.versions_of(folds, keys.PLAIN, "hue") == {}
+    with pytest.raises(ValueError):
+        keys.moments_key(keys.PLAIN, "hue:30", "relu1")

@@ -90,6 +90,44 @@ def test_the_io_manager_records_the_data_version_each_asset_computed(materialize
         pd.DataFrame({"model": ["planted"], "x": [1]}))
     assert fingerprints.load_fingerprints(mine.settings()) == {"thing": "abc"}
 
+def _declared_type(arrow_type) -> str | None:
+    """The declared column type (equivar_core.tables) of a Parquet column's type; None for an all-null column."""
+    import pyarrow as pa
+
+    from equivar_core.tables import BOOLEAN, FLOAT, INTEGER, TEXT
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    for test, kind in ((pa.types.is_string, TEXT), (pa.types.is_large_string, TEXT), (pa.types.is_integer, INTEGER),
+                       (pa.types.is_floating, FLOAT), (pa.types.is_boolean, BOOLEAN), (pa.types.is_null, None)):
+        if test(arrow_type):
+            return kind
+    return str(arrow_type)
+
+
+def test_every_table_on_disk_has_its_declared_columns(materialized):
+    """Each declared table's Parquet files hold its declared columns in order, of the declared types where
+    the file has rows (an empty table's columns are untyped), and the catalog's learned_control view has its
+    declared columns: the declarations that docs/tables.md is rendered from are what the run writes."""
+    import pyarrow.parquet as pq
+
+    from equivar_core.storage import table_files
+    from equivar_core.tables import DECLARATIONS, TABLES
+
+    out, _ = materialized
+    files = table_files(out)
+    assert set(files) == {name for t in DECLARATIONS if not t.view for name in t.names}
+    for name, paths in files.items():
+        declared = TABLES[name]
+        for path in paths:
+            schema, rows = pq.read_schema(path), pq.read_metadata(path).num_rows
+            assert schema.names == declared.column_names, path
+            found = {c.name: _declared_type(f.type) for c, f in zip(declared.columns, schema)}
+            assert not rows or all(found[c.name] in (c.type, None) for c in declared.columns), (path, found)
+    con = _catalog(os.path.join(out, "equivar.duckdb"))
+    assert [r[0] for r in con.execute("describe learned_control").fetchall()] == TABLES["learned_control"].column_names
+    con.close()
+
 
 def test_exact_file_layout(materialized):
     out, _ = materialized

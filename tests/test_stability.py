@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from equivar_core import stages
+from equivar_core.archive_keys import PLAIN, moments_key
 from equivar_core.families import PairFamilies
 from equivar_core.moments import StoredMoments
 from equivar_core.scores import SampleGrid, ScoreSettings, TransformedVersion, version_scores
@@ -18,7 +19,7 @@ from equivar_core.settings import MEMBERSHIP_THRESHOLDS, FamilySettings
 from equivar_core.stability import adjusted_rand_index, best_jaccard, mean_pairwise_ari, singletons
 from equivar_core.stages.sampling import located
 from equivar_core.stages.stability_tables import moved
-from equivar_core.transforms import make_transform
+from equivar_core.transforms import make_transform, parse_label, version_labels
 from tests.test_families import LAYER, _best_match
 
 #: float16 samples against float32 moments (tests/test_moments.py), and the fold scores' float16 storage
@@ -38,16 +39,16 @@ def test_fold_scores_are_the_scores_of_the_folds_images(planted_runs):
         samples, versions, points = np.load(base.path), np.load(r.path), np.load(base.points_path)
         with np.load(s.layout.fold_scores(r.layer, "rotate")) as z:
             folds = {key: z[key] for key in z.files}
-        for v, label in enumerate(r.versions.split(";")[:3]):
-            g = make_transform(label.split(":")[0], float(label.split(":")[1]))
-            assert folds[f"plain|{label}"].shape == (k, r.n_units, r.n_units)
+        for v, label in enumerate(version_labels(r.versions)[:3]):
+            g = make_transform(*parse_label(label))
+            assert folds[moments_key(PLAIN, label)].shape == (k, r.n_units, r.n_units)
             for f in range(k):
                 images = np.arange(r.n_images)[np.arange(r.n_images) % k == f]
                 want = version_scores(samples, TransformedVersion(v, g, versions), SampleGrid(points, disc, images),
                                       ScoreSettings())[0]
-                np.testing.assert_allclose(folds[f"plain|{label}"][f], want, atol=ATOL)
+                np.testing.assert_allclose(folds[moments_key(PLAIN, label)][f], want, atol=ATOL)
             whole = StoredMoments(r.moments_path).scores(label)[0]
-            assert not np.allclose(folds[f"plain|{label}"][0], whole, atol=0.02)     # a fold is not the whole
+            assert not np.allclose(folds[moments_key(PLAIN, label)][0], whole, atol=0.02)     # a fold is not the whole
 
 
 def test_planted_families_reappear_in_every_fold(planted_runs):

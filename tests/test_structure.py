@@ -400,3 +400,81 @@ def test_functions_of_the_science_are_short_and_take_few_parameters():
         "m.A.f: 61 lines, 7 parameters"]
     assert oversized_functions("def f(*a, **k):\n  def g(a, b, c, d, e, f, *, h):\n    pass\n", "m") == [
         "m.f.g: 2 lines, 7 parameters"]
+
+#: who spells each on-disk format: the ``NAME:AMOUNT`` transform label and the ``;`` between a sweep group's
+#: labels, and every key inside the ``.npz`` archives (moments, fold scores, score matrices)
+LABEL_OWNER, ARCHIVE_KEY_OWNER = "equivar_core.transforms", "equivar_core.archive_keys"
+#: other texts with a ``:`` that their own module parses, and what they are
+OTHER_COLON_FORMATS = {"equivar_core.models.registry": "model specs (package.module:callable, timm:NAME)",
+                       "pipelines.fingerprints": "torch device strings (cuda:0)"}
+#: spellings of archive keys (and of their parts) that only their owner may write
+ARCHIVE_KEY_SPELLINGS = (":null", ":centred", "centred-identity", "identity:0", "plain|", "centred|", "cross|")
+
+
+def _splits_on(node: ast.AST) -> str | None:
+    """The separator of ``x.split(":")``, ``x.rsplit("|", 1)``, ``x.partition(";")``, ``";".join(xs)`` and the
+    like (None for any other node)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    if node.func.attr == "join" and isinstance(node.func.value, ast.Constant):
+        separator = node.func.value.value
+    elif node.func.attr in ("split", "rsplit", "partition", "rpartition") and node.args:
+        separator = getattr(node.args[0], "value", None)
+    else:
+        return None
+    return separator if separator in (":", ";", "|") else None
+
+
+def _format_spellings(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every split on a label or key separator and every literal archive-key spelling in
+    ``tree`` (docstrings aside: they may name a format)."""
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if _splits_on(node):
+            found.append((node.lineno, f"split or join on {_splits_on(node)!r}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found += [(node.lineno, repr(s)) for s in ARCHIVE_KEY_SPELLINGS if s in node.value]
+    return found
+
+
+def test_labels_and_archive_keys_are_spelled_by_their_owners_only():
+    """A transform label is written and read by equivar_core.transforms (``label``, ``parse_label``), an archive
+    key by equivar_core.archive_keys: no other module splits a label or key, or spells a key, itself."""
+    found = []
+    for m, path in _modules().items():
+        if m in (LABEL_OWNER, ARCHIVE_KEY_OWNER):
+            continue
+        for line, what in _format_spellings(ast.parse(open(path).read())):
+            if not (m in OTHER_COLON_FORMATS and what == "split or join on ':'"):
+                found.append(f"{m}:{line}: {what}")
+    assert found == []
+    for text in ('label.split(":")[1]', 'k.rsplit("|", 1)', '";".join(labels)', 'z["identity:0"]', 'f"{label}:null"', 'f"plain|{g}"'):
+        assert _format_spellings(ast.parse(text)), text              # the check can fail
+    assert not _format_spellings(ast.parse('"""keys like ``plain|rotate:30``"""'))
+
+
+def test_the_docs_tables_are_the_declared_ones():
+    """docs/tables.md is generated from the table declarations (`python -m equivar_core.tables`)."""
+    from equivar_core.tables import render
+
+    with open(os.path.join(ROOT, "docs", "tables.md")) as f:
+        assert f.read() == render(), "docs/tables.md is stale: run `python -m equivar_core.tables > docs/tables.md`"
+
+
+def test_every_table_is_declared_once_and_every_declaration_is_complete():
+    """Each table name has one declaration; every declared column has a type and a meaning (its own or the
+    column's before it), ``model`` first; a table built with other columns fails loudly."""
+    import pandas as pd
+    import pytest
+
+    from equivar_core.tables import DECLARATIONS, SAME, TABLES, TYPES
+
+    assert sum(len(t.names) for t in DECLARATIONS) == len(TABLES)
+    for t in DECLARATIONS:
+        names = t.column_names
+        assert names[0] == "model" and len(set(names)) == len(names), t.names
+        assert all(c.type in TYPES for c in t.columns) and t.columns[0].meaning != SAME, t.names
+        assert t.check(pd.DataFrame(columns=names)) is not None
+        with pytest.raises(ValueError, match="declaration"):
+            t.check(pd.DataFrame(columns=names[::-1]))

@@ -186,3 +186,18 @@ def test_rotation_test_turns_a_family_through_one_period():
     assert sweep_angles(180.0, 5.0).tolist() == list(range(0, 180, 5))
     assert sweep_angles(90.0, 10.0).max() == 80.0
     assert len(sweep_angles(float("nan"), 10.0)) == 36
+
+
+def test_a_label_reads_back_as_written():
+    """``NAME:AMOUNT`` is written and read by equivar_core.transforms alone (tests/test_structure.py)."""
+    from equivar_core.transforms import IDENTITY_LABEL, label, label_amount, parse_label, version_labels, versions_text
+
+    assert [Rotate(30.0).label, Scale(1.5).label, HFlip().label, IDENTITY_LABEL] == [
+        "rotate:30", "scale:1.5", "hflip:1", "identity:0"]
+    for g in (g for T in TRANSFORMS.values() for g in T.testing_elements()):
+        assert make_transform(*parse_label(g.label)) == g and label_amount(g.label) == g.amount
+    assert version_labels(versions_text(["rotate:30", "rotate:60"])) == ["rotate:30", "rotate:60"]
+    assert version_labels("") == []
+    for bad in ("rotate", "rotate:30:null", "centred-identity:hue", ":30"):
+        with pytest.raises(ValueError, match="not a transform label"):
+            parse_label(bad)

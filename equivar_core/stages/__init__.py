@@ -2,8 +2,8 @@
 
 Each function is what one Dagster asset calls; the CLI and the tests run the
 same code through those assets. Tables are pandas DataFrames with the
-columns of ``CONTRACT.md`` (plus documented extras); every table has a
-``model`` column. Large intermediate arrays (activation samples, full score
+columns declared in :mod:`equivar_core.tables` (at least those of ``CONTRACT.md``); every table has a
+``model`` column first, and a table built with other columns fails. Large intermediate arrays (activation samples, full score
 matrices, expanded weights) live where :mod:`equivar_core.layout` puts them.
 
 One module per concern, in the order of the graph:

@@ -17,6 +17,7 @@ from ..circuits import (CircuitNull, Expansion, Family, NotConnected, SourceKern
 from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import ANGULAR, TRANSFORMS
+from ..tables import CIRCUIT_FAMILIES, CIRCUIT_WEIGHTS
 from .common import _stack_rows, _with_model, load
 from .scoring import load_scores
 
@@ -78,9 +79,8 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
                                   "cancellation": np.repeat(canc[bi, ai].ravel(), k * k)}))
         log.info("circuits: %s -> %s (%d x %d of %d units, %d x %d kernels, %d px probe)", src, dst, c_src,
                  len(computed), c_dst, k, k, size)
-    cols = ["src_layer", "src_unit", "dst_layer", "dst_unit", "dy", "dx", "weight", "cancellation"]
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(df, settings)
+    df = pd.concat(rows, ignore_index=True) if rows else CIRCUIT_WEIGHTS.empty()
+    return _with_model(df, settings, CIRCUIT_WEIGHTS)
 
 
 def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, families_df: pd.DataFrame
@@ -104,13 +104,12 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         shared = {}                             # (source family, transform) -> its SourceKernels
         rows += _family_targets(settings, pair, fsrc, fdst, shared)
         rows += _invariant_targets(settings, pair, fsrc, fdst, shared)
-    cols = ["src_layer", "src_family", "dst_layer", "dst_family", "transform", "delta", "mean_weight", "n_pairs",
-            "equivariance", "n_matched", "null_mean", "null_sd", "dst_unit"]
+    cols = [c for c in CIRCUIT_FAMILIES.built if c != "z"]            # z is computed from the others
     df = pd.DataFrame(_stack_rows(rows, cols))
-    df.insert(cols.index("null_sd") + 1, "z", (df["equivariance"] - df["null_mean"]) / df["null_sd"].where(
+    df.insert(CIRCUIT_FAMILIES.built.index("z"), "z", (df["equivariance"] - df["null_mean"]) / df["null_sd"].where(
         df["null_sd"] > 0))
     df["dst_unit"] = df["dst_unit"].astype("Int64").where(df["dst_unit"] >= 0)
-    return _with_model(df, settings)
+    return _with_model(df, settings, CIRCUIT_FAMILIES)
 
 
 @dataclass

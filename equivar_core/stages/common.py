@@ -10,6 +10,7 @@ from ..images import ImageView, plan_views
 from ..models.registry import LoadedModel, load_model_once, resolve_layers
 from ..models.untrained import is_untrained_spec
 from ..settings import RunSettings
+from ..tables import Table
 
 
 def load(settings: RunSettings) -> tuple[LoadedModel, list[str]]:
@@ -35,9 +36,11 @@ def calibration_views(settings: RunSettings) -> list[ImageView] | None:
     return plan_views(settings.images, settings.n_images, settings.seed)
 
 
-def _with_model(df: pd.DataFrame, settings: RunSettings) -> pd.DataFrame:
+def _with_model(df: pd.DataFrame, settings: RunSettings, table: Table) -> pd.DataFrame:
+    """``df`` with the run's ``model`` column first, checked against the ``table``'s declaration
+    (:mod:`equivar_core.tables`: ``ValueError`` where its columns differ)."""
     df.insert(0, "model", settings.model_name)
-    return df
+    return table.check(df)
 
 
 def _geometries(layers_df: pd.DataFrame) -> list[LayerGeometry]:

@@ -13,13 +13,14 @@ from ..activations import TRANSFORM_GROUPS
 from ..basis import above_chance, family_order, median_spacing, suggested_group
 from ..families import (AngularFamilies, Assignment, Evidence, PairFamilies, Relations, curve_memo, flip_relations,
                         relate_families)
-from ..moments import IDENTITY_LABEL, StoredMoments
+from ..moments import StoredMoments
 from ..settings import RunSettings
-from ..transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip, Rotate
+from ..transforms import ANGULAR, IDENTITY_LABEL, PAIRED, TRANSFORMS, HFlip, Rotate, label_amount, version_labels
 from ..tuning import frequency_index, split_by_stimulus, stacked_curves
+from ..tables import BASIS_CONTROL, FAMILIES, LAYER_SUMMARY
 from .common import _columns, _with_model
 from .sampling import located
-from .scoring import _centred_matrices, load_evidence, profile_table
+from .scoring import load_evidence, profile_table
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,10 @@ def layer_families(settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: 
         for transform, (est, relations) in fits.items():
             new, next_id = _family_rows(layer, transform, est, next_id, tuned[layer].frequency, relations)
             rows += new
-    cols = ["layer", "family", "transform", "unit", "param", "fit", "period", "agreement", "size", "places", "holes",
-            "variant", "frequency_index", "sibling", "sibling_similarity", "relation"]
-    df = pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({k: [] for k in cols})
+    df = pd.DataFrame(rows, columns=FAMILIES.built) if rows else FAMILIES.empty()
     df = df.astype({"family": int, "unit": int, "size": int, "variant": int, "sibling": int,
                     "sibling_similarity": float, "frequency_index": float})
-    return _with_model(df.astype({"relation": object}), settings)
+    return _with_model(df.astype({"relation": object}), settings, FAMILIES)
 
 
 def _family_rows(layer: str, transform: str, est: AngularFamilies | PairFamilies, next_id: int,
@@ -186,14 +185,13 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
         for transform, manifest in transformed.items():
             for r in located(settings, manifest[manifest["layer"] == layer]).itertuples():
                 moments = StoredMoments(r.moments_path)
-                centred = _centred_matrices(r, moments, mixed=True)
-                if centred:                   # what the family code reads for this transform (load_evidence)
-                    identity[(layer, transform)] = centred.pop(f"centred-identity:{transform}")
-                    scores[(layer, transform)] = {float(k.split(":")[1]): m for k, m in centred.items()}
+                centred = moments.centred(mixed=True)
+                if centred is not None:       # what the family code reads for this transform (load_evidence)
+                    identity[(layer, transform)], scores[(layer, transform)] = centred
                     continue
                 identity[(layer, transform)] = plain
-                for label in r.versions.split(";"):
-                    scores.setdefault((layer, transform), {})[float(label.split(":")[1])] = moments.scores(
+                for label in version_labels(r.versions):
+                    scores.setdefault((layer, transform), {})[label_amount(label)] = moments.scores(
                         label, mixed=True)[0]
         log.info("basis control: %s scored in a random basis", layer)
     random_df = layer_families(settings, tuning_rb_df, profiles_rb, layers_df,
@@ -209,7 +207,7 @@ def basis_control_table(settings: RunSettings, layers_df: pd.DataFrame, tuning_r
                          "families": real["family"].nunique(), "families_random_basis": rand["family"].nunique()})
     df = pd.DataFrame(rows)
     df["ratio"] = df["units_in_families_random_basis"] / df["units_in_families"].where(df["units_in_families"] > 0)
-    return _with_model(df, settings)
+    return _with_model(df, settings, BASIS_CONTROL)
 
 
 def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families_df: pd.DataFrame,
@@ -249,4 +247,4 @@ def layer_summary_table(settings: RunSettings, layers_df: pd.DataFrame, families
                          "group_step": period / order if angular and order else float("nan"),
                          "suggested_group": suggested_group(transform, real.get(transform, False), order,
                                                             real.get(HFlip.name, False), period)})
-    return _with_model(pd.DataFrame(rows), settings)
+    return _with_model(pd.DataFrame(rows, columns=LAYER_SUMMARY.built), settings, LAYER_SUMMARY)

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from ..activations import sample_activations, sample_rows
+from ..archive_keys import identity_arrays
 from ..images import ImageView
-from ..moments import IDENTITY_LABEL, StoredMoments
+from ..moments import StoredMoments
 from ..settings import RunSettings
 from ..storage import save_npy, save_npz
-from ..transforms import IDENTITY
+from ..transforms import IDENTITY, IDENTITY_LABEL, versions_text
+from ..tables import SAMPLES, UNIT_STATS
 from .common import _views, _with_model, load, network
 
 
@@ -25,16 +27,14 @@ def sample_shard(settings: RunSettings, layers: list[str], views: list[ImageView
 
 
 def _manifest(settings: RunSettings, samples, loaded: np.ndarray, group: str) -> pd.DataFrame:
-    labels = ";".join(g.label for g in settings.sweep.group(group))
-    cols = ["layer", "depth", "group", "path", "points_path", "moments_path", "n_versions", "n_images", "n_kept",
-            "n_loaded", "n_skipped", "n_points", "n_units", "versions"]
+    labels = versions_text([g.label for g in settings.sweep.group(group)])
     rel = settings.layout.relative         # a moved or copied folder reads its own files
     df = pd.DataFrame([{"layer": s.layer, "depth": depth, "group": group, "path": rel(s.path),
                         "points_path": rel(s.points_path), "moments_path": rel(s.moments_path),
                         "n_versions": s.n_versions, "n_images": s.n_images, "n_kept": s.n_kept, "n_loaded": int(loaded.sum()),
                         "n_skipped": int((~loaded).sum()), "n_points": s.n_points, "n_units": s.n_units,
-                        "versions": labels} for depth, s in enumerate(samples)], columns=cols)
-    return _with_model(df, settings)
+                        "versions": labels} for depth, s in enumerate(samples)], columns=SAMPLES.built)
+    return _with_model(df, settings, SAMPLES)
 
 
 def located(settings: RunSettings, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -65,10 +65,10 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
                                   "best_image": st["top"].image[:, 0], "best_value": st["top"].value[:, 0]}))
         save_npz(layout.top_images(name), st["top"].arrays())
         save_npy(layout.cov(name), st["cov"])
-    stats_df = _with_model(pd.concat(rows, ignore_index=True), settings)
+    stats_df = _with_model(pd.concat(rows, ignore_index=True), settings, UNIT_STATS)
     for smp in samples:
         identity, _ = StoredMoments(smp.moments_path).scores(IDENTITY_LABEL)
-        save_npz(layout.scores(smp.layer, IDENTITY), {IDENTITY_LABEL: identity})
+        save_npz(layout.scores(smp.layer, IDENTITY), identity_arrays(identity))
     return stats_df, _manifest(settings, samples, loaded, IDENTITY)
 
 

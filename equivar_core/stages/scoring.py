@@ -9,15 +9,17 @@ import os
 import numpy as np
 import pandas as pd
 
+from .. import archive_keys as keys
 from ..activations import TRANSFORM_GROUPS
 from ..basis import mixed_stats, random_orthogonal
 from ..errors import EquivarError
-from ..moments import IDENTITY_LABEL, StoredMoments
+from ..moments import StoredMoments
 from ..scores import ScoreSettings, linear_map_summary, top_pairs
 from ..settings import RunSettings
 from ..storage import save_npz
-from ..transforms import IDENTITY
+from ..transforms import IDENTITY, IDENTITY_LABEL, label_amount, parse_label, version_labels
 from ..tuning import measure_tuning, unit_profiles
+from ..tables import SCALE_PAIRS, TRANSFORM_MAPS, TRANSFORM_PAIRS, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES
 from .common import _columns, _geometries, _with_model, load, network
 from .sampling import located, transformed_activations
 
@@ -36,13 +38,14 @@ def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.Da
         q = random_orthogonal(len(g), settings.seed, layer)
         mixes[layer] = (q, *mixed_stats(stats[layer][0], np.load(settings.layout.cov(layer)), q))
     cols, mixed = measure_tuning(network(model, settings), _geometries(layers_df), stats, settings.tuning, mixes)
-    return _with_model(pd.DataFrame(cols), settings), _with_model(pd.DataFrame(mixed), settings)
+    return (_with_model(pd.DataFrame(cols), settings, TUNING),
+            _with_model(pd.DataFrame(mixed), settings, TUNING_RANDOM_BASIS))
 
 
 def profile_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_df: pd.DataFrame) -> pd.DataFrame:
     """``unit_profiles``: preferred parameter, selectivity and period per unit and stimulus."""
     cols = unit_profiles(_columns(tuning_df), dict(zip(layers_df["layer"], layers_df["n_units"])), settings.tuning)
-    return _with_model(pd.DataFrame(cols), settings)
+    return _with_model(pd.DataFrame(cols), settings, UNIT_PROFILES)
 
 
 def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) -> pd.DataFrame:
@@ -52,38 +55,26 @@ def transform_pair_table(settings: RunSettings, transformed_df: pd.DataFrame) ->
     moments, summed over all images during the passes, which also ran the original images
     (:mod:`equivar_core.moments`): nothing of the identity group is read. The full C x C
     score matrices are saved beside, one ``.npz`` per layer and family (with the orbit-centred ones of
-    a colour transform swept over a full orbit: ``NAME:AMOUNT:centred`` and ``centred-identity:NAME``).
+    a colour transform swept over a full orbit; keys of :mod:`equivar_core.archive_keys`).
     """
     top_k = ScoreSettings().top_k
-    cols = ["layer", "transform", "amount", "unit", "partner", "rank", "score", "null_score", "z"]
     rows = []
     for r in located(settings, transformed_df).itertuples():
         moments = StoredMoments(r.moments_path)
         matrices = {}
-        for label in r.versions.split(";"):
-            name, amount = label.split(":")
+        for label in version_labels(r.versions):
+            name, amount = parse_label(label)
             score, null = moments.scores(label)
-            matrices[label] = score
-            matrices[label + ":null"] = null
+            matrices |= keys.score_arrays(label, score, null)
             t = top_pairs(score, null, top_k)
-            rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": float(amount), **t}))
-        matrices.update(_centred_matrices(r, moments))
+            rows.append(pd.DataFrame({"layer": r.layer, "transform": name, "amount": amount, **t}))
+        centred = moments.centred()
+        if centred is not None:
+            matrices |= keys.centred_arrays(r.group, centred[0], centred[1])
         save_npz(settings.layout.scores(r.layer, r.group), matrices)
         log.info("transform scores: %s %s done", r.layer, r.group)
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(df, settings)
-
-
-def _centred_matrices(manifest_row, moments: StoredMoments, mixed: bool = False) -> dict[str, np.ndarray]:
-    """Orbit-centred scores of a colour transform swept over a full orbit (see
-    :func:`equivar_core.scores.orbit_centred_scores`), keyed ``NAME:AMOUNT:centred`` and
-    ``centred-identity:NAME``; nothing for other transforms. ``mixed``: in the basis control's basis."""
-    centred = moments.centred(mixed)
-    if centred is None:
-        return {}
-    name = manifest_row.versions.split(";")[0].split(":")[0]
-    identity, by_amount = centred
-    return {f"centred-identity:{name}": identity} | {f"{name}:{a:g}:centred": m for a, m in by_amount.items()}
+    df = pd.concat(rows, ignore_index=True) if rows else TRANSFORM_PAIRS.empty()
+    return _with_model(df, settings, TRANSFORM_PAIRS)
 
 
 def load_evidence(settings: RunSettings, layer: str, transform: str
@@ -96,9 +87,9 @@ def load_evidence(settings: RunSettings, layer: str, transform: str
     path = settings.layout.scores(layer, transform)
     if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) and os.path.exists(path):
         with np.load(path) as z:
-            if f"centred-identity:{transform}" in z.files:
-                return ({float(k.split(":")[1]): z[k] for k in z.files if k.endswith(":centred")},
-                        z[f"centred-identity:{transform}"])
+            centred = keys.centred_scores(z, transform)
+        if centred is not None:
+            return centred
     return load_scores(settings, layer, transform), load_identity(settings, layer)
 
 
@@ -117,12 +108,11 @@ def load_fold_evidence(settings: RunSettings, layer: str, transform: str
             return {k: z[k].astype(np.float32) for k in z.files}
 
     found = arrays(transform) if transform in TRANSFORM_GROUPS and settings.sweep.group(transform) else {}
-    kind = "centred" if f"centred|{IDENTITY_LABEL}" in found else "plain"
-    identity = found[f"centred|{IDENTITY_LABEL}"] if kind == "centred" else arrays(IDENTITY).get(
-        f"plain|{IDENTITY_LABEL}")
+    kind = keys.CENTRED if keys.moments_key(keys.CENTRED, IDENTITY_LABEL) in found else keys.PLAIN
+    identity = (found if kind == keys.CENTRED else arrays(IDENTITY)).get(keys.moments_key(kind, IDENTITY_LABEL))
     if identity is None:
         raise EquivarError(f"no fold scores of layer {layer!r}: the passes ran without folds; run them again")
-    scores = {float(k.split(":")[1]): m for k, m in found.items() if k.startswith(f"{kind}|{transform}:")}
+    scores = keys.versions_of(found, kind, transform)
     return [None if np.isnan(identity[f]).all() else ({a: m[f] for a, m in scores.items()}, identity[f])
             for f in range(len(identity))]
 
@@ -133,7 +123,7 @@ def load_identity(settings: RunSettings, layer: str) -> np.ndarray | None:
     if not os.path.exists(path):
         return None
     with np.load(path) as z:
-        return z["identity:0"]
+        return keys.identity_scores(z)
 
 
 def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float, np.ndarray]:
@@ -142,8 +132,7 @@ def load_scores(settings: RunSettings, layer: str, transform: str) -> dict[float
     if transform not in TRANSFORM_GROUPS or not settings.sweep.group(transform) or not os.path.exists(path):
         return {}
     with np.load(path) as z:
-        return {float(k.split(":")[1]): z[k] for k in z.files
-                if k.startswith(transform + ":") and len(k.split(":")) == 2}
+        return keys.plain_scores(z, transform)
 
 
 def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +154,7 @@ def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df:
             if b not in zoomed:
                 continue
             moments = StoredMoments(zoomed[b].moments_path)
-            for label in zoomed[b].versions.split(";"):
+            for label in version_labels(zoomed[b].versions):
                 found = moments.cross(a, label)
                 if found is None:
                     continue
@@ -174,13 +163,11 @@ def scale_pair_table(settings: RunSettings, identity_df: pd.DataFrame, scale_df:
                 best_for_b = score.argmax(0)
                 mutual = best_for_b[t["partner"]] == t["unit"]
                 rows.append(pd.DataFrame({"small_layer": a, "small_unit": t["unit"], "large_layer": b,
-                                          "large_unit": t["partner"], "scale": float(label.split(":")[1]),
+                                          "large_unit": t["partner"], "scale": label_amount(label),
                                           "rank": t["rank"], "score": t["score"], "null_score": t["null_score"],
                                           "z": t["z"], "mutual": mutual}))
-    cols = ["small_layer", "small_unit", "large_layer", "large_unit", "scale", "rank", "score", "null_score", "z",
-            "mutual"]
-    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(df, settings)
+    df = pd.concat(rows, ignore_index=True) if rows else SCALE_PAIRS.empty()
+    return _with_model(df, settings, SCALE_PAIRS)
 
 
 def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +179,7 @@ def transform_map_table(settings: RunSettings, layers_df: pd.DataFrame) -> pd.Da
             for amount, score in load_scores(settings, layer, transform).items():
                 rows.append({"layer": layer, "transform": transform, "amount": amount,
                              **linear_map_summary(identity, score), "n_units": len(identity)})
-    return _with_model(pd.DataFrame(rows), settings)
+    return _with_model(pd.DataFrame(rows, columns=TRANSFORM_MAPS.built), settings, TRANSFORM_MAPS)
 
 
 def all_transform_pairs(settings: RunSettings, images_df: pd.DataFrame, layers_df: pd.DataFrame

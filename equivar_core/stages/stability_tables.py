@@ -16,6 +16,7 @@ from ..limits import limits_of
 from ..settings import FamilySettings, RunSettings
 from ..stability import adjusted_rand_index, mean_pairwise_ari, reappearance, singletons
 from ..transforms import TRANSFORMS
+from ..tables import FAMILY_STABILITY, SENSITIVITY
 from .common import _with_model
 from .family_tables import TunedLayer, family_table, layer_fits
 from .scoring import load_evidence, load_fold_evidence
@@ -70,14 +71,12 @@ def family_check_tables(settings: RunSettings, tuning_df: pd.DataFrame, profiles
         whole = families_df[families_df["layer"] == layer]
         stability += _layer_stability(settings, tl, layer, whole)
         sensitivity += _layer_sensitivity(settings, tl, layer, whole)
-    stability_df = pd.DataFrame(stability, columns=["layer", "transform", "family", "size", "folds", "reappear",
-                                                    "median_jaccard", "ari", "ari_whole"])
-    sensitivity_df = pd.DataFrame(sensitivity, columns=["layer", "transform", "threshold", "change", "value",
-                                                        "units_in_families", "families", "units_in_families_base",
-                                                        "families_base"])
-    return (_with_model(stability_df.astype({"family": int, "size": int, "folds": int}), settings),
+    stability_df = pd.DataFrame(stability, columns=FAMILY_STABILITY.built)
+    sensitivity_df = pd.DataFrame(sensitivity, columns=SENSITIVITY.built)
+    return (_with_model(stability_df.astype({"family": int, "size": int, "folds": int}), settings, FAMILY_STABILITY),
             _with_model(sensitivity_df.astype({"units_in_families": int, "families": int,
-                                               "units_in_families_base": int, "families_base": int}), settings))
+                                               "units_in_families_base": int, "families_base": int}), settings,
+                        SENSITIVITY))
 
 
 def _layer_stability(settings: RunSettings, tuned: TunedLayer, layer: str, whole: pd.DataFrame) -> list[dict]:

@@ -15,6 +15,7 @@ from ..curves import curve_detectors
 from ..settings import RunSettings
 from ..sweeps import SweptFamily, UnitStats, chance_within, control_units, layer_sweeps, sweep_error
 from ..transforms import ANGULAR, TRANSFORMS, Rotate
+from ..tables import CURVE_DETECTORS, FAMILY_SWEEPS
 from .common import _columns, _geometries, _views, _with_model, load, network
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,8 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
             rows.append(df)
         log.info("family sweeps: %s, %d largest and %d curve families of %d", layer, len(largest - {
             (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
-    cols = ["layer", "family", "transform", "role", "driver", "member", "angle", "response", "peak_angle",
-            "expected_angle", "error", "passed", "chance", "step"]
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({c: [] for c in cols})
-    return _with_model(out[cols] if len(out) else out, settings)
+    out = pd.concat(rows, ignore_index=True) if rows else FAMILY_SWEEPS.empty()
+    return _with_model(out[FAMILY_SWEEPS.built] if len(out) else out, settings, FAMILY_SWEEPS)
 
 
 def sweep_controls(settings: RunSettings, layer: str, tested: list[SweptFamily], layer_families: pd.DataFrame,
@@ -118,10 +117,8 @@ def curve_detector_table(settings: RunSettings, tuning_df: pd.DataFrame, layers_
         df["family_param"] = df["unit"].map(fam["param"])
         df.insert(0, "layer", layer)
         rows.append(df)
-    cols = ["layer", "unit", "orientation", "radius", "curvature", "width", "radius_selectivity", "curve_response",
-            "straight_response", "family", "family_param"]
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame({k: [] for k in cols})
-    return _with_model(out.astype({"unit": int, "family": int}) if len(out) else out, settings)
+    out = pd.concat(rows, ignore_index=True) if rows else CURVE_DETECTORS.empty()
+    return _with_model(out.astype({"unit": int, "family": int}) if len(out) else out, settings, CURVE_DETECTORS)
 
 
 def curve_families(families_df: pd.DataFrame, curves_df: pd.DataFrame, layer: str) -> set[int]:
