@@ -16,13 +16,7 @@ from equivar_core.transforms import IDENTITY_LABEL
 from .conftest import ROOT, SHARED_IMAGES
 
 from tests.conftest import catalog as _catalog
-from tests.test_faults import in_process
-
-
-def equivar(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd or ROOT, timeout=900)
+from tests.cli_runs import equivar, in_process
 
 
 def _digest(out):

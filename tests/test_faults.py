@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import ROOT
-from tests.test_cli import equivar
+from tests.cli_runs import equivar, in_process
 
 PLANTED = ["--model", "equivar_core.planted:planted", "--n-images", "6", "--layers", "relu1,relu2", "--quiet"]
 TABLES = ("images", "layers", "unit_stats", "tuning", "unit_profiles", "families", "basis_control", "layer_summary",
@@ -74,27 +73,6 @@ def results(clean, tmp_path):
     out = str(tmp_path / "O")
     shutil.copytree(clean[0], out)
     return out
-
-
-class Ran(NamedTuple):
-    """What a command left: as :func:`subprocess.run` returns it, for a command run in this process."""
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def in_process(capsys, *args: str) -> Ran:
-    """``equivar ARGS`` in this process (no interpreter start, no imports): exit code and output as a
-    subprocess gives them; argparse's errors (SystemExit) included."""
-    from pipelines.cli import main
-
-    capsys.readouterr()                         # what came before is not this command's
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return Ran(code, captured.out, captured.err)
 
 
 def one_line_error(r, code: int = 2) -> str:

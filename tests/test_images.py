@@ -187,7 +187,8 @@ def test_run_on_webdataset_shards_of_the_imagenet_sample_equals_the_run_on_the_f
     files (the CI-sized version of an ImageNet shard set). Both runs are in this process."""
     import pandas as pd
 
-    from tests.test_faults import PLANTED, in_process
+    from tests.cli_runs import in_process
+    from tests.test_faults import PLANTED
 
     names = sorted(f for f in os.listdir(SHARED_IMAGES) if f.endswith(".JPEG"))[:12]
     files = tmp_path / "files"

@@ -15,7 +15,7 @@ import pytest
 from .conftest import ROOT, free_port
 
 from tests.conftest import catalog as _catalog
-from tests.test_faults import in_process
+from tests.cli_runs import in_process
 
 BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")

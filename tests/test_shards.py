@@ -11,7 +11,7 @@ import pytest
 from equivar_core.activations import shard_views
 from equivar_core.images import ImageView
 from tests.conftest import ROOT, catalog
-from tests.test_faults import in_process
+from tests.cli_runs import in_process
 
 RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24", "--batch-size", "4"]
 

@@ -98,7 +98,7 @@ def small_results(tmp_path):
 def test_sql_is_one_read_only_statement_over_the_results_folder(small_results, query, message):
     """`equivar sql` refuses what is not one read-only query over the folder's own files (one line, exit 2),
     and the catalog answers afterwards with the same rows."""
-    from tests.test_cli import equivar
+    from tests.cli_runs import equivar
 
     r = equivar("sql", query, "--out", str(small_results))
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

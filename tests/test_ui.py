@@ -106,6 +106,10 @@ def test_materialize_through_graphql_and_see_it_in_the_ui(tmp_path):
     home.mkdir()
     env = dict(os.environ, DAGSTER_HOME=str(home), EQUIVAR_HOME=str(tmp_path / "out"), PYTHONPATH=ROOT,
                EQUIVAR_MODEL="equivar_core.planted:planted", EQUIVAR_LAYERS="relu1,relu2", EQUIVAR_N_IMAGES="4")
+    # the instance's storage made once, before the webserver, its code server and the daemon start: each of them
+    # creates it on a fresh $DAGSTER_HOME, and two at once can leave its schema table with two heads
+    subprocess.run([os.path.join(BIN, "dagster"), "instance", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                   check=True, timeout=300)
     procs = [subprocess.Popen([os.path.join(BIN, "dagster-webserver"), "-w", "workspace.yaml", "-p", str(port),
                                "-h", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True),
