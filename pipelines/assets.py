@@ -24,7 +24,7 @@ from equivar_core.settings import RunSettings
 from equivar_core.transforms import ANGULAR, Scale
 
 from .definitions_common import models_partitions as MODELS
-from .fingerprints import FINGERPRINT_KEY, asset_fingerprints, declarations, inputs, upstream_of
+from .fingerprints import FINGERPRINT_KEY, asset_fingerprints, declarations, inputs
 from .resources import EquivarConfig
 from .shards import shard_runner
 
@@ -386,11 +386,10 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
     return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})
 
 
-#: asset -> the table assets it reads, from the definitions above: what fingerprints, the CLI and the schedule
-#: follow
-GRAPH = upstream_of(TABLE_ASSETS)
 #: asset -> its code version, own inputs and upstream assets, from the definitions above: what its fingerprint
 #: hashes
 DECLARED = declarations(TABLE_ASSETS)
+#: asset -> the table assets it reads (its declared upstream assets): what the CLI, the schedule and the docs follow
+GRAPH = {name: list(d.upstream) for name, d in DECLARED.items()}
 #: asset -> every output of the (multi-)asset that computes it: a run selects them together
 SIBLINGS = {key.to_user_string(): [k.to_user_string() for k in a.keys] for a in TABLE_ASSETS for key in a.keys}

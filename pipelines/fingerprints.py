@@ -108,13 +108,6 @@ def _calibration(s: RunSettings) -> dict:
     return {"images": _image_source_hash(s), "n_images": s.n_images, "seed": s.seed}
 
 
-def upstream_of(asset_defs) -> dict[str, list[str]]:
-    """asset -> the assets it reads, read off the asset definitions (their inputs and ``deps``): the graph is
-    declared once, by the assets themselves (``pipelines.assets.GRAPH``)."""
-    return {key.to_user_string(): sorted(k.to_user_string() for k in deps)
-            for a in asset_defs for key, deps in a.asset_deps.items()}
-
-
 def _weights_hash(s: RunSettings) -> str | None:
     if s.weights:
         st = os.stat(s.weights)
