@@ -235,6 +235,11 @@ def kernel_mosaic(tiles: np.ndarray, gap: int = 1, fill: float = np.nan) -> np.n
     return image[:rows * (k + gap) - gap, :cols * (k + gap) - gap]
 
 
+def tile_centres(n: int, k: int, gap: int = 1) -> np.ndarray:
+    """Pixel coordinates of the centres of ``n`` tiles of side ``k`` along one axis of a :func:`kernel_mosaic`."""
+    return np.arange(n) * (k + gap) + (k - 1) / 2
+
+
 def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     """Kernels W(a -> b) of a family pair on a grid ordered by param, and weight versus relative place."""
     r0 = rows.iloc[0]
@@ -262,17 +267,16 @@ def circuit_figure(run: RunTables, rows: pd.DataFrame, path: str) -> str | None:
     tiles = np.transpose(grid, (1, 0, 2, 3))                                 # src x dst x k x k
     k = tiles.shape[-1]
     ax.imshow(kernel_mosaic(tiles), cmap=cmap, vmin=-vmax, vmax=vmax)
-    centres = np.arange(len(dst_units)) * (k + 1) + (k - 1) / 2
     ax.xaxis.tick_top()
-    ax.set_xticks(centres, [f"{r0.dst_layer}:{b}\n{dst_labels[j]}" for j, b in enumerate(dst_units)],
-                  fontsize=7)
-    ax.set_yticks(np.arange(len(src_units)) * (k + 1) + (k - 1) / 2,
+    ax.set_xticks(tile_centres(len(dst_units), k),
+                  [f"{r0.dst_layer}:{b}\n{dst_labels[j]}" for j, b in enumerate(dst_units)], fontsize=7)
+    ax.set_yticks(tile_centres(len(src_units), k),
                   [f"{r0.src_layer}:{a}\n{src['param'].iloc[i]:g}" for i, a in enumerate(src_units)], fontsize=7)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     prof = rows.sort_values("delta")
-    left = 1 - 2.6 / (1.2 * len(dst_units) + 3.5)
+    left = 1 - 2.6 / width
     ax = fig.add_axes([left, 0.2, 0.97 - left, 0.55])
     ax.plot(prof["delta"], prof["mean_weight"], "o-", color="k")
     ax.axhline(0, color="grey", lw=0.5)
@@ -316,9 +320,9 @@ def first_layer_weights(run: RunTables, path: str) -> str | None:
     ax = fig.add_axes([0.02, 0.02, 0.96, 0.9])                  # one image: an axes per filter is slow to draw
     ax.imshow(kernel_mosaic(tiles.reshape(rows, cols, k, k, 3), fill=1.0), interpolation="nearest")
     ax.axis("off")
+    x, top = tile_centres(cols, k), tile_centres(rows, k) - (k - 1) / 2
     for i, u in enumerate(order):
-        ax.text((i % cols) * (k + 1) + (k - 1) / 2, (i // cols) * (k + 1) - 0.6, str(u), ha="center",
-                va="bottom", fontsize=7)
+        ax.text(x[i % cols], top[i // cols] - 0.6, str(u), ha="center", va="bottom", fontsize=7)
     return _save(fig, path)
 
 

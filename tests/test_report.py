@@ -130,3 +130,12 @@ def test_kernel_mosaic_keeps_colour_channels_and_fills_gaps():
     assert m.shape == (3, 8, 3)
     assert np.array_equal(m[:, :3], tiles[0, 0]) and np.array_equal(m[:, 5:], tiles[0, 1])
     assert (m[:, 3:5] == 1.0).all()
+
+
+def test_tile_centres_are_the_middles_of_the_mosaics_tiles():
+    from equivar_core.report import kernel_mosaic, tile_centres
+
+    tiles = np.zeros((1, 3, 3, 3))
+    tiles[0, :, 1, 1] = 1.0                                                    # each tile's middle pixel
+    m = kernel_mosaic(tiles)
+    assert np.array_equal(np.flatnonzero(np.nan_to_num(m[1]) == 1.0), tile_centres(3, 3))
