@@ -11,9 +11,9 @@ from typing import NamedTuple
 from tests.conftest import ROOT
 
 
-def equivar(*args, cwd=None) -> subprocess.CompletedProcess:
-    """``equivar ARGS`` as a process of its own."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+def equivar(*args, cwd=None, **environ: str) -> subprocess.CompletedProcess:
+    """``equivar ARGS`` as a process of its own (with the variables ``environ`` set in its environment)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, **environ)
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd or ROOT, timeout=900)
 

@@ -1,8 +1,6 @@
 """Image shards as Ray tasks (`equivar run --workers N`): results must not depend on the sharding."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -10,8 +8,8 @@ import pytest
 
 from equivar_core.activations import shard_views
 from equivar_core.images import ImageView
-from tests.conftest import ROOT, catalog
-from tests.cli_runs import in_process
+from tests.conftest import catalog
+from tests.cli_runs import equivar, in_process
 
 RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24", "--batch-size", "4"]
 
@@ -22,14 +20,6 @@ def test_shards_are_whole_batches_in_image_order():
     assert [len(s) for s in shards] == [24, 24, 2]
     assert [v.index for s in shards for v in s] == list(range(50))
     assert all(len(s) % 8 == 0 for s in shards[:-1])
-
-
-def equivar(*args, home):
-    """The CLI with its own HOME: the local Ray cluster keeps its session token under ~/.ray, which must not
-    leak into other tests' clusters."""
-    env = dict(os.environ, PYTHONPATH=ROOT, HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=900)
 
 
 def _tables(out: str) -> dict[str, pd.DataFrame]:
@@ -49,7 +39,9 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path, capsys):
     for workers in (1, 3):
         outs[workers] = str(tmp_path / f"w{workers}")
         command = ["run", "--out", outs[workers], *RUN, "--workers", str(workers)]
-        r = equivar(*command, home=tmp_path) if workers > 1 else in_process(capsys, *command)
+        # its own HOME: the local Ray cluster keeps its session token under ~/.ray, which must not leak into
+        # other tests' clusters
+        r = equivar(*command, HOME=str(tmp_path)) if workers > 1 else in_process(capsys, *command)
         assert r.returncode == 0, r.stderr[-3000:]
         assert ("identity passes: 3 shards (8 + 8 + 8 images) as Ray tasks" in r.stderr) == (workers == 3)
     scores = os.path.join("_artifacts", "model=planted", "scores")
