@@ -421,9 +421,11 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> None:
     raise AssertionError(f"the run ended before {text!r}")
 
 
-#: a settings change that reaches a stage and no earlier one (seed 1 reaches every stage, and recomputes all)
+#: settings changes: one that every asset reads (all are recomputed), and one that only the circuits read
+NEW_SEED, NEW_CIRCUITS = ("--seed", "1"), ("--set", "circuits.max_radius=11")
+#: a settings change that reaches a stage and no earlier one (the seed reaches every stage, and recomputes all)
 CHANGE_AT = {"materializing families": ("--set", "families.min_similarity=0.75"),
-             "materializing circuit_weights": ("--set", "circuits.max_radius=11")}
+             "materializing circuit_weights": NEW_CIRCUITS}
 
 
 @pytest.mark.parametrize("stage", ["natural activations (identity)", "natural activations (rotate)",
@@ -432,7 +434,7 @@ def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, re
     """Run with a settings change (seed 1, or one that changes the stage's own settings), kill -9 it at
     ``stage``, re-run the original settings (in this process): not "nothing changed", and every table equals
     the clean run (before: 19 of 38 files from seed 1 were reported up to date)."""
-    proc = _start(results, *CHANGE_AT.get(stage, ("--seed", "1")))
+    proc = _start(results, *CHANGE_AT.get(stage, NEW_SEED))
     _wait_for(proc, stage)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -444,7 +446,7 @@ def test_kill_after_a_settings_change_is_never_reported_current(stage, clean, re
 
 @pytest.mark.parametrize("stage", ["natural activations (hue)", "materializing tuning", "materializing families"])
 def test_ctrl_c_stops_within_seconds_with_exit_130(stage, clean, results, capsys):
-    proc = _start(results, *CHANGE_AT.get(stage, ("--seed", "1")))
+    proc = _start(results, *CHANGE_AT.get(stage, NEW_SEED))
     _wait_for(proc, stage)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
@@ -691,8 +693,7 @@ def test_disk_full_at_each_kind_of_write(kind, clean, results, capsys):
     `equivar` process of its own."""
     from tests.enospc import full_disk
 
-    change = ["--seed", "1"] if kind in EARLY_WRITES else ["--set", "circuits.max_radius=11"]
-    command = ["run", "--out", results, *PLANTED, *change]
+    command = ["run", "--out", results, *PLANTED, *(NEW_SEED if kind in EARLY_WRITES else NEW_CIRCUITS)]
     if kind == WRITE_IN_A_PROCESS:
         env = dict(os.environ, PYTHONPATH=ROOT)
         r = subprocess.run([sys.executable, "-m", "tests.enospc", WRITES[kind], *command], capture_output=True,
