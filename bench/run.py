@@ -178,12 +178,12 @@ def default_run_breakdown(n_images: int, out: str, layers: list[str]
     """Share of each asset in a whole run (``layers``: empty = the preset); the times of a CLI run and of its
     unchanged re-run; and the run's wall time over the time its forward passes of the model take (the run's
     floor on this machine: every pass the run makes, with nothing else)."""
-    from equivar_core.models.efficientnet_lite0 import EfficientNetLite0
+    from equivar_core.models.efficientnet_lite import EfficientNetLite
     from equivar_core.models.registry import load_model_once
     from pipelines.cli import main as cli
 
     load_model_once("efficientnet_lite0")           # loaded before the clock starts, as for the CLI run below
-    with forward_time(EfficientNetLite0) as passes:
+    with forward_time(EfficientNetLite) as passes:
         t = time.perf_counter()
         durations = asset_durations(n_images, os.path.join(out, "breakdown"), None, layers)
         wall = time.perf_counter() - t

@@ -481,6 +481,41 @@ select layer, transform, fraction, largest_family, suggested_group from layer_su
 select layer, transform, units_in_families, units_in_families_random_basis from basis_control where transform = 'rotate';
 ```""")
 
+FAMILY_MATCHES = Table(("family_matches",), """The same families in two networks (`equivar compare A B`, `equivar_core.universality`): each rotation
+and hue family of model A (`model`, `model_a`) against the families of the same transform in model B at a
+comparable depth. A family is summarized by its frame curve: its members' tuning curves over the
+transform's stimuli, each turned back by the member's `param`, averaged; two families are compared by the
+best circular-shift correlation of their frame curves (every stimulus shifted together). Both directions
+are written: `compare A B` stores A's families against B under `family_matches/model=A/model_b=B/` and B's
+against A under `model=B/model_b=A/`. Photos play no part: the synthetic stimuli are the same for every
+network (scaled to each layer's receptive field).""", _columns(
+    ("model_a", TEXT, "the model whose families are matched (the same as `model`)"),
+    ("model_b", TEXT, "the model they are matched in"),
+    ("layer_a", TEXT, "the family's layer in A"),
+    ("layer_b", TEXT, "the layer of B it is compared in: the one with the same nominal stride (the power of two "
+     "nearest `layers.stride`; the nearest in relative depth among several), else the nearest in relative depth"),
+    ("paired_by", TEXT, "`stride` or `depth`: how `layer_b` was chosen"),
+    ("transform", TEXT, "`rotate` or `hue`"),
+    ("family_a", INTEGER, "the family in A, as in `families`"),
+    ("size_a", INTEGER, "its members"),
+    ("family_b", INTEGER, "its best match in B (null where `layer_b` has no family of the transform)"),
+    ("size_b", INTEGER, "that family's members"),
+    ("similarity", FLOAT, "correlation of the two frame curves at the best circular shift, in [-1, 1]"),
+    ("shift", FLOAT, "degrees by which B's frame is A's turned at that shift (the two reference units' angles "
+     "differ by it), on a 5 degree grid"),
+    ("mutual", BOOLEAN, "the match is one-to-one: among A's families of `layer_a`, the best match of `family_b` "
+     "is `family_a`"),
+    ("null_similarity", FLOAT, "the null: the best similarity of the family to B's families of `layer_b` rebuilt "
+     "from random units (each member replaced by a unit of the same selectivity quintile of the layer, at the "
+     "member's place), mean over `draws` rebuilds"),
+    ("null_p95", FLOAT, "the 95th percentile of the same"),
+    ("above_null", BOOLEAN, "`similarity` above `null_p95`"),
+), notes="""```sql
+-- how many families of each transform have a mutual match above the null in the other network
+select model_a, model_b, transform, count(*) as families, count(*) filter (mutual and above_null) as matched
+from family_matches group by all order by all;
+```""")
+
 LEARNED_CONTROL = Table(("learned_control",), """A view of the catalog (no files of its own): each trained model beside its
 untrained control (`equivar run --model untrained:NAME`, README "The
 untrained control"), per layer and transform. The control of a model is any
@@ -542,7 +577,7 @@ half of whose members are curve detectors, at 5 degree steps (`step` column), be
 DECLARATIONS = (MODELS, LAYERS, IMAGES, UNIT_STATS, SAMPLES, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES,
                 TRANSFORM_PAIRS, SCALE_PAIRS, TRANSFORM_MAPS, FAMILIES, FAMILY_SWEEPS, CIRCUIT_WEIGHTS,
                 CIRCUIT_FAMILIES, REFERENCE_FAMILIES, BASIS_CONTROL, FAMILY_STABILITY, SENSITIVITY, LAYER_SUMMARY,
-                LEARNED_CONTROL, CURVE_DETECTORS)
+                FAMILY_MATCHES, LEARNED_CONTROL, CURVE_DETECTORS)
 #: table (or view) name -> its declaration
 TABLES = {name: t for t in DECLARATIONS for name in t.names}
 

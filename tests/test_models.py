@@ -15,14 +15,14 @@ from equivar_core.tf_layers import LocalResponseNorm, pad, same_padding
 from equivar_core.models.registry import load_model, resolve_layers
 
 
-def _photo(name: str) -> torch.Tensor:
+def _photo(name: str, size: int = 224) -> torch.Tensor:
     import skimage.data
 
     im = torch.tensor(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
     h, w = im.shape[-2:]
     s = min(h, w)
     im = im[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(im, size=224, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(im, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 @pytest.fixture(scope="module")

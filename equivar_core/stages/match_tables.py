@@ -1,0 +1,105 @@
+"""``family_matches``: the families of two models of one results folder matched to each other
+(:mod:`equivar_core.universality`)."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..errors import EquivarError
+from ..storage import read_table, write_table
+from ..tables import FAMILY_MATCHES
+from ..transforms import TRANSFORMS
+from ..tuning import stacked_curves
+from ..universality import COMPARED, Families, comparable_layers, match_families
+from .common import _columns
+
+log = logging.getLogger(__name__)
+
+#: the tables of a model that matching reads
+NEEDED = ("layers", "families", "tuning", "unit_profiles")
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """What one model's run left that matching reads."""
+
+    name: str
+    layers: pd.DataFrame
+    families: pd.DataFrame
+    tuning: dict[str, np.ndarray]
+    profiles: pd.DataFrame
+
+    @classmethod
+    def read(cls, root: str, name: str) -> "Analysed":
+        tables = {t: read_table(root, t, name) for t in NEEDED}
+        missing = [t for t, table in tables.items() if table is None]
+        if missing:
+            raise EquivarError(f"model {name} has no {', '.join(missing)} table in {root}: run it there first "
+                               f"(`equivar run --name {name} --out {root}`, or --model SPEC for a new model)")
+        df = {t: table.to_pandas() for t, table in tables.items()}
+        return cls(name, df["layers"], df["families"], _columns(df["tuning"]), df["unit_profiles"])
+
+    def stimuli(self, layer: str) -> set[str]:
+        return set(np.unique(self.tuning["stimulus"][self.tuning["layer"] == layer]))
+
+    def n_units(self, layer: str) -> int:
+        return int(self.layers.loc[self.layers["layer"] == layer, "n_units"].iloc[0])
+
+    def layer_families(self, transform: str, layer: str, stimuli: list[str], invariant: list[str]) -> Families:
+        """The :class:`~equivar_core.universality.Families` of one layer and transform, over the tuning
+        ``stimuli`` and ``invariant`` stimuli (the transform's that both compared models measured)."""
+        rows = self.families[(self.families["layer"] == layer) & (self.families["transform"] == transform)]
+        members = [(g["unit"].to_numpy(int), g["param"].to_numpy(float))
+                   for _, g in rows.groupby("family", sort=True)]
+        ids = sorted(int(f) for f in rows["family"].unique())
+        n = self.n_units(layer)
+        prof = self.profiles[(self.profiles["layer"] == layer) & self.profiles["stimulus"].isin(stimuli)]
+        best = prof.groupby("unit")["selectivity"].max()
+        selectivity = np.zeros(n)
+        selectivity[best.index.to_numpy(int)] = np.nan_to_num(best.to_numpy(float))
+        return Families(ids, members, stacked_curves(self.tuning, layer, stimuli, n), selectivity,
+                        stacked_curves(self.tuning, layer, invariant, n))
+
+
+def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0) -> pd.DataFrame:
+    """Every rotation and hue family of ``a`` matched in ``b`` (rows of ``family_matches``, ``model`` first)."""
+    parts = []
+    for layer_a, layer_b, how in comparable_layers(a.layers, b.layers):
+        for transform in COMPARED:
+            T, both = TRANSFORMS[transform], a.stimuli(layer_a) & b.stimuli(layer_b)
+            stimuli = ([s for s in T.tuning_stimuli if s in both], [s for s in T.invariant_stimuli if s in both])
+            fa = a.layer_families(transform, layer_a, *stimuli)
+            if not fa.ids:
+                continue
+            fb = b.layer_families(transform, layer_b, *stimuli)
+            rng = np.random.default_rng([seed, zlib.crc32(f"{layer_a}|{layer_b}|{transform}".encode())])
+            rows = match_families(fa, fb, rng, draws)
+            parts.append(rows.assign(model_a=a.name, model_b=b.name, layer_a=layer_a, layer_b=layer_b,
+                                     paired_by=how, transform=transform))
+            log.info("family matches: %s %s %s -> %s %s: %d of %d mutual above the null", a.name, layer_a,
+                     transform, b.name, layer_b, int((rows["mutual"] & rows["above_null"]).sum()), len(rows))
+    df = pd.concat(parts, ignore_index=True)[FAMILY_MATCHES.built] if parts else FAMILY_MATCHES.empty()
+    for col in ("family_a", "size_a", "family_b", "size_b"):
+        df[col] = df[col].astype("Int64")
+    for col in ("mutual", "above_null"):
+        df[col] = df[col].astype(bool)
+    df.insert(0, "model", a.name)
+    return FAMILY_MATCHES.check(df)
+
+
+def compare_models(root: str, name_a: str, name_b: str, draws: int = 50, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``family_matches`` of A in B and of B in A, written under ``<root>/family_matches``; returns both."""
+    if name_a == name_b:
+        raise EquivarError(f"compare needs two different models, got {name_a} twice")
+    a, b = Analysed.read(root, name_a), Analysed.read(root, name_b)
+    tables = {name_a: family_match_table(a, b, draws, seed), name_b: family_match_table(b, a, draws, seed)}
+    for (model, df), other in zip(tables.items(), (name_b, name_a)):
+        write_table(root, "family_matches", pa.Table.from_pandas(df, preserve_index=False), model, None,
+                    ("model_b", other))
+    return tables

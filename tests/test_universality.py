@@ -1,0 +1,216 @@
+"""Families matched across networks (equivar_core.universality): planted curve sets, then planted networks."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from equivar_core.universality import (Families, comparable_layers, frame_curves, match_families,
+                                       shift_similarity, turn_back)
+
+T = 72                                    # the curves' grid: 5 degrees
+
+
+def _bump(centre: float, width: float = 25.0, harmonic: int = 1) -> np.ndarray:
+    """A von Mises bump at ``centre`` degrees on the grid (``harmonic`` 2: period 180)."""
+    theta = np.radians(np.arange(T) * 360.0 / T - centre) * harmonic
+    return np.exp((np.cos(theta) - 1) / np.radians(width) ** 2 * harmonic ** 2)
+
+
+def _template(angle: float, kind: str) -> np.ndarray:
+    """Two stimuli's curves (S = 2) of a unit of feature ``kind`` turned to ``angle``."""
+    if kind == "edge":
+        return np.stack([_bump(angle), 0.5 * _bump(angle + 180, 40)])
+    if kind == "line":
+        return np.stack([_bump(angle, 20, 2), 0.3 + 0.0 * _bump(angle)])
+    if kind == "blob":                     # two lobes 100 degrees apart on the second stimulus only
+        return np.stack([0.2 * _bump(angle, 60), _bump(angle + 100, 15) + _bump(angle - 20, 15)])
+    raise ValueError(kind)
+
+
+def _layer(rng, families: list[tuple[str, list[float]]], n_noise: int, offset: float = 0.0
+           ) -> tuple[Families, list[np.ndarray]]:
+    """Units of planted families (each member the template turned to offset + its place, scaled by a random
+    gain, plus a little noise) among noise units, in a shuffled channel order; the families' true units."""
+    curves, members = [], []
+    for kind, places in families:
+        units = []
+        for p in places:
+            units.append(len(curves))
+            curves.append(rng.uniform(0.5, 2.0) * _template(offset + p, kind) + rng.normal(0, 0.02, (2, T)))
+        members.append((np.array(units), np.array(places, float)))
+    for _ in range(n_noise):
+        curves.append(np.stack([np.convolve(rng.normal(0, 1, T), np.ones(9) / 9, "same") for _ in range(2)]))
+    order = rng.permutation(len(curves))          # unit of curve i is order[i]
+    c = np.zeros((len(curves), 2, T))
+    c[order] = np.stack(curves)
+    members = [(order[u], p) for u, p in members]
+    selectivity = c.max(axis=(1, 2)) - c.min(axis=(1, 2))
+    return Families(list(range(len(members))), members, c, selectivity), [m[0] for m in members]
+
+
+def test_turning_back_exact_copies_gives_the_template():
+    edges = np.stack([_template(p, "edge") for p in (0, 40, 95, 200)])
+    back = turn_back(edges, np.array([0, 40, 95, 200]))
+    assert np.allclose(back, edges[0], atol=2e-2)            # 95 and 200 fall between grid points
+    assert np.allclose(back[:2], edges[0], atol=1e-9)        # 0 and 40 degrees: whole grid steps
+    frame = frame_curves(edges, [(np.arange(4), np.array([0, 40, 95, 200.0]))])
+    assert frame.shape == (1, 2, T) and np.allclose(frame[0], edges[0], atol=2e-2)
+
+
+def test_shift_similarity_finds_the_turn_between_two_frames():
+    a = _template(0, "edge")[None]
+    b = np.stack([_template(-35, "edge"), _template(0, "blob")])
+    sim, shift = shift_similarity(a, b)
+    assert sim[0, 0] == pytest.approx(1.0, abs=1e-9) and shift[0, 0] == 325.0     # B turned by -35
+    assert sim[0, 1] < 0.8
+
+
+def test_permuted_copies_match_family_to_family_mutually_above_the_null():
+    """B holds A's three families (unevenly spaced, unequal gains, different sizes) turned by 37 degrees, in
+    another channel order and another family order, among other noise units."""
+    rng = np.random.default_rng(0)
+    design = [("edge", [0, 45, 80, 135, 180, 230, 270, 320]), ("line", [0, 30, 60, 95, 120, 150]),
+              ("blob", [0, 90, 180, 270])]
+    a, _ = _layer(rng, design, n_noise=30)
+    b, _ = _layer(rng, [design[2], design[0], design[1]], n_noise=45, offset=37.0)
+    rows = match_families(a, b, np.random.default_rng(1), draws=20)
+    assert rows["family_b"].tolist() == [1, 2, 0]
+    # 37 degrees lies between grid steps (5 degrees): the narrow line curves lose a little to it
+    assert (rows["similarity"] > 0.95).all() and rows["mutual"].all() and rows["above_null"].all()
+    assert (rows["null_similarity"] < rows["similarity"] - 0.2).all()
+    edge_shift = rows.loc[0, "shift"]
+    assert min(abs(edge_shift - 37), abs(edge_shift - 37 - 360)) <= 5
+
+
+def test_families_of_other_features_do_not_match_above_the_null():
+    rng = np.random.default_rng(2)
+    a, _ = _layer(rng, [("edge", [0, 45, 90, 135, 180, 225, 270, 315])], n_noise=30)
+    b, _ = _layer(rng, [("blob", [0, 60, 120, 180, 240, 300])], n_noise=30)
+    rows = match_families(a, b, np.random.default_rng(3), draws=50)
+    assert rows.loc[0, "family_b"] == 0 and not rows.loc[0, "above_null"]
+    empty = Families([], [], b.curves, b.selectivity)
+    none = match_families(a, empty, np.random.default_rng(3), draws=5)
+    assert none["family_b"].isna().all() and not none["above_null"].any()
+
+
+def test_layers_pair_by_nominal_stride_then_by_relative_depth():
+    a = pd.DataFrame({"layer": ["s", "b3", "b6", "b10", "b15"], "depth": [1, 5, 9, 14, 20],
+                      "stride": [2.0, 4.0, 7.88, 16.25, 32.5]})
+    b = pd.DataFrame({"layer": ["stem", "b2", "b4", "b5", "b11"], "depth": [1, 4, 7, 8, 15],
+                      "stride": [2.0, 4.0, 8.0, 8.0, 32.0]})
+    pairs = comparable_layers(a, b)
+    assert pairs == [("s", "stem", "stride"), ("b3", "b2", "stride"), ("b6", "b4", "stride"),
+                     ("b10", "b5", "depth"), ("b15", "b11", "stride")]
+
+
+# --- planted networks through the pipeline -------------------------------------------------------------------
+
+def permuted_planted():
+    """The default planted network with both layers' channels in another order (so its families come out in
+    another order, under other unit numbers)."""
+    import torch
+
+    from equivar_core.planted import planted
+
+    net = planted(0)
+    g = torch.Generator().manual_seed(11)
+    p1, p2 = torch.randperm(net.conv1.out_channels, generator=g), torch.randperm(net.conv2.out_channels, generator=g)
+    with torch.no_grad():
+        net.conv1.weight.copy_(net.conv1.weight[p1].clone())
+        net.conv1.bias.copy_(net.conv1.bias[p1].clone())
+        net.conv2.weight.copy_(net.conv2.weight[p2][:, p1].clone())
+        net.conv2.bias.copy_(net.conv2.bias[p2].clone())
+    return net
+
+
+def _radial(size: int, rng):
+    """A grey filter with no orientation: a random radial profile (sum of two signed Gaussian rings)."""
+    import torch
+
+    y, x = torch.meshgrid(torch.arange(size) - size // 2, torch.arange(size) - size // 2, indexing="ij")
+    r = torch.sqrt((x ** 2 + y ** 2).float())
+    w = sum(float(rng.choice([-1, 1])) * torch.exp(-(r - float(rng.uniform(0, 3))) ** 2 / 2.0) for _ in range(2))
+    return w.expand(3, size, size) / w.norm() / math.sqrt(3)
+
+
+def other_planted():
+    """A planted network of other features: conv1 holds red-green colour edges at eight angles (the planted
+    network's edges are grey, and it has no colour edges) among grey filters with no orientation; conv2 is
+    random. (A family of grey curve detectors is no good here: on the stimuli, arcs turn as edges do, and
+    their best match in the planted network is its edge family, at similarity 0.8, mutual and above the
+    null.)"""
+    import torch
+
+    from equivar_core.planted import PlantedNet, edge_kernel
+
+    rng = np.random.default_rng(5)
+    filters = [edge_kernel(9, i * 45.0, rgb=(1.0, -1.0, 0.0)) for i in range(8)]
+    filters += [_radial(9, rng) for _ in range(14)]
+    order = rng.permutation(len(filters))
+    net = PlantedNet(len(filters), 8)
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.stack([filters[i] for i in order]) * 3.0)
+        net.conv1.bias.zero_()
+        net.conv2.weight.copy_(torch.tensor(rng.normal(size=net.conv2.weight.shape), dtype=torch.float32) * 0.03)
+        net.conv2.bias.zero_()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def three_planted(tmp_path_factory):
+    from pipelines.cli import main
+
+    out = str(tmp_path_factory.mktemp("universality"))
+    for spec in ("equivar_core.planted:planted", "tests.test_universality:permuted_planted",
+                 "tests.test_universality:other_planted"):
+        assert main(["run", "--model", spec, "--layers", "relu1,relu2", "--n-images", "8", "--out", out,
+                     "--quiet"]) == 0
+    return out
+
+
+def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_planted, capsys):
+    from pipelines.cli import main
+    from tests.conftest import catalog
+
+    capsys.readouterr()
+    assert main(["compare", "planted", "permuted_planted", "--out", three_planted, "--draws", "20"]) == 0
+    assert "planted -> permuted_planted | rotate |" in capsys.readouterr().out
+    con = catalog(f"{three_planted}/equivar.duckdb")
+    rows = con.execute("select * from family_matches where model_a = 'planted' and layer_a = 'relu1'").df()
+    families = con.execute("select model, transform, family, list(unit order by unit) as units from families "
+                           "where layer = 'relu1' and transform in ('rotate', 'hue') group by all").df()
+    assert len(rows) == len(families[families["model"] == "planted"]) >= 3      # edges, lines, hues at least
+    assert (rows["similarity"] > 0.999).all() and rows["mutual"].all() and rows["above_null"].all()
+    assert (rows["layer_b"] == "relu1").all() and (rows["paired_by"] == "stride").all()
+    assert (rows["shift"] % 360).isin([0.0]).all()           # the same reference units, in another order
+    # each family matched the family of the same units, renumbered by the permutation
+    import torch
+
+    g = torch.Generator().manual_seed(11)
+    p1 = torch.randperm(len(con.execute("select * from unit_stats where model = 'planted' and layer = 'relu1'")
+                                .df()), generator=g).numpy()
+    new_unit = {int(old): new for new, old in enumerate(p1)}       # unit `new` of the copy is unit `old` here
+    units = {(r.model, r.transform, r.family): sorted(r.units) for r in families.itertuples()}
+    for r in rows.itertuples():
+        mine = units[("planted", r.transform, r.family_a)]
+        assert sorted(new_unit[u] for u in mine) == units[("permuted_planted", r.transform, r.family_b)]
+    back = con.execute("select count(*) from family_matches where model_a = 'permuted_planted'").fetchone()[0]
+    assert back == con.execute("select count(distinct (layer, transform, family)) from families where model = "
+                               "'permuted_planted' and transform in ('rotate', 'hue')").fetchone()[0]   # both ways
+
+
+def test_a_planted_network_of_other_features_matches_nothing_above_the_null(three_planted, capsys):
+    from pipelines.cli import main
+    from tests.conftest import catalog
+
+    assert main(["compare", "planted", "other_planted", "--out", three_planted, "--draws", "50"]) == 0
+    con = catalog(f"{three_planted}/equivar.duckdb")
+    rows = con.execute("select * from family_matches where model_a = 'planted' and model_b = 'other_planted' "
+                       "and layer_a = 'relu1'").df()
+    assert len(rows) >= 3 and not (rows["above_null"] & rows["mutual"]).any(), rows
+    compared = rows[rows["family_b"].notna()]
+    assert len(compared) >= 1, rows          # not empty: its colour edges come out as hue pairs, and are compared
+    back = con.execute("select * from family_matches where model_a = 'other_planted'").df()
+    assert len(back) >= 1 and not back["above_null"].any(), back
