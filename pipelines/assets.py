@@ -13,8 +13,8 @@ import logging
 import os
 
 import pandas as pd
-from dagster import (AssetExecutionContext, AssetIn, AssetOut, Backoff, DataVersion, Failure, MaterializeResult,
-                     MetadataValue, Output, RetryPolicy, asset, multi_asset)
+from dagster import (AssetExecutionContext, AssetIn, AssetKey, AssetOut, Backoff, Config, DataVersion, Failure,
+                     MaterializeResult, MetadataValue, Output, RetryPolicy, asset, multi_asset)
 
 from equivar_core import stages, storage
 from equivar_core.activations import TRANSFORM_GROUPS
@@ -384,6 +384,38 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
     """The DuckDB file ``<out>/equivar.duckdb`` with one view per table."""
     path, views = storage.build_catalog(_settings(context, equivar, "duckdb_catalog").out)
     return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})
+
+
+class CompareConfig(Config):
+    """Which models ``family_matches`` compares: ``pairs`` as ``"A,B"`` (model names of the results folder);
+    empty: every pair of the folder's models that have families."""
+
+    pairs: list[str] = []
+    draws: int = 50
+    seed: int = 0
+
+
+@asset(group_name="universality", code_version="1",
+       deps=[AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")])
+def family_matches(context: AssetExecutionContext, equivar: EquivarConfig, config: CompareConfig
+                   ) -> MaterializeResult:
+    """Families matched across models (``equivar compare``): not partitioned, it reads the tables of every
+    model partition it compares (``families``, ``tuning``, ``unit_profiles``, ``layers``) and writes
+    ``family_matches`` of each model in each other, both ways."""
+    out = os.path.abspath(equivar.out)
+    try:
+        pairs = [tuple(p.split(",")) for p in config.pairs] or stages.analysed_pairs(out)
+        matched = {}
+        for a, b in pairs:
+            for model, df in stages.compare_models(out, a, b, config.draws, config.seed).items():
+                other = b if model == a else a
+                matched[f"{model} in {other}"] = int((df["mutual"] & df["above_null"]).sum())
+    except EquivarError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    storage.build_catalog(out)
+    context.log.info("family matches: %s", matched)
+    return MaterializeResult(metadata={"pairs": MetadataValue.json([list(p) for p in pairs]),
+                                       "mutual_above_null": MetadataValue.json(matched)})
 
 
 #: asset -> its code version, own inputs and upstream assets, from the definitions above: what its fingerprint

@@ -8,7 +8,7 @@ from dagster import BetaWarning, Definitions
 
 from . import assets
 from .checks import ALL_CHECKS
-from .definitions_common import equivar_job
+from .definitions_common import PER_MODEL, compare_job, equivar_job
 from .io_manager import ParquetIOManager
 from .partitions import add_model_job, registered_models
 from .resources import EquivarConfig
@@ -18,7 +18,7 @@ from .sensors import checkpoint_sensor
 # data versions on Output are "beta" in Dagster 1.13; they are the documented way to report them
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog]
+ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog, assets.family_matches]
 
 
 def _ray_job():
@@ -27,11 +27,11 @@ def _ray_job():
         from dagster_ray import ray_executor
     except ImportError:
         return None
-    from dagster import AssetSelection, define_asset_job
+    from dagster import define_asset_job
 
     env = ["EQUIVAR_MODEL", "EQUIVAR_WEIGHTS", "EQUIVAR_LAYERS", "EQUIVAR_IMAGES", "EQUIVAR_N_IMAGES", "EQUIVAR_HOME",
            "PYTHONPATH"]
-    return define_asset_job("equivar_ray", selection=AssetSelection.all(),
+    return define_asset_job("equivar_ray", selection=PER_MODEL,
                             description=("Every asset of one model, each step placed as a Ray task on the cluster "
                                          "at $RAY_ADDRESS with its CPU/GPU request."),
                             executor_def=ray_executor.configured({"ray": {"env_vars": env}}))
@@ -43,7 +43,7 @@ def build_definitions(config: EquivarConfig | None = None) -> Definitions:
     return Definitions(
         assets=ALL_ASSETS,
         asset_checks=ALL_CHECKS,
-        jobs=[equivar_job, add_model_job] + ([ray_job] if ray_job is not None else []),
+        jobs=[equivar_job, compare_job, add_model_job] + ([ray_job] if ray_job is not None else []),
         sensors=[checkpoint_sensor, registered_models],
         schedules=[nightly_recompute],
         resources={"equivar": config, "io_manager": ParquetIOManager(config=config)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from equivar_core.artifacts import ARTIFACTS
 
-from .assets import DECLARED, GRAPH
+from .assets import DECLARED, GRAPH, family_matches
 from .fingerprints import Declared
 
 
@@ -59,7 +59,20 @@ def render(graph: dict[str, list[str]] = GRAPH, declared: dict[str, Declared] = 
         own = ", ".join(f"`{f}`" for f in declared[name].inputs) if name in declared else ""
         code = declared[name].code_version if name in declared else ""
         lines.append(f"| `{name}` | {reads} | {own} | {code} | {_files(name)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _across_models()) + "\n"
+
+
+def _across_models() -> list[str]:
+    """The assets that span model partitions (group ``universality``), with what they read."""
+    reads = sorted(k.to_user_string() for k in family_matches.dependency_keys)
+    lines = ["", "## Across models", "",
+             "`family_matches` is not partitioned: it reads the tables below of every model partition it compares",
+             "(all partitions of each, Dagster's default mapping) and is materialized by its own job, `compare`",
+             "(config `pairs`: `\"A,B\"` model names; empty: every pair of models with families), from the UI or as",
+             "`equivar compare A B`. The per-model jobs (`equivar`, `equivar_ray`) leave it out.", "",
+             "```mermaid", "graph LR"]
+    lines += [f'  {name.replace("/", "_")}["{name} (every model)"] --> family_matches' for name in reads]
+    return lines + ["```"]
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ import pytest
 
 dagster_k8s = pytest.importorskip("dagster_k8s")
 
-from dagster import AssetSelection, Definitions, define_asset_job  # noqa: E402
+from dagster import Definitions, define_asset_job  # noqa: E402
 from dagster._core.system_config.objects import ResolvedRunConfig  # noqa: E402
 
 from pipelines import assets  # noqa: E402
 from pipelines.definitions import ALL_ASSETS, build_definitions  # noqa: E402
+from pipelines.definitions_common import PER_MODEL  # noqa: E402
 from pipelines.resources import EquivarConfig  # noqa: E402
 
 #: the executor configuration documented in docs/kubernetes.md
@@ -34,7 +35,7 @@ def test_gpu_assets_request_a_gpu_in_their_pod():
 
 
 def test_k8s_job_executor_config_validates_for_the_equivar_job():
-    job = define_asset_job("equivar_k8s", selection=AssetSelection.all(),
+    job = define_asset_job("equivar_k8s", selection=PER_MODEL,
                            executor_def=dagster_k8s.k8s_job_executor)
     config = EquivarConfig(model="equivar_core.planted:planted")
     defs = Definitions(assets=ALL_ASSETS, jobs=[job], resources=build_definitions(config).resources)

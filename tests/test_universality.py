@@ -214,3 +214,55 @@ def test_a_planted_network_of_other_features_matches_nothing_above_the_null(thre
     assert len(compared) >= 1, rows          # not empty: its colour edges come out as hue pairs, and are compared
     back = con.execute("select * from family_matches where model_a = 'other_planted'").df()
     assert len(back) >= 1 and not back["above_null"].any(), back
+
+
+def test_family_matches_materialize_from_dagster_as_from_the_cli(three_planted, capsys):
+    """The `compare` job (the UI's path): the unpartitioned `family_matches` asset reads the model partitions
+    it compares and writes the tables `equivar compare` writes."""
+    from pipelines.cli import main
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+    from tests.conftest import catalog
+
+    query = "select * from family_matches where model_b = 'permuted_planted' or model = 'permuted_planted' order by all"
+    assert main(["compare", "planted", "permuted_planted", "--out", three_planted, "--draws", "20"]) == 0
+    by_cli = catalog(f"{three_planted}/equivar.duckdb").execute(query).df()
+    defs = build_definitions(EquivarConfig(out=three_planted))
+    job = defs.resolve_job_def("compare")
+    assert [n.name for n in job.graph.node_defs] == ["family_matches"]
+    assert "family_matches" not in [n.name for n in defs.resolve_job_def("equivar").graph.node_defs]
+    config = {"ops": {"family_matches": {"config": {"pairs": ["planted,permuted_planted"], "draws": 20}}}}
+    result = job.execute_in_process(run_config=config)
+    assert result.success
+    by_dagster = catalog(f"{three_planted}/equivar.duckdb").execute(query).df()
+    pd.testing.assert_frame_equal(by_cli, by_dagster)
+    assert len(by_dagster) >= 6
+
+
+def test_family_matches_files_have_the_declared_columns_and_types(three_planted, capsys):
+    import pyarrow.parquet as pq
+
+    from equivar_core.storage import table_files
+    from equivar_core.tables import FAMILY_MATCHES
+    from pipelines.cli import main
+    from tests.test_pipeline import _declared_type
+
+    assert main(["compare", "planted", "other_planted", "--out", three_planted, "--draws", "5"]) == 0
+    paths = table_files(three_planted)["family_matches"]
+    assert any("model=other_planted/model_b=planted" in p for p in paths)
+    for path in paths:
+        schema = pq.read_schema(path)
+        assert schema.names == FAMILY_MATCHES.column_names, path
+        found = {c.name: _declared_type(f.type) for c, f in zip(FAMILY_MATCHES.columns, schema)}
+        assert all(found[c.name] in (c.type, None) for c in FAMILY_MATCHES.columns), (path, found)
+
+
+def test_compare_needs_two_models_that_were_run(three_planted, capsys):
+    from tests.cli_runs import in_process
+
+    r = in_process(capsys, "compare", "planted", "nosuchmodel", "--out", three_planted)
+    assert r.returncode == 2 and "model nosuchmodel has no" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = in_process(capsys, "compare", "planted", "planted", "--out", three_planted)
+    assert r.returncode == 2 and "two different models" in r.stderr
+    r = in_process(capsys, "compare", "planted", "other_planted", "--out", three_planted + "/nothing-here")
+    assert r.returncode == 2 and "no results folder" in r.stderr

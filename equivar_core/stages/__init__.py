@@ -17,12 +17,14 @@ One module per concern, in the order of the graph:
 * :mod:`.family_tables`: ``families``, ``basis_control``, ``layer_summary``;
 * :mod:`.stability_tables`: ``family_stability``, ``sensitivity`` (computed with ``families``);
 * :mod:`.sweep_tables`: ``family_sweeps`` (the rotation test) and ``curve_detectors``;
-* :mod:`.circuit_tables`: ``circuit_weights``, ``circuit_families``.
+* :mod:`.circuit_tables`: ``circuit_weights``, ``circuit_families``;
+* :mod:`.match_tables`: ``family_matches`` (two models' families matched, :mod:`equivar_core.universality`).
 """
 
 from .circuit_tables import circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
 from .common import load
 from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
+from .match_tables import analysed_pairs, compare_models
 from .inputs import REFERENCE_DIR, image_table, layer_table, model_table, reference_family_table
 from .sampling import located, natural_activations, sample_shard, transformed_activations
 from .scoring import (all_transform_pairs, load_evidence, load_fold_evidence, load_identity, load_scores, profile_table,

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import EquivarError
+from ..model_index import registered
 from ..storage import read_table, write_table
 from ..tables import FAMILY_MATCHES
 from ..transforms import TRANSFORMS
@@ -91,6 +92,12 @@ def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0)
         df[col] = df[col].astype(bool)
     df.insert(0, "model", a.name)
     return FAMILY_MATCHES.check(df)
+
+
+def analysed_pairs(root: str) -> list[tuple[str, str]]:
+    """Every pair of models registered in ``root`` whose runs have families, in name order."""
+    names = sorted(e.name for e in registered(root) if read_table(root, "families", e.name) is not None)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 
 
 def compare_models(root: str, name_a: str, name_b: str, draws: int = 50, seed: int = 0) -> dict[str, pd.DataFrame]:
