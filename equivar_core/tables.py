@@ -516,6 +516,31 @@ select model_a, model_b, transform, count(*) as families, count(*) filter (mutua
 from family_matches group by all order by all;
 ```""")
 
+FAMILY_EMERGENCE = Table(("family_emergence",), """Families over training (`equivar emergence`): every rotation and hue family of the last checkpoint
+of a training run (the models of one spec with a `step`, `models.step`) matched, as in `family_matches`, in
+each earlier checkpoint: one row per family and earlier checkpoint. Stored under the last checkpoint's
+model.""", _columns(
+    ("layer", TEXT, "the family's layer"),
+    ("transform", TEXT, "`rotate` or `hue`"),
+    ("family", INTEGER, "the family of the last checkpoint, as in `families`"),
+    ("size", INTEGER, "its members"),
+    ("step", INTEGER, "the earlier checkpoint's training step"),
+    ("checkpoint", TEXT, "that checkpoint's model name"),
+    ("family_b", INTEGER, "the family's best match in the checkpoint (null: none of the transform in that layer)"),
+    ("size_b", INTEGER, "that family's members"),
+    ("similarity", FLOAT, "as in `family_matches`"),
+    ("null_p95", FLOAT, SAME),
+    ("mutual", BOOLEAN, SAME),
+    ("present", BOOLEAN, "`mutual` and above the null: the family exists at this step"),
+    ("first_step", INTEGER, "the first step of the unbroken run of steps up to the last checkpoint at which the "
+     "family is present (the last checkpoint's step where no earlier one has it)"),
+    ("appeared", TEXT, "`whole`: at `first_step` its match has at least as many members; `piecewise`: fewer (it "
+     "gathered members over training); `last`: present at no earlier checkpoint"),
+), notes="""```sql
+select layer, transform, appeared, min(first_step) as earliest, count(distinct family) as families
+from family_emergence group by all order by all;
+```""")
+
 LEARNED_CONTROL = Table(("learned_control",), """A view of the catalog (no files of its own): each trained model beside its
 untrained control (`equivar run --model untrained:NAME`, README "The
 untrained control"), per layer and transform. The control of a model is any
@@ -577,7 +602,7 @@ half of whose members are curve detectors, at 5 degree steps (`step` column), be
 DECLARATIONS = (MODELS, LAYERS, IMAGES, UNIT_STATS, SAMPLES, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES,
                 TRANSFORM_PAIRS, SCALE_PAIRS, TRANSFORM_MAPS, FAMILIES, FAMILY_SWEEPS, CIRCUIT_WEIGHTS,
                 CIRCUIT_FAMILIES, REFERENCE_FAMILIES, BASIS_CONTROL, FAMILY_STABILITY, SENSITIVITY, LAYER_SUMMARY,
-                FAMILY_MATCHES, LEARNED_CONTROL, CURVE_DETECTORS)
+                FAMILY_MATCHES, FAMILY_EMERGENCE, LEARNED_CONTROL, CURVE_DETECTORS)
 #: table (or view) name -> its declaration
 TABLES = {name: t for t in DECLARATIONS for name in t.names}
 

@@ -10,6 +10,9 @@ would) into ``<out>/results`` and prints how families emerge over training:
 
     equivar sql --out <out>/results "select m.step, f.layer, f.transform, count(distinct f.family) as families,
         count(*) as units from families f join models m using (model) group by all order by 1, 2, 3"
+
+and, with ``equivar emergence`` (``family_emergence``), when each family of the last checkpoint first
+appeared and whether whole or member by member.
 """
 
 import argparse
@@ -97,8 +100,12 @@ def main() -> int:
     train(photos, args.steps, save_at, folder)
     if source:
         os.environ["EQUIVAR_IMAGES"] = source
-    analyse(folder, os.path.join(os.path.abspath(args.out), "results"), args.n_images)
-    print("results in", os.path.join(os.path.abspath(args.out), "results"))
+    results = os.path.join(os.path.abspath(args.out), "results")
+    analyse(folder, results, args.n_images)
+    from pipelines.cli import main as equivar
+
+    equivar(["emergence", "--out", results])              # when each family of the last checkpoint appeared
+    print("results in", results)
     return 0
 
 

@@ -266,3 +266,57 @@ def test_compare_needs_two_models_that_were_run(three_planted, capsys):
     assert r.returncode == 2 and "two different models" in r.stderr
     r = in_process(capsys, "compare", "planted", "other_planted", "--out", three_planted + "/nothing-here")
     assert r.returncode == 2 and "no results folder" in r.stderr
+
+
+# --- families over training -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planted_training(tmp_path_factory):
+    """A planted "training run" of three checkpoints of one architecture: step 0 random weights, step 100 the
+    planted network with three of its six edge units still smooth noise (the lines and hues already whole),
+    step 300 the planted network."""
+    import torch
+
+    from equivar_core.planted import family_sizes, planted_model, smooth_noise
+    from pipelines.cli import main
+
+    folder = tmp_path_factory.mktemp("training")
+    out = str(folder / "results")
+    full, truth = planted_model(0, family_sizes(0))
+    random, _ = planted_model(0, family_sizes(0), random=True)
+    partial, _ = planted_model(0, family_sizes(0))
+    edge_units = truth.families["conv1"]["edges"][0]
+    rng = np.random.default_rng(9)
+    with torch.no_grad():
+        for u in edge_units[::2]:
+            partial.conv1.weight[u] = smooth_noise(9, rng) * 3.0
+    for step, net in ((0, random), (100, partial), (300, full)):
+        path = str(folder / f"step_{step}.pt")
+        torch.save(net.state_dict(), path)
+        assert main(["run", "--model", "equivar_core.planted:planted", "--weights", path, "--step", str(step),
+                     "--name", f"planted@step_{step}", "--layers", "relu1,relu2", "--n-images", "8", "--out", out,
+                     "--quiet"]) == 0
+    return out, truth
+
+
+def test_families_over_training_say_when_and_how_each_family_appeared(planted_training, capsys):
+    from pipelines.cli import main
+    from tests.conftest import catalog
+
+    out, truth = planted_training
+    assert main(["emergence", "--out", out, "--draws", "20"]) == 0
+    con = catalog(f"{out}/equivar.duckdb")
+    rows = con.execute("select * from family_emergence where layer = 'relu1' order by family, step").df()
+    assert set(rows["model"]) == {"planted@step_300"} and set(rows["step"]) == {0, 100}
+    members = con.execute("select family, list(unit order by unit) as units from families "
+                          "where model = 'planted@step_300' and layer = 'relu1' group by all").df()
+    family_of = {tuple(r.units): int(r.family) for r in members.itertuples()}
+    conv1 = truth.families["conv1"]
+    edges, lines, hues = (family_of[tuple(sorted(conv1[k][0]))] for k in ("edges", "lines", "hues"))
+    summary = rows.drop_duplicates("family").set_index("family")
+    assert summary.loc[edges, "appeared"] == "piecewise" and summary.loc[edges, "first_step"] == 100
+    for whole in (lines, hues):
+        assert summary.loc[whole, "appeared"] == "whole" and summary.loc[whole, "first_step"] == 100
+    at_random = rows[rows["step"] == 0]
+    assert not at_random["present"].any()                  # nothing at random initialization
+    assert rows[(rows["step"] == 100) & rows["family"].isin([edges, lines, hues])]["present"].all()

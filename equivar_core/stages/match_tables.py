@@ -14,7 +14,7 @@ import pyarrow as pa
 from ..errors import EquivarError
 from ..model_index import registered
 from ..storage import read_table, write_table
-from ..tables import FAMILY_MATCHES
+from ..tables import FAMILY_EMERGENCE, FAMILY_MATCHES
 from ..transforms import TRANSFORMS
 from ..tuning import stacked_curves
 from ..universality import COMPARED, Families, comparable_layers, match_families
@@ -92,6 +92,53 @@ def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0)
         df[col] = df[col].astype(bool)
     df.insert(0, "model", a.name)
     return FAMILY_MATCHES.check(df)
+
+
+def family_emergence_table(root: str, names: list[str], steps: list[int], draws: int = 50, seed: int = 0
+                           ) -> pd.DataFrame:
+    """``family_emergence``: every rotation and hue family of the last checkpoint of one training run
+    (``names`` in the order of their ``steps``) matched in each earlier checkpoint; per family, the first step
+    with a mutual match above the null (of an unbroken run of such matches up to the last checkpoint), and
+    whether it appeared ``whole`` (the matched family there has at least as many members) or ``piecewise``
+    (fewer: it gathered members over training); ``last`` where no earlier checkpoint has it."""
+    last = Analysed.read(root, names[-1])
+    parts = []
+    for name, step in zip(names[:-1], steps[:-1]):
+        m = family_match_table(last, Analysed.read(root, name), draws, seed)
+        parts.append(m.assign(step=step, present=m["mutual"] & m["above_null"]))
+    if not parts:
+        return FAMILY_EMERGENCE.empty()
+    per = pd.concat(parts, ignore_index=True).rename(columns={"layer_a": "layer", "family_a": "family",
+                                                                "size_a": "size", "model_b": "checkpoint"})
+    key = ["layer", "transform", "family"]
+    per = per.sort_values([*key, "step"]).reset_index(drop=True)
+    first, appeared = {}, {}
+    for k, g in per.groupby(key, sort=False):
+        present = g["present"].to_numpy()
+        run = len(present) - np.argmin(present[::-1]) if not present.all() else 0   # the unbroken run up to the end
+        if run >= len(present) or not present[run:].any():
+            first[k], appeared[k] = steps[-1], "last"
+        else:
+            row = g.iloc[run]
+            first[k] = int(row["step"])
+            appeared[k] = "whole" if row["size_b"] >= row["size"] else "piecewise"
+    keys = list(zip(*(per[c] for c in key)))
+    per["first_step"] = [first[k] for k in keys]
+    per["appeared"] = [appeared[k] for k in keys]
+    per["model"] = last.name
+    per["first_step"] = per["first_step"].astype("Int64")
+    per["step"] = per["step"].astype("Int64")
+    return FAMILY_EMERGENCE.check(per[FAMILY_EMERGENCE.column_names])
+
+
+def training_runs(root: str) -> dict[str, list[tuple[int, str]]]:
+    """The training runs of ``root``: per spec with at least two checkpoints of known step, its (step, name)
+    in step order (only names whose runs have families)."""
+    runs: dict[str, list[tuple[int, str]]] = {}
+    for e in registered(root):
+        if e.step is not None and read_table(root, "families", e.name) is not None:
+            runs.setdefault(e.model, []).append((int(e.step), e.name))
+    return {spec: sorted(v) for spec, v in runs.items() if len(v) >= 2}
 
 
 def analysed_pairs(root: str) -> list[tuple[str, str]]:

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default=None)
     cmp.add_argument("--draws", type=_positive, default=50, help="rebuilds of the null (default %(default)s)")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the null's random units")
+    emg = sub.add_parser("emergence", help="families over training: each family of a training run's last "
+                                           "checkpoint matched in the earlier ones (family_emergence)")
+    emg.add_argument("--out", default=None)
+    emg.add_argument("--draws", type=_positive, default=50, help="rebuilds of the null (default %(default)s)")
+    emg.add_argument("--seed", type=int, default=0, help="seed of the null's random units")
     rep = sub.add_parser("report", help="write a static HTML report of a run")
     rep.add_argument("--out", default=None)
     rep.add_argument("--model", default=None, help="the model column value (default: the first model in --out)")
