@@ -11,7 +11,7 @@ from equivar_core.images import ImageView
 from tests.conftest import catalog
 from tests.cli_runs import equivar, in_process
 
-RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24", "--batch-size", "4"]
+RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "12", "--batch-size", "4"]
 
 
 def test_shards_are_whole_batches_in_image_order():
@@ -31,7 +31,7 @@ def _tables(out: str) -> dict[str, pd.DataFrame]:
 
 
 def test_three_ray_workers_give_the_tables_of_one_process(tmp_path, capsys):
-    """The planted model on 24 images in 4-image batches: 1 process (this one) vs 3 Ray tasks of 8 images each (every
+    """The planted model on 12 images in 4-image batches: 1 process (this one) vs 3 Ray tasks of 4 images each (every
     sweep group: identity, rotate, hflip, hue, scale). Scores within 1e-5 (the folds' within float16 rounding),
     every table equal (floats to 1e-6: the statistics' float64 sums are added in another order)."""
     pytest.importorskip("ray")
@@ -43,7 +43,7 @@ def test_three_ray_workers_give_the_tables_of_one_process(tmp_path, capsys):
         # other tests' clusters
         r = equivar(*command, HOME=str(tmp_path)) if workers > 1 else in_process(capsys, *command)
         assert r.returncode == 0, r.stderr[-3000:]
-        assert ("identity passes: 3 shards (8 + 8 + 8 images) as Ray tasks" in r.stderr) == (workers == 3)
+        assert ("identity passes: 3 shards (4 + 4 + 4 images) as Ray tasks" in r.stderr) == (workers == 3)
     scores = os.path.join("_artifacts", "model=planted", "scores")
     for name in sorted(os.listdir(os.path.join(outs[1], scores))):
         with np.load(os.path.join(outs[1], scores, name)) as a, np.load(os.path.join(outs[3], scores, name)) as b:

@@ -320,3 +320,20 @@ def test_families_over_training_say_when_and_how_each_family_appeared(planted_tr
     at_random = rows[rows["step"] == 0]
     assert not at_random["present"].any()                  # nothing at random initialization
     assert rows[(rows["step"] == 100) & rows["family"].isin([edges, lines, hues])]["present"].all()
+    _check_declared(out, "family_emergence")
+
+
+def _check_declared(out: str, table: str) -> None:
+    """The table's Parquet files in ``out`` hold its declared columns in order, of the declared types."""
+    import pyarrow.parquet as pq
+
+    from equivar_core.storage import table_files
+    from equivar_core.tables import TABLES
+    from tests.test_pipeline import _declared_type
+
+    declared = TABLES[table]
+    for path in table_files(out)[table]:
+        schema, rows = pq.read_schema(path), pq.read_metadata(path).num_rows
+        assert schema.names == declared.column_names, path
+        found = {c.name: _declared_type(f.type) for c, f in zip(declared.columns, schema)}
+        assert not rows or all(found[c.name] in (c.type, None) for c in declared.columns), (path, found)
