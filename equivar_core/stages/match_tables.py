@@ -116,7 +116,7 @@ def family_emergence_table(root: str, names: list[str], steps: list[int], draws:
     for k, g in per.groupby(key, sort=False):
         present = g["present"].to_numpy()
         run = len(present) - np.argmin(present[::-1]) if not present.all() else 0   # the unbroken run up to the end
-        if run >= len(present) or not present[run:].any():
+        if run >= len(present):                        # absent at the last earlier checkpoint
             first[k], appeared[k] = steps[-1], "last"
         else:
             row = g.iloc[run]
