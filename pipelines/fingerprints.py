@@ -266,11 +266,13 @@ def catalog_problem(out: str) -> str | None:
     return None
 
 
-def run_selection(changed: list[str], siblings: dict[str, list[str]] | None = None) -> list[AssetKey]:
+def run_selection(changed: list[str], siblings: dict[str, list[str]] | None = None, report: bool = True
+                  ) -> list[AssetKey]:
     """The assets a run materializes for these changed table assets: them, the assets computed with them
-    (``siblings``: asset -> every output of its multi-asset, which runs whole), the report and the catalog."""
+    (``siblings``: asset -> every output of its multi-asset, which runs whole), the report (unless not
+    ``report``) and the catalog."""
     keys = dict.fromkeys(k for c in changed for k in (siblings or {}).get(c, [c]))
-    return [AssetKey.from_user_string(k) for k in keys] + [AssetKey("report"), AssetKey("duckdb_catalog")]
+    return [AssetKey.from_user_string(k) for k in keys] + [AssetKey("report")] * report + [AssetKey("duckdb_catalog")]
 
 
 def fingerprint_path(settings: RunSettings) -> str:

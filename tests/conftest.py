@@ -40,6 +40,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)      # before pytest-xdist's own hook turns the marks into node-id suffixes
 def pytest_collection_modifyitems(config, items):
     group_of = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
     for item in items:

@@ -151,7 +151,8 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path, capsys):
     is an `equivar` process; the re-run and the uninterrupted run are in this process.)"""
     import signal
 
-    args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24"]
+    args = ["run", "--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "24",
+            "--no-report"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args, "--out", str(killed)], cwd=ROOT, env=env,
@@ -176,6 +177,15 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path, capsys):
         text_a, text_b = (t.drop(columns=num).astype(object).fillna("<null>").astype(str) for t in (a, b))
         assert text_a.equals(text_b), table
     assert not [f for d, _, fs in os.walk(killed) for f in fs if ".tmp-" in f and not d.endswith("_artifacts")]
+    # --no-report: no report; the next run without it writes the report alone (every table is current)
+    index = clean / "report" / "planted" / "index.html"
+    assert not index.exists()
+    r = in_process(capsys, *args[:-1], "--out", str(clean))
+    ran = {line.split("materializing ", 1)[1].strip() for line in r.stderr.splitlines() if "materializing " in line}
+    assert r.returncode == 0 and ran == {"report", "duckdb_catalog"} and index.exists(), r.stderr
+    # a run that changes tables without the report removes the report of the old tables
+    r = in_process(capsys, *args, "--out", str(clean), "--set", "circuits.max_radius=11", "--quiet")
+    assert r.returncode == 0 and not index.exists() and index.parent.exists()
 
 
 def test_models_add_registers_a_checkpoint_and_refuses_a_broken_one(tmp_path, capsys):

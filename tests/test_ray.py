@@ -24,7 +24,7 @@ BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")
 pytest.importorskip("dagster_ray")
 
-RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "8"]
+RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "8", "--no-report"]
 # the forward passes with everything upstream of them, and one transform's passes: six steps as Ray jobs
 RAY_OPS = "*natural_activations,transformed_samples__hue"
 RAY_ASSETS = {"models", "layers", "images", "activation_samples", "unit_stats", "transformed_samples/hue"}

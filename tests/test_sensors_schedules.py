@@ -131,8 +131,8 @@ def test_schedule_requests_stale_partitions_only(tmp_path):
         from pipelines.cli import main
 
         assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
-                     "--quiet"]) == 0
+                     "--no-report", "--quiet"]) == 0
         assert [r.partition_key for r in evaluate()] == ["planted_b"]          # only the model not yet analysed
         assert main(["run", "--name", "planted_b", "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),
-                     "--quiet"]) == 0
+                     "--no-report", "--quiet"]) == 0
         assert isinstance(evaluate(), SkipReason)

@@ -11,7 +11,8 @@ from equivar_core.images import ImageView
 from tests.conftest import catalog
 from tests.cli_runs import equivar, in_process
 
-RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "12", "--batch-size", "4"]
+RUN = ["--model", "equivar_core.planted:planted", "--layers", "relu1,relu2", "--n-images", "12", "--batch-size", "4",
+       "--no-report"]
 
 
 def test_shards_are_whole_batches_in_image_order():

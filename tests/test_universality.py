@@ -166,7 +166,7 @@ def three_planted(tmp_path_factory):
     for spec in ("equivar_core.planted:planted", "tests.test_universality:permuted_planted",
                  "tests.test_universality:other_planted"):
         assert main(["run", "--model", spec, "--layers", "relu1,relu2", "--n-images", "8", "--out", out,
-                     "--quiet"]) == 0
+                     "--no-report", "--quiet"]) == 0
     return out
 
 
@@ -286,7 +286,7 @@ def planted_training(tmp_path_factory):
         torch.save(net.state_dict(), path)
         assert main(["run", "--model", "equivar_core.planted:planted", "--weights", path, "--step", str(step),
                      "--name", f"planted@step_{step}", "--layers", "relu1,relu2", "--n-images", "8", "--out", out,
-                     "--quiet"]) == 0
+                     "--no-report", "--quiet"]) == 0
     return out, truth
 
 

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="any analysis setting, e.g. families.min_similarity=0.8 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--force", action="store_true", help="recompute every asset, changed or not")
+    run.add_argument("--no-report", action="store_true",
+                     help="tables and catalog only, no HTML report (a report of older results is removed; the "
+                          "next run without this flag writes it)")
     sql = sub.add_parser("sql", help="run one read-only SQL query on the results")
     sql.add_argument("query")
     sql.add_argument("--out", default=None)

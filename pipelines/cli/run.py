@@ -72,7 +72,8 @@ def _locked_run(args, config, entry, layout, locked: bool) -> int:
             if args.force:
                 changed = list(fingerprints)
             problem = catalog_problem(s.out)
-            if not changed and problem is None:
+            report = not args.no_report
+            if not changed and problem is None and (not report or os.path.exists(s.layout.report_index)):
                 print(f"nothing changed: {s.model_name} is up to date in {s.layout.catalog} "
                       f"({time.time() - handler.t0:.1f}s)")
                 return 0
@@ -83,7 +84,9 @@ def _locked_run(args, config, entry, layout, locked: bool) -> int:
             # forget what is about to be rewritten first: a run killed half-way must never leave tables of
             # two settings reported up to date (the next run recomputes whatever has no fingerprint)
             save_fingerprints(s, {k: v for k, v in load_fingerprints(s).items() if k not in changed})
-            selection = run_selection(changed, SIBLINGS)
+            selection = run_selection(changed, SIBLINGS, report)
+            if changed and not report:         # a report of the tables as they were would be out of date
+                _remove(s.layout.report_index)
             job = build_definitions(config).resolve_job_def("equivar")
             result = _interruptible(lambda: job.execute_in_process(
                 instance=instance, raise_on_error=False, asset_selection=selection, partition_key=entry.name,
@@ -98,6 +101,13 @@ def _locked_run(args, config, entry, layout, locked: bool) -> int:
         return code
     print(f"done: {s.model_name} -> {s.layout.catalog} ({time.time() - handler.t0:.1f}s)")
     return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _validate(config, entry) -> None:
