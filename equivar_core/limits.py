@@ -54,6 +54,8 @@ class Limits:
         """Whether one (scalar) value keeps the rule."""
         if self.choices:
             return value in self.choices
+        if isinstance(value, str):            # a text setting without choices (a path): checked where it is read
+            return True
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return isinstance(value, bool) and self.low is None and self.high is None
         if not math.isfinite(value):

@@ -389,6 +389,8 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     for layer in run["layers"]["layer"]:
         parts += _layer_section(run, layer, fv, max_families, pictures)
     parts += _circuit_section(run, max_circuits, pictures)
+    parts += _tying_section(run)
+    parts += _across_models_section(run, max_families, pictures)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
             f"{html.escape(model)}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}"
             "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
@@ -474,5 +476,90 @@ def _circuit_section(run: RunTables, max_circuits: int, pictures: list[str]) -> 
         if png:
             pictures.append(png)
             parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
+                         f"<img src='{_src(png)}'>")
+    return parts
+
+
+def _tying_section(run: RunTables) -> list[str]:
+    """What tying each layer's families would cost and save, beside the sham families (``weight_tying``)."""
+    t = run["weight_tying"]
+    if not len(t):
+        return []
+    t = t[t["scope"] == "layer"].assign(saved_pct=lambda d: 100 * d["saved_share"])
+    cols = ["layer", "transform", "tied", "size", "saved_pct", "weight_change", "control_weight_change",
+            "top1_change", "control_top1_change", "agreement", "control_agreement", "output_change",
+            "control_output_change"]
+    return ["<h2>What building the families in would cost</h2><p>Per layer and transform, every family's "
+            "kernels tied to one template turned to each member's place (<code>weight_tying</code>), beside "
+            "as many unrelated units tied the same way (control). Top-1 in points, on the labelled photos "
+            "(empty without labels); agreement: photos whose top class stays.</p>"
+            + t[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}", na_rep="")]
+
+
+def _frame_side(axes: list, run: RunTables, layer: str, family: pd.DataFrame, title: str) -> None:
+    """One family's members (one per pair of ``axes``, evenly over its places): polar curve, best crops."""
+    family = family.sort_values("param")
+    pick = np.unique(np.linspace(0, len(family) - 1, min(len(axes), len(family))).round().astype(int))
+    units = family["unit"].to_numpy(int)
+    stim = _curve_stimulus(run, layer, units, family["transform"].iloc[0])
+    tun = run["tuning"]
+    tun = tun[(tun["layer"] == layer) & (tun["stimulus"] == stim)]
+    geom = run.geometry(layer)
+    for (polar, photos), k in zip(axes, pick):
+        u, p = int(units[k]), float(family["param"].iloc[k])
+        c = tun[tun["unit"] == u].sort_values("param")
+        r = c["response"].to_numpy()
+        _polar_curve(polar, c["param"].to_numpy(), r - np.nanmin(r) if len(r) else r)
+        _label(polar, (f"{title}\n" if k == pick[0] else "") + f"unit {u} @ {p:g}", fontsize=7)
+        crop = _best_crops(run, layer, u, geom, k=2)
+        if crop is not None:
+            photos.imshow(crop)
+    for polar, photos in axes:
+        photos.axis("off")
+        if not polar.lines:
+            polar.axis("off")
+
+
+def match_figure(run_a: RunTables, run_b: RunTables, match: pd.Series, path: str, shown: int = 4) -> str:
+    """A family of A beside its match in B: members' polar tuning curves and strongest photos, side by side."""
+    fa, fb = run_a["families"], run_b["families"]
+    a = fa[(fa["layer"] == match["layer_a"]) & (fa["family"] == match["family_a"])]
+    b = fb[(fb["layer"] == match["layer_b"]) & (fb["family"] == match["family_b"])]
+    rows = max(min(shown, len(a)), min(shown, len(b)))
+    fig = plt.figure(figsize=(9.0, 2.0 * rows + 0.4))
+    gs = fig.add_gridspec(rows, 4, width_ratios=[1, 1.5, 1, 1.5])
+    for col, (run, side, key) in enumerate(((run_a, a, "a"), (run_b, b, "b"))):
+        axes = [(fig.add_subplot(gs[i, 2 * col]), fig.add_subplot(gs[i, 2 * col + 1])) for i in range(rows)]
+        _frame_side(axes, run, match[f"layer_{key}"], side,
+                    f"{run.model} {match[f'layer_{key}']} #{int(match[f'family_{key}'])}")
+    fig.subplots_adjust(left=0.03, right=0.98, bottom=0.04, top=1 - 0.5 / (2.0 * rows + 0.4), hspace=0.6,
+                        wspace=0.1)
+    return _save(fig, path, laid_out=True)
+
+
+def _across_models_section(run: RunTables, max_matches: int, pictures: list[str]) -> list[str]:
+    """The model's best family matches in each other model (``family_matches``: mutual, above the null),
+    side by side (paths added to ``pictures``)."""
+    matches = run["family_matches"]
+    if not len(matches):
+        return []
+    parts = ["<h2>Across models</h2><p>Families of this model and their mutual matches above the null in "
+             "other networks (<code>equivar compare</code>): each side's members, evenly over the family, with "
+             "their tuning curves and strongest photos.</p>"]
+    for other, rows in matches.groupby("model_b"):
+        kept = rows[rows["mutual"] & rows["above_null"]].sort_values(["similarity", "size_a"], ascending=False)
+        counts = rows.groupby("transform").agg(families=("family_a", "size"), matched=(
+            "above_null", lambda x: int((x & rows.loc[x.index, "mutual"]).sum())))
+        parts.append(f"<h3>In {html.escape(str(other))}</h3>"
+                     + counts.reset_index().to_html(index=False))
+        run_b = RunTables(run.out, str(other))
+        if run_b["families"].empty:
+            continue
+        for i, (_, m) in enumerate(kept.head(max_matches).iterrows()):
+            png = match_figure(run, run_b, m, run.layout.match_picture(str(other), i))
+            pictures.append(png)
+            parts.append(f"<p>{html.escape(m['transform'])} family {int(m['family_a'])} of {html.escape(m['layer_a'])}"
+                         f" and family {int(m['family_b'])} of {html.escape(str(other))} {html.escape(m['layer_b'])}: "
+                         f"similarity {m['similarity']:.2f} (null 95th percentile {m['null_p95']:.2f})</p>"
                          f"<img src='{_src(png)}'>")
     return parts

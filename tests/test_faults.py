@@ -170,6 +170,8 @@ for _kind, _msg in (("missing-folder", "not found"), ("no-image-files", "no imag
                     ("non-images-named-jpg", "opens as an image"), ("list-of-missing-files", "exists"),
                     ("empty-list", "names no files")):
     BAD_INPUT[f"images_{_kind.replace('-', '_')}"] = (lambda tmp, k=_kind: ["--images", _images(tmp, k)], _msg)
+    BAD_INPUT[f"tying_images_{_kind.replace('-', '_')}"] = (
+        lambda tmp, k=_kind: ["--set", f"tying.images={_images(tmp, k)}"], _msg)
 
 
 #: one case of each kind of bad input runs as a real `equivar` process (argument parsing, a setting, the model,

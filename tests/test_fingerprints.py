@@ -54,7 +54,7 @@ def test_only_downstream_of_a_changed_setting_changes(tmp_path):
     b = asset_fingerprints(s2, DECLARED)
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"families", "family_sweeps", "circuit_weights", "circuit_families", "basis_control",
-                       "layer_summary", "curve_detectors", "family_stability", "sensitivity"}
+                       "layer_summary", "curve_detectors", "family_stability", "sensitivity", "weight_tying"}
     s3 = dataclasses.replace(s, n_images=s.n_images + 1)
     c = asset_fingerprints(s3, DECLARED)
     assert {k for k in a if a[k] != c[k]} >= {"images", "unit_stats", "tuning", "families"}
@@ -70,7 +70,7 @@ def test_a_changed_transform_sweep_recomputes_only_that_family():
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"transformed_samples/hue", "transform_pairs/hue", "transform_maps", "families",
                        "family_sweeps", "circuit_weights", "circuit_families", "basis_control", "layer_summary",
-                       "curve_detectors", "family_stability", "sensitivity"}
+                       "curve_detectors", "family_stability", "sensitivity", "weight_tying"}
     c = asset_fingerprints(dataclasses.replace(s, sweep=SweepSettings(grid=16)), DECLARED)   # points: every pass
     assert {k for k in a if a[k] != c[k]} >= {"unit_stats", "activation_samples", *(
         f"transformed_samples/{t}" for t in ("rotate", "hflip", "hue", "scale"))}

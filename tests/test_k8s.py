@@ -25,7 +25,7 @@ def test_gpu_assets_request_a_gpu_in_their_pod():
     from dagster_k8s.job import get_user_defined_k8s_config
 
     gpu_steps = [assets.layers, assets.natural_activations, *assets.TRANSFORMED_SAMPLES, assets.tuning_tables,
-                 assets.family_sweeps, assets.circuit_weights]
+                 assets.family_sweeps, assets.weight_tying, assets.circuit_weights]
     for a in gpu_steps:
         tags = a.op.tags
         config = get_user_defined_k8s_config(tags)

@@ -15,7 +15,7 @@ from tests.conftest import catalog as _catalog
 TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "transformed_samples", "tuning",
           "tuning_random_basis", "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families",
           "basis_control", "layer_summary", "family_stability", "sensitivity", "curve_detectors", "family_sweeps",
-          "circuit_weights", "circuit_families"]
+          "weight_tying", "circuit_weights", "circuit_families"]
 TRANSFORMS = ("rotate", "hflip", "hue", "scale")
 
 

@@ -127,7 +127,7 @@ def test_schedule_requests_stale_partitions_only(tmp_path):
 
         requests = evaluate()
         assert [r.partition_key for r in requests] == ["planted", "planted_b"]
-        assert all(isinstance(r, RunRequest) and len(r.asset_selection) == 30 for r in requests)
+        assert all(isinstance(r, RunRequest) and len(r.asset_selection) == 31 for r in requests)
         from pipelines.cli import main
 
         assert main(["run", "--model", SPEC, "--layers", "relu1", "--n-images", "4", "--out", str(tmp_path),

@@ -1,6 +1,7 @@
 """Families matched across networks (equivar_core.universality): planted curve sets, then planted networks."""
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -199,6 +200,15 @@ def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_p
     back = con.execute("select count(*) from family_matches where model_a = 'permuted_planted'").fetchone()[0]
     assert back == con.execute("select count(distinct (layer, transform, family)) from families where model = "
                                "'permuted_planted' and transform in ('rotate', 'hue')").fetchone()[0]   # both ways
+    # the report shows each matched family beside its match, and what tying the families would cost
+    from equivar_core.report import build_report
+
+    index = build_report(three_planted, "planted")
+    page = open(index).read()
+    assert "<h2>Across models</h2>" in page and "<h3>In permuted_planted</h3>" in page
+    shown = [f for f in os.listdir(os.path.dirname(index)) if f.startswith("match_permuted_planted_")]
+    assert len(shown) == min(3, len(rows)) and all(f"src='{f}'" in page for f in shown)
+    assert "What building the families in would cost" in page
 
 
 def test_a_planted_network_of_other_features_matches_nothing_above_the_null(three_planted, capsys):

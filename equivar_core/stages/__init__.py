@@ -18,6 +18,7 @@ One module per concern, in the order of the graph:
 * :mod:`.stability_tables`: ``family_stability``, ``sensitivity`` (computed with ``families``);
 * :mod:`.sweep_tables`: ``family_sweeps`` (the rotation test) and ``curve_detectors``;
 * :mod:`.circuit_tables`: ``circuit_weights``, ``circuit_families``;
+* :mod:`.tying_tables`: ``weight_tying`` (what tying each layer's families would cost and save);
 * :mod:`.match_tables`: ``family_matches`` (two models' families matched, :mod:`equivar_core.universality`).
 """
 
@@ -31,6 +32,7 @@ from .scoring import (all_transform_pairs, load_evidence, load_fold_evidence, lo
                       scale_pair_table, transform_map_table, transform_pair_table, tuning_table)
 from .stability_tables import checked_family_tables, family_check_tables
 from .sweep_tables import curve_detector_table, curve_families, family_sweep_table
+from .tying_tables import weight_tying_table
 
 __all__ = [
     "REFERENCE_DIR", "all_transform_pairs", "basis_control_table", "checked_family_tables", "circuit_family_table",
@@ -39,4 +41,5 @@ __all__ = [
     "layer_table", "load", "load_evidence", "load_fold_evidence", "load_identity", "load_scores", "load_weights",
     "located", "model_table", "natural_activations", "profile_table", "reference_family_table", "sample_shard",
     "scale_pair_table", "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
+    "weight_tying_table",
 ]

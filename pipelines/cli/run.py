@@ -103,6 +103,16 @@ def _locked_run(args, config, entry, layout, locked: bool) -> int:
     return 0
 
 
+def _check_photos(source: str | None, n_images: int, seed: int, what: str = "") -> None:
+    """That some of the photos a run would read from ``source`` exist and open (one line otherwise)."""
+    views = plan_views(source, n_images, seed)
+    if source is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
+        raise EquivarError(f"{what}none of the images listed in {source} exists")
+    if not any(readable(v.path) for v in views):
+        raise EquivarError(f"{what}none of the {len(views)} files chosen from {source or 'the default photos'} "
+                           "opens as an image")
+
+
 def _remove(path: str) -> None:
     try:
         os.remove(path)
@@ -118,12 +128,9 @@ def _validate(config, entry) -> None:
             raise EquivarError("--device cuda given but no CUDA device is available")
     require_ray(s.workers)
     check_loads(config, entry)
-    views = plan_views(s.images, s.n_images, s.seed)
-    if s.images is not None and not any(os.path.isfile(source_file(v.path)) for v in views):
-        raise EquivarError(f"none of the images listed in {s.images} exists")
-    if not any(readable(v.path) for v in views):
-        raise EquivarError(f"none of the {len(views)} files chosen from {s.images or 'the default photos'} "
-                           "opens as an image")
+    _check_photos(s.images, s.n_images, s.seed)
+    if s.tying.images:                         # the photos weight_tying measures on
+        _check_photos(s.tying.images, s.tying.n_images, s.seed, "tying.images: ")
     _check_writable(s.out)
 
 
