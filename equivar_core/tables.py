@@ -544,7 +544,7 @@ from family_emergence group by all order by all;
 WEIGHT_TYING = Table(("weight_tying",), """What building the families in would save (`equivar_core.tying`): per layer and transform (`rotate`
 families, `hflip` pairs), the members' kernels replaced by one template acted on by the transform at each
 member's place (a free gain per member, least squares), and the whole network run on the photos
-(`tying.images`, else the run's own) with the tied kernels: every family of the layer at once (`scope =
+(the first `tying.n_images`, 16, of `tying.images`, else of the run's own) with the tied kernels: every family of the layer at once (`scope =
 layer`) and each of the `tying.max_families` largest alone (`scope = family`). Each row beside its control:
 `tying.controls` sham families of as many units from outside the transform's families, at the same places,
 tied the same way. Only layers made by the network's first convolution (over the image: `tied = kernel`) or

@@ -62,8 +62,8 @@ class TyingSettings:
     #: a folder of photos to measure on (labelled ones give top-1: class from the file name or folder,
     #: :mod:`equivar_core.labels`); empty: the run's own images
     images: str = setting("")
-    #: ... this many of them
-    n_images: int = setting(1000, low=1)
+    #: ... this many of them (of the run's own: the first); each configuration is a pass over them
+    n_images: int = setting(16, low=1)
     #: least-squares rounds between the template and the gains
     rounds: int = setting(8, low=1, high=100)
 

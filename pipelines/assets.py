@@ -428,6 +428,33 @@ def family_matches(context: AssetExecutionContext, equivar: EquivarConfig, confi
                                        "mutual_above_null": MetadataValue.json(matched)})
 
 
+class EmergenceConfig(Config):
+    """The null of ``family_emergence``'s matches (as ``equivar emergence``)."""
+
+    draws: int = 50
+    seed: int = 0
+
+
+@asset(group_name="universality", code_version="1",
+       deps=[AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")])
+def family_emergence(context: AssetExecutionContext, equivar: EquivarConfig, config: EmergenceConfig
+                     ) -> MaterializeResult:
+    """Families over training (``equivar emergence``): not partitioned, it reads every checkpoint partition of
+    each training run of the results folder (the models with a ``step``) and writes ``family_emergence`` under
+    each run's last checkpoint; nothing where the folder holds no training run."""
+    out = os.path.abspath(equivar.out)
+    try:
+        tables = stages.write_emergence(out, config.draws, config.seed)
+    except EquivarError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from None
+    storage.build_catalog(out)
+    appeared = {spec: df.drop_duplicates(["layer", "transform", "family"]).groupby("appeared").size().to_dict()
+                for spec, df in tables.items()}
+    context.log.info("family emergence: %s", appeared or "no training run")
+    return MaterializeResult(metadata={"training_runs": MetadataValue.json(sorted(tables)),
+                                       "appeared": MetadataValue.json(appeared)})
+
+
 #: asset -> its code version, own inputs and upstream assets, from the definitions above: what its fingerprint
 #: hashes
 DECLARED = declarations(TABLE_ASSETS)

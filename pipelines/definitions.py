@@ -18,7 +18,8 @@ from .sensors import checkpoint_sensor
 # data versions on Output are "beta" in Dagster 1.13; they are the documented way to report them
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog, assets.family_matches]
+ALL_ASSETS = [*assets.TABLE_ASSETS, assets.report, assets.duckdb_catalog, assets.family_matches,
+              assets.family_emergence]
 
 
 def _ray_job():

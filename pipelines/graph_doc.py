@@ -69,9 +69,13 @@ def _across_models() -> list[str]:
              "`family_matches` is not partitioned: it reads the tables below of every model partition it compares",
              "(all partitions of each, Dagster's default mapping) and is materialized by its own job, `compare`",
              "(config `pairs`: `\"A,B\"` model names; empty: every pair of models with families), from the UI or as",
-             "`equivar compare A B`. The per-model jobs (`equivar`, `equivar_ray`) leave it out.", "",
+             "`equivar compare A B`. `family_emergence` reads the same tables of every checkpoint of each training",
+             "run (the models with a `step`) and runs in the same job (config `draws`, `seed`; nothing where the",
+             "folder holds no training run), or as `equivar emergence`. The per-model jobs (`equivar`,",
+             "`equivar_ray`) leave both out.", "",
              "```mermaid", "graph LR"]
-    lines += [f'  {name.replace("/", "_")}["{name} (every model)"] --> family_matches' for name in reads]
+    lines += [f'  {name.replace("/", "_")}["{name} (every model)"] --> {target}' for name in reads
+              for target in ("family_matches", "family_emergence")]
     return lines + ["```"]
 
 

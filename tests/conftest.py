@@ -41,13 +41,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)      # before pytest-xdist's own hook turns the marks into node-id suffixes
-def pytest_collection_modifyitems(config, items):
-    group_of = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
-    for item in items:
-        group = group_of.get(item.module.__name__.rsplit(".", 1)[-1])
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+#: module -> its group
+GROUP_OF = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with :data:`XDIST_GROUPS` as the groups: each group's tests go to one worker as one
+    unit, every other test is a unit of its own. (pytest-xdist's own loadgroup reads ``xdist_group`` marks
+    into ``item._nodeid``, which pytest 9.2 no longer reads, pytest-dev/pytest-xdist#1386: no group ever
+    applied, and each worker built every session run its tests needed.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+            return GROUP_OF.get(module, nodeid)
+
+    return ModuleGroups(config, log)
 
 
 def catalog(path):

@@ -280,8 +280,9 @@ def test_names_that_escaped_to_one_folder_are_stored_apart(tmp_path, capsys):
     out = str(tmp_path / "O")
     names = ["a/b", "a_b", "a b", ".", "..", "../escape"]
     small = ["--model", "equivar_core.planted:planted", "--n-images", "2", "--layers", "relu1", "--quiet"]
-    for name in names:
-        r = in_process(capsys, "run", "--out", out, *small, "--name", name)
+    for name in names:                 # the report's folder too for the name that would escape the results
+        r = in_process(capsys, "run", "--out", out, *small, "--name", name,
+                       *([] if name == "../escape" else ["--no-report"]))
         assert r.returncode == 0, (name, r.stderr)
     con = open_catalog(out)
     stored = {m for (m,) in con.execute("select distinct model from families").fetchall()}

@@ -5,7 +5,7 @@ import os
 import pytest
 from dagster import DagsterInstance, Definitions
 
-from pipelines.assets import family_matches
+from pipelines.assets import family_emergence, family_matches
 from pipelines.definitions import ALL_ASSETS, build_definitions, defs
 from pipelines.definitions_common import models_partitions
 from pipelines.resources import EquivarConfig
@@ -24,7 +24,7 @@ def test_definitions_load():
     keys = {k.to_user_string() for a in ALL_ASSETS for k in a.keys}
     per_transform = {f"{table}/{t}" for table in ("transformed_samples", "transform_pairs") for t in TRANSFORMS}
     assert (set(TABLES) - {"transformed_samples", "transform_pairs"}) | per_transform | {
-        "duckdb_catalog", "reference_families", "report", "family_matches"} == keys
+        "duckdb_catalog", "reference_families", "report", "family_matches", "family_emergence"} == keys
 
 
 def test_every_asset_has_a_description_and_code_version():
@@ -43,7 +43,7 @@ def materialized(traced_run):
 
 def test_every_asset_is_partitioned_by_model_but_family_matches_which_spans_models():
     for a in ALL_ASSETS:
-        assert a.partitions_def == (None if a is family_matches else models_partitions), a
+        assert a.partitions_def == (None if a in (family_matches, family_emergence) else models_partitions), a
     assert defs.resolve_job_def("equivar").partitions_def == models_partitions
     assert defs.resolve_job_def("compare").partitions_def is None
 

@@ -2,10 +2,12 @@
 
 import math
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from dagster import AssetKey
 
 from equivar_core.universality import (Families, comparable_layers, frame_curves, match_families,
                                        shift_similarity, turn_back)
@@ -239,10 +241,11 @@ def test_family_matches_materialize_from_dagster_as_from_the_cli(three_planted, 
     by_cli = catalog(f"{three_planted}/equivar.duckdb").execute(query).df()
     defs = build_definitions(EquivarConfig(out=three_planted))
     job = defs.resolve_job_def("compare")
-    assert [n.name for n in job.graph.node_defs] == ["family_matches"]
-    assert "family_matches" not in [n.name for n in defs.resolve_job_def("equivar").graph.node_defs]
+    assert {n.name for n in job.graph.node_defs} == {"family_matches", "family_emergence"}
+    assert not {"family_matches", "family_emergence"} & {n.name for n in
+                                                        defs.resolve_job_def("equivar").graph.node_defs}
     config = {"ops": {"family_matches": {"config": {"pairs": ["planted,permuted_planted"], "draws": 20}}}}
-    result = job.execute_in_process(run_config=config)
+    result = job.execute_in_process(run_config=config, asset_selection=[AssetKey("family_matches")])
     assert result.success
     by_dagster = catalog(f"{three_planted}/equivar.duckdb").execute(query).df()
     pd.testing.assert_frame_equal(by_cli, by_dagster)
@@ -322,6 +325,20 @@ def test_families_over_training_say_when_and_how_each_family_appeared(planted_tr
     assert not at_random["present"].any()                  # nothing at random initialization
     assert rows[(rows["step"] == 100) & rows["family"].isin([edges, lines, hues])]["present"].all()
     _check_declared(out, "family_emergence")
+    # the same table from the `compare` job (the UI's path): the unpartitioned family_emergence asset
+    from pipelines.definitions import build_definitions
+    from pipelines.resources import EquivarConfig
+
+    query = "select * from family_emergence order by all"
+    by_cli = con.execute(query).df()
+    from equivar_core.layout import table_dir
+
+    shutil.rmtree(table_dir(out, "family_emergence", "planted@step_300"))       # the asset writes it again
+    job = build_definitions(EquivarConfig(out=out)).resolve_job_def("compare")
+    result = job.execute_in_process(run_config={"ops": {"family_emergence": {"config": {"draws": 20}}}},
+                                    asset_selection=[AssetKey("family_emergence")])
+    assert result.success
+    pd.testing.assert_frame_equal(by_cli, catalog(f"{out}/equivar.duckdb").execute(query).df())
 
 
 def _check_declared(out: str, table: str) -> None:

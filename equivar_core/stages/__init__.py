@@ -25,7 +25,7 @@ One module per concern, in the order of the graph:
 from .circuit_tables import circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
 from .common import load
 from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
-from .match_tables import analysed_pairs, compare_models
+from .match_tables import analysed_pairs, compare_models, write_emergence
 from .inputs import REFERENCE_DIR, image_table, layer_table, model_table, reference_family_table
 from .sampling import located, natural_activations, sample_shard, transformed_activations
 from .scoring import (all_transform_pairs, load_evidence, load_fold_evidence, load_identity, load_scores, profile_table,
@@ -41,5 +41,5 @@ __all__ = [
     "layer_table", "load", "load_evidence", "load_fold_evidence", "load_identity", "load_scores", "load_weights",
     "located", "model_table", "natural_activations", "profile_table", "reference_family_table", "sample_shard",
     "scale_pair_table", "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
-    "weight_tying_table",
+    "weight_tying_table", "analysed_pairs", "compare_models", "write_emergence",
 ]

@@ -131,6 +131,22 @@ def family_emergence_table(root: str, names: list[str], steps: list[int], draws:
     return FAMILY_EMERGENCE.check(per[FAMILY_EMERGENCE.column_names])
 
 
+def write_emergence(root: str, draws: int = 50, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``family_emergence`` of every training run of ``root`` (:func:`training_runs`), each written under its
+    last checkpoint; returns them by spec (empty where ``root`` has no training run)."""
+    out = {}
+    for spec, checkpoints in training_runs(root).items():
+        steps, names = [s for s, _ in checkpoints], [n for _, n in checkpoints]
+        try:
+            df = family_emergence_table(root, names, steps, draws, seed)
+        except pa.ArrowException as exc:
+            raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {root}` to recompute it") \
+                from None
+        write_table(root, "family_emergence", pa.Table.from_pandas(df, preserve_index=False), names[-1], None)
+        out[spec] = df
+    return out
+
+
 def training_runs(root: str) -> dict[str, list[tuple[int, str]]]:
     """The training runs of ``root``: per spec with at least two checkpoints of known step, its (step, name)
     in step order (only names whose runs have families)."""

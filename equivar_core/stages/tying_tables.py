@@ -33,7 +33,7 @@ def weight_tying_table(settings: RunSettings, families_df: pd.DataFrame, images_
     measured through the whole network on the photos in one read of them."""
     model, _ = load(settings)
     t = settings.tying
-    views = plan_views(t.images, t.n_images, settings.seed) if t.images else _views(images_df)
+    views = plan_views(t.images, t.n_images, settings.seed) if t.images else _views(images_df)[:t.n_images]
     plans = []                     # (row without measures, the tie configuration, its controls)
     for layer, n_units in zip(layers_df["layer"], layers_df["n_units"]):
         made_by = producer(model.module, layer, model.input_size)
