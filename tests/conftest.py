@@ -45,6 +45,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 GROUP_OF = {module: group for group, modules in XDIST_GROUPS.items() for module in modules}
 
 
+@pytest.hookimpl(optionalhook=True)      # pytest-xdist's hook: the timm environment runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` with :data:`XDIST_GROUPS` as the groups: each group's tests go to one worker as one
     unit, every other test is a unit of its own. (pytest-xdist's own loadgroup reads ``xdist_group`` marks
