@@ -396,6 +396,11 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
     return MaterializeResult(metadata={"path": MetadataValue.path(path), "views": MetadataValue.json(views)})
 
 
+#: the assets that span model partitions: not partitioned, they read these tables of every model they use
+ACROSS_MODELS = {"group_name": "universality", "code_version": "1",
+                 "deps": [AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")]}
+
+
 class CompareConfig(Config):
     """Which models ``family_matches`` compares: ``pairs`` as ``"A,B"`` (model names of the results folder);
     empty: every pair of the folder's models that have families."""
@@ -405,23 +410,20 @@ class CompareConfig(Config):
     seed: int = 0
 
 
-@asset(group_name="universality", code_version="1",
-       deps=[AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")])
+@asset(**ACROSS_MODELS)
+@_fails_once_on_bad_input
 def family_matches(context: AssetExecutionContext, equivar: EquivarConfig, config: CompareConfig
                    ) -> MaterializeResult:
     """Families matched across models (``equivar compare``): not partitioned, it reads the tables of every
     model partition it compares (``families``, ``tuning``, ``unit_profiles``, ``layers``) and writes
     ``family_matches`` of each model in each other, both ways."""
     out = os.path.abspath(equivar.out)
-    try:
-        pairs = [tuple(p.split(",")) for p in config.pairs] or stages.analysed_pairs(out)
-        matched = {}
-        for a, b in pairs:
-            for model, df in stages.compare_models(out, a, b, config.draws, config.seed).items():
-                other = b if model == a else a
-                matched[f"{model} in {other}"] = int((df["mutual"] & df["above_null"]).sum())
-    except EquivarError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+    pairs = [tuple(p.split(",")) for p in config.pairs] or stages.analysed_pairs(out)
+    matched = {}
+    for a, b in pairs:
+        for model, df in stages.compare_models(out, a, b, config.draws, config.seed).items():
+            other = b if model == a else a
+            matched[f"{model} in {other}"] = int((df["mutual"] & df["above_null"]).sum())
     storage.build_catalog(out)
     context.log.info("family matches: %s", matched)
     return MaterializeResult(metadata={"pairs": MetadataValue.json([list(p) for p in pairs]),
@@ -435,18 +437,15 @@ class EmergenceConfig(Config):
     seed: int = 0
 
 
-@asset(group_name="universality", code_version="1",
-       deps=[AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")])
+@asset(**ACROSS_MODELS)
+@_fails_once_on_bad_input
 def family_emergence(context: AssetExecutionContext, equivar: EquivarConfig, config: EmergenceConfig
                      ) -> MaterializeResult:
     """Families over training (``equivar emergence``): not partitioned, it reads every checkpoint partition of
     each training run of the results folder (the models with a ``step``) and writes ``family_emergence`` under
     each run's last checkpoint; nothing where the folder holds no training run."""
     out = os.path.abspath(equivar.out)
-    try:
-        tables = stages.write_emergence(out, config.draws, config.seed)
-    except EquivarError as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
+    tables = stages.write_emergence(out, config.draws, config.seed)
     storage.build_catalog(out)
     appeared = {spec: df.drop_duplicates(["layer", "transform", "family"]).groupby("appeared").size().to_dict()
                 for spec, df in tables.items()}
