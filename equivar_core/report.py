@@ -560,6 +560,9 @@ def _across_models_section(run: RunTables, max_matches: int, pictures: list[str]
             pictures.append(png)
             parts.append(f"<p>{html.escape(m['transform'])} family {int(m['family_a'])} of {html.escape(m['layer_a'])}"
                          f" and family {int(m['family_b'])} of {html.escape(str(other))} {html.escape(m['layer_b'])}: "
-                         f"similarity {m['similarity']:.2f} (null 95th percentile {m['null_p95']:.2f})</p>"
+                         f"similarity {m['similarity']:.2f} (null 95th percentile {m['null_p95']:.2f})"
+                         + (f"; on the {int(m['photos'])} photos both runs kept, the members' responses correlate "
+                            f"at {m['photo_correlation']:.2f} (null 95th percentile {m['null_photo_p95']:.2f})"
+                            if m["photos"] > 0 else "") + "</p>"
                          f"<img src='{_src(png)}'>")
     return parts

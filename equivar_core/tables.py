@@ -487,8 +487,9 @@ comparable depth. A family is summarized by its frame curve: its members' tuning
 transform's stimuli, each turned back by the member's `param`, averaged; two families are compared by the
 best circular-shift correlation of their frame curves (every stimulus shifted together). Both directions
 are written: `compare A B` stores A's families against B under `family_matches/model=A/model_b=B/` and B's
-against A under `model=B/model_b=A/`. Photos play no part: the synthetic stimuli are the same for every
-network (scaled to each layer's receptive field).""", _columns(
+against A under `model=B/model_b=A/`. The match is made on the synthetic stimuli, which are the same for
+every network (scaled to each layer's receptive field); where both runs kept samples of the same photos, the
+matched members' responses to them are correlated too, against the same null.""", _columns(
     ("model_a", TEXT, "the model whose families are matched (the same as `model`)"),
     ("model_b", TEXT, "the model they are matched in"),
     ("layer_a", TEXT, "the family's layer in A"),
@@ -510,10 +511,22 @@ network (scaled to each layer's receptive field).""", _columns(
      "member's place), mean over `draws` rebuilds"),
     ("null_p95", FLOAT, "the 95th percentile of the same"),
     ("above_null", BOOLEAN, "`similarity` above `null_p95`"),
+    ("photos", INTEGER, "the photos both runs kept samples of (`activation_samples`: the same image files and "
+     "crops, read by both runs) where both sampled the same points; 0 where they share none"),
+    ("photo_correlation", FLOAT, "the correlation of the members' responses to those photos at those points: "
+     "each member of `family_a` beside the member of `family_b` at its place once `shift` is turned back, "
+     "mean over A's members (null where `photos` is 0)"),
+    ("null_photo_correlation", FLOAT, "the same for the null's rebuilds of `family_b` from random units of similar "
+     "selectivity at its members' places: mean over `draws` rebuilds"),
+    ("null_photo_p95", FLOAT, "the 95th percentile of the same"),
 ), notes="""```sql
 -- how many families of each transform have a mutual match above the null in the other network
 select model_a, model_b, transform, count(*) as families, count(*) filter (mutual and above_null) as matched
 from family_matches group by all order by all;
+-- and of those, how many respond alike to the same photos (above the null's 95th percentile)
+select model_a, model_b, transform, count(*) as matched,
+       count(*) filter (photo_correlation > null_photo_p95) as alike_on_photos, median(photo_correlation) as median_r
+from family_matches where mutual and above_null and photos > 0 group by all order by all;
 ```""")
 
 FAMILY_EMERGENCE = Table(("family_emergence",), """Families over training (`equivar emergence`): every rotation and hue family of the last checkpoint

@@ -47,13 +47,19 @@ class Families:
     ``curves``: C x S x T tuning curves of every unit over the transform's stimuli, ``invariant``: C x S' x T
     over the stimuli it leaves in place (:func:`~equivar_core.tuning.stacked_curves`); ``members``: per family,
     its units and params (degrees); ``selectivity``: per unit, its largest selectivity over the transform's
-    stimuli (``unit_profiles``)."""
+    stimuli (``unit_profiles``); ``periods``: per family, the angle after which it repeats (``families.period``:
+    360, or 180 or 90 for a family that wraps sooner; 360 for all when not given)."""
 
     ids: list[int]
     members: list[tuple[np.ndarray, np.ndarray]]
     curves: np.ndarray
     selectivity: np.ndarray
     invariant: np.ndarray | None = None
+    periods: list[float] | None = None
+
+    def period(self, family: int) -> float:
+        """The period of family ``family`` (its index in ``members``)."""
+        return 360.0 if self.periods is None else float(self.periods[family])
 
     def frames(self, members: list[tuple[np.ndarray, np.ndarray]] | None = None) -> "Frames":
         """The frame curves of the families (or of ``members`` given in their stead)."""
@@ -120,14 +126,17 @@ def shift_similarity(a: Frames | np.ndarray, b: Frames | np.ndarray) -> tuple[np
     return np.take_along_axis(cross, best[..., None], -1)[..., 0], (-best % t) * 360.0 / t
 
 
-def null_similarities(a: Frames, b: Families, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """draws x N: per draw, each frame curve of ``a`` against the best of B's families rebuilt from random
-    units of similar selectivity (see the module docstring)."""
+Members = list[tuple[np.ndarray, np.ndarray]]
+
+
+def rebuilt_families(b: Families, rng: np.random.Generator, draws: int) -> list[Members]:
+    """``draws`` rebuilds of B's families from random units: each member replaced by a unit of the same
+    selectivity quintile of the layer that is not in that family, at the member's place (the null's units)."""
     n_units = len(b.selectivity)
     edges = np.quantile(b.selectivity, [0.2, 0.4, 0.6, 0.8])
     quintile = np.searchsorted(edges, b.selectivity, side="right")
-    out = np.full((draws, len(a)), -np.inf)
-    for draw in range(draws):
+    out = []
+    for _ in range(draws):
         rebuilt = []
         for units, params in b.members:
             others = np.ones(n_units, bool)
@@ -138,24 +147,107 @@ def null_similarities(a: Frames, b: Families, rng: np.random.Generator, draws: i
                 pool = pool if len(pool) else np.flatnonzero(others)
                 picks.append(rng.choice(pool))
             rebuilt.append((np.array(picks), params))
+        out.append(rebuilt)
+    return out
+
+
+def null_similarities(a: Frames, b: Families, rebuilds: list[Members]) -> np.ndarray:
+    """draws x N: per draw, each frame curve of ``a`` against the best of B's families as ``rebuilds`` rebuilt
+    them from random units of similar selectivity (see the module docstring)."""
+    out = np.full((len(rebuilds), len(a)), -np.inf)
+    for draw, rebuilt in enumerate(rebuilds):
         if rebuilt:
             sim, _ = shift_similarity(a, b.frames(rebuilt))
             out[draw] = sim.max(1)
     return out
 
 
-def match_families(a: Families, b: Families, rng: np.random.Generator, draws: int) -> pd.DataFrame:
+# --- the same photos ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SharedPhotos:
+    """Two layers' responses to the same ``photos`` photos at the same points: ``a`` N x C_a and ``b`` N x C_b,
+    one row per photo and point, in one order."""
+
+    a: np.ndarray
+    b: np.ndarray
+    photos: int
+
+
+def member_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], shift: float,
+                 period: float = 360.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each member of family ``a`` (units, places in degrees) beside the member of ``b`` at the same place
+    once B's frame is turned back by ``shift`` (:func:`shift_similarity`: a member of B at place q plays the
+    part of A's member at q + shift): A's units and their B counterparts, the nearest place on the circle of
+    ``period`` degrees (a line turned by 180 degrees is the same line: the shift of two such families is
+    known up to 180)."""
+    (units_a, places_a), (units_b, places_b) = a, b
+    gap = (np.asarray(places_b, float)[None, :] + shift - np.asarray(places_a, float)[:, None]) % period
+    gap = np.minimum(gap, period - gap)
+    return np.asarray(units_a), np.asarray(units_b)[gap.argmin(1)]
+
+
+def standardized_responses(x: np.ndarray) -> np.ndarray:
+    """N x C responses less each unit's mean, over its standard deviation (0 for a unit that never varies)."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(0)
+    sd = x.std(0)
+    return np.divide(x, sd, out=np.zeros_like(x), where=sd > 0)
+
+
+def photo_correlation(za: np.ndarray, zb: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> float:
+    """The mean over member pairs of the correlation of their responses to the same photos at the same
+    points (``za``, ``zb``: :func:`standardized_responses` of A's and B's units, rows in the same order)."""
+    ua, ub = pairs
+    return float((za[:, ua] * zb[:, ub]).mean(0).mean()) if len(ua) else float("nan")
+
+
+Pairs = tuple[np.ndarray, np.ndarray]
+
+
+def paired_members(a: Families, b: Families, matched: np.ndarray, shifts: np.ndarray, rebuilds: list[Members]
+                   ) -> list[tuple[Pairs, list[Pairs]]]:
+    """Per family of A, its members beside those of its best match ``matched[i]`` at ``shifts[i]``
+    (:func:`member_pairs`, on the circle of the finer of the two families' periods), and beside the null's
+    rebuilds of that family from random units, at the same places."""
+    out = []
+    for i, j in enumerate(matched):
+        period = min(a.period(i), b.period(j))
+        out.append((member_pairs(a.members[i], b.members[j], shifts[i], period),
+                    [member_pairs(a.members[i], r[j], shifts[i], period) for r in rebuilds]))
+    return out
+
+
+def _photo_columns(rows: pd.DataFrame, paired: list[tuple[Pairs, list[Pairs]]], photos: SharedPhotos | None
+                   ) -> pd.DataFrame:
+    """``photo_correlation`` of each family with its best match (``paired``: :func:`paired_members`), and the
+    same for the null's random units (mean and 95th percentile over the rebuilds)."""
+    if photos is None or not photos.photos:
+        return rows.assign(photos=0, photo_correlation=np.nan, null_photo_correlation=np.nan, null_photo_p95=np.nan)
+    za, zb = standardized_responses(photos.a), standardized_responses(photos.b)
+    real = [photo_correlation(za, zb, pairs) for pairs, _ in paired]
+    null = np.asarray([[photo_correlation(za, zb, p) for p in nulls] for _, nulls in paired]).reshape(len(paired), -1)
+    return rows.assign(photos=photos.photos, photo_correlation=real, null_photo_correlation=null.mean(1),
+                       null_photo_p95=np.quantile(null, 0.95, axis=1))
+
+
+def match_families(a: Families, b: Families, rng: np.random.Generator, draws: int,
+                   photos: SharedPhotos | None = None) -> pd.DataFrame:
     """Each family of A against the families of B (one layer pair, one transform): its best match, the
-    similarity and shift, whether the match is mutual, and the null."""
+    similarity and shift, whether the match is mutual, and the null. ``photos``: A's and B's responses to the
+    same photos, where both runs kept samples of them: then also the correlation of the matched members'
+    responses, against the null's random units."""
     fa, fb = a.frames(), b.frames()
     rows = pd.DataFrame({"family_a": a.ids, "size_a": [len(u) for u, _ in a.members]})
     if not len(fb) or not len(fa):
         return rows.assign(family_b=pd.array([None] * len(rows), "Int64"), size_b=pd.array([None] * len(rows),
                            "Int64"), similarity=np.nan, shift=np.nan, mutual=False, null_similarity=np.nan,
-                           null_p95=np.nan, above_null=False)
+                           null_p95=np.nan, above_null=False, photos=0, photo_correlation=np.nan,
+                           null_photo_correlation=np.nan, null_photo_p95=np.nan)
     sim, shift = shift_similarity(fa, fb)
     best_b, best_a = sim.argmax(1), sim.argmax(0)
-    null = null_similarities(fa, b, rng, draws)
+    rebuilds = rebuilt_families(b, rng, draws)
+    null = null_similarities(fa, b, rebuilds)
     idx = np.arange(len(fa))
     rows["family_b"] = np.asarray(b.ids)[best_b]
     rows["size_b"] = [len(b.members[j][0]) for j in best_b]
@@ -165,7 +257,7 @@ def match_families(a: Families, b: Families, rng: np.random.Generator, draws: in
     rows["null_similarity"] = null.mean(0)
     rows["null_p95"] = np.quantile(null, 0.95, axis=0)
     rows["above_null"] = rows["similarity"] > rows["null_p95"]
-    return rows
+    return _photo_columns(rows, paired_members(a, b, best_b, shift[idx, best_b], rebuilds), photos)
 
 
 def nominal_stride(stride: float) -> int:

@@ -398,7 +398,8 @@ def duckdb_catalog(context: AssetExecutionContext, equivar: EquivarConfig) -> Ma
 
 #: the assets that span model partitions: not partitioned, they read these tables of every model they use
 ACROSS_MODELS = {"group_name": "universality", "code_version": "1",
-                 "deps": [AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers")]}
+                 "deps": [AssetKey("families"), AssetKey("tuning"), AssetKey("unit_profiles"), AssetKey("layers"),
+                          AssetKey("images"), AssetKey("activation_samples")]}
 
 
 class CompareConfig(Config):
@@ -415,7 +416,8 @@ class CompareConfig(Config):
 def family_matches(context: AssetExecutionContext, equivar: EquivarConfig, config: CompareConfig
                    ) -> MaterializeResult:
     """Families matched across models (``equivar compare``): not partitioned, it reads the tables of every
-    model partition it compares (``families``, ``tuning``, ``unit_profiles``, ``layers``) and writes
+    model partition it compares (``families``, ``tuning``, ``unit_profiles``, ``layers``; ``images`` and the
+    kept ``activation_samples``, for the photo correlation) and writes
     ``family_matches`` of each model in each other, both ways."""
     out = os.path.abspath(equivar.out)
     pairs = [tuple(p.split(",")) for p in config.pairs] or stages.analysed_pairs(out)

@@ -50,7 +50,8 @@ def _layer(rng, families: list[tuple[str, list[float]]], n_noise: int, offset: f
     c[order] = np.stack(curves)
     members = [(order[u], p) for u, p in members]
     selectivity = c.max(axis=(1, 2)) - c.min(axis=(1, 2))
-    return Families(list(range(len(members))), members, c, selectivity), [m[0] for m in members]
+    periods = [180.0 if kind == "line" else 360.0 for kind, _ in families]
+    return Families(list(range(len(members))), members, c, selectivity, periods=periods), [m[0] for m in members]
 
 
 def test_turning_back_exact_copies_gives_the_template():
@@ -85,6 +86,40 @@ def test_permuted_copies_match_family_to_family_mutually_above_the_null():
     assert (rows["null_similarity"] < rows["similarity"] - 0.2).all()
     edge_shift = rows.loc[0, "shift"]
     assert min(abs(edge_shift - 37), abs(edge_shift - 37 - 360)) <= 5
+
+
+def test_matched_members_are_paired_by_place_and_their_photo_responses_correlated():
+    """B's families are A's turned by 35 degrees (their places 35 degrees less, in another channel order);
+    on photos, each member of B responds as the member of A at its place turned back. The photo correlation of
+    each match is about 1, its null (random units of B at the members' places) about 0; pairing members with
+    the shift's sign reversed pairs other members and loses it."""
+    from equivar_core.universality import SharedPhotos, member_pairs, photo_correlation, standardized_responses
+
+    rng = np.random.default_rng(4)
+    places = [[0, 45, 80, 135, 180, 230, 270, 320], [0, 30, 60, 95, 120, 150, 200]]
+    a, units_a = _layer(rng, [("edge", places[0]), ("line", places[1])], n_noise=30)
+    b, units_b = _layer(rng, [("edge", [(p - 35) % 360 for p in places[0]]),
+                              ("line", [(p - 35) % 360 for p in places[1]])], n_noise=40, offset=35.0)
+    n = 400
+    photos_a = rng.normal(size=(n, len(a.curves)))
+    photos_b = rng.normal(size=(n, len(b.curves)))
+    for ua, ub in zip(units_a, units_b):
+        photos_b[:, ub] = 3.0 * photos_a[:, ua] + rng.normal(0, 0.1, (n, len(ua)))      # unequal scale
+    rows = match_families(a, b, np.random.default_rng(1), draws=20, photos=SharedPhotos(photos_a, photos_b, 50))
+    assert rows["family_b"].tolist() == [0, 1] and rows["shift"].tolist() in ([35.0, 35.0], [35.0, 215.0])
+    assert (rows["photos"] == 50).all()
+    assert (rows["photo_correlation"] > 0.99).all(), rows
+    assert (rows["null_photo_p95"] < 0.3).all() and (rows["null_photo_correlation"].abs() < 0.1).all(), rows
+    za, zb = standardized_responses(photos_a), standardized_responses(photos_b)
+    wrong = photo_correlation(za, zb, member_pairs(a.members[0], b.members[0], -35.0))
+    assert wrong < 0.5
+    # the lines repeat after 180 degrees: paired on the full circle at a shift of 215, their members miss
+    on_360 = photo_correlation(za, zb, member_pairs(a.members[1], b.members[1], 215.0))
+    on_180 = photo_correlation(za, zb, member_pairs(a.members[1], b.members[1], 215.0, period=180.0))
+    assert on_180 > 0.99 and on_360 < 0.5
+    # without photos the columns say so
+    none = match_families(a, b, np.random.default_rng(1), draws=5)
+    assert (none["photos"] == 0).all() and none["photo_correlation"].isna().all()
 
 
 def test_families_of_other_features_do_not_match_above_the_null():
@@ -179,7 +214,10 @@ def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_p
 
     capsys.readouterr()
     assert main(["compare", "planted", "permuted_planted", "--out", three_planted, "--draws", "20"]) == 0
-    assert "planted -> permuted_planted | rotate |" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    line = next(x for x in said.splitlines() if x.startswith("planted -> permuted_planted | rotate |"))
+    families, matched, alike = (x.strip() for x in line.split("|")[2:])
+    assert int(families) == int(matched) == int(alike) >= 2, said      # all matched, all alike on the photos
     con = catalog(f"{three_planted}/equivar.duckdb")
     rows = con.execute("select * from family_matches where model_a = 'planted' and layer_a = 'relu1'").df()
     families = con.execute("select model, transform, family, list(unit order by unit) as units from families "
@@ -188,6 +226,9 @@ def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_p
     assert (rows["similarity"] > 0.999).all() and rows["mutual"].all() and rows["above_null"].all()
     assert (rows["layer_b"] == "relu1").all() and (rows["paired_by"] == "stride").all()
     assert (rows["shift"] % 360).isin([0.0]).all()           # the same reference units, in another order
+    # on the 8 photos both runs kept, each matched member responds exactly as its counterpart
+    assert (rows["photos"] == 8).all() and (rows["photo_correlation"] > 0.999).all(), rows
+    assert (rows["null_photo_p95"] < 0.9).all(), rows
     # each family matched the family of the same units, renumbered by the permutation
     import torch
 
@@ -211,6 +252,7 @@ def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_p
     shown = [f for f in os.listdir(os.path.dirname(index)) if f.startswith("match_permuted_planted_")]
     assert len(shown) == min(3, len(rows)) and all(f"src='{f}'" in page for f in shown)
     assert "What building the families in would cost" in page
+    assert "on the 8 photos both runs kept, the members' responses correlate at 1.00" in page
 
 
 def test_a_planted_network_of_other_features_matches_nothing_above_the_null(three_planted, capsys):
@@ -224,6 +266,7 @@ def test_a_planted_network_of_other_features_matches_nothing_above_the_null(thre
     assert len(rows) >= 3 and not (rows["above_null"] & rows["mutual"]).any(), rows
     compared = rows[rows["family_b"].notna()]
     assert len(compared) >= 1, rows          # not empty: its colour edges come out as hue pairs, and are compared
+    assert (compared["photos"] == 8).all() and (compared["photo_correlation"] < 0.9).all(), compared
     back = con.execute("select * from family_matches where model_a = 'other_planted'").df()
     assert len(back) >= 1 and not back["above_null"].any(), back
 

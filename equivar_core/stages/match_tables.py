@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 
@@ -12,18 +13,21 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import EquivarError
+from ..layout import Layout
 from ..model_index import registered
 from ..storage import read_table, write_table
 from ..tables import FAMILY_EMERGENCE, FAMILY_MATCHES
-from ..transforms import TRANSFORMS
+from ..transforms import IDENTITY, TRANSFORMS
 from ..tuning import stacked_curves
-from ..universality import COMPARED, Families, comparable_layers, match_families
+from ..universality import COMPARED, Families, SharedPhotos, comparable_layers, match_families
 from .common import _columns
 
 log = logging.getLogger(__name__)
 
 #: the tables of a model that matching reads
 NEEDED = ("layers", "families", "tuning", "unit_profiles")
+#: and where the model's run kept them, its samples of the photos' responses (``activation_samples``)
+PHOTO_TABLES = ("images", "activation_samples")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Analysed:
     families: pd.DataFrame
     tuning: dict[str, np.ndarray]
     profiles: pd.DataFrame
+    root: str = ""
+    images: pd.DataFrame | None = None
+    samples: pd.DataFrame | None = None
 
     @classmethod
     def read(cls, root: str, name: str) -> "Analysed":
@@ -44,7 +51,10 @@ class Analysed:
             raise EquivarError(f"model {name} has no {', '.join(missing)} table in {root}: run it there first "
                                f"(`equivar run --name {name} --out {root}`, or --model SPEC for a new model)")
         df = {t: table.to_pandas() for t, table in tables.items()}
-        return cls(name, df["layers"], df["families"], _columns(df["tuning"]), df["unit_profiles"])
+        photos = {t: read_table(root, t, name) for t in PHOTO_TABLES}
+        photos = {t: None if table is None else table.to_pandas() for t, table in photos.items()}
+        return cls(name, df["layers"], df["families"], _columns(df["tuning"]), df["unit_profiles"], root,
+                   photos["images"], photos["activation_samples"])
 
     def stimuli(self, layer: str) -> set[str]:
         return set(np.unique(self.tuning["stimulus"][self.tuning["layer"] == layer]))
@@ -56,8 +66,8 @@ class Analysed:
         """The :class:`~equivar_core.universality.Families` of one layer and transform, over the tuning
         ``stimuli`` and ``invariant`` stimuli (the transform's that both compared models measured)."""
         rows = self.families[(self.families["layer"] == layer) & (self.families["transform"] == transform)]
-        members = [(g["unit"].to_numpy(int), g["param"].to_numpy(float))
-                   for _, g in rows.groupby("family", sort=True)]
+        groups = [g for _, g in rows.groupby("family", sort=True)]
+        members = [(g["unit"].to_numpy(int), g["param"].to_numpy(float)) for g in groups]
         ids = sorted(int(f) for f in rows["family"].unique())
         n = self.n_units(layer)
         prof = self.profiles[(self.profiles["layer"] == layer) & self.profiles["stimulus"].isin(stimuli)]
@@ -65,7 +75,43 @@ class Analysed:
         selectivity = np.zeros(n)
         selectivity[best.index.to_numpy(int)] = np.nan_to_num(best.to_numpy(float))
         return Families(ids, members, stacked_curves(self.tuning, layer, stimuli, n), selectivity,
-                        stacked_curves(self.tuning, layer, invariant, n))
+                        stacked_curves(self.tuning, layer, invariant, n),
+                        [float(g["period"].iloc[0]) for g in groups])
+
+
+    def kept(self, layer: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame] | None:
+        """The layer's samples of the original photos (K x P x C, memory-mapped), their points (P x 2) and the
+        K kept photos' rows of ``images`` (those that could be read); None where the run kept none."""
+        if self.samples is None or self.images is None:
+            return None
+        row = self.samples[(self.samples["layer"] == layer) & (self.samples["group"] == IDENTITY)]
+        if not len(row) or int(row["n_kept"].iloc[0]) == 0:
+            return None
+        layout = Layout(self.root, self.name)
+        values = np.load(layout.resolve(row["path"].iloc[0]), mmap_mode="r")[0]
+        points = np.load(layout.resolve(row["points_path"].iloc[0]))
+        images = self.images[self.images["image"] < len(values)]          # sample row k is image k
+        if os.path.exists(layout.loaded):
+            images = images[np.load(layout.loaded)[images["image"].to_numpy(int)]]
+        return values, points, images
+
+
+#: what makes two runs' image rows the same photo
+PHOTO_KEY = ["path", "crop_top", "crop_left", "crop_size"]
+
+
+def shared_photos(a: Analysed, b: Analysed, layer_a: str, layer_b: str) -> SharedPhotos | None:
+    """A's responses in ``layer_a`` and B's in ``layer_b`` to the photos both runs kept samples of, at the
+    same points; None where the runs kept no common photo or sampled other points."""
+    ka, kb = a.kept(layer_a), b.kept(layer_b)
+    if ka is None or kb is None or ka[1].shape != kb[1].shape or not np.allclose(ka[1], kb[1]):
+        return None
+    both = ka[2].reset_index(drop=True).merge(kb[2].reset_index(drop=True), on=PHOTO_KEY, suffixes=("_a", "_b"))
+    if not len(both):
+        return None
+    rows_a, rows_b = both["image_a"].to_numpy(int), both["image_b"].to_numpy(int)
+    flat = lambda v, rows: np.asarray(v[rows], np.float32).reshape(-1, v.shape[-1])     # noqa: E731
+    return SharedPhotos(flat(ka[0], rows_a), flat(kb[0], rows_b), len(both))
 
 
 def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0) -> pd.DataFrame:
@@ -80,7 +126,7 @@ def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0)
                 continue
             fb = b.layer_families(transform, layer_b, *stimuli)
             rng = np.random.default_rng([seed, zlib.crc32(f"{layer_a}|{layer_b}|{transform}".encode())])
-            rows = match_families(fa, fb, rng, draws)
+            rows = match_families(fa, fb, rng, draws, shared_photos(a, b, layer_a, layer_b))
             parts.append(rows.assign(model_a=a.name, model_b=b.name, layer_a=layer_a, layer_b=layer_b,
                                      paired_by=how, transform=transform))
             log.info("family matches: %s %s %s -> %s %s: %d of %d mutual above the null", a.name, layer_a,

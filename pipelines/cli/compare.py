@@ -21,9 +21,13 @@ def command(args) -> int:
     except pa.ArrowException as exc:           # a damaged table file
         raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {out}` to recompute it") from None
     build_catalog(out)
-    print("model_a -> model_b | transform | families | mutual matches above the null")
+    print("model_a -> model_b | transform | families | mutual matches above the null | of those, alike on the "
+          "same photos (photo correlation above its null's 95th percentile; - where the runs share no photos)")
     for df in tables.values():
         for (a, b, transform), g in df.groupby(["model_a", "model_b", "transform"], sort=True):
-            print(f"{a} -> {b} | {transform} | {len(g)} | {int((g['mutual'] & g['above_null']).sum())}")
+            matched = g[g["mutual"] & g["above_null"]]
+            alike = int((matched["photo_correlation"] > matched["null_photo_p95"]).sum())
+            print(f"{a} -> {b} | {transform} | {len(g)} | {len(matched)} | "
+                  f"{alike if (g['photos'] > 0).any() else '-'}")
     print(f"family_matches written to {out} (equivar sql \"select * from family_matches\")")
     return 0
