@@ -137,6 +137,16 @@ def _best_crops(run: RunTables, layer: str, unit: int, geom: LayerGeometry, k: i
     return np.concatenate(crops[:-1], 1) if crops else None
 
 
+def _top_classes(run: RunTables, layer: str, unit: int) -> str | None:
+    """The classes of the unit's strongest photos (``unit_stats.top_classes``), where the photos have any."""
+    stats = run["unit_stats"]
+    if "top_classes" not in stats or stats.empty:
+        return None
+    row = stats[(stats["layer"] == layer) & (stats["unit"] == unit)]
+    value = row["top_classes"].iloc[0] if len(row) else None
+    return value if isinstance(value, str) and value else None
+
+
 def _best_stimulus(run: RunTables, tuning: pd.DataFrame, geom: LayerGeometry) -> tuple[np.ndarray, str]:
     """The picture of the stimulus a unit responds to most (``tuning``: the unit's rows) and its label."""
     # the grids name both parameters; their marginals are left out
@@ -204,7 +214,8 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
         ax.axis("off")
         if crop is not None:
             ax.imshow(crop)
-            _label(ax, "strongest photos", fontsize=8)
+            seen = _top_classes(run, layer, u)
+            _label(ax, "strongest photos" + (f": {seen}" if seen else ""), fontsize=8)
         img, label = _best_stimulus(run, mine, geom)
         ax = fig.add_subplot(gs[i, 2])
         ax.axis("off")

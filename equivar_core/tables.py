@@ -139,7 +139,30 @@ UNIT_STATS = Table(("unit_stats",), "Per unit over all positions of the original
     ("std", FLOAT, "standard deviation of the same"),
     ("best_image", INTEGER, "the image with the largest response anywhere"),
     ("best_value", FLOAT, "that largest response"),
+    ("top_classes", TEXT, "the ImageNet classes of the unit's strongest photos, most frequent first, as `unit_classes` "
+     "ranks them (`tench, goldfish, ...`); null where none of them has a class"),
 ))
+
+UNIT_CLASSES = Table(("unit_classes",), """What each unit sees, in words: the ImageNet classes of its 16 strongest photos (those of
+`unit_stats`), most frequent first, up to three per unit. A photo's class comes from its file name, as in the
+shared ImageNet sample (`n01440764_tench.JPEG`: `n01440764`, `tench`), else from the folder it lies in (a
+folder-per-class layout, `train/n01440764/x.JPEG`); a photo whose name and folder carry no WordNet id has none,
+and a run on photos without classes (the scikit-image photos) has an empty table.""", _columns(
+    _LAYER, _UNIT,
+    ("rank", INTEGER, "1 for the unit's most frequent class among its top photos (ties: the class of the stronger "
+     "photo first), 2, 3"),
+    ("wnid", TEXT, "the class's WordNet id"),
+    ("class_name", TEXT, "its short name"),
+    ("count", INTEGER, "the unit's top photos of that class"),
+    ("labelled", INTEGER, "the unit's top photos that have a class"),
+    ("expected", FLOAT, "the count chance gives: `labelled` times the class's share of the run's labelled photos "
+     "(on the shared sample, one photo per class: 0.016, so a count of 1 is what any unit gets; with many photos "
+     "per class, `count / expected` is the unit's preference)"),
+), notes="""```sql
+-- units whose top photos gather on one class beyond chance
+select layer, unit, class_name, count, labelled, round(count / expected, 1) as lift
+from unit_classes where rank = 1 and count >= 3 order by lift desc limit 20;
+```""")
 
 SAMPLES = Table(("activation_samples", "transformed_samples"), """Manifests of the float16 sample arrays, per layer and sweep `group`:
 `activation_samples` for the original images (`group = identity`),
@@ -657,7 +680,7 @@ edge and line (`equivar_core/curves.py`, after Cammarata et al., "Curve Detector
 half of whose members are curve detectors, at 5 degree steps (`step` column), besides each layer's largest families at 10.""")
 
 #: every declaration, in the order of docs/tables.md
-DECLARATIONS = (MODELS, LAYERS, IMAGES, UNIT_STATS, SAMPLES, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES,
+DECLARATIONS = (MODELS, LAYERS, IMAGES, UNIT_STATS, UNIT_CLASSES, SAMPLES, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES,
                 TRANSFORM_PAIRS, SCALE_PAIRS, TRANSFORM_MAPS, FAMILIES, FAMILY_SWEEPS, CIRCUIT_WEIGHTS,
                 CIRCUIT_FAMILIES, REFERENCE_FAMILIES, BASIS_CONTROL, FAMILY_STABILITY, SENSITIVITY, LAYER_SUMMARY,
                 FAMILY_MATCHES, FAMILY_EMERGENCE, WEIGHT_TYING, LEARNED_CONTROL, CURVE_DETECTORS)

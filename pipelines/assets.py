@@ -118,8 +118,9 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
 @multi_asset(
     group_name="activations",
     outs={
-        "unit_stats": AssetOut(**inputs("4", "sweep.grid", "sweep.disc_radius"),
-                               description="Per-unit mean and std over natural images, and its best image "
+        "unit_stats": AssetOut(**inputs("5", "sweep.grid", "sweep.disc_radius"),
+                               description="Per-unit mean and std over natural images, its best image and the "
+                                           "classes of its strongest images "
                                            "(beside them on disk: each unit's strongest images and the units' "
                                            "covariance)."),
         "activation_samples": AssetOut(**inputs("4", *SAMPLING),
@@ -143,6 +144,16 @@ def natural_activations(context: AssetExecutionContext, equivar: EquivarConfig, 
     yield _out(context, equivar, "unit_stats", stats, "unit_stats")
     yield _out(context, equivar, "activation_samples", manifest, "activation_samples",
                skipped_images=MetadataValue.int(skipped))
+
+
+@asset(group_name="activations", **TABLE, **inputs("1"), deps=[AssetKey("unit_stats")])
+@_fails_once_on_bad_input
+def unit_classes(context: AssetExecutionContext, equivar: EquivarConfig, images: pd.DataFrame,
+                 layers: pd.DataFrame) -> Output:
+    """What each unit sees, in words: the ImageNet classes of its strongest photos (from file or folder names;
+    the strongest photos of the ``unit_stats`` pass), beside the count chance gives."""
+    s = _settings(context, equivar, "unit_classes")
+    return _out(context, equivar, "unit_classes", stages.unit_class_table(s, images, layers))
 
 
 @multi_asset(
@@ -357,7 +368,8 @@ def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, fam
     return _out(context, equivar, "circuit_families", stages.circuit_family_table(s, pairs, families))
 
 
-TABLE_ASSETS = [models, layers, images, natural_activations, *TRANSFORMED_SAMPLES, tuning_tables, unit_profiles,
+TABLE_ASSETS = [models, layers, images, natural_activations, unit_classes, *TRANSFORMED_SAMPLES, tuning_tables,
+                unit_profiles,
                 *TRANSFORM_PAIRS, transform_maps, scale_pairs, families, reference_families, basis_control,
                 layer_summary, curve_detectors, family_sweeps, weight_tying, circuit_weights, circuit_families]
 

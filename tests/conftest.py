@@ -87,6 +87,7 @@ PLANTED_PRODUCERS = [
     (("images",), ("images",), lambda r, s: (stages.image_table(s),)),
     (("unit_stats", "activation_samples"), ("stats", "manifest"),
      lambda r, s: stages.natural_activations(s, r.images, r.layers)),
+    (("unit_classes",), ("classes",), lambda r, s: (stages.unit_class_table(s, r.images, r.layers),)),
     (("tuning", "tuning_random_basis"), ("tuning", "tuning_random_basis"),
      lambda r, s: stages.tuning_table(s, r.layers, r.stats)),
     (("unit_profiles",), ("profiles",), lambda r, s: (stages.profile_table(s, r.tuning, r.layers),)),

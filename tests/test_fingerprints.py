@@ -18,7 +18,8 @@ def test_the_graph_is_read_off_the_asset_definitions():
             continue
         parents = {p.to_user_string() for p in graph.get(key).parent_keys}
         if name in ("family_matches", "family_emergence"):      # span model partitions: not fingerprinted
-            assert name not in GRAPH and parents == {"families", "tuning", "unit_profiles", "layers"}
+            assert name not in GRAPH and parents == {"families", "tuning", "unit_profiles", "layers", "images",
+                                                     "activation_samples"}
             continue
         assert parents == set(GRAPH[name]), name
     assert set(GRAPH) == set(DECLARED)

@@ -416,3 +416,22 @@ def test_timm_specs_without_timm_say_how_to_install_it(monkeypatch):
         load_model("timm:resnet18")
     with pytest.raises(EquivarError, match="timm:NAME"):
         load_model("no_such_builtin")
+
+
+def test_the_late_preset_names_the_last_blocks_and_the_head_of_each_lite_network():
+    """``--layers late``: the depthwise steps of the four last blocks (at stride 32) and the head's ReLU6 input,
+    each a privileged 7 x 7 (Lite0) map; an architecture without the preset says so."""
+    from equivar_core.layer_info import inspect_layers
+
+    expected = {"efficientnet_lite0": 15, "efficientnet_lite1": 20, "untrained:efficientnet_lite2": 20}
+    for spec, last in expected.items():
+        model = load_model(spec, untrained_ok=True)
+        late = resolve_layers(model, ["late"])
+        assert late == [f"_blocks.{i}.depthwise" for i in range(last - 3, last + 1)] + ["_act1"], spec
+        assert max(int(n.split(".")[1]) for n in late[:-1]) == len(model.module._blocks) - 1
+    infos = {i.layer: i for i in inspect_layers(load_model("efficientnet_lite0").module, 224, [
+        "_blocks.12.depthwise", "_act1"])}
+    assert all(i.privileged and i.height == 7 for i in infos.values()), infos
+    assert infos["_act1"].n_units == 1280
+    with pytest.raises(EquivarError, match="model planted has no 'late' preset"):
+        resolve_layers(load_model("equivar_core.planted:planted"), ["late"])

@@ -12,7 +12,7 @@ from pipelines.resources import EquivarConfig
 
 from tests.conftest import catalog as _catalog
 
-TABLES = ["models", "layers", "images", "unit_stats", "activation_samples", "transformed_samples", "tuning",
+TABLES = ["models", "layers", "images", "unit_stats", "unit_classes", "activation_samples", "transformed_samples", "tuning",
           "tuning_random_basis", "unit_profiles", "scale_pairs", "transform_pairs", "transform_maps", "families",
           "basis_control", "layer_summary", "family_stability", "sensitivity", "curve_detectors", "family_sweeps",
           "weight_tying", "circuit_weights", "circuit_families"]
@@ -55,10 +55,12 @@ def test_whole_graph_materializes(materialized):
     assert len(checks) == 8 and all(c.passed for c in checks)
     con = _catalog(os.path.join(out, "equivar.duckdb"))
     for table in TABLES:
-        if table == "curve_detectors":         # the planted model has no curve detector: an empty, typed table
+        # the planted model has no curve detector, and the scikit-image photos have no classes: empty, typed tables
+        if table in ("curve_detectors", "unit_classes"):
             assert con.execute(f"describe {table}").fetchall(), table
             continue
         assert con.execute(f"select count(*) from {table}").fetchone()[0] > 0, table
+    assert con.execute("select count(*) from unit_stats where top_classes is not null").fetchone()[0] == 0
     # no published list for the planted model: an empty, typed table
     assert con.execute("select count(*) from reference_families").fetchone()[0] == 0
     assert con.execute("select distinct model from tuning").fetchall() == [("planted",)]

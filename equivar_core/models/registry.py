@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -42,6 +43,8 @@ class Architecture:
     convert: Callable[[dict], dict] = lambda sd: sd
     #: how ``untrained:NAME`` draws its weights (:func:`.untrained.initialize`): ``fan_out`` or ``fan_in``
     init: str = "fan_out"
+    #: further layer sets by name (``--layers late``)
+    named_presets: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _lite(variant: efficientnet_lite.Variant, extra: str) -> Architecture:
@@ -52,6 +55,7 @@ def _lite(variant: efficientnet_lite.Variant, extra: str) -> Architecture:
         functools.partial(efficientnet_lite.EfficientNetLite, variant),
         variant.preset_layers,
         functools.partial(efficientnet_lite.bundled_weights_path, variant),
+        named_presets={"late": variant.late_layers},
     )
 
 
@@ -348,6 +352,19 @@ def _default_user_layers(module: nn.Module, input_size: int) -> tuple[str, ...]:
     return tuple(names[i] for i in dict.fromkeys(idx))
 
 
+#: every named preset of any architecture
+PRESET_NAMES = ("late",)
+
+
+def named_presets(spec: str) -> dict[str, tuple[str, ...]]:
+    """The named layer presets of the architecture behind ``spec`` (a built-in name or ``untrained:NAME``);
+    none for other models."""
+    if untrained.is_untrained_spec(spec):
+        spec = untrained.parse(spec, list(BUILTINS))[0]
+    arch = BUILTINS.get(spec)
+    return dict(arch.named_presets) if arch is not None else {}
+
+
 def resolve_layers(model: LoadedModel, names: list[str] | tuple[str, ...] | None) -> list[str]:
     """Validate layer names (``named_modules()`` plus the model's aliases); ``None`` means the preset.
 
@@ -355,6 +372,13 @@ def resolve_layers(model: LoadedModel, names: list[str] | tuple[str, ...] | None
     features (see :mod:`equivar_core.layer_info`).
     """
     names = [n for n in (names or ()) if n]
+    presets = named_presets(model.spec)
+    if len(names) == 1 and names[0] in presets:
+        return list(presets[names[0]])
+    if len(names) == 1 and names[0] in PRESET_NAMES:
+        raise EquivarError(f"model {model.name} has no {names[0]!r} preset"
+                           + (f" (its presets: {', '.join(presets)})" if presets else "")
+                           + ": name its layers (equivar models --layers SPEC lists them)")
     if not names:
         if model.preset_layers is None:
             model.preset_layers = _default_user_layers(model.module, model.input_size)

@@ -12,6 +12,7 @@ One module per concern, in the order of the graph:
 * :mod:`.inputs`: ``models``, ``layers``, ``images``, ``reference_families``;
 * :mod:`.sampling`: forward passes to sample arrays (``unit_stats``, ``activation_samples``,
   ``transformed_samples``);
+* :mod:`.class_tables`: ``unit_classes`` (the ImageNet classes of each unit's strongest photos);
 * :mod:`.scoring`: ``tuning``, ``unit_profiles``, ``transform_pairs``, ``scale_pairs``, ``transform_maps``
   and the loaders of stored score matrices;
 * :mod:`.family_tables`: ``families``, ``basis_control``, ``layer_summary``;
@@ -23,6 +24,7 @@ One module per concern, in the order of the graph:
 """
 
 from .circuit_tables import circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
+from .class_tables import unit_class_table
 from .common import load
 from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
 from .match_tables import analysed_pairs, compare_models, write_emergence
@@ -41,5 +43,5 @@ __all__ = [
     "layer_table", "load", "load_evidence", "load_fold_evidence", "load_identity", "load_scores", "load_weights",
     "located", "model_table", "natural_activations", "profile_table", "reference_family_table", "sample_shard",
     "scale_pair_table", "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
-    "weight_tying_table", "analysed_pairs", "compare_models", "write_emergence",
+    "weight_tying_table", "unit_class_table", "analysed_pairs", "compare_models", "write_emergence",
 ]

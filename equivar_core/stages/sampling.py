@@ -10,11 +10,13 @@ import pandas as pd
 from ..activations import sample_activations, sample_rows
 from ..archive_keys import identity_arrays
 from ..images import ImageView
+from ..labels import top_class_names, unit_top_classes
 from ..moments import StoredMoments
 from ..settings import RunSettings
 from ..storage import save_npy, save_npz
 from ..transforms import IDENTITY, IDENTITY_LABEL, versions_text
 from ..tables import SAMPLES, UNIT_STATS
+from .class_tables import run_photo_classes
 from .common import _views, _with_model, load, network
 
 
@@ -58,11 +60,12 @@ def natural_activations(settings: RunSettings, images_df: pd.DataFrame, layers_d
     samples, stats, loaded = sample_activations(network(model, settings), list(layers_df["layer"]), _views(images_df),
                                                 layout.activations, settings.group_passes(IDENTITY), run_shards)
     save_npy(layout.loaded, loaded)
-    rows = []
+    rows, classes = [], run_photo_classes(images_df)
     for name, st in stats.items():
         c = len(st["mean"])
         rows.append(pd.DataFrame({"layer": name, "unit": np.arange(c), "mean": st["mean"], "std": st["std"],
-                                  "best_image": st["top"].image[:, 0], "best_value": st["top"].value[:, 0]}))
+                                  "best_image": st["top"].image[:, 0], "best_value": st["top"].value[:, 0],
+                                  "top_classes": top_class_names(unit_top_classes(st["top"].image, classes), c)}))
         save_npz(layout.top_images(name), st["top"].arrays())
         save_npy(layout.cov(name), st["cov"])
     stats_df = _with_model(pd.concat(rows, ignore_index=True), settings, UNIT_STATS)

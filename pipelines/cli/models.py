@@ -29,6 +29,8 @@ def _models(args) -> int:
 
     for arch in BUILTINS.values():
         print(f"{arch.name}\n  {arch.description}\n  default layers: {', '.join(arch.preset_layers)}")
+        for preset, layers in arch.named_presets.items():
+            print(f"  --layers {preset}: {', '.join(layers)}")
     print("untrained:NAME[@seed=N]\n  a built-in architecture with seeded random weights and batch-norm statistics "
           "of the run's photos (the untrained control; named untrained_NAME[_seedN])")
     print("timm:NAME\n  any timm architecture (needs timm); weights from --weights PATH or timm's local cache")
