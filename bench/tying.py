@@ -25,7 +25,8 @@ from equivar_core.storage import read_table  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model", help="the model's name in the results folder (a built-in spec)")
+    p.add_argument("model", help="the model's spec (a built-in name, or untrained:NAME): its run in the results "
+                                 "folder gives the families")
     p.add_argument("--out", required=True, help="the results folder of the run")
     p.add_argument("--images", required=True, help="a folder of labelled photos")
     p.add_argument("--n-images", type=int, default=1000)
@@ -37,14 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--csv", default=None, help="write the rows here (default: print them)")
     args = p.parse_args(argv)
-    tables = {t: read_table(args.out, t, args.model) for t in ("families", "layers")}
+    name = RunSettings(model=args.model).model_name          # untrained:NAME is stored as untrained_NAME
+    tables = {t: read_table(args.out, t, name) for t in ("families", "layers")}
     missing = [t for t, v in tables.items() if v is None]
     if missing:
         print(f"no {', '.join(missing)} of {args.model} under {args.out}: run `equivar run` first", file=sys.stderr)
         return 2
     families, layers = (tables[t].to_pandas() for t in ("families", "layers"))
     base = RunSettings()
+    # the photos are also the run's: an untrained: model's batch norms are set on them, as when it was run there
     s = RunSettings(model=args.model, weights=args.weights, out=args.out, layers=tuple(layers["layer"]),
+                    images=args.images, n_images=args.n_images,
                     device=args.device, batch_size=args.batch_size, seed=args.seed,
                     tying=dataclasses.replace(base.tying, images=args.images, n_images=args.n_images,
                                               max_families=args.max_families, controls=args.controls)).validate()

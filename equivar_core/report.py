@@ -573,7 +573,8 @@ def _across_models_section(run: RunTables, max_matches: int, pictures: list[str]
                          f" and family {int(m['family_b'])} of {html.escape(str(other))} {html.escape(m['layer_b'])}: "
                          f"similarity {m['similarity']:.2f} (null 95th percentile {m['null_p95']:.2f})"
                          + (f"; on the {int(m['photos'])} photos both runs kept, the members' responses correlate "
-                            f"at {m['photo_correlation']:.2f} (null 95th percentile {m['null_photo_p95']:.2f})"
+                            f"at {m['photo_correlation']:.2f} (paired turned away: "
+                            f"{m['turned_photo_correlation']:.2f}; null 95th percentile {m['null_photo_p95']:.2f})"
                             if m["photos"] > 0 else "") + "</p>"
                          f"<img src='{_src(png)}'>")
     return parts

@@ -539,6 +539,10 @@ matched members' responses to them are correlated too, against the same null."""
     ("photo_correlation", FLOAT, "the correlation of the members' responses to those photos at those points: "
      "each member of `family_a` beside the member of `family_b` at its place once `shift` is turned back, "
      "mean over A's members (null where `photos` is 0)"),
+    ("turned_photo_correlation", FLOAT, "the control for the alignment: the same members paired turned away, each "
+     "member of A beside the member of B 90 degrees further round (half the period for a family of period 90): the "
+     "orthogonal edge or line, or the hue a quarter turn away. Below `photo_correlation` where the families "
+     "match member to member, not only as a kind of feature"),
     ("null_photo_correlation", FLOAT, "the same for the null's rebuilds of `family_b` from random units of similar "
      "selectivity at its members' places: mean over `draws` rebuilds"),
     ("null_photo_p95", FLOAT, "the 95th percentile of the same"),

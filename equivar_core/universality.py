@@ -205,30 +205,49 @@ def photo_correlation(za: np.ndarray, zb: np.ndarray, pairs: tuple[np.ndarray, n
 Pairs = tuple[np.ndarray, np.ndarray]
 
 
+def turned_away(period: float) -> float:
+    """How far to turn a family's pairing to pair each member with its most different sibling in orientation:
+    90 degrees on a 360 or 180 degree circle (the orthogonal edge or line), half the period on a finer one."""
+    return 90.0 if period >= 180 else period / 2
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One family of A beside its best match in B: the member pairs at the match's shift (``aligned``), the
+    same members paired turned away (:func:`turned_away`), and the pairs with the null's rebuilds of B's
+    family from random units."""
+
+    aligned: Pairs
+    turned: Pairs
+    null: list[Pairs]
+
+
 def paired_members(a: Families, b: Families, matched: np.ndarray, shifts: np.ndarray, rebuilds: list[Members]
-                   ) -> list[tuple[Pairs, list[Pairs]]]:
+                   ) -> list[Paired]:
     """Per family of A, its members beside those of its best match ``matched[i]`` at ``shifts[i]``
-    (:func:`member_pairs`, on the circle of the finer of the two families' periods), and beside the null's
-    rebuilds of that family from random units, at the same places."""
+    (:func:`member_pairs`, on the circle of the finer of the two families' periods), beside the same members
+    turned away, and beside the null's rebuilds of that family from random units, at the same places."""
     out = []
     for i, j in enumerate(matched):
         period = min(a.period(i), b.period(j))
-        out.append((member_pairs(a.members[i], b.members[j], shifts[i], period),
-                    [member_pairs(a.members[i], r[j], shifts[i], period) for r in rebuilds]))
+        out.append(Paired(member_pairs(a.members[i], b.members[j], shifts[i], period),
+                          member_pairs(a.members[i], b.members[j], shifts[i] + turned_away(period), period),
+                          [member_pairs(a.members[i], r[j], shifts[i], period) for r in rebuilds]))
     return out
 
 
-def _photo_columns(rows: pd.DataFrame, paired: list[tuple[Pairs, list[Pairs]]], photos: SharedPhotos | None
-                   ) -> pd.DataFrame:
-    """``photo_correlation`` of each family with its best match (``paired``: :func:`paired_members`), and the
-    same for the null's random units (mean and 95th percentile over the rebuilds)."""
+def _photo_columns(rows: pd.DataFrame, paired: list[Paired], photos: SharedPhotos | None) -> pd.DataFrame:
+    """``photo_correlation`` of each family with its best match (``paired``: :func:`paired_members`), its two
+    controls: the same members turned away, and the null's random units (mean and 95th percentile over the
+    rebuilds)."""
     if photos is None or not photos.photos:
-        return rows.assign(photos=0, photo_correlation=np.nan, null_photo_correlation=np.nan, null_photo_p95=np.nan)
+        return rows.assign(photos=0, photo_correlation=np.nan, turned_photo_correlation=np.nan,
+                           null_photo_correlation=np.nan, null_photo_p95=np.nan)
     za, zb = standardized_responses(photos.a), standardized_responses(photos.b)
-    real = [photo_correlation(za, zb, pairs) for pairs, _ in paired]
-    null = np.asarray([[photo_correlation(za, zb, p) for p in nulls] for _, nulls in paired]).reshape(len(paired), -1)
-    return rows.assign(photos=photos.photos, photo_correlation=real, null_photo_correlation=null.mean(1),
-                       null_photo_p95=np.quantile(null, 0.95, axis=1))
+    null = np.asarray([[photo_correlation(za, zb, p) for p in m.null] for m in paired]).reshape(len(paired), -1)
+    return rows.assign(photos=photos.photos, photo_correlation=[photo_correlation(za, zb, m.aligned) for m in paired],
+                       turned_photo_correlation=[photo_correlation(za, zb, m.turned) for m in paired],
+                       null_photo_correlation=null.mean(1), null_photo_p95=np.quantile(null, 0.95, axis=1))
 
 
 def match_families(a: Families, b: Families, rng: np.random.Generator, draws: int,
@@ -243,7 +262,7 @@ def match_families(a: Families, b: Families, rng: np.random.Generator, draws: in
         return rows.assign(family_b=pd.array([None] * len(rows), "Int64"), size_b=pd.array([None] * len(rows),
                            "Int64"), similarity=np.nan, shift=np.nan, mutual=False, null_similarity=np.nan,
                            null_p95=np.nan, above_null=False, photos=0, photo_correlation=np.nan,
-                           null_photo_correlation=np.nan, null_photo_p95=np.nan)
+                           turned_photo_correlation=np.nan, null_photo_correlation=np.nan, null_photo_p95=np.nan)
     sim, shift = shift_similarity(fa, fb)
     best_b, best_a = sim.argmax(1), sim.argmax(0)
     rebuilds = rebuilt_families(b, rng, draws)

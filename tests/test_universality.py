@@ -109,6 +109,7 @@ def test_matched_members_are_paired_by_place_and_their_photo_responses_correlate
     assert rows["family_b"].tolist() == [0, 1] and rows["shift"].tolist() in ([35.0, 35.0], [35.0, 215.0])
     assert (rows["photos"] == 50).all()
     assert (rows["photo_correlation"] > 0.99).all(), rows
+    assert (rows["turned_photo_correlation"] < 0.3).all(), rows          # paired with the orthogonal members
     assert (rows["null_photo_p95"] < 0.3).all() and (rows["null_photo_correlation"].abs() < 0.1).all(), rows
     za, zb = standardized_responses(photos_a), standardized_responses(photos_b)
     wrong = photo_correlation(za, zb, member_pairs(a.members[0], b.members[0], -35.0))
@@ -229,6 +230,7 @@ def test_a_permuted_copy_of_the_planted_network_matches_family_to_family(three_p
     # on the 8 photos both runs kept, each matched member responds exactly as its counterpart
     assert (rows["photos"] == 8).all() and (rows["photo_correlation"] > 0.999).all(), rows
     assert (rows["null_photo_p95"] < 0.9).all(), rows
+    assert (rows["turned_photo_correlation"] < rows["photo_correlation"] - 0.1).all(), rows
     # each family matched the family of the same units, renumbered by the permutation
     import torch
 
