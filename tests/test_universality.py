@@ -306,6 +306,36 @@ def test_family_matches_files_have_the_declared_columns_and_types(three_planted,
     _check_declared(three_planted, "family_matches")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_kept_samples_give_one_clear_error_and_write_nothing(three_planted, tmp_path, capsys, damage):
+    """A results folder whose kept samples of one model are cut short or gone: `equivar compare` says which
+    model and layer and how to recompute them, in one line, and writes no `family_matches` of the pair."""
+    from equivar_core.storage import read_table, table_files
+    from tests.cli_runs import in_process
+    from tests.conftest import catalog
+
+    out = str(tmp_path / "copy")
+    shutil.copytree(three_planted, out)
+    con = catalog(f"{out}/equivar.duckdb")
+    path = con.execute("select path from activation_samples where model = 'permuted_planted' and layer = 'relu1'"
+                       ).fetchone()[0]
+    con.close()
+    path = os.path.join(out, path)
+    if damage == "truncated":
+        with open(path, "r+b") as fh:
+            fh.truncate(os.path.getsize(path) // 2)
+    else:
+        os.remove(path)
+    before = sorted(p for p in table_files(out).get("family_matches", []) if "permuted_planted" in p)
+    r = in_process(capsys, "compare", "planted", "permuted_planted", "--out", out, "--draws", "5")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot read the kept samples of model permuted_planted, layer relu1" in r.stderr
+    assert "equivar run --name permuted_planted" in r.stderr
+    after = sorted(p for p in table_files(out).get("family_matches", []) if "permuted_planted" in p)
+    assert after == before
+    assert read_table(out, "families", "permuted_planted") is not None          # nothing else was touched
+
+
 def test_compare_needs_two_models_that_were_run(three_planted, capsys):
     from tests.cli_runs import in_process
 

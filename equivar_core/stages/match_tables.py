@@ -88,11 +88,18 @@ class Analysed:
         if not len(row) or int(row["n_kept"].iloc[0]) == 0:
             return None
         layout = Layout(self.root, self.name)
-        values = np.load(layout.resolve(row["path"].iloc[0]), mmap_mode="r")[0]
-        points = np.load(layout.resolve(row["points_path"].iloc[0]))
+        path = layout.resolve(row["path"].iloc[0])
+        try:
+            values = np.load(path, mmap_mode="r")[0]
+            points = np.load(layout.resolve(row["points_path"].iloc[0]))
+            loaded = np.load(layout.loaded) if os.path.exists(layout.loaded) else None
+        except (OSError, ValueError, IndexError) as exc:
+            raise EquivarError(f"cannot read the kept samples of model {self.name}, layer {layer} ({path}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): run `equivar run "
+                               f"--name {self.name} --out {self.root}` to recompute them") from None
         images = self.images[self.images["image"] < len(values)]          # sample row k is image k
-        if os.path.exists(layout.loaded):
-            images = images[np.load(layout.loaded)[images["image"].to_numpy(int)]]
+        if loaded is not None:
+            images = images[loaded[images["image"].to_numpy(int)]]
         return values, points, images
 
 
