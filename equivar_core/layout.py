@@ -226,6 +226,10 @@ class Layout:
     def family_picture(self, layer: str, family: int) -> str:
         return os.path.join(self.report, f"family_{safe_value(layer)}_{int(family)}.png")
 
+    def mirror_picture(self, layer: str) -> str:
+        """The layer's best mirror pairs, side by side."""
+        return os.path.join(self.report, f"mirror_{safe_value(layer)}.png")
+
     def match_picture(self, other: str, rank: int) -> str:
         """The ``rank``-th best family match of this model in model ``other`` (0 first)."""
         return os.path.join(self.report, f"match_{safe_value(other)}_{int(rank)}.png")

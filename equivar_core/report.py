@@ -34,7 +34,7 @@ from .layout import Layout, safe_value, unescape  # noqa: E402
 from .models.registry import load_model  # noqa: E402
 from .storage import atomic_file, read_table  # noqa: E402
 from .stimuli import render_stimulus  # noqa: E402
-from .transforms import ANGULAR, PAIRED, TRANSFORMS  # noqa: E402
+from .transforms import ANGULAR, PAIRED, TRANSFORMS, HFlip  # noqa: E402
 from .tuning import GRIDS  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -400,6 +400,7 @@ def build_report(out: str, model: str | None = None, featurevis: bool = False, f
     for layer in run["layers"]["layer"]:
         parts += _layer_section(run, layer, fv, max_families, pictures)
     parts += _circuit_section(run, max_circuits, pictures)
+    parts += _mirror_section(run, 4, pictures)
     parts += _tying_section(run)
     parts += _across_models_section(run, max_families, pictures)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>equivar: "
@@ -546,6 +547,51 @@ def match_figure(run_a: RunTables, run_b: RunTables, match: pd.Series, path: str
     fig.subplots_adjust(left=0.03, right=0.98, bottom=0.04, top=1 - 0.5 / (2.0 * rows + 0.4), hspace=0.6,
                         wspace=0.1)
     return _save(fig, path, laid_out=True)
+
+
+def mirror_figure(run: RunTables, layer: str, pairs: pd.DataFrame, path: str) -> str:
+    """Flip pairs of one layer (``families`` rows of ``hflip`` pairs), one row each: each side's strongest
+    photos (cropped around the peak) with the classes they show."""
+    geom = run.geometry(layer)
+    ids = list(dict.fromkeys(pairs["family"]))
+    fig = plt.figure(figsize=(9.0, 1.9 * len(ids) + 0.2))
+    gs = fig.add_gridspec(len(ids), 2)
+    for i, f in enumerate(ids):
+        members = pairs[pairs["family"] == f].sort_values("param")
+        for side, (_, m) in enumerate(members.head(2).iterrows()):
+            ax = fig.add_subplot(gs[i, side])
+            ax.axis("off")
+            u = int(m["unit"])
+            crop = _best_crops(run, layer, u, geom, k=3)
+            if crop is not None:
+                ax.imshow(crop)
+            seen = _top_classes(run, layer, u)
+            _label(ax, f"pair {int(f)}, unit {u}" + (f": {seen}" if seen else ""), fontsize=7)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.35 / (1.9 * len(ids) + 0.2), hspace=0.45,
+                        wspace=0.05)
+    return _save(fig, path, laid_out=True)
+
+
+def _mirror_section(run: RunTables, max_pairs: int, pictures: list[str]) -> list[str]:
+    """Per layer, its best mirror pairs (flip pairs that rotation does not explain: the paper's left- and
+    right-facing detectors), side by side with the classes of their photos (paths added to ``pictures``)."""
+    fam = run["families"]
+    if fam.empty or "relation" not in fam:
+        return []
+    mirror = fam[(fam["transform"] == HFlip.name) & (fam["relation"] == "mirror")]
+    if mirror.empty:
+        return []
+    parts = ["<h2>Mirror pairs</h2><p>Per layer, its flip pairs that rotation does not explain, best transform "
+             "score first: each member's strongest photos, with the ImageNet classes they show where the photos "
+             "have classes (<code>unit_classes</code>).</p>"]
+    for layer, g in mirror.groupby("layer", sort=False):
+        best = g.groupby("family")["fit"].mean().sort_values(ascending=False).head(max_pairs).index
+        png = mirror_figure(run, str(layer), g[g["family"].isin(best)].set_index("family", drop=False)
+                            .loc[list(best)].reset_index(drop=True), run.layout.mirror_picture(str(layer)))
+        pictures.append(png)
+        parts.append(f"<h3>{html.escape(str(layer))}: {g['family'].nunique()} mirror pairs</h3>"
+                     f"<img src='{_src(png)}'>")
+    return parts
 
 
 def _across_models_section(run: RunTables, max_matches: int, pictures: list[str]) -> list[str]:

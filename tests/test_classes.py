@@ -102,3 +102,13 @@ def test_a_run_on_the_shared_photos_names_what_its_units_see(tmp_path, capsys):
     run = RunTables(str(tmp_path), "planted")
     first = rows.iloc[0]
     assert _top_classes(run, first["layer"], int(first["unit"])) == first["top_classes"]
+    # and shows the mirror pairs (the planted network's two left/right pairs) side by side
+    from equivar_core.report import build_report
+
+    mirror = con.execute("select layer, count(distinct family) as pairs from families where transform = 'hflip' "
+                         "and relation = 'mirror' group by all").df()
+    assert len(mirror) >= 1, con.execute("select * from families where transform = 'hflip'").df()
+    page = open(build_report(str(tmp_path), "planted")).read()
+    assert "<h2>Mirror pairs</h2>" in page
+    for layer, pairs in zip(mirror["layer"], mirror["pairs"]):
+        assert f"{layer}: {pairs} mirror pairs" in page and f"src='mirror_{layer}.png'" in page
