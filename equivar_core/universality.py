@@ -29,6 +29,7 @@ exceeds that percentile.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -173,6 +174,11 @@ class SharedPhotos:
     b: np.ndarray
     photos: int
 
+    @functools.cached_property
+    def standardized(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both sides' :func:`standardized_responses`, computed once for all the families of a layer pair."""
+        return standardized_responses(self.a), standardized_responses(self.b)
+
 
 def member_pairs(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], shift: float,
                  period: float = 360.0) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +249,7 @@ def _photo_columns(rows: pd.DataFrame, paired: list[Paired], photos: SharedPhoto
     if photos is None or not photos.photos:
         return rows.assign(photos=0, photo_correlation=np.nan, turned_photo_correlation=np.nan,
                            null_photo_correlation=np.nan, null_photo_p95=np.nan)
-    za, zb = standardized_responses(photos.a), standardized_responses(photos.b)
+    za, zb = photos.standardized
     null = np.asarray([[photo_correlation(za, zb, p) for p in m.null] for m in paired]).reshape(len(paired), -1)
     return rows.assign(photos=photos.photos, photo_correlation=[photo_correlation(za, zb, m.aligned) for m in paired],
                        turned_photo_correlation=[photo_correlation(za, zb, m.turned) for m in paired],

@@ -414,13 +414,19 @@ ACROSS_MODELS = {"group_name": "universality", "code_version": "1",
                           AssetKey("images"), AssetKey("activation_samples")]}
 
 
-class CompareConfig(Config):
+class NullConfig(Config):
+    """The null of the matches across models: how many random rebuilds of each family, and their seed (as
+    ``equivar compare`` and ``equivar emergence`` take them)."""
+
+    draws: int = 50
+    seed: int = 0
+
+
+class CompareConfig(NullConfig):
     """Which models ``family_matches`` compares: ``pairs`` as ``"A,B"`` (model names of the results folder);
     empty: every pair of the folder's models that have families."""
 
     pairs: list[str] = []
-    draws: int = 50
-    seed: int = 0
 
 
 @asset(**ACROSS_MODELS)
@@ -444,16 +450,9 @@ def family_matches(context: AssetExecutionContext, equivar: EquivarConfig, confi
                                        "mutual_above_null": MetadataValue.json(matched)})
 
 
-class EmergenceConfig(Config):
-    """The null of ``family_emergence``'s matches (as ``equivar emergence``)."""
-
-    draws: int = 50
-    seed: int = 0
-
-
 @asset(**ACROSS_MODELS)
 @_fails_once_on_bad_input
-def family_emergence(context: AssetExecutionContext, equivar: EquivarConfig, config: EmergenceConfig
+def family_emergence(context: AssetExecutionContext, equivar: EquivarConfig, config: NullConfig
                      ) -> MaterializeResult:
     """Families over training (``equivar emergence``): not partitioned, it reads every checkpoint partition of
     each training run of the results folder (the models with a ``step``) and writes ``family_emergence`` under

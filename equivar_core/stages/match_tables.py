@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zlib
@@ -78,7 +79,6 @@ class Analysed:
                         stacked_curves(self.tuning, layer, invariant, n),
                         [float(g["period"].iloc[0]) for g in groups])
 
-
     def kept(self, layer: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame] | None:
         """The layer's samples of the original photos (K x P x C, memory-mapped), their points (P x 2) and the
         K kept photos' rows of ``images`` (those that could be read); None where the run kept none."""
@@ -125,6 +125,8 @@ def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0)
     """Every rotation and hue family of ``a`` matched in ``b`` (rows of ``family_matches``, ``model`` first)."""
     parts = []
     for layer_a, layer_b, how in comparable_layers(a.layers, b.layers):
+        # read once per layer pair, and only where a family of A is matched
+        photos = functools.cache(lambda la=layer_a, lb=layer_b: shared_photos(a, b, la, lb))
         for transform in COMPARED:
             T, both = TRANSFORMS[transform], a.stimuli(layer_a) & b.stimuli(layer_b)
             stimuli = ([s for s in T.tuning_stimuli if s in both], [s for s in T.invariant_stimuli if s in both])
@@ -133,7 +135,7 @@ def family_match_table(a: Analysed, b: Analysed, draws: int = 50, seed: int = 0)
                 continue
             fb = b.layer_families(transform, layer_b, *stimuli)
             rng = np.random.default_rng([seed, zlib.crc32(f"{layer_a}|{layer_b}|{transform}".encode())])
-            rows = match_families(fa, fb, rng, draws, shared_photos(a, b, layer_a, layer_b))
+            rows = match_families(fa, fb, rng, draws, photos())
             parts.append(rows.assign(model_a=a.name, model_b=b.name, layer_a=layer_a, layer_b=layer_b,
                                      paired_by=how, transform=transform))
             log.info("family matches: %s %s %s -> %s %s: %d of %d mutual above the null", a.name, layer_a,
