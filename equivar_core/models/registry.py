@@ -13,9 +13,9 @@ import functools
 import hashlib
 import importlib
 import logging
+import dataclasses
 import os
 import warnings
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -352,8 +352,8 @@ def _default_user_layers(module: nn.Module, input_size: int) -> tuple[str, ...]:
     return tuple(names[i] for i in dict.fromkeys(idx))
 
 
-#: every named preset of any architecture
-PRESET_NAMES = ("late",)
+#: every named preset of any architecture (a name that is no preset of this one gets a clear error)
+PRESET_NAMES = frozenset(name for arch in BUILTINS.values() for name in arch.named_presets)
 
 
 def named_presets(spec: str) -> dict[str, tuple[str, ...]]:
