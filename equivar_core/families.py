@@ -472,7 +472,7 @@ class Relations:
 
 
 def flip_relations(pairs: "PairFamilies", rotation: Assignment, rotation_scores: dict[float, np.ndarray],
-                   settings: FamilySettings = FamilySettings()) -> dict[int, str]:
+                   settings: FamilySettings = FamilySettings(), placed: bool = True) -> dict[int, str]:
     """Whether each flip pair is explained by rotation: pair label -> ``rotation`` or ``mirror``.
 
     A left-right mirror takes a feature whose orientation is theta to one at 180 - theta, so a line at
@@ -485,7 +485,13 @@ def flip_relations(pairs: "PairFamilies", rotation: Assignment, rotation_scores:
     rotation does not explain (the paper's left- and right-facing dog heads). A chiral feature (a
     colour "L") and its mirror image can land in one two-member rotation family, since their tuning
     curves are mirror images and natural images link them loosely; the score comparison tells them apart.
+
+    In a layer without tuning curves (``placed=False``: the late layers, whose rotation families are not
+    fitted) no params say which rotation to try, so every amount of the sweep is tried, in both directions:
+    the pair is ``rotation`` when some rotation explains it about as well as the mirror does.
     """
+    if not placed:
+        return _flip_relations_unplaced(pairs, rotation_scores, settings.mirror_margin)
     out = {}
     labels, params, periods = rotation.labels, rotation.params, rotation.periods
     tolerance, margin = settings.tolerance, settings.mirror_margin
@@ -503,6 +509,17 @@ def flip_relations(pairs: "PairFamilies", rotation: Assignment, rotation_scores:
         rotated = max([rotation_scores[x][u, v] for x in forward] + [rotation_scores[x][v, u] for x in backward])
         if rotated >= pairs.fit_[u] - margin:
             out[int(f)] = "rotation"
+    return out
+
+
+def _flip_relations_unplaced(pairs: "PairFamilies", rotation_scores: dict[float, np.ndarray], margin: float
+                             ) -> dict[int, str]:
+    """:func:`flip_relations` without rotation families: the best rotation score of the pair over the sweep."""
+    out = {}
+    for f in np.unique(pairs.labels_[pairs.labels_ >= 0]):
+        u, v = np.flatnonzero(pairs.labels_ == f)[:2]
+        rotated = max([max(m[u, v], m[v, u]) for m in rotation_scores.values()], default=-np.inf)
+        out[int(f)] = "rotation" if rotated >= pairs.fit_[u] - margin else "mirror"
     return out
 
 

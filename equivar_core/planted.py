@@ -361,3 +361,135 @@ def planted(seed: int = 0) -> PlantedNet:
 def random_planted(seed: int = 0) -> PlantedNet:
     """The same architecture with random (untrained) weights."""
     return planted_model(seed, family_sizes(seed), random=True)[0]
+
+
+# -- a planted late layer: object-like detectors, their mirror images and a pose-invariant unit ---------------------
+
+class PlantedLateNet(nn.Module):
+    """The planted network's first convolution, then two "late" layers (declared as the model's ``late``
+    preset, so they are analysed without synthetic tuning, as a built-in network's object detectors are):
+    ``conv2`` (7 x 7) holds detectors composed of the first layer's features, their exact mirror images, an
+    unmirrored decoy and noise; ``conv3`` (5 x 5) a unit that pools one detector and its mirror image with
+    mirrored kernels (pose-invariant), a decoy that pools them with one kernel, and noise."""
+
+    input_size = 64
+    late_layers = ("relu2", "relu3")
+
+    def __init__(self, c1: int, c2: int, c3: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, c1, _K1, padding=_K1 // 2)
+        self.conv2 = nn.Conv2d(c1, c2, _K2, padding=_K2 // 2)
+        self.conv3 = nn.Conv2d(c2, c3, 5, padding=2)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu3(self.conv3(self.relu2(self.conv2(self.relu1(self.conv1(x - 0.5))))))
+
+
+@dataclass
+class LateTruth:
+    """What :func:`planted_late_model` planted: conv2's mirror pairs (unit, its mirror image), its decoy (the
+    first detector's kernels mirrored without swapping the input features: no mirror image of anything), its
+    noise units, and conv3's pose-invariant unit and its decoy."""
+
+    pairs: list[tuple[int, int]]
+    decoy: int
+    noise: list[int]
+    pooling: int
+    pooling_decoy: int
+
+
+def mirror_channels(kinds: list[tuple[str, float, str]], order: np.ndarray) -> dict[int, int]:
+    """conv1 channel -> the channel whose filter is its left-right mirror image (edges at theta and 180 - theta,
+    lines likewise modulo 180, a hue centre-surround itself, a flip pair's members each other); noise channels
+    have none."""
+    place = {(name, round(float(param) % 360, 6)): int(order[i]) for i, (name, param, _) in enumerate(kinds)}
+    out = {}
+    for i, (name, param, _) in enumerate(kinds):
+        if name == "noise":
+            continue
+        if name in ("edges", "lines", "fine_lines"):
+            period = 360.0 if name == "edges" else 180.0
+            mirrored = (name, round((180.0 - param) % period, 6))
+        elif name.startswith("flip"):
+            mirrored = (name, 1.0 - param)
+        else:
+            mirrored = (name, round(float(param) % 360, 6))
+        if mirrored in place:
+            out[int(order[i])] = place[mirrored]
+    return out
+
+
+def planted_late_model(seed: int = 0, n_pairs: int = 2, n_noise: int = 6) -> tuple[PlantedLateNet, LateTruth]:
+    """A planted network with late layers of known mirror structure (see :class:`PlantedLateNet`).
+
+    Each conv2 detector reads four random mirrorable features of conv1 with asymmetric kernels (sums of
+    off-centre Gaussians); its mirror image reads each feature's mirror with the kernel flipped left-right
+    (every second pair at a gain of 0.6: mirror pairs need not be equally strong), so it answers a mirrored
+    image exactly as the detector answers the image (times the gain). conv3's pooling unit reads the first
+    pair (equal gains: circuit equivariance compares raw weights) with a kernel and its mirror image. The decoy reads the first detector's features with flipped kernels but
+    without swapping them (a spatial flip that is no mirror image). conv2's channels are shuffled."""
+    rng = np.random.default_rng(seed)
+    design = family_sizes(seed)
+    filters, kinds = _first_layer_filters(design, rng)
+    c1 = len(filters)
+    order = rng.permutation(c1)
+    mirror = mirror_channels(kinds, order)
+    usable = np.array(sorted(c for c, m in mirror.items() if m != c))      # features that change under a mirror
+    detectors = []
+    for _ in range(n_pairs):
+        w = torch.zeros(c1, _K2, _K2)
+        for c in rng.choice(usable, 4, replace=False):
+            w[c] += _offset_kernel(_K2, rng) * float(rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.0))
+        detectors.append(w)
+    kernels = []                                            # conv2 in planted order: pairs, decoy, noise
+    for p, w in enumerate(detectors):
+        m = torch.zeros_like(w)
+        for c in range(c1):
+            if w[c].abs().sum() > 0:
+                m[mirror[c]] += w[c].flip(-1)
+        kernels += [w, (0.6 if p % 2 else 1.0) * m]
+    kernels.append(detectors[0].flip(-1))
+    for _ in range(n_noise):
+        kernels.append(torch.tensor(rng.normal(size=(c1, _K2, _K2)), dtype=torch.float32) * 0.05)
+    c2 = len(kernels)
+    order2 = rng.permutation(c2)
+    w2 = torch.zeros(c2, c1, _K2, _K2)
+    for i, k in enumerate(kernels):
+        w2[order2[i]] = k
+    pair = [(int(order2[2 * p]), int(order2[2 * p + 1])) for p in range(n_pairs)]
+    a, b = pair[0]
+    pool = _offset_kernel(5, rng)
+    w3 = torch.zeros(4, c2, 5, 5)
+    w3[0, a], w3[0, b] = pool, pool.flip(-1)
+    w3[1, a], w3[1, b] = pool, pool
+    w3[2:] = torch.tensor(rng.normal(size=(2, c2, 5, 5)), dtype=torch.float32) * 0.05
+    net = PlantedLateNet(c1, c2, 4)
+    w1 = torch.zeros(c1, 3, _K1, _K1)
+    for i, f in enumerate(filters):
+        w1[order[i]] = f
+    with torch.no_grad():
+        net.conv1.weight.copy_(w1 * 3.0)
+        net.conv2.weight.copy_(w2)
+        net.conv3.weight.copy_(w3)
+        for conv in (net.conv1, net.conv2, net.conv3):
+            conv.bias.zero_()
+    truth = LateTruth(pair, int(order2[2 * n_pairs]), [int(u) for u in order2[2 * n_pairs + 1:]], 0, 1)
+    return net.eval(), truth
+
+
+def _offset_kernel(size: int, rng: np.random.Generator) -> torch.Tensor:
+    """An asymmetric kernel: two Gaussians of opposite sign off the centre (no mirror symmetry)."""
+    u, v = _coords(size, 0.0)
+    r = (size - 1) / 2
+    w = torch.zeros(size, size)
+    for sign in (1.0, -0.7):
+        cx, cy = rng.uniform(0.3 * r, r), rng.uniform(-r, r)
+        cx = cx if sign > 0 else -cx / 2
+        w += sign * torch.exp(-((u - cx) ** 2 + (v - cy) ** 2) / 2.0)
+    return w / w.norm()
+
+
+def planted_late(seed: int = 0) -> PlantedLateNet:
+    """``equivar run --model equivar_core.planted:planted_late --layers late``: mirror pairs in late layers."""
+    return planted_late_model(seed)[0]

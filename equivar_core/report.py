@@ -216,11 +216,12 @@ def family_gallery(run: RunTables, layer: str, family: pd.DataFrame, path: str,
             ax.imshow(crop)
             seen = _top_classes(run, layer, u)
             _label(ax, "strongest photos" + (f": {seen}" if seen else ""), fontsize=8)
-        img, label = _best_stimulus(run, mine, geom)
         ax = fig.add_subplot(gs[i, 2])
         ax.axis("off")
-        ax.imshow(np.clip(img, 0, 1))
-        _label(ax, label, fontsize=8)
+        if len(mine):                       # a late layer has no tuning (``layers.tuned``)
+            img, label = _best_stimulus(run, mine, geom)
+            ax.imshow(np.clip(img, 0, 1))
+            _label(ax, label, fontsize=8)
         if (layer, int(u)) in featurevis:
             from PIL import Image
 

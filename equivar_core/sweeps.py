@@ -28,10 +28,20 @@ the share of the sweep's angles within ``tolerance`` of the expected one
 (:func:`chance_within`; 3 in 18 for 10 degree steps over 180 degrees and a
 15 degree tolerance).
 
+The same test runs on flip pairs (the paper's left- and right-facing dog
+heads): each member's best photos are shown as they are (``angle`` 0) and
+mirrored left-right about the unit's receptive-field centre (``angle`` 1).
+The driver answers the originals best; its partner, if it is the driver's
+mirror image, answers the mirrored photos best (expected 1), and about as
+strongly as the driver answered the originals. A peak on one of the two
+versions at random passes half the time (``chance`` 1/2); the controls are
+units in no flip pair, matched on their flip invariance (the score of their
+own mirrored photos) instead of tuning, which late layers do not measure.
+
 Each photo's angles go through the network in a few large batches (memory
 stays at one photo's canvases). Only the ``max_families`` largest families of
-each layer are tested (the test costs a forward pass per driver, photo and
-angle).
+each layer (and its ``max_flip_pairs`` best flip pairs) are tested (the test
+costs a forward pass per driver, photo and angle).
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from .capture import LayerGeometry, Network, canvas_size, capture
 from .families import circular_distance
 from .images import ImageView, load_view
 from .limits import setting
-from .transforms import TRANSFORMS
+from .transforms import TRANSFORMS, HFlip, Transform
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,8 @@ class RotationTestSettings:
     curve_step: float = setting(5.0, low=1, high=90)     # curve families: the Curve Detectors article's fine steps
     top_k: int = setting(2, low=1, high=TOP_IMAGES)      # a unit's strongest images kept (activations.TOP_IMAGES)
     max_families: int = setting(2, low=1)
+    #: flip pairs tested per layer, best flip score first (two forward passes per driver and photo)
+    max_flip_pairs: int = setting(8, low=0)
     batch_size: int = setting(64, low=1, high=4096)
     #: degrees: a peak this close to the expected angle passes (``chance``)
     tolerance: float = setting(15.0, low=0, high=180)
@@ -99,11 +111,11 @@ def layer_sweeps(net: Network, geom: LayerGeometry, views: list[ImageView], unit
     """Sweep responses of one layer's families; columns family, role, driver, member, angle, response,
     peak_angle, expected_angle (``role``: the family's, and ``self`` where the member is the driver)."""
     cols: dict[str, list] = {k: [] for k in ("family", "role", "driver", "member", "angle", "response",
-                                             "peak_angle", "expected_angle")}
+                                             "peak_angle", "expected_angle", "drive")}
     with capture(net.module, [geom.layer], pre_activation=True) as cap:
         test = _LayerTest(cap, net, geom, views, units, settings)
         for fam in families:
-            angles = sweep_angles(fam.period, settings.step)
+            angles = sweep_angles(fam.period, 1.0 if fam.transform == HFlip.name else settings.step)
             for i in (range(len(fam.members)) if fam.drivers is None else fam.drivers):
                 u = fam.members[i]
                 curve = test.driver_curve(fam, u, angles)
@@ -111,6 +123,7 @@ def layer_sweeps(net: Network, geom: LayerGeometry, views: list[ImageView], unit
                     continue
                 peaks = angles[np.argmax(curve, 0)]
                 expected = np.mod(fam.params - fam.params[i], fam.period)
+                drive = relative_drive(curve, angles, expected, i, fam.period)
                 for j, v in enumerate(fam.members):
                     if v == u and fam.role == "control":      # a control driver's own row peaks at 0 too: no test
                         continue
@@ -122,6 +135,7 @@ def layer_sweeps(net: Network, geom: LayerGeometry, views: list[ImageView], unit
                     cols["response"] += curve[:, j].tolist()
                     cols["peak_angle"] += [float(np.mod(peaks[j], fam.period))] * len(angles)
                     cols["expected_angle"] += [float(expected[j])] * len(angles)
+                    cols["drive"] += [float(drive[j])] * len(angles)
     return {k: np.asarray(v) for k, v in cols.items()}
 
 
@@ -161,7 +175,7 @@ class _LayerTest:
                 continue
             py, px = divmod(position, geom.width)
             peak = ((py + 0.5) * geom.stride + geom.rf_offset[0], (px + 0.5) * geom.stride + geom.rf_offset[1])
-            canvases = TRANSFORMS[fam.transform].images_about_each(img[None], angles, peak, target, size)
+            canvases = versions_about(fam.transform, img[None], angles, peak, target, size)
             resp = []
             for k in range(0, len(canvases), settings.batch_size):    # a photo's angles, a few batches
                 x = canvases[k:k + settings.batch_size].to(net.device).contiguous(memory_format=torch.channels_last)
@@ -169,6 +183,29 @@ class _LayerTest:
                 resp.append(acts.amax((2, 3)).cpu())
             curves.append((torch.cat(resp) - centre) / spread)
         return torch.stack(curves).mean(0).numpy() if curves else None
+
+
+def relative_drive(curve: np.ndarray, angles: np.ndarray, expected: np.ndarray, driver: int, period: float
+                   ) -> np.ndarray:
+    """Each member's response at the sweep angle nearest its expected one, over the driver's own response to
+    its photos as they are (``curve``: angles x members, the driver at column ``driver``): 1 when the member
+    answers the transformed photos as strongly as the driver answers the originals; NaN where the driver's
+    own response is not positive."""
+    nearest = np.argmin(circular_distance(angles[:, None], expected[None, :], period), 0)
+    own = curve[0, driver]
+    at = curve[nearest, np.arange(curve.shape[1])]
+    return at / own if own > 0 else np.full(curve.shape[1], np.nan)
+
+
+def versions_about(transform: str, x: torch.Tensor, angles, source: tuple[float, float],
+                   target: tuple[float, float], size: int) -> torch.Tensor:
+    """The test's canvases of images ``x``: each of ``angles`` of the transform about ``target`` (see
+    :meth:`~equivar_core.transforms.Transform.images_about_each`); for ``hflip``, angle 0 is the image as it
+    is and 1 its mirror image, both centred alike."""
+    if transform != HFlip.name:
+        return TRANSFORMS[transform].images_about_each(x, angles, source, target, size)
+    return torch.cat([(HFlip if a else Transform).images_about_each(x, [float(a)], source, target, size)
+                      for a in angles])
 
 
 def sweep_angles(period: float, step: float) -> np.ndarray:

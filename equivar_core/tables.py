@@ -115,6 +115,10 @@ LAYERS = Table(("layers",), "One row per analysed layer.", _columns(
      "bottlenecks, residual sums and convolutions without a nonlinearity next to them (families are not expected "
      "there; `equivar run` warns)"),
     ("basis", TEXT, "why, in words: `input of ReLU6`, `output of Relu`, `feeds ReLU`, `linear: ...`"),
+    ("tuned", BOOLEAN, "synthetic stimuli were measured (`tuning`, `unit_profiles`); false in the late preset's "
+     "layers (`tuning.late = skip`, the default), whose families come from natural-image transform scores alone: "
+     "flip and scale pairs, with the same controls (`basis_control`, `family_stability`, `family_sweeps`), and no "
+     "rotation or hue families, which need tuning curves"),
     ("height", INTEGER, "the output map's size at the input size (with `n_units`: the output shape)"),
     ("width", INTEGER, SAME),
     ("stride", FLOAT, "input pixels per map cell"),
@@ -341,21 +345,36 @@ family turns its images through 0-175 degrees: a half turn repeats what its
 members see); every member's response is recorded. Each tested family is run
 again on its control: as many units of the layer in no family of the
 transform, matched one to one on tuning selectivity, given the family's params
-in a seeded random order.""", _columns(
+in a seeded random order.
+
+Flip pairs (`transform = hflip`, the `rotation_test.max_flip_pairs` best of
+each layer, 8 by default): each member's two best photos, centred alike, as
+they are (`angle` 0) and mirrored left-right about the unit's receptive-field
+centre (`angle` 1); the partner of a true mirror pair answers the mirrored
+photos best (`expected_angle` 1) and about as strongly as the driver answered
+the originals (compare `response` of its `angle = 1` row with the driver's
+`self` row at `angle = 0`). Their controls are two units in no flip pair,
+matched on flip invariance (their own score under `hflip`), params 0 and 1 at
+random, both driving. `chance` is 1/2.""", _columns(
     _LAYER,
     ("family", INTEGER, "the tested family, as in `families` (for `control` rows: the family they stand in for)"),
-    ("transform", TEXT, "`rotate` or `hue`"),
+    ("transform", TEXT, "`rotate`, `hue` or `hflip`"),
     ("role", TEXT, "`member` (a real family), `self` (the driver's own row: expected angle 0, its best photos were "
      "chosen unturned, so leave it out of summaries), `control` (the family's control units; `family` is the family "
      "they stand in for; `rotation_test.control_drivers` of them, 2 by default, drawn at random, drive, each read "
      "against all of them; a control driver's own row is left out)"),
     ("driver", INTEGER, "the unit whose best images are turned"),
     ("member", INTEGER, "the family member whose response is recorded"),
-    ("angle", FLOAT, "rotation (or hue rotation) of the images, degrees"),
+    ("angle", FLOAT, "rotation (or hue rotation) of the images, degrees; for `hflip` 0 (as they are) or 1 "
+     "(mirrored)"),
     ("response", FLOAT, "the member's pre-activation at the centre cell (3 x 3 jitter max), in natural-image "
      "standard deviations, mean over the images"),
     ("peak_angle", FLOAT, "the angle of the member's largest response, modulo the family period"),
     ("expected_angle", FLOAT, "param(member) - param(driver), modulo the period"),
+    ("drive", FLOAT, "the member's response at the sweep angle nearest `expected_angle` over the driver's own "
+     "response to its photos as they are (angle 0): 1 when the member answers the transformed photos as strongly as "
+     "the driver answers the originals (the flip test's \"about as well\"); NaN where the driver's own response is "
+     "not positive"),
     ("error", FLOAT, "circular distance between the two"),
     ("passed", BOOLEAN, "`error` is at most `rotation_test.tolerance` (15 degrees by default): the pass mark the "
      "summaries count"),
@@ -405,7 +424,9 @@ CIRCUIT_FAMILIES = Table(("circuit_families",),
      "convolution: 28-130)"),
     ("dst_unit", INTEGER, "for equivariant -> invariant rows (`dst_family = -1`): the destination unit, invariant to "
      "the transform (mean self score >= 0.8) and in no family of it; there b' = b, and `delta` is minus the source "
-     "member's param; null on the other rows"),
+     "member's param; null on the other rows. Sources are rotation and hue families and flip pairs (`hflip`: a unit "
+     "invariant to mirroring that pools a left- and a right-facing detector with mirrored kernels, the paper's "
+     "pose-invariant dog head)"),
 ))
 
 REFERENCE_FAMILIES = Table(("reference_families",), """Published unit lists for the run's architecture (`equivar_core/reference/<spec>_families.csv`;

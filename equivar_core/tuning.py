@@ -60,6 +60,10 @@ class TuningSettings:
     #: pass a picture the sweep shows twice (a line or grating turned by 180 degrees, a colour-contrast
     #: edge with its colours swapped; :func:`~equivar_core.stimuli.half_turn_twins`) through the model once
     draw_twins_once: bool = setting(True)
+    #: the layers of the architecture's ``late`` preset (object detectors, 7 x 7 maps): ``skip`` measures no
+    #: synthetic stimuli there (their families come from natural-image transform scores alone: flip and scale
+    #: pairs; rotation and hue families need tuning curves), ``tune`` measures them as everywhere else
+    late: str = setting("skip", choices=("skip", "tune"))
 
 
 def measure_tuning(net: Network, geometries: list[LayerGeometry], stats: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -24,7 +24,8 @@ def finite_stats(unit_stats: pd.DataFrame) -> tuple[bool, str]:
 
 
 def finite_tuning(tuning: pd.DataFrame, layers: list[str]) -> tuple[bool, str]:
-    """Every analysed layer has tuning rows, all finite."""
+    """Every analysed layer whose tuning is measured (``layers``: those of ``layers.tuned``) has tuning rows,
+    all finite."""
     missing = sorted(set(layers) - set(tuning["layer"].unique()))
     if missing:
         return False, f"layers without tuning: {', '.join(missing)}"

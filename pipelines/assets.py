@@ -21,7 +21,7 @@ from equivar_core.activations import TRANSFORM_GROUPS
 from equivar_core.errors import EquivarError
 from equivar_core.report import build_report
 from equivar_core.settings import RunSettings
-from equivar_core.transforms import ANGULAR, Scale
+from equivar_core.transforms import HFlip, Scale
 
 from .definitions_common import models_partitions as MODELS
 from .fingerprints import FINGERPRINT_KEY, asset_fingerprints, declarations, inputs
@@ -101,7 +101,7 @@ def models(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     return _out(context, equivar, "models", stages.model_table(_settings(context, equivar, "models")))
 
 
-@asset(group_name="model", **TABLE, deps=[models], **GPU, **inputs("4", "layers", "seed"))
+@asset(group_name="model", **TABLE, deps=[models], **GPU, **inputs("5", "layers", "seed", "tuning.late"))
 @_fails_once_on_bad_input
 def layers(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
     """Analysed layers with their shape, stride and effective receptive field."""
@@ -224,8 +224,8 @@ def _transform_family(transform: str):
 TRANSFORM_FAMILIES = {t: _transform_family(t) for t in TRANSFORM_GROUPS}
 TRANSFORMED_SAMPLES = [a for a, _ in TRANSFORM_FAMILIES.values()]
 TRANSFORM_PAIRS = [p for _, p in TRANSFORM_FAMILIES.values()]
-#: the score archives of rotation and hue: circuits read them to find units invariant to each
-ANGULAR_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in ANGULAR]
+#: the score archives of rotation, hue and flips: circuits read them to find units invariant to each
+POOLED_PAIRS = [TRANSFORM_FAMILIES[t][1] for t in stages.POOLED]
 #: what the score archives of the transforms are weighed against: the units' plain correlations on the same
 #: images, saved beside the identity samples (``stages.load_identity``)
 SCORE_ARCHIVES = [*TRANSFORM_PAIRS, "activation_samples"]
@@ -324,13 +324,14 @@ def curve_detectors(context: AssetExecutionContext, equivar: EquivarConfig, tuni
     return _out(context, equivar, "curve_detectors", stages.curve_detector_table(s, tuning, layers, families))
 
 
-@asset(group_name="families", **TABLE, **GPU, **inputs("4", "rotation_test", "seed"))
+@asset(group_name="families", **TABLE, **GPU, **inputs("5", "rotation_test", "seed", f"sweep.{HFlip.name}"),
+       deps=[TRANSFORM_FAMILIES[HFlip.name][1]])
 @_fails_once_on_bad_input
 def family_sweeps(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame,
                   images: pd.DataFrame, layers: pd.DataFrame, unit_stats: pd.DataFrame, unit_profiles: pd.DataFrame,
                   curve_detectors: pd.DataFrame) -> Output:
-    """Family members' responses while a member's best natural images are rotated or hue-shifted, beside
-    matched control units and the chance level."""
+    """Family members' responses while a member's best natural images are rotated, hue-shifted or mirrored,
+    beside matched control units and the chance level."""
     s = _settings(context, equivar, "family_sweeps")
     return _out(context, equivar, "family_sweeps",
                 stages.family_sweep_table(s, families, images, layers, unit_stats, unit_profiles, curve_detectors))
@@ -346,8 +347,8 @@ def weight_tying(context: AssetExecutionContext, equivar: EquivarConfig, familie
     return _out(context, equivar, "weight_tying", stages.weight_tying_table(s, families, images, layers))
 
 
-@asset(group_name="circuits", **TABLE, **GPU, deps=ANGULAR_PAIRS,
-       **inputs("4", "circuits", "families.min_invariance", *(f"sweep.{t}" for t in ANGULAR)))
+@asset(group_name="circuits", **TABLE, **GPU, deps=POOLED_PAIRS,
+       **inputs("5", "circuits", "families.min_invariance", *(f"sweep.{t}" for t in stages.POOLED)))
 @_fails_once_on_bad_input
 def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, layers: pd.DataFrame,
                     families: pd.DataFrame) -> Output:
@@ -356,8 +357,8 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
     return _out(context, equivar, "circuit_weights", stages.circuit_weight_table(s, layers, families))
 
 
-@asset(group_name="circuits", **TABLE, deps=[circuit_weights, *ANGULAR_PAIRS],
-       **inputs("4", "circuits", "families", "seed", *(f"sweep.{t}" for t in ANGULAR)))
+@asset(group_name="circuits", **TABLE, deps=[circuit_weights, *POOLED_PAIRS],
+       **inputs("5", "circuits", "families", "seed", *(f"sweep.{t}" for t in stages.POOLED)))
 @_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""

@@ -7,7 +7,7 @@ import warnings
 import pandas as pd
 from dagster import AssetCheckResult, AssetIn, PreviewWarning, asset_check
 
-from equivar_core import validate
+from equivar_core import stages, validate
 
 from . import assets
 from .definitions_common import models_partitions as MODELS
@@ -30,8 +30,8 @@ def activations_are_finite(unit_stats: pd.DataFrame) -> AssetCheckResult:
 @asset_check(asset=assets.tuning_tables.keys_by_output_name["tuning"], blocking=True, partitions_def=MODELS,
              additional_ins={"layers": AssetIn("layers")})
 def tuning_is_finite(tuning: pd.DataFrame, layers: pd.DataFrame) -> AssetCheckResult:
-    """Every layer has finite tuning responses."""
-    return _result(validate.finite_tuning(tuning, list(layers["layer"])))
+    """Every layer measured with synthetic stimuli (``layers.tuned``) has finite tuning responses."""
+    return _result(validate.finite_tuning(tuning, list(stages.tuned(layers)["layer"])))
 
 
 def _scores_check(asset):

@@ -31,6 +31,7 @@ XDIST_GROUPS = {
     "ray": ("test_ray", "test_shards"),
     "universality": ("test_universality",),
     "cli": ("test_cli",),
+    "late": ("test_late",),
 }
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -147,10 +148,11 @@ class PlantedRun:
     families only does not pay for the sweeps)."""
 
     def __init__(self, out: str, seed: int, random: bool = False, spec: str | None = None,
-                 needs: tuple[str, ...] | None = None, sweep_layers: tuple[str, ...] | None = None):
+                 needs: tuple[str, ...] | None = None, sweep_layers: tuple[str, ...] | None = None,
+                 layers: tuple[str, ...] = ("relu1", "relu2")):
         spec = spec or ("equivar_core.planted:random_planted" if random else "equivar_core.planted:planted")
         # the rotation test on every planted family (the default tests each layer's two largest)
-        self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=("relu1", "relu2"), seed=seed,
+        self.settings = s = RunSettings(model=spec, out=out, n_images=24, layers=layers, seed=seed,
                                         rotation_test=RotationTestSettings(max_families=4))
         self.sweep_layers = sweep_layers
         wanted = producers_for(needs, GRAPH) if needs is not None else None

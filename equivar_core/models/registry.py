@@ -91,6 +91,16 @@ class LoadedModel:
     def n_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
+    @property
+    def named_presets(self) -> dict[str, tuple[str, ...]]:
+        """The model's named layer sets: its architecture's (built-ins), or ``late`` from a module that declares
+        ``late_layers`` (a tuple of layer names, as a module may declare ``input_size``)."""
+        presets = named_presets(self.spec)
+        late = getattr(self.module, "late_layers", None)
+        if late and "late" not in presets:
+            presets["late"] = tuple(str(n) for n in late)
+        return presets
+
 
 def default_name(spec: str) -> str:
     """The ``model`` column value for a spec: the built-in name, the timm name or the callable's name;
@@ -372,7 +382,7 @@ def resolve_layers(model: LoadedModel, names: list[str] | tuple[str, ...] | None
     features (see :mod:`equivar_core.layer_info`).
     """
     names = [n for n in (names or ()) if n]
-    presets = named_presets(model.spec)
+    presets = model.named_presets
     if len(names) == 1 and names[0] in presets:
         return list(presets[names[0]])
     if len(names) == 1 and names[0] in PRESET_NAMES:

@@ -23,9 +23,9 @@ One module per concern, in the order of the graph:
 * :mod:`.match_tables`: ``family_matches`` (two models' families matched, :mod:`equivar_core.universality`).
 """
 
-from .circuit_tables import circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
+from .circuit_tables import POOLED, circuit_family_table, circuit_weight_table, invariant_units, layer_pairs, load_weights
 from .class_tables import unit_class_table
-from .common import load
+from .common import load, tuned
 from .family_tables import basis_control_table, family_table, layer_families, layer_summary_table
 from .match_tables import analysed_pairs, compare_models, write_emergence
 from .inputs import REFERENCE_DIR, image_table, layer_table, model_table, reference_family_table
@@ -37,11 +37,11 @@ from .sweep_tables import curve_detector_table, curve_families, family_sweep_tab
 from .tying_tables import weight_tying_table
 
 __all__ = [
-    "REFERENCE_DIR", "all_transform_pairs", "basis_control_table", "checked_family_tables", "circuit_family_table",
-    "circuit_weight_table", "curve_detector_table", "curve_families", "family_check_tables", "family_sweep_table",
+    "POOLED", "REFERENCE_DIR", "all_transform_pairs", "basis_control_table", "checked_family_tables",
+    "circuit_family_table", "circuit_weight_table", "curve_detector_table", "curve_families", "family_check_tables", "family_sweep_table",
     "family_table", "image_table", "invariant_units", "layer_families", "layer_pairs", "layer_summary_table",
     "layer_table", "load", "load_evidence", "load_fold_evidence", "load_identity", "load_scores", "load_weights",
     "located", "model_table", "natural_activations", "profile_table", "reference_family_table", "sample_shard",
     "scale_pair_table", "transform_map_table", "transform_pair_table", "transformed_activations", "tuning_table",
-    "weight_tying_table", "unit_class_table", "analysed_pairs", "compare_models", "write_emergence",
+    "weight_tying_table", "tuned", "unit_class_table", "analysed_pairs", "compare_models", "write_emergence",
 ]

@@ -16,12 +16,16 @@ from ..circuits import (CircuitNull, Expansion, Family, NotConnected, SourceKern
                         family_equivariance, invariant_equivariance, probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
-from ..transforms import ANGULAR, TRANSFORMS
+from ..transforms import ANGULAR, TRANSFORMS, HFlip
 from ..tables import CIRCUIT_FAMILIES, CIRCUIT_WEIGHTS
 from .common import _stack_rows, _with_model, load
 from .scoring import load_scores
 
 log = logging.getLogger(__name__)
+
+#: transforms whose families are read into invariant units (equivariant -> invariant circuits): rotation and
+#: hue orbits, and flip pairs (a unit that pools a left- and a right-facing detector with mirrored kernels)
+POOLED = (*ANGULAR, HFlip.name)
 
 
 def layer_pairs(layers: list[str]) -> list[tuple[str, str]]:
@@ -43,7 +47,7 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
 
     Every unit pair is kept for small layer pairs; otherwise only family members, and only the
     destination units that the circuit tables use are computed (family members and units invariant to
-    rotation or hue, the targets of equivariant -> invariant circuits).
+    rotation, hue or mirroring, the targets of equivariant -> invariant circuits).
     """
     model, _ = load(settings)
     strides = dict(zip(layers_df["layer"], layers_df["stride"]))
@@ -57,7 +61,7 @@ def circuit_weight_table(settings: RunSettings, layers_df: pd.DataFrame, familie
         else:
             src_units = np.unique(families_df.loc[families_df["layer"] == src, "unit"].to_numpy(int))
             dst_units = np.unique(families_df.loc[families_df["layer"] == dst, "unit"].to_numpy(int))
-            targets = [invariant_units(settings, dst, t, dst_units) for t in ANGULAR]
+            targets = [invariant_units(settings, dst, t, dst_units) for t in POOLED]
             computed = np.unique(np.concatenate([dst_units, *targets])).astype(int)
         size = probe_size(model.input_size, strides[src], strides[dst], settings.circuits.max_radius)
         try:
@@ -181,16 +185,18 @@ def invariant_units(settings: RunSettings, layer: str, transform: str, exclude) 
 
 def _invariant_targets(settings: RunSettings, pair: _PairWeights, fsrc: pd.DataFrame, fdst: pd.DataFrame,
                        shared: dict) -> list[dict]:
-    """Rows for equivariant -> invariant circuits: a source family into each invariant destination unit
-    (``shared``: the source families' :class:`SourceKernels`, made for the family-to-family rows)."""
+    """Rows for equivariant -> invariant circuits: a source family (a rotation or hue orbit, a flip pair) into
+    each destination unit invariant to its transform (``shared``: the source families' :class:`SourceKernels`,
+    made for the family-to-family rows). For a flip pair (a, a') into c, W(a' -> c) should be W(a -> c)
+    mirrored: a pose-invariant unit pools a left- and a right-facing detector."""
     rows = []
     src, dst, row_of, total = pair.src, pair.dst, pair.row_of, pair.total
     computed = {}                               # transform -> its invariant targets with computed weights
-    for transform in ANGULAR:
+    for transform in POOLED:
         targets = invariant_units(settings, dst, transform, fdst.loc[fdst["transform"] == transform, "unit"])
         targets = targets[(targets < len(row_of))]
         computed[transform] = targets[row_of[targets] >= 0]
-    for (sf, transform), gs in fsrc[fsrc["transform"].isin(ANGULAR)].groupby(["family", "transform"]):
+    for (sf, transform), gs in fsrc[fsrc["transform"].isin(POOLED)].groupby(["family", "transform"]):
         targets = computed[transform]
         if not len(targets):
             continue

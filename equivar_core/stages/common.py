@@ -43,6 +43,11 @@ def _with_model(df: pd.DataFrame, settings: RunSettings, table: Table) -> pd.Dat
     return table.check(df)
 
 
+def tuned(layers_df: pd.DataFrame) -> pd.DataFrame:
+    """The layers measured with synthetic stimuli (``layers.tuned``; all of them in a table without it)."""
+    return layers_df[layers_df["tuned"].astype(bool)] if "tuned" in layers_df else layers_df
+
+
 def _geometries(layers_df: pd.DataFrame) -> list[LayerGeometry]:
     return [LayerGeometry.from_row(r) for r in layers_df.itertuples()]
 

@@ -49,6 +49,9 @@ class TunedLayer:
     invariant: dict[str, np.ndarray]
     memo: dict[str, dict]
     full: dict[str, np.ndarray | None]
+    #: synthetic stimuli were measured in the layer (``layers.tuned``): without them no unit has a place on a
+    #: circle, so there are no rotation or hue families, and flip pairs are related by scores alone
+    measured: bool = True
 
     @classmethod
     def of(cls, settings: RunSettings, tuning_df: pd.DataFrame, profiles_df: pd.DataFrame, layer: str, c: int
@@ -57,7 +60,7 @@ class TunedLayer:
         tuning = _columns(tuning_df[tuning_df["layer"] == layer])
         prof = profiles_df[profiles_df["layer"] == layer]
         by_stimulus = split_by_stimulus(tuning, layer)
-        out = cls(frequency_index(tuning, layer, c), {}, {}, {}, {}, {})
+        out = cls(frequency_index(tuning, layer, c), {}, {}, {}, {}, {}, measured=bool(by_stimulus))
         for transform in ANGULAR:
             T = TRANSFORMS[transform]
             tuned = prof[prof["stimulus"].isin(T.tuning_stimuli) & prof["period"].notna()]
@@ -91,6 +94,10 @@ def layer_fits(settings: RunSettings, tuned: TunedLayer, evidence, relations: bo
     for transform in (t for t in ANGULAR if t in transforms):
         T = TRANSFORMS[transform]
         scores, identity = evidence(transform)
+        if transform == Rotate.name:
+            rotation_scores = scores
+        if not tuned.measured:
+            continue
         curves = tuned.curves[transform]
         est = AngularFamilies(**fs.estimator_params(AngularFamilies, T)).fit(
             curves, tuned.eligible[transform], Evidence(scores, identity), tuned.invariant[transform],
@@ -98,13 +105,14 @@ def layer_fits(settings: RunSettings, tuned: TunedLayer, evidence, relations: bo
         out[transform] = est, relate_families(curves, est.assignment_, tuned.frequency, fs,
                                               tuned.full[transform]) if relations else None
         if transform == Rotate.name:
-            rotation, rotation_scores = est.assignment_, scores
+            rotation = est.assignment_
     for transform in (t for t in PAIRED if t in transforms):
         scores, _ = evidence(transform)
         if not scores:
             continue
         est = PairFamilies(**fs.estimator_params(PairFamilies)).fit(scores, directed=TRANSFORMS[transform].directed)
-        out[transform] = est, Relations({}, {}, flip_relations(est, rotation, rotation_scores, fs)) \
+        out[transform] = est, Relations({}, {}, flip_relations(est, rotation, rotation_scores, fs,
+                                                             placed=tuned.measured)) \
             if transform == HFlip.name and relations else None
     return out
 

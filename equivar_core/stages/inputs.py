@@ -26,15 +26,18 @@ def model_table(settings: RunSettings) -> pd.DataFrame:
 
 def layer_table(settings: RunSettings) -> pd.DataFrame:
     """``layers``: shape at the input size, privileged basis, stride and effective receptive field of each
-    analysed layer (see :mod:`equivar_core.layer_info` for ``privileged``)."""
+    analysed layer (see :mod:`equivar_core.layer_info` for ``privileged``), and whether synthetic stimuli are
+    measured there (not in the architecture's late preset unless ``tuning.late = tune``)."""
     model, layers = load(settings)
     geoms = layer_geometry(model.module, layers, model.input_size, settings.resolved_device(), settings.seed,
                            dead_ok=False)
     every = inspect_layers(model.module, model.input_size, device=settings.resolved_device())   # forward order
     depth = {i.layer: k for k, i in enumerate(every)}
     infos = {i.layer: i for i in every}
+    untuned = set(model.named_presets.get("late", ())) if settings.tuning.late == "skip" else set()
     df = pd.DataFrame([g.row() | {"depth": depth[g.layer], "privileged": infos[g.layer].privileged,
-                                  "basis": infos[g.layer].reason} for g in geoms], columns=LAYERS.built)
+                                  "basis": infos[g.layer].reason, "tuned": g.layer not in untuned}
+                       for g in geoms], columns=LAYERS.built)
     return _with_model(df.sort_values("depth", kind="stable").reset_index(drop=True), settings, LAYERS)
 
 

@@ -20,7 +20,7 @@ from ..storage import save_npz
 from ..transforms import IDENTITY, IDENTITY_LABEL, label_amount, parse_label, version_labels
 from ..tuning import measure_tuning, unit_profiles
 from ..tables import SCALE_PAIRS, TRANSFORM_MAPS, TRANSFORM_PAIRS, TUNING, TUNING_RANDOM_BASIS, UNIT_PROFILES
-from .common import _columns, _geometries, _with_model, load, network
+from .common import _columns, _geometries, _with_model, load, network, tuned
 from .sampling import located, transformed_activations
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,12 @@ log = logging.getLogger(__name__)
 def tuning_table(settings: RunSettings, layers_df: pd.DataFrame, stats_df: pd.DataFrame
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``tuning`` and ``tuning_random_basis``: responses (natural-image standard deviations) to every swept
-    stimulus, of the layer's units and of the same layer in a random orthogonal basis (same passes)."""
+    stimulus, of the layer's units and of the same layer in a random orthogonal basis (same passes); none in
+    layers whose tuning is skipped (``layers.tuned``)."""
     model, _ = load(settings)
+    layers_df = tuned(layers_df)
     stats, mixes = {}, {}
-    for layer, g in stats_df.groupby("layer"):
+    for layer, g in stats_df[stats_df["layer"].isin(layers_df["layer"])].groupby("layer"):
         g = g.sort_values("unit")
         stats[layer] = (g["mean"].to_numpy(), g["std"].to_numpy())
         q = random_orthogonal(len(g), settings.seed, layer)

@@ -11,12 +11,15 @@ import numpy as np
 import pandas as pd
 
 from ..activations import TopImages
+from ..capture import LayerGeometry
+from ..images import ImageView
 from ..curves import curve_detectors
 from ..settings import RunSettings
 from ..sweeps import SweptFamily, UnitStats, chance_within, control_units, layer_sweeps, sweep_error
-from ..transforms import ANGULAR, TRANSFORMS, Rotate
+from ..transforms import ANGULAR, TRANSFORMS, HFlip, Rotate
 from ..tables import CURVE_DETECTORS, FAMILY_SWEEPS
 from .common import _columns, _geometries, _views, _with_model, load, network
+from .scoring import load_scores
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,9 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
     test = settings.rotation_test
     rows = []
     angular = families_df[families_df["transform"].isin(ANGULAR)]
+    flips = families_df[families_df["transform"] == HFlip.name]
     for layer in layers_df["layer"]:
+        rows += flip_sweeps(settings, layer, flips[flips["layer"] == layer], geoms[layer], views, stats_df)
         lf = angular[angular["layer"] == layer]
         if lf.empty:
             continue
@@ -72,6 +77,61 @@ def family_sweep_table(settings: RunSettings, families_df: pd.DataFrame, images_
             (f, Rotate.name) for f in curvy}), len(curvy), ranked.shape[0])
     out = pd.concat(rows, ignore_index=True) if rows else FAMILY_SWEEPS.empty()
     return _with_model(out[FAMILY_SWEEPS.built] if len(out) else out, settings, FAMILY_SWEEPS)
+
+
+def flip_sweeps(settings: RunSettings, layer: str, pairs: pd.DataFrame, geom: LayerGeometry,
+                views: list[ImageView], stats_df: pd.DataFrame) -> list[pd.DataFrame]:
+    """The flip test of a layer's ``rotation_test.max_flip_pairs`` best flip pairs (highest flip score
+    first): each member's best photos as they are (angle 0) and mirrored about its receptive-field centre
+    (angle 1), both members read; beside as many control pairs of units in no flip pair, matched on flip
+    invariance (:func:`flip_controls`). Chance: a peak on one of the two versions at random, 1/2."""
+    test = settings.rotation_test
+    if pairs.empty or not test.max_flip_pairs:
+        return []
+    best = pairs.groupby("family")["fit"].mean().sort_values(ascending=False, kind="stable")
+    chosen = [SweptFamily(int(f), HFlip.name, g.sort_values("param")["unit"].to_numpy(int),
+                          g.sort_values("param")["param"].to_numpy(float), 2.0)
+              for f, g in pairs.groupby("family") if f in set(best.index[:test.max_flip_pairs])]
+    if test.controls:
+        chosen += flip_controls(settings, layer, chosen, pairs, int(geom.n_units))
+    st = stats_df[stats_df["layer"] == layer].sort_values("unit")
+    top = TopImages.load(settings.layout.top_images(layer))
+    cols = layer_sweeps(network(load(settings)[0], settings), geom, views,
+                        UnitStats(st["mean"].to_numpy(), st["std"].to_numpy(), top), chosen, test)
+    df = pd.DataFrame(cols)
+    if df.empty:
+        return []
+    df.insert(1, "transform", HFlip.name)
+    df.insert(0, "layer", layer)
+    df["step"] = 1.0
+    df["error"] = sweep_error(df["peak_angle"].to_numpy(), df["expected_angle"].to_numpy(), 2.0)
+    df["chance"] = chance_within(df["expected_angle"].to_numpy(), 2.0, 1.0, 0.0)
+    df["passed"] = df["error"].to_numpy() == 0
+    log.info("family sweeps: %s, %d best flip pairs of %d", layer, sum(f.role == "member" for f in chosen),
+             len(best))
+    return [df]
+
+
+def flip_controls(settings: RunSettings, layer: str, tested: list[SweptFamily], pairs: pd.DataFrame,
+                  n_units: int) -> list[SweptFamily]:
+    """The control of each tested flip pair: two units of the layer in no flip pair, matched on flip
+    invariance (a unit's natural-image score against its own mirrored photos) to the members, given the
+    params 0 and 1 at random; both drive (draws seeded by the run, layer and pair)."""
+    scores = load_scores(settings, layer, HFlip.name)
+    if not scores:
+        return []
+    invariance = np.diag(next(iter(scores.values()))).astype(float)
+    outside = np.setdiff1d(np.flatnonzero(np.isfinite(invariance)), pairs["unit"].to_numpy(int))
+    out = []
+    for fam in tested:
+        rng = np.random.default_rng([settings.seed, zlib.crc32(layer.encode()), fam.family,
+                                     list(TRANSFORMS).index(HFlip.name)])
+        units = control_units(fam.members, outside, invariance, rng)
+        if len(units) < 2:
+            continue
+        out.append(dataclasses.replace(fam, members=units, params=rng.permutation(fam.params)[:len(units)],
+                                       role="control", drivers=None))
+    return out
 
 
 def sweep_controls(settings: RunSettings, layer: str, tested: list[SweptFamily], layer_families: pd.DataFrame,
