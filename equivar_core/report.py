@@ -567,10 +567,24 @@ def mirror_figure(run: RunTables, layer: str, pairs: pd.DataFrame, path: str) ->
             if crop is not None:
                 ax.imshow(crop)
             seen = _top_classes(run, layer, u)
-            _label(ax, f"pair {int(f)}, unit {u}" + (f": {seen}" if seen else ""), fontsize=7)
+            drive = _flip_drive(run, layer, u)
+            _label(ax, f"pair {int(f)}, unit {u}" + (f": {seen}" if seen else "")
+                   + (f"\nits photos mirrored drive the partner at {drive:.2f}" if drive is not None else ""),
+                   fontsize=7)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.35 / (1.9 * len(ids) + 0.2), hspace=0.45,
                         wspace=0.05)
     return _save(fig, path, laid_out=True)
+
+
+def _flip_drive(run: RunTables, layer: str, unit: int) -> float | None:
+    """The flip test's ``drive`` of ``unit``'s pair (``family_sweeps``): its partner's response to the unit's
+    mirrored photos over the unit's own response to them as they are; None where the pair was not tested."""
+    sw = run["family_sweeps"]
+    if sw.empty:
+        return None
+    rows = sw[(sw["transform"] == HFlip.name) & (sw["layer"] == layer) & (sw["role"] == "member")
+              & (sw["driver"] == unit)]
+    return float(rows["drive"].iloc[0]) if len(rows) and np.isfinite(rows["drive"].iloc[0]) else None
 
 
 def _mirror_section(run: RunTables, max_pairs: int, pictures: list[str]) -> list[str]:
@@ -584,7 +598,10 @@ def _mirror_section(run: RunTables, max_pairs: int, pictures: list[str]) -> list
         return []
     parts = ["<h2>Mirror pairs</h2><p>Per layer, its flip pairs that rotation does not explain, best transform "
              "score first: each member's strongest photos, with the ImageNet classes they show where the photos "
-             "have classes (<code>unit_classes</code>).</p>"]
+             "have classes (<code>unit_classes</code>), and the paper's flip test where it ran "
+             "(<code>family_sweeps</code>, <code>hflip</code>): the partner's response to the member's photos "
+             "mirrored about its receptive-field centre, over the member's own response to them as they are "
+             "(1: as strong; the controls' are in the table).</p>"]
     for layer, g in mirror.groupby("layer", sort=False):
         best = g.groupby("family")["fit"].mean().sort_values(ascending=False).head(max_pairs).index
         png = mirror_figure(run, str(layer), g[g["family"].isin(best)].set_index("family", drop=False)

@@ -97,3 +97,19 @@ def test_pose_invariant_unit_pools_the_pair(late_runs, seed):
     assert len(pooled) and (pooled["equivariance"] > 0.99).all() and (pooled["z"] > 3).all()
     decoy = rows[rows["dst_unit"] == truth.pooling_decoy]
     assert decoy.empty or (decoy["equivariance"] < 0.5).all()     # one kernel for both: not mirrored
+
+
+def test_report_labels_mirror_pairs_with_their_flip_test(late_runs):
+    from equivar_core.report import RunTables, _flip_drive
+
+    run, truth = late_runs[0]
+    tables = RunTables.__new__(RunTables)          # the run's tables in memory, as the report reads them
+    tables._cache = {"family_sweeps": run.sweeps}
+    sw = run.sweeps[(run.sweeps["transform"] == "hflip") & (run.sweeps["role"] == "member")]
+    for a, b in truth.pairs:
+        for u in (a, b):
+            assert _flip_drive(tables, "relu2", u) == pytest.approx(sw[sw["driver"] == u]["drive"].iloc[0])
+            assert abs(_flip_drive(tables, "relu2", u) - 1) < 0.2
+    assert _flip_drive(tables, "relu2", truth.decoy) is None           # in no pair: not tested as a member
+    tables._cache = {"family_sweeps": run.sweeps.iloc[:0]}
+    assert _flip_drive(tables, "relu2", truth.pairs[0][0]) is None
