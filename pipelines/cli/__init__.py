@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None,
                      help="value of the model column and the partition key (default: from the spec)")
     run.add_argument("--step", type=int, default=None, help="training step of the checkpoint in --weights")
-    run.add_argument("--layers", default=None, help="comma-separated layer names, or a named preset of a built-in "
-                     "architecture: late (the last blocks and the head; default: the model's preset)")
+    run.add_argument("--layers", default=None, help="comma-separated layer names, or a named preset: late (the last "
+                     "blocks and the head of a built-in architecture, or a model's late_layers; default: the "
+                     "model's preset)")
     run.add_argument("--images", default=None, help="folder (recursive) or text file of image paths")
     run.add_argument("--n-images", type=_positive, default=RunSettings.n_images, help="number of natural images")
     run.add_argument("--out", default=None, help="output folder (default: $EQUIVAR_HOME or ./equivar-data)")
@@ -83,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--model", default=RunSettings.model, help="built-in name or package.module:callable")
     add.add_argument("--weights", default=None, help="state-dict file for the architecture")
     add.add_argument("--step", type=int, default=None, help="training step of the checkpoint")
-    add.add_argument("--layers", default=None, help="comma-separated layer names, or a named preset of a built-in "
-                     "architecture: late (the last blocks and the head; default: the model's preset)")
+    add.add_argument("--layers", default=None, help="comma-separated layer names, or a named preset: late (the last "
+                     "blocks and the head of a built-in architecture, or a model's late_layers; default: the "
+                     "model's preset)")
     add.add_argument("--out", default=None, dest="add_out")
     cmp = sub.add_parser("compare", help="match the families of two models run into one folder (family_matches)")
     cmp.add_argument("model_a", help="a model name of --out (the model column, as `equivar models --out` lists)")
