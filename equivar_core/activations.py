@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .capture import Network, capture
 from .images import ImageView, iter_batches

@@ -6,3 +6,8 @@ class EquivarError(ValueError):
 
     The message is one line meant for the user; the CLI prints it and exits 2.
     """
+
+
+def damaged_table(exc: Exception, out: str) -> EquivarError:
+    """The error for a table file of ``out`` that Arrow cannot read (``exc``): its first line, and the cure."""
+    return EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {out}` to recompute it")

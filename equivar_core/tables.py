@@ -320,8 +320,10 @@ FAMILIES = Table(("families",), "Units that are transformed copies of one anothe
      "they are pieces of one family whose links across the pieces natural images did not confirm; null without a "
      "sibling. hflip pairs: `rotation` when both units are in one rotation family and the rotation their params "
      "imply scores on natural images at least the flip score less `families.mirror_margin` (0.05): a line at 30 "
-     "degrees and its partner at 150; `mirror` otherwise: mirror images that rotation does not explain (the "
-     "paper's left- and right-facing dog heads)"),
+     "degrees and its partner at 150; in an untuned layer (`layers.tuned` false: no rotation families), `rotation` "
+     "when some rotation of the sweep, in either direction between the two, scores at least the flip score less "
+     "the margin; `mirror` otherwise: mirror images that rotation does not explain (the paper's left- and "
+     "right-facing dog heads)"),
 ), notes="""A rotation family whose members' `frequency_index` falls into two clearly separate groups (the largest
 gap between sorted values at least `frequency_gap` and twice the range inside either group, each group
 spread over `min_spread` degrees) is split into two families, which then name each other as `frequency`

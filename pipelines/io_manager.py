@@ -5,6 +5,7 @@ An asset key ``[table]`` is the whole table of a model; a key ``[table, t]`` (th
 covers every transform.
 """
 
+import importlib.util
 import os
 
 import pandas as pd
@@ -69,8 +70,4 @@ class ParquetIOManager(ConfigurableIOManager):
 
 
 def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("tabulate") is not None

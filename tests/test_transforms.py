@@ -190,7 +190,7 @@ def test_rotation_test_turns_a_family_through_one_period():
 
 def test_a_label_reads_back_as_written():
     """``NAME:AMOUNT`` is written and read by equivar_core.transforms alone (tests/test_structure.py)."""
-    from equivar_core.transforms import IDENTITY_LABEL, label, label_amount, parse_label, version_labels, versions_text
+    from equivar_core.transforms import IDENTITY_LABEL, label_amount, parse_label, version_labels, versions_text
 
     assert [Rotate(30.0).label, Scale(1.5).label, HFlip().label, IDENTITY_LABEL] == [
         "rotate:30", "scale:1.5", "hflip:1", "identity:0"]

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from equivar_core import learned_control, model_index, storage
+from equivar_core import model_index, storage
 from equivar_core.errors import EquivarError
 from equivar_core.images import plan_views
 from equivar_core.models import untrained

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import EquivarError
+from ..errors import EquivarError, damaged_table
 from ..layout import Layout
 from ..model_index import registered
 from ..storage import read_table, write_table
@@ -195,8 +195,7 @@ def write_emergence(root: str, draws: int = 50, seed: int = 0) -> dict[str, pd.D
         try:
             df = family_emergence_table(root, names, steps, draws, seed)
         except pa.ArrowException as exc:
-            raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {root}` to recompute it") \
-                from None
+            raise damaged_table(exc, root) from None
         write_table(root, "family_emergence", pa.Table.from_pandas(df, preserve_index=False), names[-1], None)
         out[spec] = df
     return out

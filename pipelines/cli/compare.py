@@ -6,7 +6,7 @@ import os
 
 import pyarrow as pa
 
-from equivar_core.errors import EquivarError
+from equivar_core.errors import EquivarError, damaged_table
 from equivar_core.settings import default_out
 from equivar_core.stages.match_tables import compare_models
 from equivar_core.storage import build_catalog
@@ -19,7 +19,7 @@ def command(args) -> int:
     try:
         tables = compare_models(out, args.model_a, args.model_b, args.draws, args.seed)
     except pa.ArrowException as exc:           # a damaged table file
-        raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {out}` to recompute it") from None
+        raise damaged_table(exc, out) from None
     build_catalog(out)
     print("model_a -> model_b | transform | families | mutual matches above the null | of those, alike on the "
           "same photos (photo correlation above its null's 95th percentile; - where the runs share no photos)")

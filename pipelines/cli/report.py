@@ -6,7 +6,7 @@ import os
 
 import pyarrow as pa
 
-from equivar_core.errors import EquivarError
+from equivar_core.errors import EquivarError, damaged_table
 from equivar_core.report import build_report
 from equivar_core.settings import default_out
 
@@ -18,6 +18,6 @@ def command(args) -> int:
     except FileNotFoundError as exc:
         raise EquivarError(str(exc)) from None
     except pa.ArrowException as exc:           # a damaged table file
-        raise EquivarError(f"{str(exc).splitlines()[0]}: run `equivar run --out {out}` to recompute it") from None
+        raise damaged_table(exc, out) from None
     print(index)
     return 0
