@@ -332,6 +332,27 @@ def cancellation(w: np.ndarray) -> np.ndarray:
     return np.abs(w.sum((2, 3))) / np.maximum(np.abs(w).sum((2, 3)), 1e-12)
 
 
+def kernel_rank_one(w: np.ndarray) -> float:
+    """How far the kernels into a destination unit are one spatial pattern, whatever the source.
+
+    For each destination row of ``w`` (D x S x k x k), the share of the energy of its S x k^2 matrix of
+    kernels that the first singular vector holds, sigma_1^2 / sum sigma^2; the median over the rows with
+    any weight. 1 where only 1 x 1 convolutions lie between the two layers but for the destination's own
+    spatial step, as between consecutive depthwise layers of an inverted-residual network: there
+    ``W(a -> b) = c_ab K_b``, the kernel is the destination's own ``K_b`` for every source, and comparing
+    kernels tests only whether ``K_b`` has the symmetry and whether the coefficients ``c`` line up (for an
+    invariant destination and a two-member source, the Pearson score of a near-constant ``K_b`` then tends
+    to -1 for any unequal pair of coefficients, and its null with it). 1 for 1 x 1 kernels.
+    """
+    d, s, k = w.shape[0], w.shape[1], w.shape[-1]
+    if k == 1 or s < 2:
+        return 1.0
+    sv = np.linalg.svd(w.reshape(d, s, k * k).astype(np.float64), compute_uv=False)
+    energy = (sv ** 2).sum(1)
+    live = energy > 1e-20
+    return float(np.median(sv[live, 0] ** 2 / energy[live])) if live.any() else float("nan")
+
+
 def disc_mask(size: int) -> torch.Tensor:
     r = (size - 1) / 2
     yy, xx = torch.meshgrid(torch.arange(size) - r, torch.arange(size) - r, indexing="ij")

@@ -429,6 +429,13 @@ CIRCUIT_FAMILIES = Table(("circuit_families",),
      "member's param; null on the other rows. Sources are rotation and hue families and flip pairs (`hflip`: a unit "
      "invariant to mirroring that pools a left- and a right-facing detector with mirrored kernels, the paper's "
      "pose-invariant dog head)"),
+    ("kernel_rank_one", FLOAT, "of the layer pair: median over destination units of the share of their kernels' "
+     "energy (all sources) that one spatial pattern holds (`circuits.kernel_rank_one`). Near 1 where only 1 x 1 "
+     "convolutions lie between the layers but the destination's own depthwise step (consecutive blocks of an "
+     "inverted-residual network, the `late` preset): every kernel into a unit is then that unit's own kernel times "
+     "a number, so `equivariance` tests only whether that kernel has the symmetry and the numbers line up, and an "
+     "equivariant -> invariant score and its null are degenerate (near -1 for a near-constant kernel and any two "
+     "unequal numbers): read those layer pairs by the summed weights (`mean_weight`), not by `z`"),
 ))
 
 REFERENCE_FAMILIES = Table(("reference_families",), """Published unit lists for the run's architecture (`equivar_core/reference/<spec>_families.csv`;

@@ -358,7 +358,7 @@ def circuit_weights(context: AssetExecutionContext, equivar: EquivarConfig, laye
 
 
 @asset(group_name="circuits", **TABLE, deps=[circuit_weights, *POOLED_PAIRS],
-       **inputs("5", "circuits", "families", "seed", *(f"sweep.{t}" for t in stages.POOLED)))
+       **inputs("6", "circuits", "families", "seed", *(f"sweep.{t}" for t in stages.POOLED)))
 @_fails_once_on_bad_input
 def circuit_families(context: AssetExecutionContext, equivar: EquivarConfig, families: pd.DataFrame) -> Output:
     """Weight versus relative place and circuit equivariance for each pair of families."""

@@ -8,7 +8,7 @@ from torch import nn
 
 from equivar_core.capture import Network
 from equivar_core.circuits import (Expansion, Family, SourceKernels, cancellation, disc_mask, expanded_weights,
-                                    family_equivariance, linearized)
+                                    family_equivariance, kernel_rank_one, linearized)
 from equivar_core.planted import PlantedDesign, planted_model
 from equivar_core.transforms import TRANSFORMS
 
@@ -37,6 +37,46 @@ def test_adjacent_layers_give_the_conv_kernel_itself():
     w = expanded_weights(Network(net, 64), "relu1", "relu2", expansion=Expansion(max_radius=6))
     assert w.shape == (net.conv2.out_channels, net.conv1.out_channels, 7, 7)
     assert np.allclose(w, net.conv2.weight.detach().numpy(), atol=1e-5)
+
+
+class InvertedResidual(nn.Module):
+    """Two depthwise steps with only 1 x 1 convolutions between them, as in consecutive MobileNet blocks."""
+    input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.dw1 = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.r1 = nn.ReLU6()
+        self.project = nn.Conv2d(6, 4, 1)
+        self.expand = nn.Conv2d(4, 8, 1)
+        self.r2 = nn.ReLU6()
+        self.dw2 = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g)
+
+    def forward(self, x):
+        return self.dw2(self.r2(self.expand(self.project(self.r1(self.dw1(self.stem(x)))))))
+
+
+def test_kernels_between_consecutive_depthwise_steps_are_rank_one():
+    """W(a -> b) = c_ab K_b between depthwise steps joined by 1 x 1 convolutions (the late preset's layer pairs):
+    one spatial pattern per destination, which the pair's ``kernel_rank_one`` reports; full convolutions do not."""
+    net = InvertedResidual().eval()
+    w = expanded_weights(Network(net, 32), "dw1", "dw2", expansion=Expansion(max_radius=3, mass=1.0))
+    assert kernel_rank_one(w) == pytest.approx(1.0, abs=1e-6)
+    k = net.dw2.weight.detach().numpy()[:, 0]                      # each destination's own depthwise kernel
+    r = w.shape[-1] // 2
+    flat = w[:, :, r - 2:r + 3, r - 2:r + 3].reshape(8, 6, -1)
+    for b in range(8):
+        assert np.abs(np.corrcoef(np.vstack([k[b].ravel(), flat[b]]))[0, 1:]).min() > 0.999
+    # through a full 3 x 3 convolution and a second layer, the kernel depends on the source
+    full = expanded_weights(Network(ThreeConv().eval(), 32), "r1", "c3", expansion=Expansion(max_radius=3, mass=1.0))
+    assert kernel_rank_one(full) < 0.8
+    planted = expanded_weights(Network(planted_model(0)[0], 64), "relu1", "relu2", expansion=Expansion(max_radius=6))
+    assert kernel_rank_one(planted) < 0.8
+    assert kernel_rank_one(np.ones((2, 3, 1, 1))) == 1.0                  # 1 x 1 kernels have no spatial pattern
 
 
 def test_non_adjacent_layers_match_brute_force_impulses():
@@ -161,6 +201,7 @@ def test_pipeline_reports_the_planted_circuit(planted_runs):
     src = fam[(fam["layer"] == "relu1") & fam["unit"].isin(edges) & (fam["transform"] == "rotate")]["family"]
     rows = run.circuits[(run.circuits["src_family"] == int(src.mode()[0])) & (run.circuits["transform"] == "rotate")]
     assert len(rows) and rows["equivariance"].max() >= 0.8
+    assert (run.circuits["kernel_rank_one"] < 0.8).all()          # full convolutions: the kernels depend on the source
 
 
 def test_pipeline_finds_the_invariant_unit_and_its_equivariant_input(planted_runs):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..capture import Network
 from ..circuits import (CircuitNull, Expansion, Family, NotConnected, SourceKernels, cancellation, expanded_weights,
-                        family_equivariance, invariant_equivariance, probe_size)
+                        family_equivariance, invariant_equivariance, kernel_rank_one, probe_size)
 from ..settings import RunSettings
 from ..storage import save_npz
 from ..transforms import ANGULAR, TRANSFORMS, HFlip
@@ -106,8 +106,10 @@ def circuit_family_table(settings: RunSettings, weights_df: pd.DataFrame, famili
         fsrc = families_df[families_df["layer"] == src]
         fdst = families_df[families_df["layer"] == dst].assign(row=lambda d: row_of[d["unit"].to_numpy(int)])
         shared = {}                             # (source family, transform) -> its SourceKernels
-        rows += _family_targets(settings, pair, fsrc, fdst, shared)
-        rows += _invariant_targets(settings, pair, fsrc, fdst, shared)
+        found = _family_targets(settings, pair, fsrc, fdst, shared) + _invariant_targets(settings, pair, fsrc, fdst,
+                                                                                           shared)
+        rank_one = kernel_rank_one(w)
+        rows += [{**r, "kernel_rank_one": rank_one} for r in found]
     cols = [c for c in CIRCUIT_FAMILIES.built if c != "z"]            # z is computed from the others
     df = pd.DataFrame(_stack_rows(rows, cols))
     df.insert(CIRCUIT_FAMILIES.built.index("z"), "z", (df["equivariance"] - df["null_mean"]) / df["null_sd"].where(
