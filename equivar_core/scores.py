@@ -67,6 +67,19 @@ class TransformedVersion:
     samples: np.ndarray | None = None
 
 
+#: a unit whose standard deviation over the sample points is below this share of its layer's median (over the
+#: units that vary at all) is dead: constant but for round-off and the padding's border pattern, which dead
+#: units share (two of them score 1 under any transform, a flip pair out of nothing); its correlations are 0
+DEAD_UNIT_SHARE = 1e-2
+
+
+def live_units(sd: torch.Tensor) -> torch.Tensor:
+    """Which units of a layer vary (standard deviations ``sd``): above :data:`DEAD_UNIT_SHARE` of the median
+    standard deviation of the units that vary at all."""
+    moving = sd[sd > 0]
+    return sd > (DEAD_UNIT_SHARE * moving.median() if len(moving) else 0)
+
+
 class CrossMoments:
     """Running sums for Pearson correlations between the columns of two row streams.
 
@@ -168,12 +181,14 @@ class CrossMoments:
                 raise ValueError("these moments were summed without a mixing matrix")
             q = self.mix.double().cpu()
             va, vb = self.mixed_squares[0] / n - (q @ ma)**2, self.mixed_squares[1] / n - (q @ mb)**2
-        denom = torch.outer(va.clamp_min(0).sqrt(), vb.clamp_min(0).sqrt())
+        sd_a, sd_b = va.clamp_min(0).sqrt(), vb.clamp_min(0).sqrt()
+        denom = torch.outer(sd_a, sd_b)
+        scored = torch.outer(live_units(sd_a), live_units(sd_b)) & (denom > 1e-12)
         out = []
         for sab in cross:
             cov = sab / n - torch.outer(ma, mb)
             cov = cov if q is None else q @ cov @ q.T
-            r = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
+            r = torch.where(scored, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
             out.append(r.clamp(-1, 1).numpy())
         return out
 

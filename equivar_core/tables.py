@@ -246,7 +246,9 @@ three best other partners (`rank` 1..3).""", _columns(
     ("partner", INTEGER, "a unit of the same layer (`unit` itself on the self row)"),
     ("rank", INTEGER, "0 for the self row, 1..3 for the best other partners"),
     ("score", FLOAT, "Pearson r over images and positions inside the central disc of unit `unit` on the original "
-     "images with unit `partner` on the transformed images at the corresponding positions"),
+     "images with unit `partner` on the transformed images at the corresponding positions; 0 for a dead unit (its "
+     "standard deviation below 1% of the layer's median, `scores.DEAD_UNIT_SHARE`: constant but for round-off and "
+     "the padding's border pattern, which dead units share)"),
     ("null_score", FLOAT, "the same statistic with the transformed images paired with other images (within each "
      "forward batch of B images, image i with image i + B/2)"),
     ("z", FLOAT, "`(score - mean) / std` of all null scores of that layer, transform and amount"),

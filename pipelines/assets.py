@@ -123,7 +123,7 @@ def images(context: AssetExecutionContext, equivar: EquivarConfig) -> Output:
                                            "classes of its strongest images "
                                            "(beside them on disk: each unit's strongest images and the units' "
                                            "covariance)."),
-        "activation_samples": AssetOut(**inputs("4", *SAMPLING),
+        "activation_samples": AssetOut(**inputs("5", *SAMPLING),
                                        description="Manifest of the activation samples of the natural images "
                                                    "(float16 arrays of the kept images) and of their score "
                                                    "moments over all images, on disk."),
@@ -197,7 +197,7 @@ def _transform_family(transform: str):
     """
 
     @asset(key=["transformed_samples", transform], group_name="activations", **TABLE, **GPU,
-           **inputs("4", f"sweep.{transform}", *SAMPLING),
+           **inputs("5", f"sweep.{transform}", *SAMPLING),
            ins={"images": AssetIn("images"), "layers": AssetIn("layers")},
            description=f"Manifest of the activation samples of the natural images' {transform} versions "
                        "(float16 arrays of the kept images) and of their score moments over all images.")
@@ -209,7 +209,7 @@ def _transform_family(transform: str):
                                                   shard_runner(s, list(layers["layer"])))
         return _out(context, equivar, f"transformed_samples/{transform}", manifest)
 
-    @asset(key=["transform_pairs", transform], group_name="scores", **TABLE, **inputs("4"),
+    @asset(key=["transform_pairs", transform], group_name="scores", **TABLE, **inputs("5"),
            ins={"versions": AssetIn(["transformed_samples", transform])},
            description=f"Self (invariance) score and best partners of every unit under {transform}.")
     @_fails_once_on_bad_input

@@ -1,9 +1,11 @@
 """The vectorized transform scores against a slow, obviously correct reference."""
 
 import numpy as np
+import pytest
 import torch
 
-from equivar_core.scores import SampleGrid, TransformedVersion, pearson_cross, top_pairs, version_scores
+from equivar_core.scores import (DEAD_UNIT_SHARE, SampleGrid, TransformedVersion, pearson_cross, top_pairs,
+                                 version_scores)
 from equivar_core.transforms import Rotate, disc_points
 
 
@@ -14,6 +16,25 @@ def test_streamed_gemm_pearson_matches_numpy():
     fast = pearson_cross((a[i:i + 70] for i in range(0, 300, 70)), (b[i:i + 70] for i in range(0, 300, 70)))
     slow = np.array([[np.corrcoef(a[:, u], b[:, v])[0, 1] for v in range(5)] for u in range(5)])
     assert np.allclose(fast, slow, atol=1e-5)
+
+
+def test_dead_units_score_nothing_even_as_an_exact_mirror_pair():
+    """Units that barely vary (EfficientNet-Lite's late layers have a few, constant but for a faint pattern they
+    share) are paired with nothing: a faint exact mirror pair among live units scores 0, the live pair 1."""
+    rng = np.random.default_rng(2)
+    n, side = 40, 9
+    live = rng.normal(size=(n, side, side, 4)) * rng.uniform(0.5, 2.0, 4)       # unequal scales
+    faint = rng.normal(size=(n, side, side))
+    units = np.concatenate([live, 3.0 + 3e-4 * faint[..., None], -1.0 + 5e-4 * faint[..., None]], -1)
+    # each unit's partner on the mirrored images, read at the mirrored points: 0 <-> 1 live, 4 <-> 5 faint
+    a, b = units.reshape(-1, 6), units[..., [1, 0, 2, 3, 5, 4]].reshape(-1, 6)
+    score = pearson_cross([a], [b])
+    assert score[0, 1] == pytest.approx(1.0) and score[1, 0] == pytest.approx(1.0)
+    assert score[4, 5] == 0 and score[5, 4] == 0 and not score[4:].any() and not score[:, 4:].any()
+    # just above the line, a faint unit is still scored
+    scale = DEAD_UNIT_SHARE * np.median(a[:, :4].std(0)) * 1.5
+    a[:, 4] = 3.0 + scale * faint.reshape(-1)
+    assert pearson_cross([a], [a])[4, 4] == pytest.approx(1.0)
 
 
 def test_version_scores_find_a_planted_permutation_and_the_null_does_not():
