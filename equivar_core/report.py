@@ -488,7 +488,10 @@ def _circuit_section(run: RunTables, max_circuits: int, pictures: list[str]) -> 
         png = circuit_figure(run, rows, run.layout.circuit_picture(i))
         if png:
             pictures.append(png)
-            parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}</h3>"
+            rank_one = rows["kernel_rank_one"].iloc[0] if "kernel_rank_one" in rows else np.nan
+            note = (" (every kernel into a unit is its own depthwise kernel times a number: the weights' sizes "
+                    "carry the circuit, not their shapes)" if rank_one > 0.99 else "")
+            parts.append(f"<h3>{html.escape(' / '.join(str(k) for k in key))}{note}</h3>"
                          f"<img src='{_src(png)}'>")
     return parts
 

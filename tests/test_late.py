@@ -113,3 +113,30 @@ def test_report_labels_mirror_pairs_with_their_flip_test(late_runs):
     assert _flip_drive(tables, "relu2", truth.decoy) is None           # in no pair: not tested as a member
     tables._cache = {"family_sweeps": run.sweeps.iloc[:0]}
     assert _flip_drive(tables, "relu2", truth.pairs[0][0]) is None
+
+
+def test_channel_level_flip_statistics_find_mirrored_wiring_and_not_random_weights():
+    """examples/late_channels.py on summed weights made to order: the invariant units weigh both members of each
+    source pair alike and the destination pairs receive mirrored weights (W(a -> b) = W(a' -> b')); random
+    weights of the same shape do neither."""
+    import pandas as pd
+
+    from examples.late_channels import layer_pair_summary
+
+    rng = np.random.default_rng(3)
+    n_pairs, invariant, dst_pairs = 12, list(range(100, 116)), [(200 + 2 * i, 201 + 2 * i) for i in range(6)]
+    cols = invariant + [u for p in dst_pairs for u in p] + list(range(300, 340))
+    pairs = [(2 * i, 2 * i + 1) for i in range(n_pairs)]
+    total = pd.DataFrame(rng.normal(size=(2 * n_pairs, len(cols))), columns=cols)
+    for a, a2 in pairs:
+        total.loc[a2, invariant] = total.loc[a, invariant].to_numpy() * rng.uniform(0.5, 2.0)   # unequal gains
+        for b, b2 in dst_pairs:
+            total.loc[a2, [b, b2]] = total.loc[a, [b2, b]].to_numpy()
+    s = layer_pair_summary(total, pairs, invariant, dst_pairs)
+    assert s["into_invariant"] > 0.99 and s["into_invariant_above_control_p95"] == 1.0
+    assert abs(s["into_others"]) < 0.5 and s["into_others_above_control_p95"] < 0.5       # others left random
+    assert s["swapped"] > 0.99 and s["swapped_beats_unswapped"] == 1.0
+    random = pd.DataFrame(rng.normal(size=total.shape), columns=cols)
+    r = layer_pair_summary(random, pairs, invariant, dst_pairs)
+    assert r["into_invariant_above_control_p95"] <= 0.25 and abs(r["into_invariant"]) < 0.4
+    assert 0.2 < r["swapped_beats_unswapped"] < 0.8
