@@ -19,6 +19,8 @@ import pandas as pd
 SAME = ""
 TEXT, INTEGER, FLOAT, BOOLEAN = "text", "integer", "float", "boolean"
 TYPES = (TEXT, INTEGER, FLOAT, BOOLEAN)
+#: the pandas type each declared type is written as where a column holds no value (nullable, as Arrow reads them)
+_DTYPES = {TEXT: "str", INTEGER: "Int64", FLOAT: "float64", BOOLEAN: "boolean"}
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,15 @@ class Table:
         return pd.DataFrame({c: [] for c in self.built})
 
     def check(self, df: pd.DataFrame) -> pd.DataFrame:
-        """``df`` itself if its columns are this declaration's, in order; else ``ValueError``."""
+        """``df`` if its columns are this declaration's, in order (else ``ValueError``), with every column that
+        holds no value (all of them in a table without rows) given its declared type: a model whose run found
+        nothing writes the same file schema as one that found something, so that the catalog's view over
+        both reads (an empty text column would otherwise be written as float)."""
         if list(df.columns) != self.column_names:
             raise ValueError(f"table {self.names[0]} has columns {list(df.columns)}, but its declaration in "
                              f"equivar_core.tables has {self.column_names}")
-        return df
+        blank = {c.name: _DTYPES[c.type] for c in self.columns if df[c.name].isna().all()}
+        return df.astype(blank) if blank else df
 
 
 def _columns(*columns: tuple[str, str, str], model: bool = True) -> tuple[Column, ...]:

@@ -139,3 +139,32 @@ def test_stage_columns_read_text_as_to_numpy_does():
         assert cols[name].dtype == expected.dtype
         assert [str(v) for v in cols[name]] == [str(v) for v in expected]
     assert cols["layer"][1] is pd.NA and np.isnan(cols["stimulus"][2])
+
+
+@pytest.mark.parametrize("declared", ["family_sweeps", "circuit_families", "families"])
+def test_a_model_that_found_nothing_leaves_the_others_readable(tmp_path, declared):
+    """An untrained network's run with no family writes its empty tables in the declared column types, so that
+    the view over every model of the folder still reads (an empty text column used to be written as float,
+    and the trained model's rows beside it became unreadable)."""
+    import pandas as pd
+
+    from equivar_core.tables import TABLES
+    from pipelines.io_manager import partition_column
+
+    table = TABLES[declared]
+    value = {"text": "x", "integer": 1, "float": 0.5, "boolean": True}
+    full = table.check(pd.DataFrame({c.name: [value[c.type]] for c in table.columns}))
+    empty = pd.DataFrame({c.name: [] for c in table.columns})
+    empty = table.check(empty)
+    root = str(tmp_path)
+    for model, df in (("trained", full.assign(model="trained")), ("untrained", empty)):
+        storage.write_table(root, declared, pa.Table.from_pandas(df, preserve_index=False), model,
+                            partition_column(df))
+    storage.build_catalog(root)
+    con = storage.open_catalog(root)
+    assert storage.read_only_query(con, f"select model from {declared}")["model"].tolist() == ["trained"]
+    con.close()
+    # a column with no value in a table with rows gets its declared type too
+    text = [c.name for c in table.columns if c.type == "text" and c.name != "model"][-1]
+    half = table.check(full.assign(**{text: [None]}))
+    assert pa.types.is_large_string(pa.Table.from_pandas(half, preserve_index=False).schema.field(text).type)
