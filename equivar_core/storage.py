@@ -192,10 +192,14 @@ _ALLOWED = "only read-only queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXP
 
 def _dataset(files: list[str]):
     """The Parquet ``files`` of one table as one Arrow dataset: columns united by name (a column a file lacks
-    is null there), dictionary columns as their values (as DuckDB's ``read_parquet`` reads them)."""
+    is null there), dictionary columns as their values (as DuckDB's ``read_parquet`` reads them). Files
+    without rows are left out where others have rows: they add nothing, and one written before empty
+    columns kept their declared types (an empty text column as float) would make the union fail."""
     import pyarrow.dataset as ds
 
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    metas = {f: pq.read_metadata(f) for f in files}
+    files = [f for f in files if metas[f].num_rows > 0] or files
+    schema = pa.unify_schemas([metas[f].schema.to_arrow_schema() for f in files], promote_options="permissive")
     schema = pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
                         for f in schema])
     return ds.dataset(files, schema=schema, format="parquet")

@@ -168,3 +168,19 @@ def test_a_model_that_found_nothing_leaves_the_others_readable(tmp_path, declare
     text = [c.name for c in table.columns if c.type == "text" and c.name != "model"][-1]
     half = table.check(full.assign(**{text: [None]}))
     assert pa.types.is_large_string(pa.Table.from_pandas(half, preserve_index=False).schema.field(text).type)
+
+
+def test_an_empty_file_of_older_code_does_not_hide_the_rows_of_others(tmp_path):
+    """Results folders written before empty columns kept their types hold empty files whose text columns are
+    float: the catalog reads the other models' rows past them (and an all-empty table still reads, empty)."""
+    root = str(tmp_path)
+    storage.write_table(root, "families", _table(["a", "b"]), "m", "layer")
+    storage.write_table(root, "families", pa.table({"model": pa.array([], pa.float64()),
+                                                    "layer": pa.array([], pa.float64()),
+                                                    "unit": pa.array([], pa.float64())}), "old", "layer")
+    storage.write_table(root, "curve_detectors", pa.table({"model": pa.array([], pa.float64())}), "old", None)
+    storage.build_catalog(root)
+    con = storage.open_catalog(root)
+    assert storage.read_only_query(con, "select layer from families order by layer")["layer"].tolist() == ["a", "b"]
+    assert len(storage.read_only_query(con, "select * from curve_detectors")) == 0
+    con.close()
