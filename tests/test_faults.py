@@ -412,10 +412,17 @@ def test_corrupt_catalog_is_rebuilt_by_the_next_run(how, clean, results, capsys)
 
 # -- kills and interrupts -------------------------------------------------------------------------------------
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C as at a terminal, even where the suite itself was started in the background of a
+    script (which ignores SIGINT, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: str, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--out", out, *PLANTED[:-1], *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=_interruptible)
 
 
 def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> None:
