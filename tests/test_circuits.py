@@ -13,20 +13,25 @@ from equivar_core.planted import PlantedDesign, planted_model
 from equivar_core.transforms import TRANSFORMS
 
 
+def _randomize(module: nn.Module, seed: int) -> None:
+    """Every parameter of ``module`` drawn from a standard normal, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.data = torch.randn(p.shape, generator=g)
+
+
 class ThreeConv(nn.Module):
     input_size = 32
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(0)
         self.c1 = nn.Conv2d(3, 4, 3, padding=1)
         self.r1 = nn.ReLU()
         self.c2 = nn.Conv2d(4, 5, 3, padding=1)
         self.r2 = nn.ReLU6()
         self.pool = nn.MaxPool2d(3, 1, 1)
         self.c3 = nn.Conv2d(5, 3, 3, padding=1)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g)
+        _randomize(self, 0)
 
     def forward(self, x):
         return self.c3(self.pool(self.r2(self.c2(self.r1(self.c1(x))))))
@@ -45,7 +50,6 @@ class InvertedResidual(nn.Module):
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(1)
         self.stem = nn.Conv2d(3, 6, 3, padding=1)
         self.dw1 = nn.Conv2d(6, 6, 3, padding=1, groups=6)
         self.r1 = nn.ReLU6()
@@ -53,8 +57,7 @@ class InvertedResidual(nn.Module):
         self.expand = nn.Conv2d(4, 8, 1)
         self.r2 = nn.ReLU6()
         self.dw2 = nn.Conv2d(8, 8, 5, padding=2, groups=8)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g)
+        _randomize(self, 1)
 
     def forward(self, x):
         return self.dw2(self.r2(self.expand(self.project(self.r1(self.dw1(self.stem(x)))))))
@@ -106,15 +109,13 @@ class Branches(nn.Module):
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(1)
         self.c1 = nn.Conv2d(3, 4, 3, padding=1)
         self.r1 = nn.ReLU()
         self.c2 = nn.Conv2d(4, 4, 3, padding=1)
         self.r2 = nn.ReLU()
         self.side = nn.Conv2d(3, 2, 1)
         self.c3 = nn.Conv2d(6, 3, 3, padding=1)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g)
+        _randomize(self, 1)
 
     def forward(self, x):
         h = self.r1(self.c1(x))
