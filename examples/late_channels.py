@@ -36,45 +36,50 @@ from equivar_core.layout import Layout  # noqa: E402
 from equivar_core.storage import read_table  # noqa: E402
 
 
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or x[ok].std() == 0 or y[ok].std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+def _row_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of every row of ``x`` with every row of ``y`` (NaN for a constant row, or under 3 columns)."""
+    if x.shape[1] < 3:
+        return np.full((len(x), len(y)), np.nan)
+    xc, yc = x - x.mean(1, keepdims=True), y - y.mean(1, keepdims=True)
+    norm = np.outer(np.linalg.norm(xc, axis=1), np.linalg.norm(yc, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, xc @ yc.T / norm, np.nan)
+
+
+#: the statistics of a source pair (module docstring)
+STATISTICS = ("into_invariant", "into_others", "swapped", "unswapped")
 
 
 def pair_statistics(total: pd.DataFrame, pairs: list[tuple[int, int]], invariant: list[int],
-                    dst_pairs: list[tuple[int, int]]) -> pd.DataFrame:
-    """The four statistics (module docstring) of each source pair (a, a'); ``total``: summed weights, rows
-    source units, columns destination units."""
+                    dst_pairs: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Each statistic (module docstring) as a P x P matrix over the source pairs: entry (i, j) correlates the
+    weights of pair i's first member with those of pair j's second, so the diagonal holds the pairs and the
+    rest the mismatched partners. ``total``: summed weights, rows source units, columns destination units."""
     others = [b for b in total.columns if b not in set(invariant)]
     first = [b for b, _ in dst_pairs] + [b2 for _, b2 in dst_pairs]
     mirror = [b2 for _, b2 in dst_pairs] + [b for b, _ in dst_pairs]
-    rows = []
-    for a, a2 in pairs:
-        wa, wb = total.loc[a], total.loc[a2]
-        rows.append({"a": a, "a_partner": a2,
-                     "into_invariant": _corr(wa[invariant].to_numpy(), wb[invariant].to_numpy()),
-                     "into_others": _corr(wa[others].to_numpy(), wb[others].to_numpy()),
-                     "swapped": _corr(wa[first].to_numpy(), wb[mirror].to_numpy()),
-                     "unswapped": _corr(wa[first].to_numpy(), wb[first].to_numpy())})
-    return pd.DataFrame(rows)
+    a = total.loc[[u for u, _ in pairs]]
+    a2 = total.loc[[v for _, v in pairs]]
+    columns = dict(zip(STATISTICS, ((invariant, invariant), (others, others), (first, mirror), (first, first))))
+    return {name: _row_correlations(a[ca].to_numpy(float), a2[cb].to_numpy(float))
+            for name, (ca, cb) in columns.items()}
 
 
 def layer_pair_summary(total: pd.DataFrame, pairs: list[tuple[int, int]], invariant: list[int],
                        dst_pairs: list[tuple[int, int]]) -> dict:
     """Medians over the source pairs beside the mismatched partners' (the control) and the share of pairs
     above the control's 95th percentile."""
-    real = pair_statistics(total, pairs, invariant, dst_pairs)
-    mismatched = [(pairs[i][0], pairs[j][1]) for i in range(len(pairs)) for j in range(len(pairs)) if i != j]
-    control = pair_statistics(total, mismatched, invariant, dst_pairs)
+    stats = pair_statistics(total, pairs, invariant, dst_pairs)
+    off = ~np.eye(len(pairs), dtype=bool)
     out = {"pairs": len(pairs), "invariant_units": len(invariant), "dst_pairs": len(dst_pairs)}
-    for col in ("into_invariant", "into_others", "swapped", "unswapped"):
-        bar = np.nanquantile(control[col], 0.95) if control[col].notna().any() else np.nan
-        out |= {col: np.nanmedian(real[col]) if real[col].notna().any() else np.nan,
-                f"{col}_control": np.nanmedian(control[col]) if control[col].notna().any() else np.nan,
-                f"{col}_above_control_p95": float((real[col] > bar).mean()) if np.isfinite(bar) else np.nan}
-    out["swapped_beats_unswapped"] = float((real["swapped"] > real["unswapped"]).mean()) if dst_pairs else np.nan
+    for col in STATISTICS:
+        real, control = np.diag(stats[col]), stats[col][off]
+        bar = np.nanquantile(control, 0.95) if np.isfinite(control).any() else np.nan
+        out |= {col: np.nanmedian(real) if np.isfinite(real).any() else np.nan,
+                f"{col}_control": np.nanmedian(control) if np.isfinite(control).any() else np.nan,
+                f"{col}_above_control_p95": float((real > bar).mean()) if np.isfinite(bar) else np.nan}
+    beats = np.diag(stats["swapped"]) > np.diag(stats["unswapped"])
+    out["swapped_beats_unswapped"] = float(beats.mean()) if dst_pairs else np.nan
     return out
 
 
